@@ -1,0 +1,3 @@
+"""icckd: intra-class contrastive teachers and knowledge distillation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,256 @@
+"""safetensors checkpoints with typed JSON metadata, atomic writes, `.pth` imports.
+
+The header holds everything needed to describe and rebuild a model without loading its
+tensors or guessing: format version, kind, architecture, classes, data set and its
+normalisation, the resolved config, metrics, seed and versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from icckd_cli import __version__
+from icckd_cli.errors import IcckdError, UsageError
+
+FORMAT = "icckd"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit; larger means corrupt
+JSON_FIELDS = ("dataset", "config", "metrics", "versions", "teacher", "objective", "extra")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Atomically replace a text file."""
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded in every checkpoint."""
+    return {"icckd": __version__, "torch": torch.__version__}
+
+
+def encode_metadata(meta: dict[str, Any]) -> dict[str, str]:
+    """Metadata values as the strings safetensors stores (JSON for structured ones)."""
+    out = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+    for key, value in meta.items():
+        out[key] = json.dumps(value) if key in JSON_FIELDS else str(value)
+    return out
+
+
+def decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
+    """Inverse of encode_metadata."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in JSON_FIELDS:
+            out[key] = json.loads(value)
+        elif key in ("num_classes", "seed", "format_version"):
+            out[key] = int(value)
+        else:
+            out[key] = value
+    return out
+
+
+def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """Atomically save tensors with icckd metadata."""
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda p: save_file(clean, str(p), metadata=encode_metadata(meta)))
+
+
+def save_model(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Save a model's state dict; `meta` needs kind, arch, num_classes, dataset, config."""
+    meta = {**meta, "versions": versions()}
+    save_tensors(path, dict(model.state_dict()), meta)
+
+
+def _check_file(path: Path) -> None:
+    """Reject a missing, truncated or non-safetensors file with one clear line."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"checkpoint {path} does not exist; check the path")
+    if path.is_dir():
+        hint = (
+            " (did you mean DIR/model.safetensors?)"
+            if (path / "model.safetensors").exists()
+            else ""
+        )
+        raise UsageError(f"checkpoint {path} is a directory{hint}; pass a .safetensors file")
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if len(head) < 8:
+        raise IcckdError(f"{path} is empty or truncated; it is not a safetensors checkpoint")
+    (n,) = struct.unpack("<Q", head)
+    if n > MAX_HEADER_BYTES or n + 8 > size:
+        raise IcckdError(
+            f"{path} is not a valid safetensors file (header of {n} bytes in a file of {size}); "
+            "it is corrupt or truncated: re-create it or use another checkpoint"
+        )
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The decoded metadata of an icckd checkpoint, without loading its tensors."""
+    _check_file(path)
+    try:
+        with safe_open(str(path), "pt") as fh:
+            raw = fh.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt file
+        raise IcckdError(f"{path} is not a valid safetensors file ({exc}); re-create it") from None
+    if raw.get("format") != FORMAT:
+        raise IcckdError(
+            f"{path} has no icckd metadata (format, arch, classes); it was not written by "
+            "icckd. For a published .pth teacher use --teacher FILE.pth --teacher-arch NAME"
+        )
+    version = int(raw.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise IcckdError(
+            f"{path} has checkpoint format {version}, newer than this icckd reads "
+            f"({FORMAT_VERSION}); upgrade icckd"
+        )
+    try:
+        return decode_metadata(raw)
+    except (json.JSONDecodeError, ValueError):
+        raise IcckdError(f"{path} has damaged metadata; re-create the checkpoint") from None
+
+
+def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, Tensor]:
+    """All tensors of a checkpoint, after the header checks."""
+    _check_file(path)
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as exc:  # noqa: BLE001
+        raise IcckdError(f"{path} could not be read ({exc}); it is corrupt or truncated") from None
+
+
+def weights_hash(state: dict[str, Tensor]) -> str:
+    """sha256 over the sorted tensors' names and bytes: identifies a teacher's weights."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().to("cpu").contiguous()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def load_model(
+    path: Path, device: str | torch.device = "cpu", expect_arch: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from a checkpoint's metadata alone and load its weights strictly."""
+    from icckd_cli.models import create_model
+
+    meta = read_metadata(path)
+    for key in ("arch", "num_classes"):
+        if key not in meta:
+            raise IcckdError(f"{path} lacks '{key}' in its metadata; re-create the checkpoint")
+    if expect_arch is not None and expect_arch != meta["arch"]:
+        raise UsageError(
+            f"{path} holds a {meta['arch']}, not the {expect_arch} asked for; "
+            f"drop the architecture option or pass --arch {meta['arch']}"
+        )
+    model = create_model(meta["arch"], meta["num_classes"])
+    state = load_tensors(path)
+    load_state_strict(model, state, str(path))
+    return model.to(device), meta
+
+
+def load_state_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """load_state_dict(strict=True) with a one-line message on any mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        detail = (
+            f"{len(missing)} missing keys, {len(unexpected)} unexpected, {len(wrong)} of another "
+            f"shape (e.g. {(missing + unexpected + wrong)[0]})"
+        )
+        raise IcckdError(
+            f"{source} does not fit a {getattr(model, 'arch', type(model).__name__)} with "
+            f"{getattr(model, 'num_classes', '?')} classes: {detail}; check the architecture "
+            "and the number of classes"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def read_pth_state(path: Path) -> dict[str, Tensor]:
+    """A published `.pth` state dict, read without unpickling code (weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"teacher file {path} does not exist; check the path")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickled code or a damaged file
+        raise IcckdError(
+            f"{path} could not be read as a weights-only .pth file ({type(exc).__name__}); "
+            "only plain state dicts are accepted, never pickled code"
+        ) from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]  # the CRD zoo wraps its state dict as {'model': ..., 'epoch': ...}
+    elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise IcckdError(f"{path} does not hold a state dict of tensors; it is not a teacher")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_pth_model(path: Path, arch: str | None, num_classes: int | None = None) -> nn.Module:
+    """Build `arch` and load a published `.pth` teacher into it strictly."""
+    from icckd_cli.models import create_model
+
+    if arch is None:
+        raise UsageError(
+            f"{path} is a .pth file without metadata; say what it holds with --teacher-arch NAME"
+        )
+    state = read_pth_state(path)
+    if num_classes is None:
+        heads = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+        num_classes = int(heads[-1].shape[0]) if heads else 100
+    model = create_model(arch, num_classes)
+    load_state_strict(model, state, str(path))
+    return model
+
+
+def load_any_model(
+    path: Path, arch: str | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A model from our checkpoint or a `.pth` file; metadata is {} for `.pth`."""
+    path = Path(path)
+    if path.suffix in (".pth", ".pt"):
+        return load_pth_model(path, arch).to(device), {}
+    return load_model(path, device, expect_arch=arch)

@@ -1,0 +1,336 @@
+"""The Typer app: thin commands that build a config, call the engine, render."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from icckd_cli import report
+from icckd_cli.config import (
+    DistillConfig,
+    EvalConfig,
+    TrainTeacherConfig,
+    build,
+)
+from icckd_cli.errors import USAGE, IcckdError, UsageError
+
+app = typer.Typer(
+    help="Intra-class contrastive teachers and knowledge distillation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+INTERRUPTED = 130
+
+# ----------------------------------------------------------------------------- options
+# Every option defaults to None ("not given") so the config file and defaults can fill in.
+
+Opt = typer.Option
+ConfigFile = Annotated[Path | None, Opt("--config", help="TOML file of settings.")]
+Arch = Annotated[str | None, Opt(help="Architecture (see 'icckd models').")]
+Dataset = Annotated[str | None, Opt(help="digits, cifar10, cifar100 or imagefolder.")]
+DataDir = Annotated[Path | None, Opt(help="Folder of the data set's files.")]
+Download = Annotated[
+    bool | None, Opt("--download/--no-download", help="Allow torchvision downloads.")
+]
+Flip = Annotated[
+    bool | None, Opt("--flip/--no-flip", help="Horizontal flips (default: per data set).")
+]
+TrainPC = Annotated[int | None, Opt(help="Keep the first N training images per class.")]
+TestPC = Annotated[int | None, Opt(help="Keep the first N test images per class.")]
+Epochs = Annotated[int | None, Opt(help="Epochs (recipe: 240).")]
+BatchSize = Annotated[int | None, Opt(help="Batch size per process (recipe: 64).")]
+Lr = Annotated[float | None, Opt(help="Learning rate (recipe: 0.05; 0.01 MobileNet/Shuffle).")]
+Decay = Annotated[
+    str | None, Opt(help="Decay epochs, e.g. 150,180,210 (default: scaled to --epochs).")
+]
+Momentum = Annotated[float | None, Opt(help="SGD momentum (0.9).")]
+Wd = Annotated[float | None, Opt(help="Weight decay (5e-4).")]
+Seed = Annotated[int | None, Opt(help="Random seed (CPU runs repeat bit for bit).")]
+Device = Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:N or mps.")]
+Out = Annotated[Path | None, Opt(help="Run folder: model, metrics log, config.")]
+Overwrite = Annotated[bool | None, Opt("--overwrite", help="Replace a finished run in --out.")]
+SaveEvery = Annotated[int | None, Opt(help="Save resumable state every N epochs (0: never).")]
+Resume = Annotated[Path | None, Opt(help="Continue the interrupted run in this folder.")]
+Compile = Annotated[bool | None, Opt("--compile/--no-compile", help="Use torch.compile.")]
+Precision = Annotated[str | None, Opt(help="auto (bf16 on CUDA), fp32, bf16 or fp16.")]
+SyncBN = Annotated[bool | None, Opt("--sync-bn", help="Synchronised batch norm (torchrun).")]
+Format = Annotated[str, Opt("--format", help="table or json.")]
+
+
+def _decay(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UsageError(
+            f"invalid value for --lr-decay-epochs ({value!r}): give whole epochs separated by "
+            "commas, e.g. 150,180,210"
+        ) from None
+
+
+def _format(value: str) -> str:
+    if value not in ("table", "json"):
+        raise UsageError(f"invalid value for --format ({value!r}): use table or json")
+    return value
+
+
+def _collect(local: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The options a user gave, as config fields."""
+    skip = {"config", "fmt", "resume", *drop}
+    values = {k: v for k, v in local.items() if k not in skip and v is not None}
+    if "lr_decay_epochs" in values:
+        values["lr_decay_epochs"] = _decay(values["lr_decay_epochs"])
+    return values
+
+
+def handle_errors(fn: F) -> F:
+    """Turn a user error into one line on stderr and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except IcckdError as exc:
+            report.error(exc.message)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
+    """The saved config of an interrupted run; only --device may change."""
+    from icckd_cli.runs import CONFIG_FILE
+
+    path = Path(resume) / CONFIG_FILE
+    if not path.is_file():
+        raise UsageError(f"{resume} holds no {CONFIG_FILE}; it is not an icckd run folder")
+    saved = json.loads(path.read_text())
+    saved.update({"out": str(resume)})
+    if given.get("device"):
+        saved["device"] = given["device"]
+    return build(model, saved)
+
+
+def _train(kind: str, model: type, local: dict[str, Any]) -> None:
+    """Shared body of train-teacher and distill."""
+    from icckd_cli import distributed as dist
+    from icckd_cli import runs
+    from icckd_cli.engine import Interrupted
+
+    run = runs.train_teacher if kind == "teacher" else runs.distill
+    fmt = _format(local["fmt"])
+    given = _collect(local)
+    resume = local.get("resume")
+    cfg = _resume_config(model, resume, given) if resume else build(model, given, local["config"])
+    dist.init_from_env()
+    progress = report.TrainingProgress(f"{kind} {cfg.arch}", quiet=not dist.is_main())
+    try:
+        result = run(cfg, progress, resume=bool(resume))
+    except Interrupted:
+        progress.close()
+        report.note(
+            f"interrupted: state saved in {cfg.out}; continue with "
+            f"icckd {'train-teacher' if kind == 'teacher' else 'distill'} --resume {cfg.out}"
+        )
+        raise typer.Exit(INTERRUPTED) from None
+    finally:
+        progress.close()
+    if not dist.is_main():
+        return
+    if fmt == "json":
+        report.print_json(
+            {
+                "checkpoint": str(result.checkpoint),
+                **result.final,
+                "best": result.best,
+                "params": result.params,
+                "elapsed_s": result.elapsed,
+            }
+        )
+    else:
+        report.run_summary(kind, result)
+
+
+@app.command("train-teacher")
+@handle_errors
+def train_teacher(
+    config: ConfigFile = None,
+    arch: Arch = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    download: Download = None,
+    flip: Flip = None,
+    train_per_class: TrainPC = None,
+    test_per_class: TestPC = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    lr_decay_epochs: Decay = None,
+    momentum: Momentum = None,
+    weight_decay: Wd = None,
+    seed: Seed = None,
+    device: Device = None,
+    out: Out = None,
+    overwrite: Overwrite = None,
+    save_every: SaveEvery = None,
+    resume: Resume = None,
+    compile: Compile = None,
+    precision: Precision = None,
+    sync_bn: SyncBN = None,
+    icc_weight: Annotated[
+        float | None, Opt(help="lambda of L_intra (0: plain cross-entropy teacher).")
+    ] = None,
+    margin: Annotated[
+        float | None, Opt(help="Gate delta: anchors need margin > delta (<= -1: no gate).")
+    ] = None,
+    icc_temperature: Annotated[float | None, Opt(help="tau of the intra-class loss.")] = None,
+    queue_size: Annotated[
+        int | None, Opt(help="Cached embeddings per class (0: in-batch only).")
+    ] = None,
+    embedding: Annotated[
+        str | None, Opt(help="features, logits or projection (a head not saved).")
+    ] = None,
+    init: Annotated[
+        Path | None, Opt(help="Start from these weights (.safetensors or CRD .pth).")
+    ] = None,
+    fmt: Format = "table",
+) -> None:
+    """Train a teacher: cross-entropy plus the intra-class contrastive term."""
+    _train("teacher", TrainTeacherConfig, locals())
+
+
+@app.command()
+@handle_errors
+def distill(
+    config: ConfigFile = None,
+    teacher: Annotated[
+        Path | None, Opt(help="Teacher checkpoint (.safetensors, or a CRD-zoo .pth).")
+    ] = None,
+    teacher_arch: Annotated[
+        str | None, Opt(help="Architecture of a .pth teacher (ours record it).")
+    ] = None,
+    arch: Arch = None,
+    method: Annotated[
+        str | None, Opt(help="kd, rkd, kd+rkd, dkd or crd: the published weights.")
+    ] = None,
+    weights: Annotated[
+        str | None, Opt(help="CE/KD weights: crd (0.1/0.9) or mdistiller (1/1).")
+    ] = None,
+    ce_weight: Annotated[float | None, Opt(help="Cross-entropy weight.")] = None,
+    kd_weight: Annotated[float | None, Opt(help="Hinton KD weight.")] = None,
+    kd_temperature: Annotated[float | None, Opt(help="KD temperature T.")] = None,
+    rkd_weight: Annotated[float | None, Opt(help="RKD weight (distance 25, angle 50).")] = None,
+    dkd_weight: Annotated[float | None, Opt(help="DKD weight.")] = None,
+    dkd_alpha: Annotated[float | None, Opt(help="DKD target-class weight.")] = None,
+    dkd_beta: Annotated[float | None, Opt(help="DKD non-target weight.")] = None,
+    dkd_temperature: Annotated[float | None, Opt(help="DKD temperature.")] = None,
+    dkd_warmup: Annotated[int | None, Opt(help="DKD warm-up epochs.")] = None,
+    crd_weight: Annotated[float | None, Opt(help="CRD weight.")] = None,
+    crd_feat_dim: Annotated[int | None, Opt(help="CRD embedding size.")] = None,
+    crd_nce_k: Annotated[int | None, Opt(help="CRD negatives per anchor.")] = None,
+    crd_temperature: Annotated[float | None, Opt(help="CRD temperature.")] = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    download: Download = None,
+    flip: Flip = None,
+    train_per_class: TrainPC = None,
+    test_per_class: TestPC = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    lr_decay_epochs: Decay = None,
+    momentum: Momentum = None,
+    weight_decay: Wd = None,
+    seed: Seed = None,
+    device: Device = None,
+    out: Out = None,
+    overwrite: Overwrite = None,
+    save_every: SaveEvery = None,
+    resume: Resume = None,
+    compile: Compile = None,
+    precision: Precision = None,
+    sync_bn: SyncBN = None,
+    fmt: Format = "table",
+) -> None:
+    """Distill a student from a frozen teacher (KD, RKD, DKD, CRD, combined)."""
+    _train("student", DistillConfig, locals())
+
+
+@app.command("eval")
+@handle_errors
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint.")],
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    download: Download = None,
+    split: Annotated[str | None, Opt(help="test or train.")] = None,
+    device: Device = None,
+    batch_size: Annotated[int | None, Opt(help="Evaluation batch size.")] = None,
+    fmt: Format = "table",
+) -> None:
+    """Evaluate a checkpoint on its data set's test split."""
+    cfg = build(EvalConfig, {**_collect(locals()), "format": _format(fmt)})
+    from icckd_cli.runs import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(
+        cfg.checkpoint,
+        cfg.dataset,
+        cfg.data_dir,
+        cfg.download,
+        cfg.split,
+        cfg.device,
+        cfg.batch_size,
+    )
+    if cfg.format == "json":
+        report.print_json(metrics)
+    else:
+        report.eval_table(metrics)
+
+
+@app.command("models")
+@handle_errors
+def models(fmt: Format = "table") -> None:
+    """List the model zoo with parameter counts at 100 classes."""
+    from icckd_cli.models import create_model, list_models
+
+    rows = []
+    for name in list_models():
+        m = create_model(name, 100)
+        rows.append((name, sum(p.numel() for p in m.parameters()), m.feature_dim))
+    if _format(fmt) == "json":
+        report.print_json([{"arch": n, "params": p, "feature_dim": d} for n, p, d in rows])
+    else:
+        report.models_table(rows)
+
+
+def main() -> None:
+    """Console entry point: one-line errors, documented exit codes, no tracebacks."""
+    try:
+        code = app(standalone_mode=False)
+    except IcckdError as exc:
+        report.error(exc.message)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        report.error("interrupted")
+        sys.exit(INTERRUPTED)
+    except Exception as exc:
+        # click's (or Typer's vendored click's) usage errors: bad option, missing argument
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            report.error(f"{exc.format_message()} (see 'icckd --help')")
+            sys.exit(USAGE)
+        if type(exc).__name__ == "Abort":
+            report.error("aborted")
+            sys.exit(INTERRUPTED)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,252 @@
+"""Pydantic settings, one model per command; every default lives here.
+
+Precedence: command line > `--config FILE.toml` > the defaults below. Models are flat so a
+TOML file uses the same names as the options (`icc_weight = 0.1` for `--icc-weight 0.1`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from icckd_cli.errors import UsageError, suggest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+RECIPE_EPOCHS = 240
+RECIPE_DECAY = (150, 180, 210)
+SMALL_LR_FAMILIES = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataOptions(_Strict):
+    """Which data set, where, and how it is augmented."""
+
+    dataset: str = "cifar100"
+    data_dir: Path | None = None
+    download: bool = True
+    flip: bool | None = None  # None: the data set's own default (off for digits)
+    crop_padding: int = Field(4, ge=0, le=32)
+    train_per_class: int | None = Field(None, ge=1)
+    test_per_class: int | None = Field(None, ge=1)
+
+
+class OptimOptions(_Strict):
+    """SGD with a multi-step schedule: the CRD CIFAR-100 recipe by default."""
+
+    epochs: int = Field(RECIPE_EPOCHS, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float | None = Field(None, gt=0)  # None: 0.05, or 0.01 for MobileNet/ShuffleNet
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    lr_decay_epochs: list[int] | None = None  # None: 150/180/210 of 240, scaled to epochs
+    lr_decay_rate: float = Field(0.1, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _check_decay(self) -> OptimOptions:
+        d = self.lr_decay_epochs
+        if d is not None:
+            if any(e < 1 for e in d) or sorted(set(d)) != list(d):
+                raise ValueError(
+                    "lr_decay_epochs must be positive and strictly increasing, e.g. 150,180,210"
+                )
+            if d and d[-1] > self.epochs:
+                raise ValueError(
+                    f"lr_decay_epochs ends at {d[-1]}, beyond the last epoch ({self.epochs})"
+                )
+        return self
+
+    def resolved_lr(self, arch: str) -> float:
+        """The learning rate: explicit, or the recipe's for this architecture."""
+        if self.lr is not None:
+            return self.lr
+        return 0.01 if arch in SMALL_LR_FAMILIES else 0.05
+
+    def resolved_decay(self) -> list[int]:
+        """Decay epochs: explicit, or the recipe's scaled to the run's length."""
+        if self.lr_decay_epochs is not None:
+            return list(self.lr_decay_epochs)
+        scaled = [round(e * self.epochs / RECIPE_EPOCHS) for e in RECIPE_DECAY]
+        return sorted({e for e in scaled if 0 < e < self.epochs})
+
+
+class RunOptions(_Strict):
+    """Where and how a run executes."""
+
+    arch: str = "resnet56"
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    out: Path = Path("runs/run")
+    overwrite: bool = False
+    save_every: int = Field(0, ge=0)  # 0: only the final checkpoint (and one on interrupt)
+    channels_last: bool = True
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = False
+    sync_bn: bool = False
+    eval_batch_size: int = Field(512, ge=1)
+
+
+class TeacherLoss(_Strict):
+    """CE + icc_weight * L_intra (METHOD.md); icc_weight 0 is the cross-entropy baseline."""
+
+    icc_weight: float = Field(0.05, ge=0)
+    margin: float = Field(0.5, lt=1)  # <= -1 turns the gate off
+    icc_temperature: float = Field(0.1, gt=0)
+    queue_size: int = Field(64, ge=0)
+    embedding: Literal["features", "logits", "projection"] = "features"
+    projection_dim: int = Field(128, ge=1)
+    init: Path | None = None
+
+
+class TrainTeacherConfig(DataOptions, OptimOptions, RunOptions, TeacherLoss):
+    """Everything `icckd train-teacher` needs."""
+
+
+Method = Literal["kd", "rkd", "kd+rkd", "dkd", "crd"]
+
+# Published weights of each method (CRD benchmark convention for CE/KD).
+METHOD_PRESETS: dict[str, dict[str, float]] = {
+    "kd": {"ce_weight": 0.1, "kd_weight": 0.9, "rkd_weight": 0, "dkd_weight": 0, "crd_weight": 0},
+    "rkd": {"ce_weight": 1.0, "kd_weight": 0, "rkd_weight": 1, "dkd_weight": 0, "crd_weight": 0},
+    "kd+rkd": {
+        "ce_weight": 0.1,
+        "kd_weight": 0.9,
+        "rkd_weight": 1,
+        "dkd_weight": 0,
+        "crd_weight": 0,
+    },
+    "dkd": {"ce_weight": 1.0, "kd_weight": 0, "rkd_weight": 0, "dkd_weight": 1, "crd_weight": 0},
+    "crd": {"ce_weight": 1.0, "kd_weight": 0, "rkd_weight": 0, "dkd_weight": 0, "crd_weight": 0.8},
+}
+
+
+class StudentLoss(_Strict):
+    """Named, weighted distillation terms; None weights come from the method preset."""
+
+    teacher: Path | None = None
+    teacher_arch: str | None = None
+    method: Method = "kd"
+    weights: Literal["crd", "mdistiller"] = "crd"
+    ce_weight: float | None = Field(None, ge=0)
+    kd_weight: float | None = Field(None, ge=0)
+    kd_temperature: float = Field(4.0, gt=0)
+    rkd_weight: float | None = Field(None, ge=0)
+    rkd_distance_weight: float = Field(25.0, ge=0)
+    rkd_angle_weight: float = Field(50.0, ge=0)
+    dkd_weight: float | None = Field(None, ge=0)
+    dkd_alpha: float = Field(1.0, ge=0)
+    dkd_beta: float = Field(8.0, ge=0)
+    dkd_temperature: float = Field(4.0, gt=0)
+    dkd_warmup: int | None = Field(None, ge=0)  # None: 20 of 240 epochs, scaled
+    crd_weight: float | None = Field(None, ge=0)
+    crd_feat_dim: int = Field(128, ge=1)
+    crd_nce_k: int = Field(16384, ge=1)
+    crd_temperature: float = Field(0.07, gt=0)
+    crd_momentum: float = Field(0.5, ge=0, lt=1)
+
+    def resolved_weights(self) -> dict[str, float]:
+        """The term weights: explicit ones override the method's preset."""
+        preset = dict(METHOD_PRESETS[self.method])
+        if self.weights == "mdistiller" and preset["kd_weight"]:
+            preset["ce_weight"], preset["kd_weight"] = 1.0, 1.0
+        out = {}
+        for key, value in preset.items():
+            given = getattr(self, key)
+            out[key] = float(value if given is None else given)
+        return out
+
+
+class DistillConfig(DataOptions, OptimOptions, RunOptions, StudentLoss):
+    """Everything `icckd distill` needs."""
+
+    arch: str = "resnet20"
+
+    def resolved_dkd_warmup(self) -> int:
+        """DKD's linear warm-up length in epochs (20 of the 240-epoch recipe, scaled)."""
+        if self.dkd_warmup is not None:
+            return self.dkd_warmup
+        return max(1, round(20 * self.epochs / RECIPE_EPOCHS))
+
+
+class EvalConfig(_Strict):
+    """`icckd eval`: the data set defaults to the one recorded in the checkpoint."""
+
+    checkpoint: Path
+    dataset: str | None = None
+    data_dir: Path | None = None
+    download: bool = True
+    split: Literal["test", "train"] = "test"
+    device: str = "auto"
+    batch_size: int = Field(512, ge=1)
+    format: Literal["table", "json"] = "table"
+
+
+class InspectConfig(_Strict):
+    """`icckd inspect-softlabels`: one or more checkpoints side by side."""
+
+    checkpoints: list[Path] = Field(min_length=1)
+    dataset: str | None = None
+    data_dir: Path | None = None
+    download: bool = True
+    split: Literal["test", "train"] = "test"
+    temperature: float = Field(4.0, gt=0)
+    device: str = "auto"
+    batch_size: int = Field(512, ge=1)
+    per_class: bool = False
+    all_classes: bool = False
+    plot: Path | None = None
+    format: Literal["table", "json"] = "table"
+
+
+def option_name(field: str) -> str:
+    """The command-line spelling of a config field."""
+    return "--" + field.replace("_", "-")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML config file as a dict, or a one-line error."""
+    if not path.is_file():
+        raise UsageError(f"config file {path} does not exist; check the path given to --config")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML ({exc}); fix the file") from None
+
+
+def build(model: type[_Strict], cli: dict[str, Any], config_file: Path | None = None) -> Any:
+    """Validate command line over config file over defaults into `model`."""
+    values: dict[str, Any] = read_toml(config_file) if config_file else {}
+    values.update({k: v for k, v in cli.items() if v is not None})
+    unknown = [k for k in values if k not in model.model_fields]
+    if unknown:
+        key = unknown[0]
+        where = f"in {config_file}" if config_file and key not in cli else "given"
+        hint = suggest(key, model.model_fields)
+        raise UsageError(f"unknown setting '{key}' {where}.{hint or ' Check the spelling.'}")
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise UsageError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first validation problem as one line naming the option."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
+    msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    if not loc:
+        return f"invalid settings: {msg}"
+    field = loc[0]
+    value = err.get("input")
+    shown = f" ({value!r})" if value is not None and not isinstance(value, dict) else ""
+    return f"invalid value for {option_name(field)}{shown}: {msg}"

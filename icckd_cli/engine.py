@@ -1,0 +1,243 @@
+"""One training loop for teachers and students, evaluation and output extraction.
+
+The engine never prints: progress goes to a callback. Loss values stay on the device and
+are read once per logging interval, so the step has no host-device synchronisation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from icckd_cli.data import DataSpec, DeviceLoader, Split, eval_batches
+from icckd_cli.errors import IcckdError, UsageError
+from icckd_cli.losses import expected_calibration_error
+from icckd_cli.objectives import Objective
+
+Callback = Callable[[str, dict[str, Any]], None]
+CHECK_EVERY = 50  # steps between reads of the loss accumulators (NaN guard)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda, mps or cpu; an unavailable device is a one-line error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} asked for CUDA but none is available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(
+            f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices"
+        )
+    return dev
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA by default; fp32 elsewhere unless asked."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def predict(
+    model: nn.Module,
+    split: Split,
+    spec: DataSpec,
+    batch_size: int = 512,
+    channels_last: bool = False,
+    precision: str = "fp32",
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """(logits (B, C), features (B, D), labels (B,)) in order, in eval mode, no gradient."""
+    was_training = model.training
+    model.eval()
+    device = split.images.device
+    try:
+        with torch.inference_mode(), autocast(device, precision):
+            for x, y in eval_batches(split, spec, batch_size, channels_last):
+                logits, feats = model(x, return_features=True)
+                yield logits.float(), feats.float(), y
+    finally:
+        model.train(was_training)
+
+
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    spec: DataSpec,
+    batch_size: int = 512,
+    channels_last: bool = False,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """top1/top5 (percent), nll, ece and n over a split."""
+    logits_all, labels_all = [], []
+    for logits, _, y in predict(model, split, spec, batch_size, channels_last, precision):
+        logits_all.append(logits)
+        labels_all.append(y)
+    logits = torch.cat(logits_all)
+    labels = torch.cat(labels_all)
+    k = min(5, logits.shape[1])
+    topk = logits.topk(k, dim=1).indices
+    hit = topk == labels[:, None]
+    return {
+        "top1": 100.0 * hit[:, 0].float().mean().item(),
+        "top5": 100.0 * hit.any(dim=1).float().mean().item(),
+        "nll": F.cross_entropy(logits, labels).item(),
+        "ece": float(expected_calibration_error(logits, labels)),
+        "n": int(labels.numel()),
+    }
+
+
+def lr_at(epoch: int, base: float, decay_epochs: list[int], rate: float) -> float:
+    """Multi-step schedule: base * rate ** (number of decay epochs already reached)."""
+    return base * rate ** sum(epoch >= e for e in decay_epochs)
+
+
+@dataclass
+class TrainState:
+    """Where a run stands; enough with the modules and optimiser to continue exactly."""
+
+    epoch: int = 0  # the epoch in progress (or next to start)
+    step: int = 0  # batches of `epoch` already done
+    history: list[dict[str, Any]] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)  # partial epoch loss sums
+    best: dict[str, Any] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+
+class Interrupted(Exception):
+    """Raised out of the loop after a checkpoint was written on SIGINT/SIGTERM."""
+
+
+class Diverged(IcckdError):
+    """A loss part became NaN or infinite."""
+
+
+@dataclass
+class Trainer:
+    """Runs the epochs: objective -> backward -> step -> cache update -> eval -> log."""
+
+    model: nn.Module
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    loader: DeviceLoader
+    test: Split
+    spec: DataSpec
+    epochs: int
+    base_lr: float
+    decay_epochs: list[int]
+    decay_rate: float
+    precision: str = "fp32"
+    channels_last: bool = False
+    eval_batch_size: int = 512
+    callback: Callback = lambda event, info: None
+    save_state: Callable[[TrainState], None] = lambda state: None
+    save_every: int = 1
+    stop_requested: Callable[[], bool] = lambda: False
+    state: TrainState = field(default_factory=TrainState)
+    eval_model: nn.Module | None = None  # the unwrapped model when training through DDP
+
+    def run(self) -> TrainState:
+        """Train from `state` to the last epoch; returns the final state."""
+        st, device = self.state, self.test.images.device
+        steps = len(self.loader)
+        self.callback("start", {"epochs": self.epochs, "steps": steps, "epoch": st.epoch})
+        while st.epoch < self.epochs:
+            started = time.perf_counter()
+            lr = lr_at(st.epoch, self.base_lr, self.decay_epochs, self.decay_rate)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.model.train()
+            self.objective.train()
+            sums: dict[str, Tensor] = {
+                k: torch.tensor(v, device=device) for k, v in st.sums.items()
+            }
+            bad = torch.full((2,), -1, dtype=torch.long, device=device)  # (step, part)
+            names: list[str] = []
+            for batch in self.loader.epoch(st.epoch, st.step):
+                with autocast(device, self.precision):
+                    loss, parts = self.objective(self.model, batch, st.epoch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.objective.after_step()
+                parts = {"loss": loss.detach(), **parts}
+                names = list(parts)
+                for k, v in parts.items():
+                    sums[k] = sums[k] + v.float() if k in sums else v.float().clone()
+                finite = torch.stack([torch.isfinite(v).all() for v in parts.values()])
+                first = (bad[0] < 0) & ~finite.all()
+                here = torch.stack([torch.tensor(st.step, device=device), (~finite).int().argmax()])
+                bad = torch.where(first, here, bad)
+                st.step += 1
+                self.callback("step", {"epoch": st.epoch, "step": st.step, "steps": steps})
+                if st.step % CHECK_EVERY == 0 or st.step == steps:
+                    self._check(bad, names, st)
+                if self.stop_requested():
+                    st.sums = {k: v.item() for k, v in sums.items()}
+                    st.elapsed += time.perf_counter() - started
+                    self.save_state(st)
+                    raise Interrupted()
+            self._check(bad, names, st)
+            record: dict[str, Any] = {"epoch": st.epoch + 1, "lr": lr}
+            record.update({f"train_{k}": v.item() / max(st.step, 1) for k, v in sums.items()})
+            record["time"] = time.perf_counter() - started
+            record["images_per_s"] = (
+                st.step * self.loader.batch_size * self.loader.world / max(record["time"], 1e-9)
+            )
+            model = self.eval_model or self.model
+            record.update(
+                evaluate(
+                    model,
+                    self.test,
+                    self.spec,
+                    self.eval_batch_size,
+                    self.channels_last,
+                    self.precision,
+                )
+            )
+            record.pop("n", None)
+            st.history.append(record)
+            if not st.best or record["top1"] > st.best["top1"]:
+                st.best = {"epoch": record["epoch"], "top1": record["top1"], "top5": record["top5"]}
+            st.epoch, st.step, st.sums = st.epoch + 1, 0, {}
+            st.elapsed += record["time"]
+            self.callback("epoch", record)
+            if self.save_every and st.epoch % self.save_every == 0 and st.epoch < self.epochs:
+                self.save_state(st)
+        self.callback("end", {"best": st.best})
+        return st
+
+    def _check(self, bad: Tensor, names: list[str], st: TrainState) -> None:
+        """Stop with a clear message once any loss part went NaN or infinite."""
+        step, part = bad.tolist()
+        if step < 0:
+            return
+        name = names[part] if part < len(names) else "loss"
+        raise Diverged(
+            f"the loss part '{name}' became NaN or infinite at epoch {st.epoch + 1}, step "
+            f"{step + 1}; the last good checkpoint is kept. Try a lower --lr (or a lower "
+            "--icc-weight / distillation weight) and rerun"
+        )
+
+
+def is_finite_number(x: float) -> bool:
+    """True for a real, finite float."""
+    return isinstance(x, float) and math.isfinite(x)

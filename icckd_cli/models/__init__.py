@@ -1,0 +1,21 @@
+"""The CIFAR knowledge-distillation model zoo (the CRD / RepDistiller architectures).
+
+Every network keeps the reference state-dict layout, so published teacher checkpoints load
+with strict=True. Importing the family modules registers their names.
+"""
+
+from __future__ import annotations
+
+from icckd_cli.models import (  # noqa: F401  (imported for their registrations)
+    mobilenetv2,
+    resnet,
+    resnetv2,
+    shufflenetv1,
+    shufflenetv2,
+    vgg,
+    wrn,
+)
+from icckd_cli.models.base import ZooModel
+from icckd_cli.models.registry import create_model, feature_dim, list_models, resolve_name
+
+__all__ = ["ZooModel", "create_model", "feature_dim", "list_models", "resolve_name"]

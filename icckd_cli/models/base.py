@@ -1,0 +1,67 @@
+"""The base class every zoo network shares, plus the pooling and init helpers they reuse."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ZooModel(nn.Module):
+    """A classifier split into a pooled feature extractor and a linear head."""
+
+    arch: str
+    num_classes: int
+    feature_dim: int
+
+    def __init__(self, arch: str, num_classes: int, feature_dim: int) -> None:
+        super().__init__()
+        self.arch = arch
+        self.num_classes = num_classes
+        self.feature_dim = feature_dim
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) images -> (B, feature_dim) pooled penultimate features."""
+        raise NotImplementedError
+
+    def forward_head(self, feats: Tensor) -> Tensor:
+        """(B, feature_dim) features -> (B, num_classes) logits."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, 3, H, W) -> logits (B, num_classes), or (logits, feats (B, feature_dim))."""
+        feats = self.forward_features(x)
+        logits = self.forward_head(feats)
+        if return_features:
+            return logits, feats
+        return logits
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, num_classes={self.num_classes}, feature_dim={self.feature_dim}"
+
+
+def global_pool(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, C) mean over all spatial positions, whatever H and W are."""
+    # Adaptive pooling stands in for the reference's fixed-size pools: identical at 32x32,
+    # and it keeps larger inputs working without touching any parameter.
+    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
+def init_weights(
+    model: nn.Module, linear_std: float | None = None, zero_linear_bias: bool = False
+) -> None:
+    """He-normal (fan_out) convs, unit/zero BN, and the family's own choice for linear layers."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            # std = sqrt(2 / (k*k*out)), which is also what the "normal_(0, sqrt(2/n))" families use
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            if linear_std is not None:
+                nn.init.normal_(m.weight, 0.0, linear_std)
+            if zero_linear_bias and m.bias is not None:
+                nn.init.zeros_(m.bias)

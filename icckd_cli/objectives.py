@@ -1,0 +1,236 @@
+"""Training objectives as named, weighted terms (a weight of 0 removes a term).
+
+An objective owns whatever runs beside the model (projection head, intra-class cache,
+frozen teacher, CRD heads and memory) and returns the total loss with every part by name;
+the engine only sums, steps and logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from icckd_cli import distributed as dist
+from icckd_cli.data import Batch
+from icckd_cli.losses import (
+    dkd_loss,
+    icc_terms,
+    kd_loss,
+    prediction_margin,
+    rkd_loss,
+)
+from icckd_cli.queue import ClassQueue
+
+Stats = dict[str, Tensor]
+
+
+@dataclass
+class Term:
+    """One weighted part of an objective: fn(outputs) -> scalar, may add stats."""
+
+    name: str
+    weight: float
+    fn: Callable[[dict[str, Any], Stats], Tensor]
+
+
+class Objective(nn.Module):
+    """Base: sums weighted terms and reports each one by name."""
+
+    views: int = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.terms: list[Term] = []
+
+    def add(self, name: str, weight: float, fn: Callable[[dict[str, Any], Stats], Tensor]) -> None:
+        """Add a term unless its weight is 0."""
+        if weight:
+            self.terms.append(Term(name, float(weight), fn))
+
+    def outputs(self, model: nn.Module, batch: Batch, epoch: int) -> dict[str, Any]:
+        """What the terms read: logits (V*B, C), features (V*B, D), labels (V*B,) ..."""
+        x = batch.views[0] if len(batch.views) == 1 else torch.cat(batch.views)
+        logits, feats = model(x, return_features=True)
+        y = batch.labels.repeat(len(batch.views))
+        return {"logits": logits, "features": feats, "labels": y, "batch": batch, "epoch": epoch}
+
+    def forward(self, model: nn.Module, batch: Batch, epoch: int) -> tuple[Tensor, Stats]:
+        """(total loss, {part name: unweighted value, stat name: value})."""
+        out = self.outputs(model, batch, epoch)
+        stats: Stats = {}
+        total: Tensor | float = 0.0
+        for term in self.terms:
+            value = term.fn(out, stats)
+            stats[term.name] = value.detach()
+            total = total + term.weight * value
+        assert isinstance(total, Tensor)
+        return total, stats
+
+    def after_step(self) -> None:
+        """Called once after every optimiser step (caches are filled here)."""
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved terms, stored in checkpoints."""
+        return {"terms": {t.name: t.weight for t in self.terms}}
+
+
+def _ce(out: dict[str, Any], stats: Stats) -> Tensor:
+    return F.cross_entropy(out["logits"], out["labels"])
+
+
+class TeacherObjective(Objective):
+    """CE + icc_weight * L_intra (METHOD.md), two views when the intra-class term is on."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        feature_dim: int,
+        *,
+        icc_weight: float,
+        margin: float,
+        temperature: float,
+        queue_size: int,
+        embedding: str,
+        projection_dim: int = 128,
+    ) -> None:
+        super().__init__()
+        self.margin, self.temperature, self.embedding = margin, temperature, embedding
+        self.views = 2 if icc_weight > 0 else 1
+        dim = {"features": feature_dim, "logits": num_classes, "projection": projection_dim}
+        self.projection: nn.Module | None = None
+        if embedding == "projection" and icc_weight > 0:
+            self.projection = nn.Sequential(
+                nn.Linear(feature_dim, feature_dim),
+                nn.ReLU(inplace=True),
+                nn.Linear(feature_dim, projection_dim),
+            )
+        self.queue = ClassQueue(num_classes, queue_size if icc_weight > 0 else 0, dim[embedding])
+        self._pending: tuple[Tensor, Tensor] | None = None
+        self.add("ce", 1.0, _ce)
+        self.add("icc", icc_weight, self._icc)
+
+    def _icc(self, out: dict[str, Any], stats: Stats) -> Tensor:
+        """Margin-gated intra-class InfoNCE over same-class negatives and the cache."""
+        if self.embedding == "features":
+            z = out["features"]
+        elif self.embedding == "logits":
+            z = out["logits"]
+        else:
+            assert self.projection is not None
+            z = self.projection(out["features"])
+        z1, z2 = z.chunk(2)  # (B, D) each: view 1 and view 2 of the same images
+        labels = out["batch"].labels
+        gate = None
+        if self.margin > -1:
+            gate = prediction_margin(out["logits"], out["labels"]) > self.margin  # (2B,)
+        queue, queue_labels = self.queue.contents()
+        loss, counted, negatives = icc_terms(
+            z1,
+            z2,
+            labels,
+            temperature=self.temperature,
+            queue=queue if len(queue) else None,
+            queue_labels=queue_labels if len(queue) else None,
+            anchor_mask=gate,
+        )
+        n = float(z.shape[0])
+        stats["icc_gate_pass"] = gate.float().mean() if gate is not None else z.new_tensor(1.0)
+        stats["icc_counted"] = counted.float() / n
+        stats["icc_negatives"] = negatives.float()
+        self._pending = (F.normalize(z.detach().float(), dim=1), out["labels"])
+        return loss
+
+    def after_step(self) -> None:
+        if self._pending is not None:
+            z, y = self._pending
+            self.queue.push(dist.all_gather_cat(z), dist.all_gather_cat(y))
+            self._pending = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "margin": self.margin,
+            "icc_temperature": self.temperature,
+            "queue_size": self.queue.size,
+            "embedding": self.embedding,
+            "views": self.views,
+        }
+
+
+class DistillObjective(Objective):
+    """CE, KD, RKD, DKD and CRD terms against a frozen teacher (eval mode, no gradient)."""
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        weights: dict[str, float],
+        *,
+        kd_temperature: float,
+        rkd_distance_weight: float,
+        rkd_angle_weight: float,
+        dkd_alpha: float,
+        dkd_beta: float,
+        dkd_temperature: float,
+        dkd_warmup: int,
+        crd: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        object.__setattr__(self, "teacher", teacher)  # not a submodule: never trained or saved
+        teacher.eval().requires_grad_(False)
+        self.kd_t, self.rkd_dw, self.rkd_aw = kd_temperature, rkd_distance_weight, rkd_angle_weight
+        self.dkd = (dkd_alpha, dkd_beta, dkd_temperature, dkd_warmup)
+        self.crd = crd
+        self.add("ce", weights["ce_weight"], _ce)
+        self.add("kd", weights["kd_weight"], self._kd)
+        self.add("rkd", weights["rkd_weight"], self._rkd)
+        self.add("dkd", weights["dkd_weight"], self._dkd)
+        self.add("crd", weights["crd_weight"], self._crd)
+
+    def train(self, mode: bool = True) -> DistillObjective:
+        super().train(mode)
+        self.teacher.eval()  # type: ignore[attr-defined]
+        return self
+
+    def outputs(self, model: nn.Module, batch: Batch, epoch: int) -> dict[str, Any]:
+        out = super().outputs(model, batch, epoch)
+        with torch.inference_mode():
+            t_logits, t_feats = self.teacher(batch.views[0], return_features=True)  # type: ignore[operator]
+        # clones leave inference mode so autograd may save them for the student's backward
+        out["t_logits"], out["t_features"] = t_logits.clone(), t_feats.clone()
+        return out
+
+    def _kd(self, out: dict[str, Any], stats: Stats) -> Tensor:
+        return kd_loss(out["logits"], out["t_logits"], self.kd_t)
+
+    def _rkd(self, out: dict[str, Any], stats: Stats) -> Tensor:
+        return rkd_loss(out["features"], out["t_features"], self.rkd_dw, self.rkd_aw)
+
+    def _dkd(self, out: dict[str, Any], stats: Stats) -> Tensor:
+        alpha, beta, temp, warmup = self.dkd
+        ramp = min((out["epoch"] + 1) / warmup, 1.0) if warmup else 1.0
+        loss = dkd_loss(
+            out["logits"], out["t_logits"], out["labels"], alpha=alpha, beta=beta, temperature=temp
+        )
+        return ramp * loss
+
+    def _crd(self, out: dict[str, Any], stats: Stats) -> Tensor:
+        assert self.crd is not None
+        return self.crd(out["features"], out["t_features"], out["batch"].index)
+
+    def describe(self) -> dict[str, Any]:
+        alpha, beta, temp, warmup = self.dkd
+        return {
+            **super().describe(),
+            "kd_temperature": self.kd_t,
+            "rkd_distance_weight": self.rkd_dw,
+            "rkd_angle_weight": self.rkd_aw,
+            "dkd_alpha": alpha,
+            "dkd_beta": beta,
+            "dkd_temperature": temp,
+            "dkd_warmup": warmup,
+        }

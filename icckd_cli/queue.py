@@ -1,0 +1,75 @@
+"""The per-class cache ("pipeline"): a fixed-size FIFO of recent embeddings for every class."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ClassQueue(nn.Module):
+    """Per class, the last `size` L2-normalised detached embeddings; memory (C, K, D) + (C,)."""
+
+    bank: Tensor
+    pushed: Tensor
+
+    def __init__(self, num_classes: int, size: int, dim: int) -> None:
+        super().__init__()
+        if num_classes < 1 or size < 0 or dim < 1:
+            raise ValueError("ClassQueue needs num_classes >= 1, size >= 0 and dim >= 1")
+        self.num_classes = num_classes
+        self.size = size
+        self.dim = dim
+        self.register_buffer("bank", torch.zeros(num_classes, size, dim))  # (C, K, D)
+        # embeddings ever pushed per class: gives both the write pointer and the fill level
+        self.register_buffer("pushed", torch.zeros(num_classes, dtype=torch.long))  # (C,)
+
+    @property
+    def enabled(self) -> bool:
+        """False when size is 0 (in-batch negatives only)."""
+        return self.size > 0
+
+    @torch.no_grad()
+    def push(self, z: Tensor, labels: Tensor) -> None:
+        """Enqueue embeddings in batch order, oldest entries overwritten: (N, D), (N,)."""
+        if not self.enabled or z.shape[0] == 0:
+            return
+        k = self.size
+        z = F.normalize(z.detach().to(self.bank.device, self.bank.dtype), dim=1)
+        labels = labels.detach().to(self.bank.device).long()
+        n = labels.shape[0]
+        per_class = torch.bincount(labels, minlength=self.num_classes)  # (C,)
+        # rank of each sample among its class in this batch, in batch order (stable sort)
+        order = torch.sort(labels, stable=True).indices
+        start = torch.cumsum(per_class, 0) - per_class  # (C,) first sorted position of a class
+        rank = torch.empty_like(labels)
+        rank[order] = torch.arange(n, device=labels.device) - start[labels[order]]
+        # only a class's last K samples of this push would survive, so write just those:
+        # their slots are distinct, which keeps the scatter deterministic
+        keep = rank >= per_class[labels] - k
+        lab, pos = labels[keep], (self.pushed[labels[keep]] + rank[keep]) % k
+        self.bank[lab, pos] = z[keep]
+        self.pushed += per_class
+
+    def counts(self) -> Tensor:
+        """Valid entries per class: (C,)."""
+        return self.pushed.clamp(max=self.size)
+
+    def contents(self) -> tuple[Tensor, Tensor]:
+        """Valid entries, class by class and oldest first, with their labels: (M, D), (M,)."""
+        device = self.bank.device
+        if not self.enabled:
+            return self.bank.new_zeros(0, self.dim), torch.zeros(0, dtype=torch.long, device=device)
+        k = self.size
+        count = self.counts()  # (C,)
+        j = torch.arange(k, device=device)
+        # slot of the j-th oldest entry: the pointer minus the fill level, plus j
+        slot = (self.pushed[:, None] - count[:, None] + j[None, :]) % k  # (C, K)
+        ordered = self.bank.gather(1, slot[:, :, None].expand(-1, -1, self.dim))  # (C, K, D)
+        valid = j[None, :] < count[:, None]  # (C, K)
+        classes = torch.arange(self.num_classes, device=device)[:, None].expand(-1, k)
+        return ordered[valid], classes[valid]
+
+    def extra_repr(self) -> str:
+        """Shown by print(module)."""
+        return f"num_classes={self.num_classes}, size={self.size}, dim={self.dim}"

@@ -1,0 +1,162 @@
+"""Everything that talks to rich: progress while training, tables and JSON afterwards."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+LOSS_ORDER = ("loss", "ce", "icc", "kd", "rkd", "dkd", "crd")
+SHORT = {"icc_gate_pass": "gate", "icc_negatives": "negs", "icc_counted": "counted"}
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """A number for a table cell; NaN and None as '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """One line per epoch: losses by name, gate statistics, accuracy, speed."""
+    parts = [f"epoch {record['epoch']:>3}/{epochs}"]
+    train = {k[6:]: v for k, v in record.items() if k.startswith("train_")}
+    for name in [*LOSS_ORDER, *sorted(set(train) - set(LOSS_ORDER))]:
+        if name in train:
+            parts.append(f"{SHORT.get(name, name)} {train[name]:.3g}")
+    parts.append(f"top1 {record['top1']:.2f}")
+    parts.append(f"lr {record['lr']:.3g}")
+    parts.append(f"{record['images_per_s']:.0f} img/s")
+    return "  ".join(parts)
+
+
+class TrainingProgress:
+    """A callback for the engine: a progress bar and one line per epoch, on stderr."""
+
+    def __init__(self, title: str, quiet: bool = False) -> None:
+        self.title, self.quiet = title, quiet
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.epochs = 0
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        if event == "start":
+            self.epochs = info["epochs"]
+            total = info["epochs"] * info["steps"]
+            self.progress = Progress(
+                TextColumn(f"[bold]{self.title}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} steps"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+                disable=not err.is_terminal,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(
+                self.title, total=total, completed=info["epoch"] * info["steps"]
+            )
+        elif event == "step" and self.progress is not None:
+            self.progress.advance(self.task)
+        elif event == "epoch":
+            line = epoch_line(info, self.epochs)
+            (self.progress.console if self.progress else err).print(line, highlight=False)
+        elif event == "end" and self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def close(self) -> None:
+        """Stop the bar (also after an error)."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def print_json(obj: Any) -> None:
+    """One JSON object on stdout, nothing else."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    sys.stdout.flush()
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return str(obj)
+
+
+def key_value_table(title: str, rows: Sequence[tuple[str, Any]]) -> None:
+    """A two-column table."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("")
+    for k, v in rows:
+        table.add_row(k, fmt(v))
+    out.print(table)
+
+
+def run_summary(kind: str, result: Any) -> None:
+    """The table printed after train-teacher or distill."""
+    rows = [
+        ("checkpoint", str(result.checkpoint)),
+        ("top-1 (last epoch)", result.final["top1"]),
+        ("top-5 (last epoch)", result.final["top5"]),
+        ("NLL", result.final["nll"]),
+        ("ECE", result.final["ece"]),
+        ("best top-1", f"{result.best['top1']:.2f} (epoch {result.best['epoch']})"),
+        ("parameters", f"{result.params:,}"),
+        ("time", f"{result.elapsed:.1f} s"),
+    ]
+    key_value_table(f"{kind} finished", rows)
+
+
+def eval_table(m: dict[str, Any]) -> None:
+    """The table printed by `icckd eval`."""
+    rows = [
+        ("checkpoint", m["checkpoint"]),
+        ("architecture", m["arch"]),
+        ("kind", m["kind"]),
+        ("data set", f"{m['dataset']} ({m['split']}, {m['n']} images)"),
+        ("top-1 %", m["top1"]),
+        ("top-5 %", m["top5"]),
+        ("NLL", m["nll"]),
+        ("ECE", m["ece"]),
+        ("parameters", f"{m['params']:,}"),
+    ]
+    key_value_table("evaluation", rows)
+
+
+def models_table(rows: list[tuple[str, int, int]]) -> None:
+    """`icckd models`: name, parameters at 100 classes, feature size."""
+    table = Table(title="model zoo (parameters at 100 classes)", title_justify="left")
+    table.add_column("architecture")
+    table.add_column("parameters", justify="right")
+    table.add_column("feature dim", justify="right")
+    for name, params, dim in rows:
+        table.add_row(name, f"{params:,}", str(dim))
+    out.print(table)
+
+
+def error(message: str) -> None:
+    """A one-line error on stderr."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    """A one-line note on stderr."""
+    err.print(message, highlight=False, soft_wrap=True)
