@@ -9,11 +9,11 @@ the number of classes C and feature width D only:
 - per-class sums of features (the feature centroids): C x D;
 - one global D x D scatter matrix of the features, which together with the per-class sums
   gives S_W and S_B for NC1;
-- one C x C Gram matrix P_c^T P_c per class for the effective rank (the singular values of
-  P_c are the square roots of its eigenvalues): C^3 float64 numbers in all, 8 MB for
-  CIFAR-100, but 8 GB for 1000 classes.
+- the effective rank of class c uses the Gram matrix P_c^T P_c (the singular values of P_c
+  are the square roots of its eigenvalues), formed from the stored rows below one class at
+  a time in `compute()`: C x C float64 at any moment, never C^3.
 
-Only the exact mean pairwise distances inside each class need per-image storage: every
+Only the exact mean pairwise distances and the effective rank need per-image storage: every
 sample's p and q (2 x N x C float32) and penultimate features (N x D float32) are kept on
 the CPU, e.g. 40 MB + 51 MB for the 50k CIFAR-100 training images with D = 256. They are
 compared in blocks, so no N x N matrix is built for a big class. The first rows of p per
@@ -139,7 +139,6 @@ class SoftLabelAccumulator:
         self.correct = torch.zeros(c, dtype=torch.long)
         self.sums = {k: torch.zeros(c, dtype=f64) for k in ("target", "ent", "ent_nt")}
         self.p_sum = torch.zeros(c, c, dtype=f64)
-        self.gram = torch.zeros(c, c, c, dtype=f64)
         # Features are summed around a shift (the first batch's mean) so that S_W, a
         # difference of large sums, does not cancel catastrophically for raw activations.
         self.shift: Tensor | None = None
@@ -185,7 +184,6 @@ class SoftLabelAccumulator:
         groups = zip(*(t[order].split(sizes) for t in (p, q, h)), strict=True)
         for k, (pc, qc, hc) in enumerate(groups):
             if pc.shape[0]:
-                self.gram[k] += pc.T @ pc
                 for key, t in zip("pqh", (pc, qc, hc), strict=True):
                     self.stored[key][k].append(t.float())
 
@@ -193,6 +191,11 @@ class SoftLabelAccumulator:
         width = self.feature_dim if key == "h" else self.num_classes
         rows = self.stored[key][k]
         return torch.cat(rows) if rows else torch.zeros(0, width)
+
+    def _gram(self, k: int) -> Tensor:
+        """P_c^T P_c (C, C) in float64 from the stored soft labels of class k."""
+        pc = self._class_rows("p", k).double()
+        return pc.T @ pc
 
     def _class_stats(self, k: int) -> dict[str, float]:
         """The per-class row of class k; NaN statistics when it has no samples."""
@@ -210,7 +213,7 @@ class SoftLabelAccumulator:
             "intra_distance": mean_pairwise_distance(self._class_rows("p", k)),
             "intra_distance_nontarget": mean_pairwise_distance(self._class_rows("q", k)),
             "feature_intra_distance": mean_pairwise_distance(self._class_rows("h", k)),
-            "effective_rank": effective_rank_from_gram(self.gram[k]),
+            "effective_rank": effective_rank_from_gram(self._gram(k)),
         }
 
     def compute(self) -> SoftLabelStats:
