@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
@@ -24,9 +25,14 @@ from torch import Tensor, nn
 from icckd_cli import __version__
 from icckd_cli.errors import IcckdError, UsageError
 
+if TYPE_CHECKING:
+    from icckd_cli.models import ZooModel
+
 FORMAT = "icckd"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit; larger means corrupt
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container
+PICKLE_MAGIC = b"\x80"  # a raw pickle (protocol 2 or later), the legacy torch.save format
 JSON_FIELDS = ("dataset", "config", "metrics", "versions", "teacher", "objective", "extra")
 
 
@@ -39,6 +45,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        # mkstemp (and safetensors, which replaces the file) make 0600: use the usual mode
+        os.chmod(tmp, 0o666 & ~_umask())
         with tmp.open("rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -55,9 +63,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         pass
 
 
+def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so set it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Atomically replace a text file."""
-    atomic_write(path, lambda p: p.write_text(text))
+
+    def write(p: Path) -> None:
+        p.write_text(text)
+
+    atomic_write(path, write)
 
 
 def versions() -> dict[str, str]:
@@ -112,15 +131,58 @@ def _check_file(path: Path) -> None:
         raise UsageError(f"checkpoint {path} is a directory{hint}; pass a .safetensors file")
     size = path.stat().st_size
     with path.open("rb") as fh:
-        head = fh.read(8)
-    if len(head) < 8:
-        raise IcckdError(f"{path} is empty or truncated; it is not a safetensors checkpoint")
-    (n,) = struct.unpack("<Q", head)
-    if n > MAX_HEADER_BYTES or n + 8 > size:
+        head = fh.read(9)  # the header's length (u64, little-endian), then its JSON's '{'
+    if size == 0:
+        raise IcckdError(f"{path} is empty; re-create it or use another checkpoint")
+    if head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC):
         raise IcckdError(
-            f"{path} is not a valid safetensors file (header of {n} bytes in a file of {size}); "
-            "it is corrupt or truncated: re-create it or use another checkpoint"
+            f"{path} is a PyTorch pickle (.pth) file, not safetensors; name it .pth and use "
+            "it as a teacher with --teacher FILE.pth --teacher-arch NAME"
         )
+    if len(head) < 9:
+        raise IcckdError(
+            f"{path} is too short ({size} bytes) to be a safetensors checkpoint; it is "
+            "truncated or of another format: re-create it or use another checkpoint"
+        )
+    (n,) = struct.unpack("<Q", head[:8])
+    if head[8:9] not in (b"{", b" "):
+        raise IcckdError(
+            f"{path} is not a safetensors file (no JSON header after the first 8 bytes); it "
+            "is corrupt or of another format: re-create it or use another checkpoint"
+        )
+    if n > MAX_HEADER_BYTES:
+        raise IcckdError(
+            f"{path} claims a header of {n:,} bytes, over the {MAX_HEADER_BYTES:,}-byte limit; "
+            "it is corrupt: re-create it or use another checkpoint"
+        )
+    if n + 8 > size:
+        raise IcckdError(
+            f"{path} is truncated: {size:,} bytes, while its header alone needs {n + 8:,}; "
+            "re-create it or use another checkpoint"
+        )
+    with path.open("rb") as fh:
+        fh.seek(8)
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw)
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        need = 8 + n + max(ends, default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise IcckdError(
+            f"{path} has a damaged header (not the JSON safetensors writes); it is corrupt: "
+            "re-create it or use another checkpoint"
+        ) from None
+    if need > size:
+        raise IcckdError(
+            f"{path} is truncated: {size:,} bytes, while its header describes {need:,}; "
+            "re-create it or use another checkpoint"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message cut to one line, for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -130,7 +192,10 @@ def read_metadata(path: Path) -> dict[str, Any]:
         with safe_open(str(path), "pt") as fh:
             raw = fh.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt file
-        raise IcckdError(f"{path} is not a valid safetensors file ({exc}); re-create it") from None
+        raise IcckdError(
+            f"{path} is damaged or truncated ({_first_line(exc)}); re-create it or use "
+            "another checkpoint"
+        ) from None
     if raw.get("format") != FORMAT:
         raise IcckdError(
             f"{path} has no icckd metadata (format, arch, classes); it was not written by "
@@ -154,7 +219,10 @@ def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, Te
     try:
         return load_file(str(path), device=str(device))
     except Exception as exc:  # noqa: BLE001
-        raise IcckdError(f"{path} could not be read ({exc}); it is corrupt or truncated") from None
+        raise IcckdError(
+            f"{path} is damaged or truncated ({_first_line(exc)}); re-create it or use "
+            "another checkpoint"
+        ) from None
 
 
 def weights_hash(state: dict[str, Tensor]) -> str:
@@ -169,19 +237,31 @@ def weights_hash(state: dict[str, Tensor]) -> str:
 
 
 def load_model(
-    path: Path, device: str | torch.device = "cpu", expect_arch: str | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a checkpoint's metadata alone and load its weights strictly."""
-    from icckd_cli.models import create_model
+    path: Path,
+    device: str | torch.device = "cpu",
+    expect_arch: str | None = None,
+    option: str = "--arch",
+) -> tuple[ZooModel, dict[str, Any]]:
+    """Rebuild a model from a checkpoint's metadata alone and load its weights strictly.
+
+    `expect_arch`, when given, must match the recorded architecture; `option` is the
+    command-line option that asked for it, named in the error.
+    """
+    from icckd_cli.models import create_model, resolve_name
 
     meta = read_metadata(path)
+    if meta.get("kind") == "state":
+        raise UsageError(
+            f"{path} is the resumable state of an unfinished run, not a model; finish the run "
+            f"with --resume {Path(path).parent} and use its model.safetensors"
+        )
     for key in ("arch", "num_classes"):
         if key not in meta:
             raise IcckdError(f"{path} lacks '{key}' in its metadata; re-create the checkpoint")
-    if expect_arch is not None and expect_arch != meta["arch"]:
+    if expect_arch is not None and resolve_name(expect_arch) != resolve_name(meta["arch"]):
         raise UsageError(
-            f"{path} holds a {meta['arch']}, not the {expect_arch} asked for; "
-            f"drop the architecture option or pass --arch {meta['arch']}"
+            f"{path} holds a {meta['arch']}, not the {expect_arch} asked for with {option}; "
+            f"pass {option} {meta['arch']} or another checkpoint"
         )
     model = create_model(meta["arch"], meta["num_classes"])
     state = load_tensors(path)
@@ -215,10 +295,20 @@ def read_pth_state(path: Path) -> dict[str, Tensor]:
         raise UsageError(f"teacher file {path} does not exist; check the path")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickled code or a damaged file
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():  # damaged, not merely foreign
+            raise IcckdError(
+                f"{path} is not a readable PyTorch .pth file (damaged or of another format); "
+                "check the file"
+            ) from None
         raise IcckdError(
-            f"{path} could not be read as a weights-only .pth file ({type(exc).__name__}); "
-            "only plain state dicts are accepted, never pickled code"
+            f"{path} holds pickled Python objects besides tensors; icckd never unpickles code "
+            "from a file (weights_only=True): save a plain state dict (model.state_dict())"
+        ) from None
+    except Exception:  # noqa: BLE001 - a damaged zip, a truncated pickle, another format
+        raise IcckdError(
+            f"{path} is not a readable PyTorch .pth file (damaged or of another format); "
+            "check the file"
         ) from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # the CRD zoo wraps its state dict as {'model': ..., 'epoch': ...}
@@ -229,13 +319,27 @@ def read_pth_state(path: Path) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_pth_model(path: Path, arch: str | None, num_classes: int | None = None) -> nn.Module:
-    """Build `arch` and load a published `.pth` teacher into it strictly."""
+def load_pth_model(
+    path: Path,
+    arch: str | None,
+    num_classes: int | None = None,
+    option: str | None = "--teacher-arch",
+) -> ZooModel:
+    """Build `arch` and load a published `.pth` teacher into it strictly.
+
+    `option` names the command-line option that gives the architecture (None: the
+    command has none, so a `.pth` file cannot be used there).
+    """
     from icckd_cli.models import create_model
 
     if arch is None:
+        if option is None:
+            raise UsageError(
+                f"{path} is a .pth file without metadata, which this command cannot read; "
+                "use it as a teacher with distill --teacher FILE.pth --teacher-arch NAME"
+            )
         raise UsageError(
-            f"{path} is a .pth file without metadata; say what it holds with --teacher-arch NAME"
+            f"{path} is a .pth file without metadata; say what it holds with {option} NAME"
         )
     state = read_pth_state(path)
     if num_classes is None:
@@ -247,10 +351,16 @@ def load_pth_model(path: Path, arch: str | None, num_classes: int | None = None)
 
 
 def load_any_model(
-    path: Path, arch: str | None = None, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """A model from our checkpoint or a `.pth` file; metadata is {} for `.pth`."""
+    path: Path,
+    arch: str | None = None,
+    device: str | torch.device = "cpu",
+    option: str | None = "--teacher-arch",
+) -> tuple[ZooModel, dict[str, Any]]:
+    """A model from our checkpoint or a `.pth` file; metadata is {} for `.pth`.
+
+    `option` is the command-line option that gave `arch`, named in errors (None: none).
+    """
     path = Path(path)
     if path.suffix in (".pth", ".pt"):
-        return load_pth_model(path, arch).to(device), {}
-    return load_model(path, device, expect_arch=arch)
+        return load_pth_model(path, arch, option=option).to(device), {}
+    return load_model(path, device, expect_arch=arch, option=option or "--arch")

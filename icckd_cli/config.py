@@ -57,11 +57,13 @@ class OptimOptions(_Strict):
         if d is not None:
             if any(e < 1 for e in d) or sorted(set(d)) != list(d):
                 raise ValueError(
-                    "lr_decay_epochs must be positive and strictly increasing, e.g. 150,180,210"
+                    f"invalid value for --lr-decay-epochs ({','.join(map(str, d))}): give "
+                    "positive, strictly increasing epochs, e.g. 150,180,210"
                 )
             if d and d[-1] > self.epochs:
                 raise ValueError(
-                    f"lr_decay_epochs ends at {d[-1]}, beyond the last epoch ({self.epochs})"
+                    f"invalid value for --lr-decay-epochs ({','.join(map(str, d))}): ends at "
+                    f"{d[-1]}, beyond the last epoch ({self.epochs})"
                 )
         return self
 
@@ -87,7 +89,7 @@ class RunOptions(_Strict):
     device: str = "auto"
     out: Path = Path("runs/run")
     overwrite: bool = False
-    save_every: int = Field(0, ge=0)  # 0: only the final checkpoint (and one on interrupt)
+    save_every: int = Field(1, ge=0)  # 0: only the final checkpoint (and one on interrupt)
     channels_last: bool = True
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
@@ -245,7 +247,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
     msg = err.get("msg", "invalid value").removeprefix("Value error, ")
     if not loc:
-        return f"invalid settings: {msg}"
+        return msg if msg.startswith("invalid value for") else f"invalid settings: {msg}"
     field = loc[0]
     value = err.get("input")
     shown = f" ({value!r})" if value is not None and not isinstance(value, dict) else ""

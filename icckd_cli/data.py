@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from icckd_cli.checkpoint import atomic_write
 from icckd_cli.errors import IcckdError, UsageError, suggest
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
@@ -149,19 +150,18 @@ def _cached(key: dict, build: Callable[[], tuple[dict, Split, Split]]) -> tuple[
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
             pass
     info, train, test = build()
+    tensors = {
+        "train_x": train.images.contiguous(),
+        "train_y": train.labels.contiguous(),
+        "test_x": test.images.contiguous(),
+        "test_y": test.labels.contiguous(),
+    }
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tensors = {
-            "train_x": train.images.contiguous(),
-            "train_y": train.labels.contiguous(),
-            "test_x": test.images.contiguous(),
-            "test_y": test.labels.contiguous(),
-        }
-        save_file(tensors, str(tmp), metadata={"info": json.dumps(info)})
-        os.replace(tmp, path)
-    except OSError:
-        pass  # no writable cache: still works, just decodes again next time
+        # a private temporary name, then a rename: a concurrent reader never sees half a file
+        meta = {"info": json.dumps(info)}
+        atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
+    except Exception:  # noqa: BLE001 - no writable cache: still works, decodes again next time
+        pass
     return info, train, test
 
 
@@ -224,10 +224,15 @@ def _cifar(name: str) -> Loader:
         try:
             sets = [cls(str(root), train=t, download=download) for t in (True, False)]
         except Exception as exc:  # noqa: BLE001 - network or archive trouble
-            why = "it is not there" if not download else f"the download failed ({exc})"
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            why = (
+                "--no-download forbids fetching it"
+                if not download
+                else f"downloading it failed ({lines[0]})"
+            )
             raise IcckdError(
-                f"{name} not found in {root} and {why}; put the python version "
-                f"('{folder}/') under a folder and pass it with --data-dir, or use "
+                f"{name} is not in {root} and {why}; put its python version "
+                f"('{folder}/') in a folder and pass that with --data-dir, or use "
                 "--dataset imagefolder --data-dir DIR with train/ and test/ class folders"
             ) from None
         splits = []
@@ -269,10 +274,10 @@ def _decode(files: dict[str, list[Path]], classes: list[str], size: int | None) 
     for label, name in enumerate(classes):
         for f in files.get(name, []):
             try:
-                with Image.open(f) as im:
-                    im = im.convert("RGB")
+                with Image.open(f) as raw:
+                    im = raw.convert("RGB")
                     if size is not None and im.size != (size, size):
-                        im = im.resize((size, size), Image.BILINEAR)
+                        im = im.resize((size, size), Image.Resampling.BILINEAR)
                     arrays.append(np.asarray(im, dtype=np.uint8))
             except OSError as exc:
                 raise IcckdError(f"cannot read image {f} ({exc}); remove or replace it") from None

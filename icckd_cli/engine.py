@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from icckd_cli import distributed as dist
 from icckd_cli.data import DataSpec, DeviceLoader, Split, eval_batches
 from icckd_cli.errors import IcckdError, UsageError
 from icckd_cli.losses import expected_calibration_error
@@ -37,7 +38,13 @@ def resolve_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps")
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise UsageError(f"--device {name}: Apple's MPS is not available here; use --device cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name} asked for CUDA but none is available; use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -127,7 +134,11 @@ class Interrupted(Exception):
 
 
 class Diverged(IcckdError):
-    """A loss part became NaN or infinite."""
+    """A loss part (or the weights) became NaN or infinite; `part` names which."""
+
+    def __init__(self, message: str, part: str = "loss", epoch: int = 0, step: int = 0) -> None:
+        super().__init__(message)
+        self.part, self.epoch, self.step = part, epoch, step
 
 
 @dataclass
@@ -179,10 +190,11 @@ class Trainer:
                 self.optimizer.step()
                 self.objective.after_step()
                 parts = {"loss": loss.detach(), **parts}
-                names = list(parts)
+                # the named parts first: the total breaks whenever one of them does
+                names = [*list(parts)[1:], "loss"]
                 for k, v in parts.items():
                     sums[k] = sums[k] + v.float() if k in sums else v.float().clone()
-                finite = torch.stack([torch.isfinite(v).all() for v in parts.values()])
+                finite = torch.stack([torch.isfinite(parts[k]).all() for k in names])
                 first = (bad[0] < 0) & ~finite.all()
                 here = torch.stack([torch.tensor(st.step, device=device), (~finite).int().argmax()])
                 bad = torch.where(first, here, bad)
@@ -191,11 +203,15 @@ class Trainer:
                 if st.step % CHECK_EVERY == 0 or st.step == steps:
                     self._check(bad, names, st)
                 if self.stop_requested():
+                    # never let a state with NaN in it replace the last good one
+                    self._check(bad, names, st)
+                    self._check_weights(st)
                     st.sums = {k: v.item() for k, v in sums.items()}
                     st.elapsed += time.perf_counter() - started
                     self.save_state(st)
                     raise Interrupted()
             self._check(bad, names, st)
+            self._check_weights(st)
             record: dict[str, Any] = {"epoch": st.epoch + 1, "lr": lr}
             record.update({f"train_{k}": v.item() / max(st.step, 1) for k, v in sums.items()})
             record["time"] = time.perf_counter() - started
@@ -203,8 +219,10 @@ class Trainer:
                 st.step * self.loader.batch_size * self.loader.world / max(record["time"], 1e-9)
             )
             model = self.eval_model or self.model
+            # rank 0 evaluates and shares the numbers, so every rank keeps the same history
             record.update(
-                evaluate(
+                dist.from_main(
+                    evaluate,
                     model,
                     self.test,
                     self.spec,
@@ -227,15 +245,43 @@ class Trainer:
 
     def _check(self, bad: Tensor, names: list[str], st: TrainState) -> None:
         """Stop with a clear message once any loss part went NaN or infinite."""
-        step, part = bad.tolist()
+        who, (step, part) = dist.first_flagged(bad)  # every rank stops on any rank's NaN
         if step < 0:
             return
         name = names[part] if part < len(names) else "loss"
+        where = f" on rank {who}" if dist.is_distributed() else ""
         raise Diverged(
             f"the loss part '{name}' became NaN or infinite at epoch {st.epoch + 1}, step "
-            f"{step + 1}; the last good checkpoint is kept. Try a lower --lr (or a lower "
-            "--icc-weight / distillation weight) and rerun"
+            f"{step + 1}{where}; {self._advice(name)}",
+            name,
+            st.epoch + 1,
+            step + 1,
         )
+
+    def _check_weights(self, st: TrainState) -> None:
+        """Stop before a checkpoint is written if a weight or buffer is NaN or infinite."""
+        model = self.eval_model or self.model
+        tensors = [*model.state_dict().values(), *self.objective.state_dict().values()]
+        floats = [t for t in tensors if t.is_floating_point()]
+        finite = not floats or bool(torch.stack([torch.isfinite(t).all() for t in floats]).all())
+        if not dist.any_rank(not finite):  # buffers differ by rank: all stop if one breaks
+            return
+        raise Diverged(
+            f"the weights became NaN or infinite in epoch {st.epoch + 1} (by step {st.step}) "
+            f"while every loss part stayed finite; {self._advice('weights')}",
+            "weights",
+            st.epoch + 1,
+            st.step,
+        )
+
+    def _advice(self, part: str) -> str:
+        """What to lower: the learning rate, and the weight of the part that broke."""
+        lr = lr_at(self.state.epoch, self.base_lr, self.decay_epochs, self.decay_rate)
+        weights = [f"--{t.name}-weight" for t in self.objective.terms if t.name != "ce"]
+        if f"--{part}-weight" in weights:
+            weights = [f"--{part}-weight"]
+        also = f" or a lower {' / '.join(weights)}" if weights else ""
+        return f"try a lower --lr (it was {lr:g}){also}"
 
 
 def is_finite_number(x: float) -> bool:

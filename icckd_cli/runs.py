@@ -31,9 +31,9 @@ from icckd_cli.checkpoint import (
 )
 from icckd_cli.config import DistillConfig, TrainTeacherConfig
 from icckd_cli.data import Dataset, DataSpec, DeviceLoader, load_dataset
-from icckd_cli.engine import Callback, Trainer, TrainState, evaluate, resolve_device
+from icckd_cli.engine import Callback, Diverged, Trainer, TrainState, evaluate, resolve_device
 from icckd_cli.errors import IcckdError, UsageError
-from icckd_cli.models import create_model
+from icckd_cli.models import ZooModel, create_model, resolve_name
 from icckd_cli.objectives import DistillObjective, Objective, TeacherObjective
 
 MODEL_FILE = "model.safetensors"
@@ -59,23 +59,88 @@ class RunResult:
 
 
 def prepare_out_dir(out: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse to clobber a finished run; make sure the folder can be written."""
-    if (out / MODEL_FILE).exists() and not overwrite and not resume:
-        raise UsageError(
-            f"{out} already holds a finished run ({MODEL_FILE}); pass --overwrite to replace "
-            "it or choose another --out"
-        )
+    """Refuse to clobber a finished or interrupted run; check the folder can be written.
+
+    Nothing is created here, so a run stopped by a later check leaves no trace.
+    """
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder; choose another --out")
+    if not overwrite and not resume:
+        if (out / MODEL_FILE).exists():
+            raise UsageError(
+                f"{out} already holds a finished run ({MODEL_FILE}); pass --overwrite to "
+                "replace it or choose another --out"
+            )
+        if (out / STATE_FILE).exists():
+            raise UsageError(
+                f"{out} holds an interrupted run ({STATE_FILE}); continue it with --resume "
+                f"{out}, or pass --overwrite to start afresh"
+            )
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(
+            f"cannot create --out {out}: {parent} is a file, not a folder; choose another --out"
+        )
+    if out.is_dir():
+        try:  # root ignores permission bits, so only a real write tells
+            probe = out / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise IcckdError(
+                f"cannot write to output folder {out} ({exc.strerror}); choose a writable --out"
+            ) from None
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise IcckdError(
+            f"cannot create output folder {out}: {parent} is not writable; choose a writable --out"
+        )
+
+
+def start_run_dir(out: Path, config: dict[str, Any], overwrite: bool, resume: bool) -> None:
+    """Create the run folder and write config.json; --overwrite first clears the old run."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        if overwrite and not resume:
+            # only now, after every check passed: a typo must not cost the old run
+            for name in (MODEL_FILE, STATE_FILE, METRICS_FILE):
+                (out / name).unlink(missing_ok=True)
+        write_text_atomic(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     except OSError as exc:
         raise IcckdError(
-            f"cannot write to output folder {out} ({exc.strerror}); choose a writable --out"
+            f"cannot write to output folder {out} ({exc.strerror or exc}); choose a writable --out"
         ) from None
+
+
+@contextmanager
+def writing(out: Path, what: str) -> Iterator[None]:
+    """A failed write (disk full, permissions) as one line that says what is kept."""
+    try:
+        yield
+    except OSError as exc:
+        kept = (
+            f"; the last good state stays in {out / STATE_FILE}: continue with --resume {out}"
+            if (out / STATE_FILE).exists()
+            else ""
+        )
+        raise IcckdError(
+            f"cannot write {out / what} ({exc.strerror or exc}); free space or fix the "
+            f"folder's permissions{kept}"
+        ) from None
+
+
+def kept_state(out: Path) -> str:
+    """What a run that stopped on NaN leaves behind, for its error message."""
+    path = out / STATE_FILE
+    try:
+        extra = read_metadata(path).get("extra") or {}
+    except IcckdError:
+        return "; nothing was saved from this run (no resumable state had been written yet)"
+    epoch, step = extra.get("epoch", 0), extra.get("step", 0)
+    where = f"epoch {epoch + 1}, step {step}" if step else f"end of epoch {epoch}"
+    return f"; nothing was saved after it: the last good state ({where}) stays in {path}"
 
 
 def load_data(cfg: Any, device: torch.device) -> Dataset:
@@ -100,8 +165,12 @@ def count_params(model: nn.Module) -> int:
 def resolved_config(cfg: Any) -> dict[str, Any]:
     """The config as JSON-ready values, with the recipe's derived values filled in."""
     out = cfg.model_dump(mode="json")
-    out["lr"] = cfg.resolved_lr(cfg.arch)
+    out["arch"] = resolve_name(cfg.arch)  # the registered spelling: the recipe's lr keys on it
+    out["lr"] = cfg.resolved_lr(out["arch"])
     out["lr_decay_epochs"] = cfg.resolved_decay()
+    for key in ("data_dir", "teacher", "init"):  # so --resume works from any folder
+        if out.get(key) is not None:
+            out[key] = str(Path(out[key]).resolve())
     return out
 
 
@@ -164,9 +233,21 @@ def _state_tensors(model: nn.Module, objective: Objective, opt: torch.optim.Opti
 
 
 def _restore_state(
-    path: Path, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer
+    path: Path,
+    model: nn.Module,
+    objective: Objective,
+    opt: torch.optim.Optimizer,
+    extra_meta: dict[str, Any],
 ) -> TrainState:
+    """Load an interrupted run's state into the freshly built modules; returns where it was."""
     meta = read_metadata(path)
+    then = (meta.get("teacher") or {}).get("sha256")
+    now = (extra_meta.get("teacher") or {}).get("sha256")
+    if then and now and then != now:
+        raise UsageError(
+            f"the teacher {extra_meta['teacher']['path']} changed since this run was "
+            "interrupted; put the original back, or start afresh with --overwrite"
+        )
     t = load_tensors(path)
     sub = {k[6:]: v for k, v in t.items() if k.startswith("model/")}
     load_state_strict(model, sub, str(path))
@@ -200,24 +281,33 @@ def _fit(
     out = Path(cfg.out)
     config = resolved_config(cfg)
     if dist.is_main():
-        write_text_atomic(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        start_run_dir(out, config, cfg.overwrite, resume)
     model = model.to(device)
     objective = objective.to(device)
     if cfg.channels_last and device.type != "mps":
         model = model.to(memory_format=torch.channels_last)
     train_model: nn.Module = model
     if dist.is_distributed():
+        if cfg.sync_bn and device.type != "cuda":
+            raise UsageError(
+                "--sync-bn needs GPUs (SyncBatchNorm runs on CUDA only); drop --sync-bn on CPU"
+            )
         if cfg.sync_bn:
             train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [device.index] if device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
+        # DDP keeps the model in step; the objective's own heads (projection, CRD) need the same
+        dist.broadcast_from_main(objective.parameters())
     params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
     opt = torch.optim.SGD(
         params, lr=config["lr"], momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
+    if dist.is_distributed():
+        heads = list(objective.parameters())
+        opt.register_step_pre_hook(lambda *_: dist.average_gradients(heads))
     state = TrainState()
     if resume:
-        state = _restore_state(out / STATE_FILE, model, objective, opt)
+        state = _restore_state(out / STATE_FILE, model, objective, opt, extra_meta)
     loader = DeviceLoader(
         data.train,
         data.spec,
@@ -234,23 +324,26 @@ def _fit(
             f"--batch-size {cfg.batch_size} leaves no batch of 2 or more images from "
             f"{len(data.train)} training images; lower --batch-size"
         )
-    step_fn = torch.compile(train_model) if cfg.compile else train_model
+    step_fn: nn.Module = torch.compile(train_model) if cfg.compile else train_model  # type: ignore[assignment]
 
     def save_state(st: TrainState) -> None:
         if dist.is_main():
             meta = {
                 "kind": "state",
-                "arch": cfg.arch,
+                "arch": config["arch"],
                 "num_classes": data.spec.num_classes,
                 "config": config,
                 "extra": st.__dict__,
+                **extra_meta,  # the teacher's hash, checked on resume
             }
-            save_tensors(out / STATE_FILE, _state_tensors(model, objective, opt), meta)
+            with writing(out, STATE_FILE):
+                save_tensors(out / STATE_FILE, _state_tensors(model, objective, opt), meta)
 
     def on_event(event: str, info: dict[str, Any]) -> None:
         if event == "epoch" and dist.is_main():
             lines = "".join(json.dumps(r) + "\n" for r in trainer.state.history)
-            write_text_atomic(out / METRICS_FILE, lines)
+            with writing(out, METRICS_FILE):
+                write_text_atomic(out / METRICS_FILE, lines)
         if dist.is_main():
             callback(event, info)
 
@@ -272,17 +365,20 @@ def _fit(
             callback=on_event,
             save_state=save_state,
             save_every=cfg.save_every,
-            stop_requested=lambda: flag[0],
+            stop_requested=lambda: dist.any_rank(flag[0]),  # all ranks stop together
             state=state,
             eval_model=model,
         )
-        st = trainer.run()
+        try:
+            st = trainer.run()
+        except Diverged as exc:
+            raise Diverged(exc.message + kept_state(out), exc.part, exc.epoch, exc.step) from None
     final = {k: st.history[-1][k] for k in ("top1", "top5", "nll", "ece")}
     checkpoint = out / MODEL_FILE
     if dist.is_main():
         meta = {
             "kind": kind,
-            "arch": cfg.arch,
+            "arch": config["arch"],
             "num_classes": data.spec.num_classes,
             "dataset": data.spec.to_dict(),
             "config": config,
@@ -291,12 +387,16 @@ def _fit(
             "objective": objective.describe(),
             **extra_meta,
         }
-        save_model(checkpoint, model, meta)
+        with writing(out, MODEL_FILE):
+            save_model(checkpoint, model, meta)
         (out / STATE_FILE).unlink(missing_ok=True)
+    dist.barrier()  # under torchrun: return once the checkpoint exists (a student may load it next)
     return RunResult(out, checkpoint, final, st.best, st.history, count_params(model), st.elapsed)
 
 
-def _setup(cfg: Any, resume: bool) -> tuple[torch.device, Dataset]:
+def _precheck(cfg: Any, resume: bool) -> torch.device:
+    """The cheap checks, before data is loaded and before anything is written."""
+    resolve_name(cfg.arch)  # an unknown architecture fails now, not after the data loads
     out = Path(cfg.out)
     if resume:
         if (out / MODEL_FILE).exists():
@@ -307,18 +407,19 @@ def _setup(cfg: Any, resume: bool) -> tuple[torch.device, Dataset]:
             )
     if dist.is_main():
         prepare_out_dir(out, cfg.overwrite, resume)
-    device = dist.local_device(resolve_device(cfg.device))
-    torch.manual_seed(cfg.seed)
-    data = load_data(cfg, device)
-    return device, data
+    return dist.local_device(resolve_device(cfg.device))
 
 
+@dist.fail_together
 def train_teacher(cfg: TrainTeacherConfig, callback: Callback, resume: bool = False) -> RunResult:
     """Train a teacher: cross-entropy, or CE + the intra-class contrastive term."""
-    device, data = _setup(cfg, resume)
+    device = _precheck(cfg, resume)
+    if cfg.init is not None:
+        source, meta = load_any_model(cfg.init, arch=cfg.arch, option="--arch")
+    data = load_data(cfg, device)
+    torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, data.spec.num_classes)
     if cfg.init is not None:
-        source, meta = load_any_model(cfg.init, arch=cfg.arch)
         check_classes(data.spec, source.num_classes, meta, str(cfg.init))
         model.load_state_dict(source.state_dict())
     objective = TeacherObjective(
@@ -335,12 +436,11 @@ def train_teacher(cfg: TrainTeacherConfig, callback: Callback, resume: bool = Fa
     return _fit(cfg, "teacher", data, model, objective, device, callback, resume, extra)
 
 
-def load_teacher(cfg: DistillConfig, spec: DataSpec) -> tuple[nn.Module, dict[str, Any]]:
-    """The frozen teacher and what the student records of it."""
+def load_teacher(cfg: DistillConfig) -> tuple[ZooModel, dict[str, Any], dict[str, Any]]:
+    """The frozen teacher, its metadata, and what the student records of it."""
     if cfg.teacher is None:
         raise UsageError("distill needs a teacher: pass --teacher T.safetensors (or T.pth)")
-    teacher, meta = load_any_model(cfg.teacher, arch=cfg.teacher_arch)
-    check_classes(spec, teacher.num_classes, meta, str(cfg.teacher))
+    teacher, meta = load_any_model(cfg.teacher, arch=cfg.teacher_arch, option="--teacher-arch")
     info = {
         "path": str(Path(cfg.teacher).resolve()),
         "sha256": weights_hash(teacher.state_dict()),
@@ -349,18 +449,22 @@ def load_teacher(cfg: DistillConfig, spec: DataSpec) -> tuple[nn.Module, dict[st
         "objective": meta.get("objective"),
         "metrics": meta.get("metrics"),
     }
-    return teacher, info
+    return teacher, meta, info
 
 
+@dist.fail_together
 def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> RunResult:
     """Train a student from a frozen teacher with the configured terms."""
     if cfg.teacher is None:
         raise UsageError("distill needs a teacher: pass --teacher T.safetensors (or T.pth)")
-    device, data = _setup(cfg, resume)
-    teacher, info = load_teacher(cfg, data.spec)
+    device = _precheck(cfg, resume)
+    teacher, meta, info = load_teacher(cfg)  # a bad teacher file fails before the data loads
+    data = load_data(cfg, device)
+    check_classes(data.spec, teacher.num_classes, meta, str(cfg.teacher))
     teacher = teacher.to(device)
     if cfg.channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)
+    torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, data.spec.num_classes)
     weights = cfg.resolved_weights()
     crd = None
@@ -405,7 +509,7 @@ def open_checkpoint(
 ) -> tuple[nn.Module, dict[str, Any], Dataset, torch.device]:
     """A checkpoint's model and the data set recorded in it (or the one given)."""
     device = resolve_device(device_name)
-    model, meta = load_any_model(path, device=device)
+    model, meta = load_any_model(path, device=device, option=None)
     recorded = meta.get("dataset") or {}
     name = dataset or recorded.get("name")
     if name is None:

@@ -1,0 +1,192 @@
+"""The engine: schedule, evaluation, devices, and the NaN guard around checkpoints."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from icckd_cli.data import DataSpec, DeviceLoader, Split
+from icckd_cli.engine import (
+    Diverged,
+    Trainer,
+    TrainState,
+    evaluate,
+    lr_at,
+    predict,
+    resolve_device,
+)
+from icckd_cli.errors import UsageError
+from icckd_cli.objectives import Objective
+
+SPEC = DataSpec("toy", 6, list("abcdef"), [0.0] * 3, [1.0] * 3, 4, False)
+
+
+def test_lr_at_steps_down_at_each_decay_epoch() -> None:
+    lrs = [lr_at(e, 0.05, [6, 8, 9], 0.1) for e in range(10)]
+    assert lrs == pytest.approx([0.05] * 6 + [0.005] * 2 + [0.0005, 0.00005])
+    assert lr_at(100, 0.05, [], 0.1) == 0.05
+
+
+class Lookup(nn.Module):
+    """Returns row i of a fixed logit table for the image whose first pixel is i."""
+
+    def __init__(self, table: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", table)
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Any:
+        rows = (x[:, 0, 0, 0] * 255).round().long()  # (B,)
+        logits = self.table[rows]  # (B, C)
+        return (logits, x.flatten(1)) if return_features else logits
+
+
+def split_of(n: int, labels: list[int]) -> Split:
+    """n 4x4 images whose first pixel is their index."""
+    images = torch.zeros(n, 3, 4, 4, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(n, dtype=torch.uint8)
+    return Split(images, torch.tensor(labels))
+
+
+def test_evaluate_on_known_logits() -> None:
+    big = 20.0
+    table = torch.zeros(4, 6)
+    table[0, 0] = big  # label 0: right
+    table[1, 1] = big  # label 1: right
+    table[2, 3], table[2, 2] = big, 10.0  # label 2: second guess, still in the top 5
+    table[3, 0], table[3, 5] = big, -10.0  # label 5: ranked last
+    model = Lookup(table).train()
+    m = evaluate(model, split_of(4, [0, 1, 2, 5]), SPEC, batch_size=3)
+    assert m["n"] == 4
+    assert m["top1"] == pytest.approx(50.0)
+    assert m["top5"] == pytest.approx(75.0)
+    # NLL: -log softmax at the label, by hand
+    z_hit = math.exp(big) + 5
+    z_2 = math.exp(big) + math.exp(10.0) + 4
+    z_5 = math.exp(big) + math.exp(-10.0) + 4
+    nll = (2 * (math.log(z_hit) - big) + (math.log(z_2) - 10.0) + (math.log(z_5) + 10.0)) / 4
+    assert m["nll"] == pytest.approx(nll, rel=1e-5)
+    # every confidence is ~1 (one bin), accuracy 1/2: ECE = mean(confidence) - 1/2
+    conf = [math.exp(big) / z_hit] * 2 + [math.exp(big) / z_2, math.exp(big) / z_5]
+    assert m["ece"] == pytest.approx(sum(conf) / 4 - 0.5, abs=1e-6)
+    assert model.training  # evaluation puts the model back as it found it
+
+
+def test_predict_yields_in_order() -> None:
+    table = torch.eye(6)[:5]
+    got = list(predict(Lookup(table), split_of(5, [0, 1, 2, 3, 4]), SPEC, batch_size=2))
+    assert [len(y) for _, _, y in got] == [2, 2, 1]
+    assert torch.equal(torch.cat([lg for lg, _, _ in got]), table)
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(UsageError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="asked for CUDA but none is available"):
+            resolve_device("cuda:1")
+
+
+# ----------------------------------------------------------------------------- NaN guard
+
+
+class Toy(nn.Module):
+    """A linear classifier over flattened 4x4 images, plus an unused buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(48, 6)
+        self.register_buffer("stat", torch.zeros(1))
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Any:
+        f = x.flatten(1)
+        return (self.fc(f), f) if return_features else self.fc(f)
+
+
+class Boom(Objective):
+    """CE plus a 'kd' term that turns NaN at one (epoch, call)."""
+
+    def __init__(self, at: tuple[int, int] | None) -> None:
+        super().__init__()
+        self.at, self.calls = at, 0
+        self.add("ce", 1.0, lambda out, stats: F.cross_entropy(out["logits"], out["labels"]))
+        self.add("kd", 0.5, self._kd)
+
+    def _kd(self, out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        self.calls += 1
+        zero = out["logits"].mean() * 0
+        return zero + math.nan if (out["epoch"], self.calls) == self.at else zero
+
+
+def trainer(objective: Objective, saved: list[TrainState], **kw: Any) -> Trainer:
+    """Three epochs of 3 steps over 20 toy images, recording each state saved."""
+    torch.manual_seed(0)
+    train = split_of(20, [i % 6 for i in range(20)])
+    train.index = torch.arange(20)
+    loader = DeviceLoader(train, SPEC, 8, padding=0)
+    model = Toy()
+    return Trainer(
+        model=model,
+        objective=objective,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        loader=loader,
+        test=split_of(6, list(range(6))),
+        spec=SPEC,
+        epochs=3,
+        base_lr=0.1,
+        decay_epochs=[],
+        decay_rate=0.1,
+        save_state=lambda st: saved.append(TrainState(st.epoch, st.step)),
+        **kw,
+    )
+
+
+def test_healthy_run_saves_after_each_epoch_but_the_last() -> None:
+    saved: list[TrainState] = []
+    st = trainer(Boom(None), saved).run()
+    assert [(s.epoch, s.step) for s in saved] == [(1, 0), (2, 0)]
+    assert st.epoch == 3 and len(st.history) == 3
+    assert set(st.history[0]) >= {"train_loss", "train_ce", "train_kd", "top1", "lr"}
+
+
+def test_nan_names_the_part_and_saves_nothing_after_it() -> None:
+    saved: list[TrainState] = []
+    boom = Boom((1, 5))  # epoch 2, its second step (3 calls per epoch)
+    with pytest.raises(Diverged) as exc:
+        trainer(boom, saved).run()
+    assert exc.value.message == (
+        "the loss part 'kd' became NaN or infinite at epoch 2, step 2; try a lower --lr "
+        "(it was 0.1) or a lower --kd-weight"
+    )
+    assert (exc.value.part, exc.value.epoch, exc.value.step, exc.value.exit_code) == ("kd", 2, 2, 1)
+    assert [(s.epoch, s.step) for s in saved] == [(1, 0)]  # the last good state only
+
+
+def test_interrupt_after_nan_does_not_save_the_broken_state() -> None:
+    saved: list[TrainState] = []
+    steps = iter(range(100))
+    # NaN at step 1 of epoch 2, Ctrl-C at step 2: before the end-of-epoch check
+    stop = trainer(Boom((1, 4)), saved, stop_requested=lambda: next(steps) == 4)
+    with pytest.raises(Diverged, match="'kd' became NaN"):
+        stop.run()
+    assert [(s.epoch, s.step) for s in saved] == [(1, 0)]
+
+
+def test_weights_that_overflow_with_finite_losses_are_caught() -> None:
+    saved: list[TrainState] = []
+
+    def poison(event: str, info: dict[str, Any]) -> None:
+        # a buffer the loss never reads, as batch norm's running statistics in train mode
+        if event == "step" and (info["epoch"], info["step"]) == (1, 3):
+            run.model.stat.fill_(math.inf)  # type: ignore[operator]
+
+    run = trainer(Boom(None), saved, callback=poison)
+    with pytest.raises(Diverged, match=r"^the weights became NaN or infinite in epoch 2 \(by"):
+        run.run()
+    assert [(s.epoch, s.step) for s in saved] == [(1, 0)]

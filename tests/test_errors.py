@@ -1,0 +1,336 @@
+"""The catalogue of bad inputs: each is one line on stderr, its exit code, nothing touched.
+
+Most entries run the real CLI in-process (`icckd_cli.cli.main` with sys.argv patched);
+a few run `python -m icckd_cli` in a subprocess, exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import struct
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from icckd_cli.checkpoint import save_model
+from icckd_cli.data import load_dataset
+from icckd_cli.models import create_model
+from tests.helpers import icckd
+
+USAGE, RUNTIME = 2, 1
+TINY = [
+    "--dataset", "digits", "--train-per-class", "3", "--test-per-class", "2", "--epochs", "1",
+    "--batch-size", "16", "--device", "cpu",
+]  # fmt: skip
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under root with its bytes (None for folders): 'nothing touched' compares two."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def one_error(err: str) -> str:
+    """The single stderr line, checked to be an error line without a traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def check_fails(
+    capsys: pytest.CaptureFixture[str],
+    root: Path,
+    code: int,
+    *args: str | Path,
+    says: str | tuple[str, ...] = (),
+) -> str:
+    """Run a bad command: one error line holding `says`, the exit code, root untouched."""
+    before = snapshot(root)
+    r = icckd(capsys, *map(str, args))
+    line = one_error(r.err)
+    assert r.code == code, (r.code, line)
+    assert r.out == ""
+    for part in (says,) if isinstance(says, str) else says:
+        assert part in line, line
+    assert snapshot(root) == before
+    return line
+
+
+Fails = Callable[..., str]
+
+
+@pytest.fixture
+def fails(capsys: pytest.CaptureFixture[str]) -> Fails:
+    """check_fails with capsys bound: fails(root, code, *args, says=...)."""
+    return functools.partial(check_fails, capsys)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a good digits teacher and damaged or foreign files beside it."""
+    root = tmp_path_factory.mktemp("files")
+    spec = load_dataset("digits", train_per_class=3, test_per_class=2).spec
+    torch.manual_seed(0)
+    model = create_model("resnet8", 10)
+    meta = {
+        "kind": "teacher",
+        "arch": "resnet8",
+        "num_classes": 10,
+        "dataset": spec.to_dict(),
+        "config": {},
+    }
+    save_model(root / "teacher.safetensors", model, meta)
+    good = (root / "teacher.safetensors").read_bytes()
+    (root / "truncated.safetensors").write_bytes(good[: len(good) // 2])
+    (root / "short.safetensors").write_bytes(good[:5])
+    (root / "corrupt.safetensors").write_bytes(good[:20] + b"\xff" * 40 + good[60:])
+    (root / "notes.safetensors").write_text("these are my notes, not a checkpoint\n")
+    (root / "huge.safetensors").write_bytes(struct.pack("<Q", 2**40) + b'{"a": 1}')
+    torch.save(model.state_dict(), root / "renamed.safetensors")  # a .pth under another name
+    torch.save({"model": model.state_dict(), "why": zipfile.ZipInfo("x")}, root / "code.pth")
+    torch.save(model.state_dict(), root / "resnet8.pth")
+    return root
+
+
+def make_imagefolder(root: Path, classes: list[str], per_class: int = 2) -> Path:
+    """A tiny train/ + test/ ImageFolder of 32x32 PNGs."""
+    for split in ("train", "test"):
+        for i, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for j in range(per_class):
+                Image.new("RGB", (32, 32), (20 * i, 10 * j, 100)).save(folder / f"{j}.png")
+    return root
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+BAD_FILES = [
+    ("missing.safetensors", USAGE, "does not exist"),
+    ("truncated.safetensors", RUNTIME, "is truncated"),
+    ("short.safetensors", RUNTIME, "too short"),
+    ("corrupt.safetensors", RUNTIME, "has a damaged header"),
+    ("notes.safetensors", RUNTIME, "is not a safetensors file"),
+    ("huge.safetensors", RUNTIME, "over the 104,857,600-byte limit"),
+    ("renamed.safetensors", RUNTIME, "is a PyTorch pickle (.pth) file"),
+]
+
+
+@pytest.mark.parametrize(("name", "code", "says"), BAD_FILES)
+def test_eval_of_a_bad_checkpoint(
+    fails: Fails, files: Path, name: str, code: int, says: str
+) -> None:
+    fails(files, code, "eval", files / name, "--device", "cpu", says=(name, says))
+
+
+@pytest.mark.parametrize(("name", "code", "says"), BAD_FILES)
+def test_bad_teacher_file(
+    fails: Fails, files: Path, tmp_path: Path, name: str, code: int, says: str
+) -> None:
+    out = tmp_path / "run"
+    fails(tmp_path, code, "distill", "--teacher", files / name, *TINY, "--out", out, says=says)
+    assert not out.exists()
+
+
+def test_pickled_code_is_never_loaded(fails: Fails, files: Path, tmp_path: Path) -> None:
+    args = ["--teacher", files / "code.pth", "--teacher-arch", "resnet8", "--out", tmp_path / "r"]
+    line = fails(tmp_path, RUNTIME, "distill", *args, *TINY)
+    assert "never unpickles code" in line
+
+
+def test_pth_without_architecture(fails: Fails, files: Path, tmp_path: Path) -> None:
+    args = ["--teacher", files / "resnet8.pth", "--out", tmp_path / "r"]
+    fails(tmp_path, USAGE, "distill", *args, *TINY, says="--teacher-arch NAME")
+    # eval has no architecture option, so it says where a .pth file can be used instead
+    fails(files, USAGE, "eval", files / "resnet8.pth", says="distill --teacher FILE.pth")
+
+
+def test_pth_of_another_architecture(fails: Fails, files: Path, tmp_path: Path) -> None:
+    args = ["--teacher", files / "resnet8.pth", "--teacher-arch", "resnet14"]
+    line = fails(tmp_path, RUNTIME, "distill", *args, "--out", tmp_path / "r", *TINY)
+    assert "does not fit a resnet14" in line
+
+
+def test_teacher_of_another_architecture(fails: Fails, files: Path, tmp_path: Path) -> None:
+    args = ["--teacher", files / "teacher.safetensors", "--teacher-arch", "resnet20"]
+    line = fails(tmp_path, USAGE, "distill", *args, "--out", tmp_path / "r", *TINY)
+    assert "holds a resnet8, not the resnet20 asked for with --teacher-arch" in line
+
+
+def test_init_of_another_architecture(fails: Fails, files: Path, tmp_path: Path) -> None:
+    args = ["--init", files / "teacher.safetensors", "--arch", "resnet14"]
+    line = fails(tmp_path, USAGE, "train-teacher", *args, "--out", tmp_path / "r", *TINY)
+    assert "pass --arch resnet8" in line
+
+
+def test_teacher_and_data_set_with_other_classes(fails: Fails, files: Path, tmp_path: Path) -> None:
+    two = make_imagefolder(tmp_path / "two", ["cat", "dog"])
+    ten = make_imagefolder(tmp_path / "ten", [f"c{i}" for i in range(10)], per_class=1)
+    teacher = ["--teacher", files / "teacher.safetensors", "--arch", "resnet8"]
+    common = ["--dataset", "imagefolder", "--epochs", "1", "--device", "cpu"]
+    line = fails(tmp_path, USAGE, "distill", *teacher, *common, "--data-dir", two)
+    assert "predicts 10 classes but data set 'imagefolder' has 2" in line
+    line = fails(tmp_path, USAGE, "distill", *teacher, *common, "--data-dir", ten)
+    assert "was trained on other classes (0, 1, 2, 3...)" in line
+    # eval on a data set it was not trained on: the same check
+    args = ["--dataset", "imagefolder", "--data-dir", two, "--device", "cpu"]
+    fails(tmp_path, USAGE, "eval", files / "teacher.safetensors", *args, says="has 2")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_data_directory_missing(fails: Fails, tmp_path: Path) -> None:
+    args = ["--dataset", "imagefolder", "--data-dir", tmp_path / "nowhere", "--out", tmp_path]
+    fails(tmp_path, USAGE, "train-teacher", *args, says="does not exist")
+
+
+def test_data_directory_empty(fails: Fails, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    args = ["--dataset", "imagefolder", "--data-dir", tmp_path / "empty"]
+    line = fails(tmp_path, USAGE, "train-teacher", *args, "--out", tmp_path / "r")
+    assert "must hold train/ and test/ (or val/) folders" in line
+
+
+def test_data_directory_of_another_layout(fails: Fails, tmp_path: Path) -> None:
+    # images straight under train/ and test/, without class folders
+    for split in ("train", "test"):
+        (tmp_path / "flat" / split).mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / "flat" / split / "0.png")
+    args = ["--dataset", "imagefolder", "--data-dir", tmp_path / "flat"]
+    line = fails(tmp_path, USAGE, "train-teacher", *args, "--out", tmp_path / "r")
+    assert "holds 0 class folder(s) with images; it needs at least 2" in line
+
+
+def test_imagefolder_without_data_dir(fails: Fails, tmp_path: Path) -> None:
+    args = ["--dataset", "imagefolder", "--out", tmp_path / "r"]
+    fails(tmp_path, USAGE, "train-teacher", *args, says="needs --data-dir DIR")
+
+
+def test_download_needed_without_network(fails: Fails, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    args = ["--dataset", "cifar100", "--no-download", "--data-dir", tmp_path / "empty"]
+    line = fails(tmp_path, RUNTIME, "train-teacher", *args, "--out", tmp_path / "r")
+    assert "cifar100 is not in" in line and "--no-download forbids fetching it" in line
+
+
+def test_unknown_data_set_with_suggestion(fails: Fails, tmp_path: Path) -> None:
+    line = fails(tmp_path, USAGE, "train-teacher", "--dataset", "cifar1000", "--out", tmp_path)
+    assert "unknown data set 'cifar1000'. Did you mean: cifar100, cifar10?" in line
+
+
+def test_unknown_architecture_with_suggestion(fails: Fails, tmp_path: Path) -> None:
+    args = ["--arch", "resnet9", *TINY, "--out", tmp_path / "r"]
+    line = fails(tmp_path, USAGE, "train-teacher", *args)
+    assert "unknown architecture 'resnet9'. Did you mean: resnet8" in line
+
+
+# ----------------------------------------------------------------------------- settings
+
+BAD_SETTINGS = [
+    (["--epochs", "0"], "invalid value for --epochs (0): Input should be greater than or equal"),
+    (["--batch-size", "0"], "invalid value for --batch-size (0): Input should be greater than"),
+    (["--lr", "-0.1"], "invalid value for --lr (-0.1): Input should be greater than 0"),
+    (["--weight-decay", "-1"], "invalid value for --weight-decay (-1.0): Input should be"),
+    (["--icc-weight", "-0.5"], "invalid value for --icc-weight (-0.5): Input should be"),
+    (["--icc-temperature", "0"], "invalid value for --icc-temperature (0.0): Input should be"),
+    (["--margin", "1"], "invalid value for --margin (1.0): Input should be less than 1"),
+    (["--queue-size", "-1"], "invalid value for --queue-size (-1): Input should be greater"),
+    (["--embedding", "pixels"], "invalid value for --embedding ('pixels'): Input should be"),
+    (["--epochs", "10", "--lr-decay-epochs", "8,6"], "strictly increasing"),
+    (["--epochs", "10", "--lr-decay-epochs", "6,12"], "ends at 12, beyond the last epoch (10)"),
+    (["--lr-decay-epochs", "6,x"], "invalid value for --lr-decay-epochs ('6,x')"),
+    (["--epochs", "many"], "Invalid value for '--epochs'"),
+    (["--frobnicate"], "No such option: --frobnicate"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "says"), BAD_SETTINGS, ids=lambda v: " ".join(v)[:30])
+def test_impossible_settings(fails: Fails, tmp_path: Path, args: list[str], says: str) -> None:
+    fails(tmp_path, USAGE, "train-teacher", *args, "--out", tmp_path / "r", says=says)
+    assert not (tmp_path / "r").exists()
+
+
+def test_distill_setting(fails: Fails, tmp_path: Path, files: Path) -> None:
+    args = ["--teacher", files / "teacher.safetensors", "--kd-weight", "-1", "--out", tmp_path]
+    fails(tmp_path, USAGE, "distill", *args, says="invalid value for --kd-weight (-1.0)")
+
+
+def test_config_file_with_unknown_key(fails: Fails, tmp_path: Path) -> None:
+    (tmp_path / "run.toml").write_text("epochs = 2\nicc_wieght = 0.1\n")
+    args = ["--config", tmp_path / "run.toml", "--out", tmp_path / "r"]
+    line = fails(tmp_path, USAGE, "train-teacher", *args)
+    assert "unknown setting 'icc_wieght' in" in line and "Did you mean: icc_weight?" in line
+
+
+def test_config_file_missing_or_not_toml(fails: Fails, tmp_path: Path) -> None:
+    out = ["--out", tmp_path / "r"]
+    fails(tmp_path, USAGE, "train-teacher", "--config", tmp_path / "no.toml", *out)
+    (tmp_path / "bad.toml").write_text("epochs = = 2\n")
+    line = fails(tmp_path, USAGE, "train-teacher", "--config", tmp_path / "bad.toml", *out)
+    assert "is not valid TOML" in line
+
+
+# ----------------------------------------------------------------------------- output, device
+
+
+def test_output_under_a_regular_file(fails: Fails, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("keep me\n")
+    line = fails(tmp_path, USAGE, "train-teacher", *TINY, "--out", tmp_path / "notes.txt" / "run")
+    assert "is a file, not a folder" in line
+    fails(tmp_path, USAGE, "train-teacher", *TINY, "--out", tmp_path / "notes.txt")
+
+
+def test_output_folder_not_writable(
+    fails: Fails, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # tests run as root, whom permission bits do not stop: pretend the parent is read-only
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    line = fails(tmp_path, RUNTIME, "train-teacher", *TINY, "--out", tmp_path / "run")
+    assert "is not writable; choose a writable --out" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_where_there_is_none(fails: Fails, tmp_path: Path) -> None:
+    args = [*TINY, "--device", "cuda", "--out", tmp_path / "r"]
+    fails(tmp_path, USAGE, "train-teacher", *args, says="asked for CUDA but none is available")
+    args = [*TINY, "--device", "tpu", "--out", tmp_path / "r"]
+    fails(tmp_path, USAGE, "train-teacher", *args, says="unknown device 'tpu'")
+
+
+# ----------------------------------------------------------------------------- as a user
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["eval", "truncated.safetensors"], RUNTIME),
+        (["train-teacher", "--epochs", "0"], USAGE),
+    ],
+)
+def test_real_console_script(files: Path, args: list[str], code: int) -> None:
+    """`python -m icckd_cli` in a fresh process: no traceback, one line, the exit code."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "icckd_cli", *args],
+        cwd=files,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == code
+    one_error(proc.stderr)
+    assert proc.stdout == ""
