@@ -48,7 +48,7 @@ def short_names(paths: list[Path]) -> list[str]:
 def inspect_checkpoints(cfg: InspectConfig) -> list[Inspected]:
     """Soft-label statistics of every checkpoint on the configured split."""
     results = []
-    for path, name in zip(cfg.checkpoints, short_names(cfg.checkpoints)):
+    for path, name in zip(cfg.checkpoints, short_names(cfg.checkpoints), strict=True):
         model, meta, data, _ = open_checkpoint(
             path, cfg.dataset, cfg.data_dir, cfg.download, cfg.device
         )

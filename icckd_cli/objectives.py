@@ -128,7 +128,12 @@ class TeacherObjective(Objective):
         gate = None
         if self.margin > -1:
             gate = prediction_margin(out["logits"], out["labels"]) > self.margin  # (2B,)
+        # under torchrun the other processes' share of the global batch joins the negatives
+        z_all, z_others = dist.gather_rows(F.normalize(z.detach().float(), dim=1))
+        y_all, y_others = dist.gather_rows(out["labels"])
         queue, queue_labels = self.queue.contents()
+        queue = torch.cat([queue, z_others.to(queue.dtype)])  # (M + (W-1)*2B, D)
+        queue_labels = torch.cat([queue_labels, y_others])
         loss, counted, negatives = icc_terms(
             z1,
             z2,
@@ -142,13 +147,12 @@ class TeacherObjective(Objective):
         stats["icc_gate_pass"] = gate.float().mean() if gate is not None else z.new_tensor(1.0)
         stats["icc_counted"] = counted.float() / n
         stats["icc_negatives"] = negatives.float()
-        self._pending = (F.normalize(z.detach().float(), dim=1), out["labels"])
+        self._pending = (z_all, y_all)  # every process's embeddings, in rank order
         return loss
 
     def after_step(self) -> None:
         if self._pending is not None:
-            z, y = self._pending
-            self.queue.push(dist.all_gather_cat(z), dist.all_gather_cat(y))
+            self.queue.push(*self._pending)
             self._pending = None
 
     def describe(self) -> dict[str, Any]:
