@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from icckd_cli.config import (
     InspectConfig,
     TrainTeacherConfig,
     build,
+    option_name,
 )
 from icckd_cli.errors import USAGE, IcckdError, UsageError
 
@@ -95,6 +97,15 @@ def _collect(local: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any
     return values
 
 
+def _reports(exc: BaseException) -> bool:
+    """Under torchrun only rank 0 prints an error every rank hit; a rank's own failure prints."""
+    if "LOCAL_RANK" not in os.environ or os.environ.get("RANK", "0") == "0":
+        return True  # the common case decides without importing torch
+    from icckd_cli.distributed import reports
+
+    return reports(exc)
+
+
 def handle_errors(fn: F) -> F:
     """Turn a user error into one line on stderr and its exit code."""
 
@@ -103,7 +114,8 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except IcckdError as exc:
-            report.error(exc.message)
+            if _reports(exc):
+                report.error(exc.message)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -116,6 +128,12 @@ def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
     path = Path(resume) / CONFIG_FILE
     if not path.is_file():
         raise UsageError(f"{resume} holds no {CONFIG_FILE}; it is not an icckd run folder")
+    extra = sorted(k for k in given if k != "device")
+    if extra:
+        raise UsageError(
+            f"--resume continues the saved settings of {resume}; drop {option_name(extra[0])} "
+            "(only --device may change)"
+        )
     saved = json.loads(path.read_text())
     saved.update({"out": str(resume)})
     if given.get("device"):
@@ -364,12 +382,75 @@ def models(fmt: Format = "table") -> None:
         report.models_table(rows)
 
 
+# ----------------------------------------------------------------------------- experiment
+
+
+def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
+    """Shared body of experiment and quickstart: run the matrix, render the table."""
+    from icckd_cli import experiment as ex
+    from icckd_cli.engine import Interrupted
+
+    if dry_run:
+        report.experiment_plan([(r.label, r.status()) for r in exp.runs])
+        return
+    progress = report.ExperimentProgress(exp.options.name)
+    try:
+        results = ex.run_experiment(exp, progress)
+    except Interrupted:
+        progress.close()
+        report.note(
+            "interrupted: finished runs are kept and the current one saved its state; run the "
+            "same command again to continue"
+        )
+        raise typer.Exit(INTERRUPTED) from None
+    finally:
+        progress.close()
+    if fmt == "json":
+        report.print_json(results)
+        return
+    written = [str(Path(exp.options.out) / f) for f in ("results.json", "results.md")]
+    report.experiment_tables(ex.result_tables(results), written)
+
+
+@app.command()
+@handle_errors
+def experiment(
+    config: Annotated[Path, typer.Argument(help="Experiment TOML file (see examples/).")],
+    out: Annotated[Path | None, Opt(help="Experiment folder (default: out in the file).")] = None,
+    device: Device = None,
+    dry_run: Annotated[
+        bool, Opt("--dry-run", help="List the runs and which are done; train nothing.")
+    ] = False,
+    fmt: Format = "table",
+) -> None:
+    """Teachers x student methods x seeds in one resumable command, with one table."""
+    from icckd_cli.experiment import load_experiment
+
+    fmt = _format(fmt)
+    _experiment(load_experiment(config, {"out": out, "device": device}), fmt, dry_run)
+
+
+@app.command()
+@handle_errors
+def quickstart(
+    out: Annotated[Path | None, Opt(help="Experiment folder.")] = Path("icckd-quickstart"),
+    device: Device = None,
+    fmt: Format = "table",
+) -> None:
+    """The built-in experiment on digits: CE vs intra-class teacher, KD students, 2 seeds."""
+    from icckd_cli.experiment import quickstart_experiment
+
+    fmt = _format(fmt)
+    _experiment(quickstart_experiment({"out": out, "device": device}), fmt)
+
+
 def main() -> None:
     """Console entry point: one-line errors, documented exit codes, no tracebacks."""
     try:
         code = app(standalone_mode=False)
     except IcckdError as exc:
-        report.error(exc.message)
+        if _reports(exc):
+            report.error(exc.message)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         report.error("interrupted")
@@ -377,7 +458,8 @@ def main() -> None:
     except Exception as exc:
         # click's (or Typer's vendored click's) usage errors: bad option, missing argument
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            report.error(f"{exc.format_message()} (see 'icckd --help')")
+            if _reports(exc):
+                report.error(f"{exc.format_message()} (see 'icckd --help')")
             sys.exit(USAGE)
         if type(exc).__name__ == "Abort":
             report.error("aborted")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -43,6 +44,20 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
+def progress_bar(first: str, unit: str) -> Progress:
+    """A transient bar on stderr (off when stderr is not a terminal): label, bar, count, times."""
+    return Progress(
+        TextColumn(first),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} " + unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
 class TrainingProgress:
     """A callback for the engine: a progress bar and one line per epoch, on stderr."""
 
@@ -58,16 +73,7 @@ class TrainingProgress:
         if event == "start":
             self.epochs = info["epochs"]
             total = info["epochs"] * info["steps"]
-            self.progress = Progress(
-                TextColumn(f"[bold]{self.title}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} steps"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=err,
-                transient=True,
-                disable=not err.is_terminal,
-            )
+            self.progress = progress_bar(f"[bold]{escape(self.title)}", "steps")
             self.progress.start()
             self.task = self.progress.add_task(
                 self.title, total=total, completed=info["epoch"] * info["steps"]
@@ -76,7 +82,8 @@ class TrainingProgress:
             self.progress.advance(self.task)
         elif event == "epoch":
             line = epoch_line(info, self.epochs)
-            (self.progress.console if self.progress else err).print(line, highlight=False)
+            console = self.progress.console if self.progress else err
+            console.print(line, highlight=False, soft_wrap=True)
         elif event == "end" and self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -154,12 +161,12 @@ def models_table(rows: list[tuple[str, int, int]]) -> None:
 
 def error(message: str) -> None:
     """A one-line error on stderr."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:
     """A one-line note on stderr."""
-    err.print(message, highlight=False, soft_wrap=True)
+    err.print(escape(message), highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- soft labels
@@ -215,8 +222,8 @@ def softlabel_per_class(results: list[Any], all_classes: bool, shown: int = 5) -
     table = Table(title=title, title_justify="left")
     table.add_column("class")
     for r in results:
-        table.add_column(f"{r.name}\nintra dist", justify="right")
-        table.add_column(f"{r.name}\np(target)", justify="right")
+        table.add_column(f"{r.name}\nintra", justify="right")
+        table.add_column(f"{r.name}\np(y)", justify="right")
     for c in rows:
         k = int(c["class"])
         cells = []
@@ -225,3 +232,100 @@ def softlabel_per_class(results: list[Any], all_classes: bool, shown: int = 5) -
             cells += [fmt(pc["intra_distance"], 4), fmt(pc["target_prob"], 3)]
         table.add_row(first.classes[k], *cells)
     out.print(table)
+
+
+# ---- experiment
+
+
+class ExperimentProgress:
+    """The matrix's progress view: which run of how many, and that run's progress bar."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.progress: Progress | None = None
+        self.matrix: Any = None
+        self.run: Any = None
+        self.label = ""
+        self.epochs = 0
+
+    def _start(self, total: int, done: int) -> None:
+        self.progress = progress_bar("{task.description}", "{task.fields[unit]}")
+        self.progress.start()
+        self.matrix = self.progress.add_task(
+            f"[bold]{escape(self.name)}", total=total, completed=done, unit="runs"
+        )
+
+    def _print(self, line: str) -> None:
+        console = self.progress.console if self.progress else err
+        console.print(escape(line), highlight=False, soft_wrap=True)
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "plan":
+            self._start(info["total"], info["done"])
+            return
+        if self.progress is None:
+            return
+        if event == "run":
+            self.label = f"run {info['index']}/{info['total']}: {info['label']}"
+            if info["action"] == "skip":
+                self._print(f"{self.label}: finished already, skipped")
+                return
+            verb = "resuming" if info["action"] == "resume" else "training"
+            self._print(f"{self.label}: {verb}")
+        elif event == "start":
+            self.epochs = info["epochs"]
+            total = info["epochs"] * info["steps"]
+            self.run = self.progress.add_task(
+                self.label, total=total, completed=info["epoch"] * info["steps"], unit="steps"
+            )
+        elif event == "step" and self.run is not None:
+            self.progress.advance(self.run)
+        elif event == "epoch" and self.run is not None:
+            desc = f"{self.label}  epoch {info['epoch']}/{self.epochs} top-1 {info['top1']:.2f}"
+            self.progress.update(self.run, description=desc)
+        elif event == "run_end":
+            final, best = info["final"], info["best"]
+            self._print(
+                f"{self.label}: top-1 {final['top1']:.2f} (best {best['top1']:.2f} at epoch "
+                f"{best['epoch']}), {info['elapsed']:.0f} s"
+            )
+            self.progress.advance(self.matrix)
+            if self.run is not None:
+                self.progress.remove_task(self.run)
+                self.run = None
+        elif event == "diversity":
+            self._print(f"soft-label diversity of {info['count']} teacher checkpoint(s)")
+
+    def close(self) -> None:
+        """Stop the view (also after an error or Ctrl-C)."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def experiment_plan(runs: Sequence[tuple[str, str]]) -> None:
+    """`icckd experiment --dry-run`: every run and its state."""
+    table = Table(title="runs of the experiment", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("run")
+    table.add_column("state")
+    for i, (label, state) in enumerate(runs, 1):
+        table.add_row(str(i), label, state)
+    out.print(table)
+
+
+def experiment_tables(tables: Sequence[Any], written: Sequence[str] = ()) -> None:
+    """The results tables of an experiment (title, columns, rows, notes of each)."""
+    for spec in tables:
+        table = Table(title=spec.title, title_justify="left")
+        for i, name in enumerate(spec.columns):
+            numeric = all("±" in r[i] or r[i].startswith("n/a") for r in spec.rows if r[i])
+            table.add_column(name, justify="right" if numeric and spec.rows else "left")
+        for row in spec.rows:
+            table.add_row(*row)
+        out.print(table)
+        for line in spec.notes:
+            out.print(f"  {line}", highlight=False)
+        out.print()
+    for path in written:
+        note(f"wrote {path}")
