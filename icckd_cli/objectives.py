@@ -197,7 +197,7 @@ class DistillObjective(Objective):
 
     def train(self, mode: bool = True) -> DistillObjective:
         super().train(mode)
-        self.teacher.eval()  # type: ignore[attr-defined]
+        self.teacher.eval()  # type: ignore[union-attr]
         return self
 
     def outputs(self, model: nn.Module, batch: Batch, epoch: int) -> dict[str, Any]:

@@ -506,7 +506,7 @@ def open_checkpoint(
     device_name: str,
     test_per_class: int | None = None,
     train_per_class: int | None = None,
-) -> tuple[nn.Module, dict[str, Any], Dataset, torch.device]:
+) -> tuple[ZooModel, dict[str, Any], Dataset, torch.device]:
     """A checkpoint's model and the data set recorded in it (or the one given)."""
     device = resolve_device(device_name)
     model, meta = load_any_model(path, device=device, option=None)
@@ -531,6 +531,7 @@ def open_checkpoint(
     if recorded.get("mean"):  # normalise exactly as in training
         data.spec.mean, data.spec.std = recorded["mean"], recorded["std"]
     data.train, data.test = data.train.to(device), data.test.to(device)
+    assert isinstance(model, ZooModel)
     return model, meta, data, device
 
 
