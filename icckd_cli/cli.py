@@ -387,17 +387,22 @@ def models(fmt: Format = "table") -> None:
 
 def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     """Shared body of experiment and quickstart: run the matrix, render the table."""
+    from icckd_cli import distributed as dist
     from icckd_cli import experiment as ex
     from icckd_cli.engine import Interrupted
 
     if dry_run:
         report.experiment_plan([(r.label, r.status()) for r in exp.runs])
         return
+    dist.init_from_env()  # under torchrun every run of the matrix is data-parallel
     progress = report.ExperimentProgress(exp.options.name)
+    quiet = not dist.is_main()
     try:
-        results = ex.run_experiment(exp, progress)
+        results = ex.run_experiment(exp, (lambda event, info: None) if quiet else progress)
     except Interrupted:
         progress.close()
+        if quiet:
+            raise typer.Exit(INTERRUPTED) from None
         report.note(
             "interrupted: finished runs are kept and the current one saved its state; run the "
             "same command again to continue"
@@ -405,6 +410,8 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
         raise typer.Exit(INTERRUPTED) from None
     finally:
         progress.close()
+    if quiet:
+        return
     if fmt == "json":
         report.print_json(results)
         return

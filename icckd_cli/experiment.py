@@ -346,6 +346,7 @@ def check_student_teacher(run: Run, cache: dict[Path, str]) -> None:
 
 def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
     """Do every run not finished yet, then measure the teachers and write the results."""
+    from icckd_cli import distributed as dist
     from icckd_cli import runs as runner
     from icckd_cli.errors import IcckdError
 
@@ -372,6 +373,8 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
             "run_end",
             {**info, "final": result.final, "best": result.best, "elapsed": result.elapsed},
         )
+    if not dist.is_main():  # under torchrun process 0 alone measures and writes the results
+        return {}
     diversity = measure_diversity(exp, callback)
     results = collect(exp, diversity)
     write_results(exp, results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -349,3 +350,52 @@ def test_interrupt_on_one_rank_stops_all(tmp_path: Path) -> None:
     assert stderr[0].startswith(f"interrupted: state saved in {out}")
     assert stderr[1] == "" and stdout[1] == "", (stdout[1], stderr[1])
     assert (out / "state.safetensors").exists() and not (out / "model.safetensors").exists()
+
+
+TINY_EXPERIMENT = """
+[experiment]
+name = "tiny"
+dataset = "digits"
+train_per_class = 20
+test_per_class = 5
+seeds = [0]
+out = "{out}"
+
+[teacher]
+arch = "resnet8"
+epochs = 1
+batch_size = 16
+
+[[teachers]]
+name = "ce"
+icc_weight = 0
+
+[student]
+arch = "resnet8"
+epochs = 1
+batch_size = 16
+
+[[students]]
+name = "kd"
+method = "kd"
+"""
+
+
+@pytest.mark.slow
+def test_experiment_under_torchrun_runs_each_run_once_and_prints_once(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_EXPERIMENT.format(out=out))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "icckd_cli", "experiment", str(config), "--device", "cpu", "--format", "json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout)  # one JSON document: rank 1 printed nothing
+    assert results and (out / "results.json").is_file()
+    models = sorted(p.relative_to(out).as_posix() for p in out.rglob("model.safetensors"))
+    assert models == ["students/ce/kd/seed0/model.safetensors",
+                      "teachers/ce/seed0/model.safetensors"]  # fmt: skip
+    assert done.stderr.count("run 2/2: students/ce/kd/seed0: training") == 1
