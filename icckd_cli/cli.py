@@ -32,6 +32,26 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from icckd_cli import __version__
+
+        print(f"icckd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Intra-class contrastive teachers and knowledge distillation."""
+
+
 INTERRUPTED = 130
 
 # ----------------------------------------------------------------------------- options

@@ -135,3 +135,10 @@ def test_resnet8_learns_digits(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert r.code == 0, r.err
     ev = icckd(capsys, "eval", out / "model.safetensors", "--format", "json")
     assert ev.json()["top1"] > 90.0
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from icckd_cli import __version__
+
+    r = icckd(capsys, "--version")
+    assert r.code == 0 and r.out.strip() == f"icckd {__version__}"
