@@ -196,7 +196,9 @@ class Trainer:
                     sums[k] = sums[k] + v.float() if k in sums else v.float().clone()
                 finite = torch.stack([torch.isfinite(parts[k]).all() for k in names])
                 first = (bad[0] < 0) & ~finite.all()
-                here = torch.stack([torch.tensor(st.step, device=device), (~finite).int().argmax()])
+                here = torch.stack(
+                    [torch.full((), st.step, device=device), (~finite).int().argmax()]
+                )
                 bad = torch.where(first, here, bad)
                 st.step += 1
                 self.callback("step", {"epoch": st.epoch, "step": st.step, "steps": steps})

@@ -131,7 +131,7 @@ class TeacherObjective(Objective):
         # under torchrun the other processes' share of the global batch joins the negatives
         z_all, z_others = dist.gather_rows(F.normalize(z.detach().float(), dim=1))
         y_all, y_others = dist.gather_rows(out["labels"])
-        queue, queue_labels = self.queue.contents()
+        queue, queue_labels = self.queue.padded()  # fixed shape: no host-device sync
         queue = torch.cat([queue, z_others.to(queue.dtype)])  # (M + (W-1)*2B, D)
         queue_labels = torch.cat([queue_labels, y_others])
         loss, counted, negatives = icc_terms(

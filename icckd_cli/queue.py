@@ -70,6 +70,19 @@ class ClassQueue(nn.Module):
         classes = torch.arange(self.num_classes, device=device)[:, None].expand(-1, k)
         return ordered[valid], classes[valid]
 
+    def padded(self) -> tuple[Tensor, Tensor]:
+        """Every slot with its class, -1 where not filled yet: (C*K, D), (C*K,); no host sync.
+
+        Slots fill in order 0, 1, ... before they wrap, so slot j of class c holds an entry
+        exactly when j < min(pushed_c, K). A label of -1 matches no class, so empty slots
+        never become negatives; the order of entries does not matter to the loss.
+        """
+        k, device = self.size, self.bank.device
+        filled = torch.arange(k, device=device)[None, :] < self.counts()[:, None]  # (C, K)
+        classes = torch.arange(self.num_classes, device=device)[:, None].expand(-1, k)
+        labels = torch.where(filled, classes, torch.full_like(classes, -1))
+        return self.bank.reshape(-1, self.dim), labels.reshape(-1)
+
     def extra_repr(self) -> str:
         """Shown by print(module)."""
         return f"num_classes={self.num_classes}, size={self.size}, dim={self.dim}"

@@ -102,3 +102,17 @@ def test_state_dict_round_trip() -> None:
     r.push(z, y)
     for a, b in zip(q.contents(), r.contents(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_padded_view_marks_empty_slots_and_holds_the_same_entries() -> None:
+    q = ClassQueue(num_classes=3, size=4, dim=2)
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, 4.0], [1.0, 0.0], [0.0, 2.0]])
+    q.push(z, torch.tensor([0, 0, 1, 0, 0, 0]))  # class 0 wraps: 5 entries into 4 slots
+    bank, labels = q.padded()
+    assert bank.shape == (12, 2) and labels.tolist() == [0, 0, 0, 0, 1, -1, -1, -1, -1, -1, -1, -1]
+    valid, valid_labels = q.contents()
+    # the same multiset of (entry, class) as contents(), just in slot order
+    keep = labels >= 0
+    got = sorted(zip(map(tuple, bank[keep].tolist()), labels[keep].tolist(), strict=True))
+    want = sorted(zip(map(tuple, valid.tolist()), valid_labels.tolist(), strict=True))
+    assert got == want
