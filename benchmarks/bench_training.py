@@ -1,7 +1,7 @@
 """How fast is icckd's training path? Figures and ratios measured within one run.
 
-    .venv/bin/python benchmarks/bench_training.py            # full run (CPU: ~15 minutes)
-    .venv/bin/python benchmarks/bench_training.py --quick    # a short run (~3 minutes)
+    .venv/bin/python benchmarks/bench_training.py            # full run (2 CPU cores: ~8 min)
+    .venv/bin/python benchmarks/bench_training.py --quick    # a short run (~2 minutes)
     .venv/bin/python benchmarks/bench_training.py --device cuda
 
 Cases (see benchmarks/README.md and docs/performance.md):

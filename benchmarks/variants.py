@@ -40,19 +40,6 @@ def normalize_fused(
     return torch.addcmul(-mean / std, images.float(), 1.0 / (255.0 * std))
 
 
-def queue_contents_padded(queue: ClassQueue) -> tuple[Tensor, Tensor]:
-    """The whole bank (C*K, D) with labels, -1 for empty slots: no mask, so no host sync.
-
-    Empty slots never match a real label, so icc_terms never counts them as negatives; the
-    loss is the same as with `ClassQueue.contents()` (the order of negatives does not matter).
-    """
-    c, k, d = queue.bank.shape
-    slot = torch.arange(k, device=queue.bank.device)
-    labels = torch.arange(c, device=queue.bank.device)[:, None].expand(c, k)
-    labels = torch.where(slot[None, :] < queue.counts()[:, None], labels, -1)
-    return queue.bank.reshape(c * k, d), labels.reshape(-1)
-
-
 @torch.no_grad()
 def queue_push_sync_free(queue: ClassQueue, z: Tensor, labels: Tensor) -> None:
     """ClassQueue.push without bincount or boolean-mask indexing (each a host sync on CUDA).
