@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import gc
 import itertools
 import os
 from collections.abc import Callable, Iterable
@@ -80,9 +81,17 @@ def init_from_env() -> None:
 
 
 def destroy() -> None:
-    """Leave the process group (at exit, so NCCL and gloo shut down cleanly)."""
+    """Leave the process group (at exit, so NCCL and gloo shut down cleanly).
+
+    Trainers that ended inside reference cycles (a DDP wrapper, its reducer, hooks) would
+    otherwise be freed during interpreter shutdown, after the group is gone, where gloo's
+    worker threads abort the process ('terminate called without an active exception') and
+    a finished run exits non-zero. Collecting them first frees them while all is alive.
+    """
+    gc.collect()
     if is_distributed():
         tdist.destroy_process_group()
+    gc.collect()
 
 
 def local_device(device: torch.device) -> torch.device:
