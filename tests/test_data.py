@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from icckd_cli import data
 from icckd_cli.data import (
     DataSpec,
     DeviceLoader,
@@ -19,6 +18,7 @@ from icckd_cli.data import (
     augment,
     load_dataset,
     per_class_subset,
+    sources,
 )
 from icckd_cli.errors import UsageError
 
@@ -229,7 +229,7 @@ def test_imagefolder_reads_cifar_jpegs(
     def no_decoding(*args: object) -> None:
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(data, "_decode", no_decoding)
+    monkeypatch.setattr(sources, "_decode", no_decoding)
     again = load_dataset("imagefolder", cifar_folder)
     assert torch.equal(again.train.images, ds.train.images)
     # a changed file is noticed: the cache key holds every file's size and time

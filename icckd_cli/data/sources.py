@@ -1,0 +1,219 @@
+"""The registered data sets: embedded digits, torchvision CIFAR, image folders.
+
+Each decodes its images once into uint8 tensors; the registry's cache keeps them on disk.
+The registration order below is the order `list_datasets` and error messages show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from icckd_cli.data.registry import (
+    CACHE_VERSION,
+    DataSpec,
+    Loader,
+    Split,
+    _cached,
+    cache_dir,
+    channel_stats,
+    per_class_subset,
+    register,
+)
+from icckd_cli.errors import IcckdError, UsageError
+
+# ----------------------------------------------------------------------------- digits
+
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+@register("digits")
+def _digits(
+    data_dir: Path | None, download: bool, train_pc: int | None, test_pc: int | None
+) -> tuple[DataSpec, Split, Split]:
+    """scikit-learn's 1,797 handwritten digits, 8x8 -> 32x32, grey -> 3 channels.
+
+    Fixed stratified split: 20% test (360 images), 80% train (1,437), random_state 0.
+    """
+
+    def build() -> tuple[dict, Split, Split]:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        bunch = load_digits()
+        x = torch.tensor(bunch.images, dtype=torch.float32)[:, None] * (255.0 / 16.0)
+        x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+        x = x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+        y = torch.tensor(bunch.target, dtype=torch.long)
+        idx = torch.arange(len(y)).numpy()
+        tr, te = train_test_split(
+            idx, test_size=DIGITS_TEST_FRACTION, stratify=y.numpy(), random_state=DIGITS_SPLIT_SEED
+        )
+        tr_t, te_t = torch.as_tensor(sorted(tr)), torch.as_tensor(sorted(te))
+        train, test = Split(x[tr_t], y[tr_t]), Split(x[te_t], y[te_t])
+        return {"classes": [str(i) for i in range(10)]}, train, test
+
+    info, train, test = _cached({"name": "digits", "v": CACHE_VERSION}, build)
+    train, test = per_class_subset(train, train_pc), per_class_subset(test, test_pc)
+    mean, std = channel_stats(train.images)
+    spec = DataSpec("digits", 10, info["classes"], mean, std, 32, flip=False)
+    return spec, train, test
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+CIFAR_STATS = {
+    "cifar10": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
+    "cifar100": ([0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762]),
+}
+
+
+def _cifar(name: str) -> Loader:
+    def load(
+        data_dir: Path | None, download: bool, train_pc: int | None, test_pc: int | None
+    ) -> tuple[DataSpec, Split, Split]:
+        from torchvision import datasets
+
+        cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+        root = Path(data_dir) if data_dir else cache_dir() / "torchvision"
+        folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+        try:
+            sets = [cls(str(root), train=t, download=download) for t in (True, False)]
+        except Exception as exc:  # noqa: BLE001 - network or archive trouble
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            why = (
+                "--no-download forbids fetching it"
+                if not download
+                else f"downloading it failed ({lines[0]})"
+            )
+            raise IcckdError(
+                f"{name} is not in {root} and {why}; put its python version "
+                f"('{folder}/') in a folder and pass that with --data-dir, or use "
+                "--dataset imagefolder --data-dir DIR with train/ and test/ class folders"
+            ) from None
+        splits = []
+        for s in sets:
+            x = torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous()
+            splits.append(Split(x, torch.tensor(s.targets, dtype=torch.long)))
+        train = per_class_subset(splits[0], train_pc)
+        test = per_class_subset(splits[1], test_pc)
+        mean, std = CIFAR_STATS[name]
+        classes = list(sets[0].classes)
+        spec = DataSpec(name, len(classes), classes, mean, std, 32, True, str(root))
+        return spec, train, test
+
+    return load
+
+
+register("cifar10")(_cifar("cifar10"))
+register("cifar100")(_cifar("cifar100"))
+
+
+# ----------------------------------------------------------------------------- imagefolder
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
+
+
+def _class_files(split_dir: Path, limit: int | None) -> dict[str, list[Path]]:
+    """Sorted image files per class folder, the first `limit` of each."""
+    out = {}
+    for d in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        out[d.name] = files[:limit] if limit else files
+    return out
+
+
+def _decode(files: dict[str, list[Path]], classes: list[str], size: int | None) -> Split:
+    """Decode images with PIL into (N, 3, S, S) uint8, resizing where sizes differ."""
+    import numpy as np
+    from PIL import Image
+
+    arrays, labels = [], []
+    for label, name in enumerate(classes):
+        for f in files.get(name, []):
+            try:
+                with Image.open(f) as raw:
+                    im = raw.convert("RGB")
+                    if size is not None and im.size != (size, size):
+                        im = im.resize((size, size), Image.Resampling.BILINEAR)
+                    arrays.append(np.asarray(im, dtype=np.uint8))
+            except OSError as exc:
+                raise IcckdError(f"cannot read image {f} ({exc}); remove or replace it") from None
+            labels.append(label)
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return Split(x, torch.tensor(labels, dtype=torch.long))
+
+
+@register("imagefolder")
+def _imagefolder(
+    data_dir: Path | None, download: bool, train_pc: int | None, test_pc: int | None
+) -> tuple[DataSpec, Split, Split]:
+    """DIR/train/<class>/*.jpg and DIR/test/<class>/ (or val/): CIFAR JPEGs, Tiny-ImageNet."""
+    if data_dir is None:
+        raise UsageError(
+            "--dataset imagefolder needs --data-dir DIR holding train/ and test/ (or val/) "
+            "class folders"
+        )
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise UsageError(f"data directory {root} does not exist; check --data-dir")
+    test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise UsageError(
+            f"data directory {root} must hold train/ and test/ (or val/) folders with one "
+            "sub-folder per class; check --data-dir"
+        )
+    train_files = _class_files(root / "train", train_pc)
+    test_files = _class_files(test_dir, test_pc)
+    classes = [c for c, fs in train_files.items() if fs]
+    if len(classes) < 2:
+        raise UsageError(
+            f"{root / 'train'} holds {len(classes)} class folder(s) with images; it needs at "
+            "least 2 (train/<class>/<image>.jpg)"
+        )
+    extra = sorted(c for c, fs in test_files.items() if fs and c not in classes)
+    if extra:
+        raise UsageError(
+            f"{test_dir} has class folders that train/ lacks ({', '.join(extra[:5])}); "
+            "both splits must use the same class names"
+        )
+    if not any(test_files.values()):
+        raise UsageError(f"{test_dir} holds no images; put <class>/<image> files there")
+    stamp = [
+        (str(f), f.stat().st_size, f.stat().st_mtime_ns)
+        for fs in (*train_files.values(), *test_files.values())
+        for f in fs
+    ]
+    key = {
+        "name": "imagefolder",
+        "v": CACHE_VERSION,
+        "files": hashlib.sha256(json.dumps(stamp).encode()).hexdigest(),
+    }
+
+    def build() -> tuple[dict, Split, Split]:
+        from PIL import Image
+
+        with Image.open(train_files[classes[0]][0]) as im:
+            size = max(im.size)
+        train = _decode(train_files, classes, size)
+        test = _decode(test_files, classes, size)
+        mean, std = channel_stats(train.images)
+        return {"classes": classes, "mean": mean, "std": std, "size": size}, train, test
+
+    info, train, test = _cached(key, build)
+    spec = DataSpec(
+        "imagefolder",
+        len(classes),
+        info["classes"],
+        info["mean"],
+        info["std"],
+        info["size"],
+        True,
+        str(root.resolve()),
+    )
+    return spec, train, test
