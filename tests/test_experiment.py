@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,13 @@ from icckd_cli import experiment as ex
 from icckd_cli.config import read_toml
 from icckd_cli.engine import Interrupted
 from icckd_cli.errors import UsageError
+from icckd_cli.experiment import results as res
 from tests.helpers import icckd
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
@@ -57,7 +64,7 @@ method = "kd"
 
 
 def _parse(text: str, source: str = "x.toml") -> ex.Experiment:
-    return ex.parse_experiment(ex.tomllib.loads(text), source)
+    return ex.parse_experiment(tomllib.loads(text), source)
 
 
 def _tiny(tmp_path: Path, *replace: tuple[str, str]) -> str:
@@ -123,7 +130,7 @@ def test_collect_builds_every_cell_and_the_icc_minus_ce_difference(
         value = top1.get(run.label)  # best epoch: 0.5 above the last one
         return None if value is None else value + (0.5 if which == "best" else 0.0)
 
-    monkeypatch.setattr(ex, "_metric", fake_metric)
+    monkeypatch.setattr(res, "_metric", fake_metric)  # where collect looks it up
     diversity = {"ce": {0: {"ratio": 0.1, "feature_ratio": 0.3, "target_prob": 0.9}},
                  "icc": {0: {"ratio": 0.2, "feature_ratio": 0.4, "target_prob": 0.8},
                          1: {"ratio": 0.4, "feature_ratio": 0.5, "target_prob": 0.7}}}  # fmt: skip
