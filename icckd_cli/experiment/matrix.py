@@ -1,0 +1,155 @@
+"""Running the matrix: every run not finished yet, then the teachers' soft-label diversity.
+
+A folder holding model.safetensors is finished and skipped; one holding state.safetensors
+is resumed; so running the same command again after Ctrl-C only does what is left.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from icckd_cli.config import DistillConfig
+from icckd_cli.errors import UsageError
+from icckd_cli.experiment.config import Experiment, Run
+from icckd_cli.experiment.results import collect, write_results
+
+Callback = Callable[[str, dict[str, Any]], None]
+# Execution details that may change between invocations without invalidating a finished run.
+IGNORED_ON_REUSE = set(
+    "device overwrite download save_every eval_batch_size out teacher data_dir precision "
+    "compile channels_last".split()
+)
+DIVERSITY_FILE = "diversity.json"
+
+
+def check_reusable(run: Run) -> None:
+    """A finished or partial run must have been made with the settings asked for now."""
+    from icckd_cli.runs import CONFIG_FILE, resolved_config
+
+    saved_file = run.out / CONFIG_FILE
+    if run.status() == "new" or not saved_file.is_file():
+        return
+    saved = json.loads(saved_file.read_text())
+    wanted = json.loads(json.dumps(resolved_config(run.config)))
+    for key, value in wanted.items():
+        if key not in IGNORED_ON_REUSE and saved.get(key, value) != value:
+            raise UsageError(
+                f"{run.out} was run with {key} = {saved.get(key)!r} but the experiment now asks "
+                f"for {value!r}; delete that folder to redo it, or choose another out"
+            )
+
+
+def check_student_teacher(run: Run, cache: dict[Path, str]) -> None:
+    """A finished student must come from the teacher now in its teacher's folder."""
+    from icckd_cli.checkpoint import load_tensors, read_metadata, weights_hash
+    from icckd_cli.runs import MODEL_FILE
+
+    recorded = (read_metadata(run.out / MODEL_FILE).get("teacher") or {}).get("sha256")
+    assert isinstance(run.config, DistillConfig) and run.config.teacher is not None
+    teacher = Path(run.config.teacher)
+    if teacher not in cache:
+        cache[teacher] = weights_hash(load_tensors(teacher))
+    if recorded and recorded != cache[teacher]:
+        raise UsageError(
+            f"{run.out} was distilled from other weights than {teacher} (the teacher was "
+            "retrained); delete the student folder to redo it"
+        )
+
+
+def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
+    """Do every run not finished yet, then measure the teachers and write the results."""
+    from icckd_cli import distributed as dist
+    from icckd_cli import runs as runner
+    from icckd_cli.errors import IcckdError
+
+    for run in exp.runs:
+        check_reusable(run)
+    total = len(exp.runs)
+    callback("plan", {"total": total, "done": sum(r.status() == "done" for r in exp.runs)})
+    hashes: dict[Path, str] = {}
+    for i, run in enumerate(exp.runs, 1):
+        status = run.status()
+        info = {"index": i, "total": total, "label": run.label, "kind": run.kind}
+        if status == "done":
+            if run.kind == "student":
+                check_student_teacher(run, hashes)
+            callback("run", {**info, "action": "skip"})
+            continue
+        callback("run", {**info, "action": "resume" if status == "partial" else "train"})
+        train = runner.distill if run.kind == "student" else runner.train_teacher
+        try:
+            result = train(run.config, callback, resume=status == "partial")  # type: ignore[arg-type]
+        except IcckdError as exc:
+            raise type(exc)(f"run {run.label}: {exc.message}") from None
+        callback(
+            "run_end",
+            {**info, "final": result.final, "best": result.best, "elapsed": result.elapsed},
+        )
+    if not dist.is_main():  # under torchrun process 0 alone measures and writes the results
+        return {}
+    diversity = measure_diversity(exp, callback)
+    results = collect(exp, diversity)
+    write_results(exp, results)
+    callback("finish", {"out": str(exp.options.out)})
+    return results
+
+
+def measure_diversity(exp: Experiment, callback: Callback) -> dict[str, dict[int, dict]]:
+    """Soft-label statistics of every finished teacher on the test split, cached per run."""
+    from icckd_cli.config import InspectConfig
+    from icckd_cli.inspect import inspect_checkpoints
+    from icckd_cli.runs import MODEL_FILE
+
+    temperature = exp.options.temperature
+    found: dict[str, dict[int, dict]] = {t.name: {} for t in exp.teachers}
+    todo: list[Run] = []
+    for run in (r for r in exp.runs if r.kind == "teacher" and r.status() == "done"):
+        stamp = (run.out / MODEL_FILE).stat().st_mtime_ns
+        cached = _read_json(run.out / DIVERSITY_FILE)
+        if cached.get("temperature") == temperature and cached.get("model_mtime_ns") == stamp:
+            found[run.teacher][run.seed] = cached["overall"]  # type: ignore[index]
+        else:
+            todo.append(run)
+    if todo:
+        callback("diversity", {"count": len(todo)})
+        cfg = InspectConfig.model_validate(
+            {
+                "checkpoints": [r.out / MODEL_FILE for r in todo],
+                "temperature": temperature,
+                "device": exp.options.device,
+                "download": exp.options.download,
+            }
+        )
+        for run, res in zip(todo, inspect_checkpoints(cfg), strict=True):
+            overall = {k: _finite(v) for k, v in res.stats.overall.items()}
+            stamp = (run.out / MODEL_FILE).stat().st_mtime_ns
+            record = {
+                "temperature": temperature,
+                "split": "test",
+                "model_mtime_ns": stamp,
+                "overall": overall,
+            }
+            _write_json(run.out / DIVERSITY_FILE, record)
+            found[run.teacher][run.seed] = overall  # type: ignore[index]
+    return found
+
+
+def _finite(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from icckd_cli.checkpoint import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

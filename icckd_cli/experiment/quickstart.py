@@ -1,0 +1,63 @@
+"""The built-in experiment of `icckd quickstart`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from icckd_cli.experiment.config import Experiment, parse_experiment
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# The same text as examples/quickstart.toml (a test keeps them equal); embedded so that
+# `icckd quickstart` works from an installed package without the repository.
+QUICKSTART_TOML = """\
+# The built-in experiment of `icckd quickstart`, the paper's comparison in miniature on the
+# embedded digits data set (no download): two resnet8 teachers, one trained with
+# cross-entropy alone and one with the intra-class contrastive term, a KD student from
+# each, the student trained alone as a baseline, two seeds. A few minutes on 2 CPU cores.
+#
+#     icckd quickstart                              (this file is built in)
+#     icckd experiment examples/quickstart.toml     (the same, from the file)
+#
+# Runs go under ./icckd-quickstart/; running the command again skips finished runs.
+
+[experiment]
+name = "quickstart"
+dataset = "digits"
+seeds = [0, 1]
+out = "icckd-quickstart"
+
+[teacher]
+arch = "resnet8"
+epochs = 10
+
+[[teachers]]
+name = "ce"
+icc_weight = 0
+
+[[teachers]]
+name = "icc"
+icc_weight = 0.1
+margin = 0.5
+
+[student]
+arch = "resnet8"
+epochs = 10
+baseline = true
+
+[[students]]
+name = "kd"
+method = "kd"
+"""
+
+
+def quickstart_experiment(overrides: Mapping[str, Any] | None = None) -> Experiment:
+    """The built-in experiment on digits."""
+    exp = parse_experiment(tomllib.loads(QUICKSTART_TOML), "quickstart", overrides)
+    exp.command = "icckd quickstart"
+    return exp

@@ -1,0 +1,205 @@
+"""Finished runs into one set of numbers, and those into tables, Markdown and JSON.
+
+The results (mean and sample std over seeds, paired differences intra-class minus
+cross-entropy, the teachers' soft-label diversity) go to OUT/results.json and results.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from icckd_cli.config import TrainTeacherConfig
+from icckd_cli.experiment.config import Experiment, Run
+
+DIVERSITY_KEYS = ("ratio", "feature_ratio", "target_prob")
+
+
+def aggregate(values: Mapping[int, float | None], seeds: int) -> dict[str, Any]:
+    """Mean and sample std (n - 1) over the seeds present; n counts them, of `seeds`."""
+    present = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
+    xs = list(present.values())
+    return {
+        "mean": statistics.fmean(xs) if xs else None,
+        "std": statistics.stdev(xs) if len(xs) > 1 else None,
+        "n": len(xs),
+        "seeds": seeds,
+        "values": {str(k): v for k, v in sorted(present.items())},
+    }
+
+
+def paired_difference(
+    a: Mapping[int, float | None], b: Mapping[int, float | None]
+) -> dict[int, float]:
+    """a - b for every seed where both are present (students share their seed's data order)."""
+    return {k: a[k] - b[k] for k in a if k in b and a[k] is not None and b[k] is not None}  # type: ignore[operator]
+
+
+def cell(agg: Mapping[str, Any], digits: int = 2, signed: bool = False) -> str:
+    """'97.22 ± 0.39'; one seed: '97.22 ± -'; missing seeds counted; none: 'n/a (0/2 seeds)'."""
+    n, seeds = agg["n"], agg["seeds"]
+    if n == 0:
+        return f"n/a (0/{seeds} seeds)"
+    sign = "+" if signed else ""
+    text = f"{agg['mean']:{sign}.{digits}f} ± "
+    text += "-" if agg["std"] is None else f"{agg['std']:.{digits}f}"
+    return text if n == seeds else f"{text} ({n}/{seeds} seeds)"
+
+
+def _metric(run: Run, which: str) -> float | None:
+    from icckd_cli.checkpoint import read_metadata
+    from icckd_cli.runs import MODEL_FILE
+
+    if run.status() != "done":
+        return None
+    metrics = read_metadata(run.out / MODEL_FILE).get("metrics") or {}
+    return (metrics.get(which) or {}).get("top1")
+
+
+def _objective(cfg: TrainTeacherConfig) -> str:
+    if cfg.icc_weight == 0:
+        return "cross-entropy"
+    gate = "no gate" if cfg.margin <= -1 else f"margin {cfg.margin:g}"
+    return (
+        f"CE + {cfg.icc_weight:g} L_intra ({gate}, tau {cfg.icc_temperature:g}, K {cfg.queue_size})"
+    )
+
+
+def _top1(runs: Mapping[int, Run]) -> dict[str, dict[int, float | None]]:
+    """top-1 at the last ('final') and at the best epoch, by seed; None where not done."""
+    return {w: {k: _metric(r, w) for k, r in runs.items()} for w in ("final", "best")}
+
+
+def _last_best(top1: Mapping[str, Mapping[int, float | None]], n: int) -> dict[str, Any]:
+    return {"last": aggregate(top1["final"], n), "best": aggregate(top1["best"], n)}
+
+
+def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dict[str, Any]:
+    """Everything the tables show, as JSON-ready numbers."""
+    o, n = exp.options, len(exp.options.seeds)
+    teachers = []
+    for t in exp.teachers:
+        div = diversity.get(t.name, {})
+        teachers.append(
+            dict(name=t.name, arch=t.config.arch, objective=_objective(t.config),
+                 icc_weight=t.config.icc_weight, cross_entropy=t.cross_entropy,
+                 top1=aggregate(_top1(exp.teacher_runs(t.name))["final"], n),
+                 diversity={key: aggregate({k: d.get(key) for k, d in div.items()}, n)
+                            for key in DIVERSITY_KEYS})
+        )  # fmt: skip
+    students, differences = [], []
+    reference = next((t for t in exp.teachers if t.cross_entropy), None)
+    for s in exp.students:
+        top1 = {}
+        for t in exp.teachers:
+            runs = {r.seed: r for r in exp.runs if (r.teacher, r.student) == (t.name, s.name)}
+            top1[t.name] = _top1(runs)
+            about = dict(student=s.name, method=s.config.method, arch=s.config.arch)
+            students.append({**about, "teacher": t.name, **_last_best(top1[t.name], n)})
+        for t in exp.teachers:
+            if reference is None or t.cross_entropy:
+                continue
+            ours, ref = top1[t.name], top1[reference.name]
+            diff = {w: paired_difference(ours[w], ref[w]) for w in ours}
+            pair = dict(student=s.name, method=s.config.method, teacher=t.name)
+            differences.append({**pair, "reference": reference.name, **_last_best(diff, n)})
+    baseline = None
+    if exp.baseline is not None:
+        runs = {r.seed: r for r in exp.runs if r.kind == "baseline"}
+        baseline = {"arch": exp.baseline.arch, **_last_best(_top1(runs), n)}
+    return dict(name=o.name, dataset=o.dataset, train_per_class=o.train_per_class,
+                test_per_class=o.test_per_class, seeds=list(o.seeds), out=str(o.out),
+                temperature=o.temperature, command=exp.command, teachers=teachers,
+                students=students, differences=differences, baseline=baseline)  # fmt: skip
+
+
+@dataclass
+class TableSpec:
+    """A table as plain strings, rendered by rich on the terminal and as Markdown on disk."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
+    """The teachers', their soft labels' and the students' tables of an experiment."""
+    seeds = len(results["seeds"])
+    over = f"mean ± std over {seeds} seed{'s' if seeds > 1 else ''}"
+    teachers = results["teachers"]
+    tables = [
+        TableSpec(
+            f"teachers on {results['dataset']} (top-1 %, {over})",
+            ["teacher", "arch", "objective", "top-1 (last epoch)"],
+            [[t["name"], t["arch"], t["objective"], cell(t["top1"])] for t in teachers],
+        ),
+        TableSpec(
+            f"soft-label diversity of the teachers (test split, T = {results['temperature']:g})",
+            ["teacher", "intra/inter (soft labels)", "intra/inter (features)", "mean p(target)"],
+            [[t["name"], *(cell(t["diversity"][k], 4) for k in DIVERSITY_KEYS)] for t in teachers],
+            ["intra/inter: mean intra-class distance over mean distance between class centroids"],
+        ),
+    ]
+    rows = []
+    for name in dict.fromkeys(r["student"] for r in results["students"]):
+        for r in (r for r in results["students"] if r["student"] == name):
+            shown = name if name == r["method"] else f"{name} ({r['method']})"
+            rows.append([shown, r["arch"], r["teacher"], cell(r["last"]), cell(r["best"])])
+        for d in (d for d in results["differences"] if d["student"] == name):
+            diff = f"{d['teacher']} minus {d['reference']}"
+            rows.append(["", "", diff, cell(d["last"], signed=True), cell(d["best"], signed=True)])
+    if results["baseline"] is not None:
+        b = results["baseline"]
+        rows.append(["alone (CE)", b["arch"], "none", cell(b["last"]), cell(b["best"])])
+    notes = [
+        "'minus' rows: the paired difference per seed (student seed k from teacher seed k)",
+        "best epoch is picked on the test split itself, so it flatters; last epoch is the "
+        "honest number",
+    ]
+    if rows:
+        title = f"students on {results['dataset']} (top-1 %, {over})"
+        columns = ["student", "arch", "teacher", "last epoch", "best epoch"]
+        tables.append(TableSpec(title, columns, rows, notes))
+    return tables
+
+
+def results_markdown(results: Mapping[str, Any]) -> str:
+    """The tables as Markdown, with what was run."""
+    subset = ", ".join(
+        f"{k.replace('_', ' ')} {results[k]}"
+        for k in ("train_per_class", "test_per_class")
+        if results[k]
+    )
+    lines = [
+        f"# {results['name']}",
+        "",
+        f"Data set {results['dataset']}{f' ({subset})' if subset else ''}, seeds "
+        f"{', '.join(map(str, results['seeds']))}; runs under `{results['out']}`. Made by "
+        f"`{results['command']}`.",
+        "",
+    ]
+    for t in result_tables(results):
+        lines += [
+            f"## {t.title}",
+            "",
+            "| " + " | ".join(t.columns) + " |",
+            "|" + "---|" * len(t.columns),
+        ]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
+        lines += ["", *[f"- {n}" for n in t.notes], *([""] if t.notes else [])]
+    return "\n".join(lines)
+
+
+def write_results(exp: Experiment, results: Mapping[str, Any]) -> None:
+    """OUT/results.json and OUT/results.md."""
+    from icckd_cli.checkpoint import write_text_atomic
+
+    root = Path(exp.options.out)
+    write_text_atomic(root / "results.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(root / "results.md", results_markdown(results))

@@ -1,0 +1,133 @@
+"""The experiment file: one-line errors naming the table, shared tables, the plan, examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from icckd_cli import experiment as ex
+from icckd_cli.config import read_toml
+from icckd_cli.errors import UsageError
+from tests.helpers import icckd, parse_experiment_text, tiny_experiment
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("replace", "message"),
+    [
+        (("[student]", "[studnet]"),
+         "x.toml: unknown table [studnet]. Did you mean: student, students?"),
+        (("icc_weight = 0.1", "icc_wieght = 0.1"),
+         "x.toml: [[teachers]] 'icc': unknown key 'icc_wieght'. Did you mean: icc_weight?"),
+        (("baseline = true", "baseline = true\nepoch = 3"),
+         "x.toml: [student]: unknown key 'epoch'. Did you mean: epochs, lr_decay_epochs?"),
+        (("[teacher]\n", "[teacher]\ndataset = \"cifar10\"\n"),
+         "x.toml: [teacher]: 'dataset' belongs in [experiment] (every run of an experiment uses "
+         "the same data and device)"),
+        (("method = \"kd\"", "method = \"kd\"\nseed = 3"),
+         "x.toml: [[students]] 'kd': 'seed' is set by the experiment; use seeds = [...] in "
+         "[experiment]"),
+        (("margin = -1", "margin = 1.5"),
+         "x.toml: [[teachers]] 'icc': invalid margin = 1.5: Input should be less than 1"),
+        (("epochs = 1  # student", "epochs = 0"),
+         "x.toml: [student]: invalid epochs = 0: Input should be greater than or equal to 1"),
+        (("method = \"kd\"", "method = \"kdd\""),
+         "x.toml: [[students]] 'kdd': invalid method = 'kdd': Input should be 'kd', 'rkd', "
+         "'kd+rkd', 'dkd' or 'crd'"),
+        (("seeds = [0, 1]", "seeds = [0, 0]"),
+         "x.toml: [experiment]: invalid seeds = [0, 0]: seeds must be distinct whole numbers "
+         ">= 0, e.g. [0, 1, 2]"),
+        (("name = \"icc\"", "name = \"ce\""),
+         "x.toml: [[teachers]]: the name 'ce' is used twice; names must differ"),
+        (("name = \"icc\"", "name = \"i c c\""),
+         "x.toml: [[teachers]] entry 2 needs a name of letters, digits, '_', '-', '+' or '.' "
+         "(it names its folder), e.g. name = \"icc\""),
+        (("arch = \"resnet8\"  # teacher", "arch = \"resnet9\""),
+         "x.toml: [[teachers]] 'ce': unknown architecture 'resnet9'. Did you mean: resnet8, "
+         "resnet56, ResNet50? Run 'icckd models' to list them."),
+        (("baseline = true", "baseline = 1"),
+         "x.toml: [student]: baseline must be true or false"),
+    ],
+)  # fmt: skip
+def test_bad_experiment_files_fail_with_one_line_naming_the_table(
+    tmp_path: Path, replace: tuple[str, str], message: str
+) -> None:
+    with pytest.raises(UsageError) as err:
+        parse_experiment_text(tiny_experiment(tmp_path, replace))
+    assert err.value.message == message
+    assert "\n" not in err.value.message
+
+
+def test_teachers_must_be_an_array_of_tables_and_exist(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"write one \[\[teachers\]\] header per entry"):
+        parse_experiment_text('[teachers]\nname = "ce"\n')
+    with pytest.raises(UsageError, match="x.toml: no teachers; add"):
+        parse_experiment_text('[experiment]\ndataset = "digits"\n')
+
+
+def test_cli_experiment_reports_a_missing_file_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    r = icckd(capsys, "experiment", tmp_path / "nope.toml")
+    assert r.code == 2
+    assert r.err.strip() == (
+        f"error: experiment file {tmp_path / 'nope.toml'} does not exist; check the path "
+        "(examples/ holds ready-made ones)"
+    )
+
+
+def test_shared_tables_and_entries_combine_in_that_order(tmp_path: Path) -> None:
+    exp = parse_experiment_text(
+        tiny_experiment(tmp_path, ('name = "ce"', 'name = "ce"\nepochs = 2'))
+    )
+    ce, icc = exp.teachers
+    assert (ce.config.epochs, icc.config.epochs) == (2, 1)  # the entry overrides [teacher]
+    assert ce.cross_entropy and not icc.cross_entropy
+    assert icc.config.margin == -1 and icc.config.queue_size == 8
+    assert exp.students[0].name == "kd"  # a student's name defaults to its method
+    # the baseline is the student's recipe trained alone with cross-entropy
+    assert exp.baseline is not None and exp.baseline.icc_weight == 0
+    assert (exp.baseline.arch, exp.baseline.epochs, exp.baseline.batch_size) == ("resnet8", 1, 16)
+    labels = [r.label for r in exp.runs]
+    assert labels == [
+        "teachers/ce/seed0", "teachers/icc/seed0", "students/ce/kd/seed0", "students/icc/kd/seed0",
+        "baseline/seed0", "teachers/ce/seed1", "teachers/icc/seed1", "students/ce/kd/seed1",
+        "students/icc/kd/seed1", "baseline/seed1",
+    ]  # fmt: skip
+    student = exp.runs[3]
+    assert student.config.teacher == tmp_path / "exp/teachers/icc/seed0/model.safetensors"
+    assert student.config.seed == 0 and student.config.dataset == "digits"
+    assert student.config.train_per_class == 20 and student.config.device == "cpu"
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_validates(path: Path) -> None:
+    exp = ex.load_experiment(path)
+    assert any(t.cross_entropy for t in exp.teachers)
+    assert any(not t.cross_entropy for t in exp.teachers)
+    if path.stem.startswith("cifar100"):
+        assert exp.options.seeds == [0, 1, 2]
+        assert {s.config.method for s in exp.students} == {"kd", "kd+rkd"}
+        for cfg in [*(t.config for t in exp.teachers), *(s.config for s in exp.students)]:
+            assert (cfg.epochs, cfg.batch_size, cfg.lr) == (240, 64, 0.05)
+            assert cfg.resolved_decay() == [150, 180, 210]
+
+
+def test_six_standard_cifar100_pairs_are_there() -> None:
+    pairs = set()
+    for path in EXAMPLES:
+        if path.stem.startswith("cifar100"):
+            raw = read_toml(path)
+            pairs.add((raw["teacher"]["arch"], raw["student"]["arch"]))
+    assert pairs == {("resnet56", "resnet20"), ("resnet110", "resnet32"),
+                     ("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"),
+                     ("wrn_40_2", "wrn_40_1"), ("vgg13", "vgg8")}  # fmt: skip

@@ -1,0 +1,101 @@
+"""Aggregating an experiment: mean and std over seeds, paired differences, tables, Markdown."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from icckd_cli import experiment as ex
+from icckd_cli.experiment import results as res
+from tests.helpers import parse_experiment_text, tiny_experiment
+
+
+def test_aggregate_mean_and_sample_std() -> None:
+    agg = ex.aggregate({0: 1.0, 1: 2.0, 2: 4.0}, 3)
+    assert agg["mean"] == pytest.approx(7 / 3)
+    # sample std (n - 1): sum of squares 42/9 over 2
+    assert agg["std"] == pytest.approx(math.sqrt(7 / 3))
+    assert agg["n"] == 3 and agg["seeds"] == 3
+    assert agg["values"] == {"0": 1.0, "1": 2.0, "2": 4.0}
+    assert ex.cell(agg) == "2.33 ± 1.53"
+
+
+def test_one_seed_has_no_std() -> None:
+    agg = ex.aggregate({0: 97.2222}, 1)
+    assert agg["std"] is None
+    assert ex.cell(agg) == "97.22 ± -"
+
+
+def test_missing_runs_are_shown_as_missing_never_as_zero() -> None:
+    some = ex.aggregate({0: 90.0, 1: None, 2: float("nan")}, 3)
+    assert some["n"] == 1 and some["mean"] == 90.0 and some["std"] is None
+    assert ex.cell(some) == "90.00 ± - (1/3 seeds)"
+    none = ex.aggregate({0: None, 1: None}, 2)
+    assert none["mean"] is None and none["n"] == 0
+    assert ex.cell(none) == "n/a (0/2 seeds)"
+    assert ex.cell(ex.aggregate({}, 2), signed=True) == "n/a (0/2 seeds)"
+
+
+def test_paired_difference_is_per_seed_and_skips_missing_seeds() -> None:
+    icc = {0: 92.0, 1: 94.0, 2: 95.0, 3: None}
+    ce = {0: 91.0, 1: 91.5, 3: 90.0}
+    diff = ex.paired_difference(icc, ce)
+    assert diff == {0: 1.0, 1: 2.5}
+    agg = ex.aggregate(diff, 4)
+    assert ex.cell(agg, signed=True) == f"+1.75 ± {math.sqrt(2 * 0.75**2):.2f} (2/4 seeds)"
+    assert ex.cell(ex.aggregate({0: -0.5}, 1), signed=True) == "-0.50 ± -"
+
+
+def test_collect_builds_every_cell_and_the_icc_minus_ce_difference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exp = parse_experiment_text(tiny_experiment(tmp_path))
+    top1 = {
+        "teachers/ce/seed0": 95.0, "teachers/ce/seed1": 96.0,
+        "teachers/icc/seed0": 94.0, "teachers/icc/seed1": 95.0,
+        "students/ce/kd/seed0": 90.0, "students/ce/kd/seed1": 91.0,
+        "students/icc/kd/seed0": 92.0,  # seed 1 of this student is missing
+        "baseline/seed0": 88.0, "baseline/seed1": 89.0,
+    }  # fmt: skip
+
+    def fake_metric(run: ex.Run, which: str) -> float | None:
+        value = top1.get(run.label)  # best epoch: 0.5 above the last one
+        return None if value is None else value + (0.5 if which == "best" else 0.0)
+
+    monkeypatch.setattr(res, "_metric", fake_metric)  # where collect looks it up
+    diversity = {"ce": {0: {"ratio": 0.1, "feature_ratio": 0.3, "target_prob": 0.9}},
+                 "icc": {0: {"ratio": 0.2, "feature_ratio": 0.4, "target_prob": 0.8},
+                         1: {"ratio": 0.4, "feature_ratio": 0.5, "target_prob": 0.7}}}  # fmt: skip
+    results = ex.collect(exp, diversity)
+    ce, icc = results["teachers"]
+    assert ce["cross_entropy"] and not icc["cross_entropy"]
+    assert ce["top1"]["mean"] == 95.5 and icc["top1"]["mean"] == 94.5
+    assert ce["diversity"]["ratio"]["n"] == 1 and icc["diversity"]["ratio"][
+        "mean"
+    ] == pytest.approx(0.3)
+    by_teacher = {s["teacher"]: s for s in results["students"]}
+    assert by_teacher["ce"]["last"]["mean"] == 90.5 and by_teacher["ce"]["best"]["mean"] == 91.0
+    assert by_teacher["icc"]["last"]["n"] == 1
+    (diff,) = results["differences"]
+    assert (diff["teacher"], diff["reference"]) == ("icc", "ce")
+    assert diff["last"]["values"] == {"0": 2.0} and diff["last"]["n"] == 1
+    assert results["baseline"]["last"]["mean"] == 88.5
+
+    tables = ex.result_tables(results)
+    students = tables[-1]
+    rows = {tuple(r[:3]): r[3:] for r in students.rows}
+    assert rows[("kd", "resnet8", "icc")] == ["92.00 ± - (1/2 seeds)", "92.50 ± - (1/2 seeds)"]
+    assert rows[("", "", "icc minus ce")] == ["+2.00 ± - (1/2 seeds)", "+2.00 ± - (1/2 seeds)"]
+    assert rows[("alone (CE)", "resnet8", "none")] == ["88.50 ± 0.71", "89.00 ± 0.71"]
+    markdown = ex.results_markdown(results)
+    assert (
+        "| teacher | intra/inter (soft labels) | intra/inter (features) | mean p(target) |"
+        in markdown
+    )
+    assert (
+        "| ce | 0.1000 ± - (1/2 seeds) | 0.3000 ± - (1/2 seeds) | 0.9000 ± - (1/2 seeds) |"
+        in markdown
+    )
+    assert "|  |  | icc minus ce | +2.00 ± - (1/2 seeds) | +2.00 ± - (1/2 seeds) |" in markdown
