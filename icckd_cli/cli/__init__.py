@@ -1,0 +1,45 @@
+"""The Typer app: thin commands that build a config, call the engine, render.
+
+Each command module registers on the one app when imported; the import order below is
+the order `icckd --help` lists them in.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from icckd_cli import report
+from icckd_cli.cli.common import INTERRUPTED, _reports, app
+from icckd_cli.errors import USAGE, IcckdError
+
+# isort: off
+from icckd_cli.cli import train  # noqa: F401  train-teacher, distill
+from icckd_cli.cli import inspection  # noqa: F401  eval, inspect-softlabels, models
+from icckd_cli.cli import experiment  # noqa: F401  experiment, quickstart
+# isort: on
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console entry point: one-line errors, documented exit codes, no tracebacks."""
+    try:
+        code = app(standalone_mode=False)
+    except IcckdError as exc:
+        if _reports(exc):
+            report.error(exc.message)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        report.error("interrupted")
+        sys.exit(INTERRUPTED)
+    except Exception as exc:
+        # click's (or Typer's vendored click's) usage errors: bad option, missing argument
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            if _reports(exc):
+                report.error(f"{exc.format_message()} (see 'icckd --help')")
+            sys.exit(USAGE)
+        if type(exc).__name__ == "Abort":
+            report.error("aborted")
+            sys.exit(INTERRUPTED)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,131 @@
+"""What every command shares: the Typer app, the option types, error handling."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from icckd_cli import report
+from icckd_cli.errors import IcckdError, UsageError
+
+app = typer.Typer(
+    help="Intra-class contrastive teachers and knowledge distillation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from icckd_cli import __version__
+
+        print(f"icckd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Intra-class contrastive teachers and knowledge distillation."""
+
+
+INTERRUPTED = 130
+
+# ----------------------------------------------------------------------------- options
+# Every option defaults to None ("not given") so the config file and defaults can fill in.
+
+Opt = typer.Option
+ConfigFile = Annotated[Path | None, Opt("--config", help="TOML file of settings.")]
+Arch = Annotated[str | None, Opt(help="Architecture (see 'icckd models').")]
+Dataset = Annotated[str | None, Opt(help="digits, cifar10, cifar100 or imagefolder.")]
+DataDir = Annotated[Path | None, Opt(help="Folder of the data set's files.")]
+Download = Annotated[
+    bool | None, Opt("--download/--no-download", help="Allow torchvision downloads.")
+]
+Flip = Annotated[
+    bool | None, Opt("--flip/--no-flip", help="Horizontal flips (default: per data set).")
+]
+TrainPC = Annotated[int | None, Opt(help="Keep the first N training images per class.")]
+TestPC = Annotated[int | None, Opt(help="Keep the first N test images per class.")]
+Epochs = Annotated[int | None, Opt(help="Epochs (recipe: 240).")]
+BatchSize = Annotated[int | None, Opt(help="Batch size per process (recipe: 64).")]
+Lr = Annotated[float | None, Opt(help="Learning rate (recipe: 0.05; 0.01 MobileNet/Shuffle).")]
+Decay = Annotated[
+    str | None, Opt(help="Decay epochs, e.g. 150,180,210 (default: scaled to --epochs).")
+]
+Momentum = Annotated[float | None, Opt(help="SGD momentum (0.9).")]
+Wd = Annotated[float | None, Opt(help="Weight decay (5e-4).")]
+Seed = Annotated[int | None, Opt(help="Random seed (CPU runs repeat bit for bit).")]
+Device = Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:N or mps.")]
+Out = Annotated[Path | None, Opt(help="Run folder: model, metrics log, config.")]
+Overwrite = Annotated[bool | None, Opt("--overwrite", help="Replace a finished run in --out.")]
+SaveEvery = Annotated[int | None, Opt(help="Save resumable state every N epochs (0: never).")]
+Resume = Annotated[Path | None, Opt(help="Continue the interrupted run in this folder.")]
+Compile = Annotated[bool | None, Opt("--compile/--no-compile", help="Use torch.compile.")]
+Precision = Annotated[str | None, Opt(help="auto (bf16 on CUDA), fp32, bf16 or fp16.")]
+SyncBN = Annotated[bool | None, Opt("--sync-bn", help="Synchronised batch norm (torchrun).")]
+Format = Annotated[str, Opt("--format", help="table or json.")]
+
+
+def _decay(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UsageError(
+            f"invalid value for --lr-decay-epochs ({value!r}): give whole epochs separated by "
+            "commas, e.g. 150,180,210"
+        ) from None
+
+
+def _format(value: str) -> str:
+    if value not in ("table", "json"):
+        raise UsageError(f"invalid value for --format ({value!r}): use table or json")
+    return value
+
+
+def _collect(local: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The options a user gave, as config fields."""
+    skip = {"config", "fmt", "resume", *drop}
+    values = {k: v for k, v in local.items() if k not in skip and v is not None}
+    if "lr_decay_epochs" in values:
+        values["lr_decay_epochs"] = _decay(values["lr_decay_epochs"])
+    return values
+
+
+def _reports(exc: BaseException) -> bool:
+    """Under torchrun only rank 0 prints an error every rank hit; a rank's own failure prints."""
+    if "LOCAL_RANK" not in os.environ or os.environ.get("RANK", "0") == "0":
+        return True  # the common case decides without importing torch
+    from icckd_cli.distributed import reports
+
+    return reports(exc)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn a user error into one line on stderr and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except IcckdError as exc:
+            if _reports(exc):
+                report.error(exc.message)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]

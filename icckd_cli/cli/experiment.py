@@ -1,0 +1,77 @@
+"""experiment and quickstart: the teacher x student x seed matrix in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from icckd_cli import report
+from icckd_cli.cli.common import INTERRUPTED, Device, Format, Opt, _format, app, handle_errors
+
+
+def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
+    """Shared body of experiment and quickstart: run the matrix, render the table."""
+    from icckd_cli import distributed as dist
+    from icckd_cli import experiment as ex
+    from icckd_cli.engine import Interrupted
+
+    if dry_run:
+        report.experiment_plan([(r.label, r.status()) for r in exp.runs])
+        return
+    dist.init_from_env()  # under torchrun every run of the matrix is data-parallel
+    progress = report.ExperimentProgress(exp.options.name)
+    quiet = not dist.is_main()
+    try:
+        results = ex.run_experiment(exp, (lambda event, info: None) if quiet else progress)
+    except Interrupted:
+        progress.close()
+        if quiet:
+            raise typer.Exit(INTERRUPTED) from None
+        report.note(
+            "interrupted: finished runs are kept and the current one saved its state; run the "
+            "same command again to continue"
+        )
+        raise typer.Exit(INTERRUPTED) from None
+    finally:
+        progress.close()
+    if quiet:
+        return
+    if fmt == "json":
+        report.print_json(results)
+        return
+    written = [str(Path(exp.options.out) / f) for f in ("results.json", "results.md")]
+    report.experiment_tables(ex.result_tables(results), written)
+
+
+@app.command()
+@handle_errors
+def experiment(
+    config: Annotated[Path, typer.Argument(help="Experiment TOML file (see examples/).")],
+    out: Annotated[Path | None, Opt(help="Experiment folder (default: out in the file).")] = None,
+    device: Device = None,
+    dry_run: Annotated[
+        bool, Opt("--dry-run", help="List the runs and which are done; train nothing.")
+    ] = False,
+    fmt: Format = "table",
+) -> None:
+    """Teachers x student methods x seeds in one resumable command, with one table."""
+    from icckd_cli.experiment import load_experiment
+
+    fmt = _format(fmt)
+    _experiment(load_experiment(config, {"out": out, "device": device}), fmt, dry_run)
+
+
+@app.command()
+@handle_errors
+def quickstart(
+    out: Annotated[Path | None, Opt(help="Experiment folder.")] = Path("icckd-quickstart"),
+    device: Device = None,
+    fmt: Format = "table",
+) -> None:
+    """The built-in experiment on digits: CE vs intra-class teacher, KD students, 2 seeds."""
+    from icckd_cli.experiment import quickstart_experiment
+
+    fmt = _format(fmt)
+    _experiment(quickstart_experiment({"out": out, "device": device}), fmt)

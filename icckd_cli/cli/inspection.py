@@ -1,0 +1,119 @@
+"""eval, inspect-softlabels and models: commands that read checkpoints or the zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from icckd_cli import report
+from icckd_cli.cli.common import (
+    DataDir,
+    Dataset,
+    Device,
+    Download,
+    Format,
+    Opt,
+    _collect,
+    _format,
+    app,
+    handle_errors,
+)
+from icckd_cli.config import EvalConfig, InspectConfig, build
+
+
+@app.command("eval")
+@handle_errors
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(help="A .safetensors checkpoint.")],
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    download: Download = None,
+    split: Annotated[str | None, Opt(help="test or train.")] = None,
+    device: Device = None,
+    batch_size: Annotated[int | None, Opt(help="Evaluation batch size.")] = None,
+    fmt: Format = "table",
+) -> None:
+    """Evaluate a checkpoint on its data set's test split."""
+    cfg = build(EvalConfig, {**_collect(locals()), "format": _format(fmt)})
+    from icckd_cli.runs import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(
+        cfg.checkpoint,
+        cfg.dataset,
+        cfg.data_dir,
+        cfg.download,
+        cfg.split,
+        cfg.device,
+        cfg.batch_size,
+    )
+    if cfg.format == "json":
+        report.print_json(metrics)
+    else:
+        report.eval_table(metrics)
+
+
+@app.command("inspect-softlabels")
+@handle_errors
+def inspect_softlabels(
+    checkpoints: Annotated[list[Path], typer.Argument(help="One or more checkpoints.")],
+    split: Annotated[str | None, Opt(help="test or train (never augmented).")] = None,
+    temperature: Annotated[
+        float | None, Opt(help="Soft-label temperature T (default 4, as KD).")
+    ] = None,
+    per_class: Annotated[bool | None, Opt("--per-class", help="Add a per-class table.")] = None,
+    all_classes: Annotated[
+        bool | None, Opt("--all-classes", help="Every class in the per-class table.")
+    ] = None,
+    plot: Annotated[Path | None, Opt(help="Write PNG figures into this folder.")] = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    download: Download = None,
+    device: Device = None,
+    batch_size: Annotated[int | None, Opt(help="Evaluation batch size.")] = None,
+    fmt: Format = "table",
+) -> None:
+    """Measure how much intra-class knowledge the soft labels carry, side by side."""
+    cfg = build(InspectConfig, {**_collect(locals()), "format": _format(fmt)})
+    from icckd_cli.inspect import inspect_checkpoints
+
+    results = inspect_checkpoints(cfg)
+    figures = []
+    if cfg.plot is not None:
+        from icckd_cli.plots import write_figures
+
+        figures = write_figures(
+            [(r.name, r.stats) for r in results], cfg.plot, class_names=results[0].classes
+        )
+    if cfg.format == "json":
+        report.print_json(
+            {
+                "split": cfg.split,
+                "temperature": cfg.temperature,
+                "checkpoints": [r.to_dict() for r in results],
+                "figures": [str(f) for f in figures],
+            }
+        )
+        return
+    report.softlabel_summary(results, cfg.temperature, cfg.split)
+    if cfg.per_class or cfg.all_classes:
+        report.softlabel_per_class(results, cfg.all_classes)
+    for f in figures:
+        report.note(f"wrote {f}")
+
+
+@app.command("models")
+@handle_errors
+def models(fmt: Format = "table") -> None:
+    """List the model zoo with parameter counts at 100 classes."""
+    from icckd_cli.models import create_model, list_models
+
+    rows = []
+    for name in list_models():
+        m = create_model(name, 100)
+        rows.append((name, sum(p.numel() for p in m.parameters()), m.feature_dim))
+    if _format(fmt) == "json":
+        report.print_json([{"arch": n, "params": p, "feature_dim": d} for n, p, d in rows])
+    else:
+        report.models_table(rows)

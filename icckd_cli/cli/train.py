@@ -1,0 +1,210 @@
+"""train-teacher and distill: one body, two validated configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from icckd_cli import report
+from icckd_cli.cli.common import (
+    INTERRUPTED,
+    Arch,
+    BatchSize,
+    Compile,
+    ConfigFile,
+    DataDir,
+    Dataset,
+    Decay,
+    Device,
+    Download,
+    Epochs,
+    Flip,
+    Format,
+    Lr,
+    Momentum,
+    Opt,
+    Out,
+    Overwrite,
+    Precision,
+    Resume,
+    SaveEvery,
+    Seed,
+    SyncBN,
+    TestPC,
+    TrainPC,
+    Wd,
+    _collect,
+    _format,
+    app,
+    handle_errors,
+)
+from icckd_cli.config import DistillConfig, TrainTeacherConfig, build, option_name
+from icckd_cli.errors import UsageError
+
+
+def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
+    """The saved config of an interrupted run; only --device may change."""
+    from icckd_cli.runs import CONFIG_FILE
+
+    path = Path(resume) / CONFIG_FILE
+    if not path.is_file():
+        raise UsageError(f"{resume} holds no {CONFIG_FILE}; it is not an icckd run folder")
+    extra = sorted(k for k in given if k != "device")
+    if extra:
+        raise UsageError(
+            f"--resume continues the saved settings of {resume}; drop {option_name(extra[0])} "
+            "(only --device may change)"
+        )
+    saved = json.loads(path.read_text())
+    saved.update({"out": str(resume)})
+    if given.get("device"):
+        saved["device"] = given["device"]
+    return build(model, saved)
+
+
+def _train(kind: str, model: type, local: dict[str, Any]) -> None:
+    """Shared body of train-teacher and distill."""
+    from icckd_cli import distributed as dist
+    from icckd_cli import runs
+    from icckd_cli.engine import Interrupted
+
+    run = runs.train_teacher if kind == "teacher" else runs.distill
+    fmt = _format(local["fmt"])
+    given = _collect(local)
+    resume = local.get("resume")
+    cfg = _resume_config(model, resume, given) if resume else build(model, given, local["config"])
+    dist.init_from_env()
+    progress = report.TrainingProgress(f"{kind} {cfg.arch}", quiet=not dist.is_main())
+    try:
+        result = run(cfg, progress, resume=bool(resume))
+    except Interrupted:
+        progress.close()
+        report.note(
+            f"interrupted: state saved in {cfg.out}; continue with "
+            f"icckd {'train-teacher' if kind == 'teacher' else 'distill'} --resume {cfg.out}"
+        )
+        raise typer.Exit(INTERRUPTED) from None
+    finally:
+        progress.close()
+    if not dist.is_main():
+        return
+    if fmt == "json":
+        report.print_json(
+            {
+                "checkpoint": str(result.checkpoint),
+                **result.final,
+                "best": result.best,
+                "params": result.params,
+                "elapsed_s": result.elapsed,
+            }
+        )
+    else:
+        report.run_summary(kind, result)
+
+
+@app.command("train-teacher")
+@handle_errors
+def train_teacher(
+    config: ConfigFile = None,
+    arch: Arch = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    download: Download = None,
+    flip: Flip = None,
+    train_per_class: TrainPC = None,
+    test_per_class: TestPC = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    lr_decay_epochs: Decay = None,
+    momentum: Momentum = None,
+    weight_decay: Wd = None,
+    seed: Seed = None,
+    device: Device = None,
+    out: Out = None,
+    overwrite: Overwrite = None,
+    save_every: SaveEvery = None,
+    resume: Resume = None,
+    compile: Compile = None,
+    precision: Precision = None,
+    sync_bn: SyncBN = None,
+    icc_weight: Annotated[
+        float | None, Opt(help="lambda of L_intra (0: plain cross-entropy teacher).")
+    ] = None,
+    margin: Annotated[
+        float | None, Opt(help="Gate delta: anchors need margin > delta (<= -1: no gate).")
+    ] = None,
+    icc_temperature: Annotated[float | None, Opt(help="tau of the intra-class loss.")] = None,
+    queue_size: Annotated[
+        int | None, Opt(help="Cached embeddings per class (0: in-batch only).")
+    ] = None,
+    embedding: Annotated[
+        str | None, Opt(help="features, logits or projection (a head not saved).")
+    ] = None,
+    init: Annotated[
+        Path | None, Opt(help="Start from these weights (.safetensors or CRD .pth).")
+    ] = None,
+    fmt: Format = "table",
+) -> None:
+    """Train a teacher: cross-entropy plus the intra-class contrastive term."""
+    _train("teacher", TrainTeacherConfig, locals())
+
+
+@app.command()
+@handle_errors
+def distill(
+    config: ConfigFile = None,
+    teacher: Annotated[
+        Path | None, Opt(help="Teacher checkpoint (.safetensors, or a CRD-zoo .pth).")
+    ] = None,
+    teacher_arch: Annotated[
+        str | None, Opt(help="Architecture of a .pth teacher (ours record it).")
+    ] = None,
+    arch: Arch = None,
+    method: Annotated[
+        str | None, Opt(help="kd, rkd, kd+rkd, dkd or crd: the published weights.")
+    ] = None,
+    weights: Annotated[
+        str | None, Opt(help="CE/KD weights: crd (0.1/0.9) or mdistiller (1/1).")
+    ] = None,
+    ce_weight: Annotated[float | None, Opt(help="Cross-entropy weight.")] = None,
+    kd_weight: Annotated[float | None, Opt(help="Hinton KD weight.")] = None,
+    kd_temperature: Annotated[float | None, Opt(help="KD temperature T.")] = None,
+    rkd_weight: Annotated[float | None, Opt(help="RKD weight (distance 25, angle 50).")] = None,
+    dkd_weight: Annotated[float | None, Opt(help="DKD weight.")] = None,
+    dkd_alpha: Annotated[float | None, Opt(help="DKD target-class weight.")] = None,
+    dkd_beta: Annotated[float | None, Opt(help="DKD non-target weight.")] = None,
+    dkd_temperature: Annotated[float | None, Opt(help="DKD temperature.")] = None,
+    dkd_warmup: Annotated[int | None, Opt(help="DKD warm-up epochs.")] = None,
+    crd_weight: Annotated[float | None, Opt(help="CRD weight.")] = None,
+    crd_feat_dim: Annotated[int | None, Opt(help="CRD embedding size.")] = None,
+    crd_nce_k: Annotated[int | None, Opt(help="CRD negatives per anchor.")] = None,
+    crd_temperature: Annotated[float | None, Opt(help="CRD temperature.")] = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    download: Download = None,
+    flip: Flip = None,
+    train_per_class: TrainPC = None,
+    test_per_class: TestPC = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    lr_decay_epochs: Decay = None,
+    momentum: Momentum = None,
+    weight_decay: Wd = None,
+    seed: Seed = None,
+    device: Device = None,
+    out: Out = None,
+    overwrite: Overwrite = None,
+    save_every: SaveEvery = None,
+    resume: Resume = None,
+    compile: Compile = None,
+    precision: Precision = None,
+    sync_bn: SyncBN = None,
+    fmt: Format = "table",
+) -> None:
+    """Distill a student from a frozen teacher (KD, RKD, DKD, CRD, combined)."""
+    _train("student", DistillConfig, locals())
