@@ -422,16 +422,7 @@ def train_teacher(cfg: TrainTeacherConfig, callback: Callback, resume: bool = Fa
     if cfg.init is not None:
         check_classes(data.spec, source.num_classes, meta, str(cfg.init))
         model.load_state_dict(source.state_dict())
-    objective = TeacherObjective(
-        data.spec.num_classes,
-        model.feature_dim,
-        icc_weight=cfg.icc_weight,
-        margin=cfg.margin,
-        temperature=cfg.icc_temperature,
-        queue_size=cfg.queue_size,
-        embedding=cfg.embedding,
-        projection_dim=cfg.projection_dim,
-    )
+    objective = TeacherObjective.from_config(cfg, data.spec.num_classes, model.feature_dim)
     extra = {"init": str(cfg.init)} if cfg.init else {}
     return _fit(cfg, "teacher", data, model, objective, device, callback, resume, extra)
 
@@ -466,31 +457,9 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
         teacher = teacher.to(memory_format=torch.channels_last)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, data.spec.num_classes)
-    weights = cfg.resolved_weights()
-    crd = None
-    if weights["crd_weight"]:
-        from icckd_cli.crd import CRDLoss
-
-        crd = CRDLoss(
-            model.feature_dim,
-            teacher.feature_dim,
-            len(data.train),
-            feat_dim=cfg.crd_feat_dim,
-            nce_k=cfg.crd_nce_k,
-            nce_t=cfg.crd_temperature,
-            momentum=cfg.crd_momentum,
-        )
-    objective = DistillObjective(
-        teacher,
-        weights,
-        kd_temperature=cfg.kd_temperature,
-        rkd_distance_weight=cfg.rkd_distance_weight,
-        rkd_angle_weight=cfg.rkd_angle_weight,
-        dkd_alpha=cfg.dkd_alpha,
-        dkd_beta=cfg.dkd_beta,
-        dkd_temperature=cfg.dkd_temperature,
-        dkd_warmup=cfg.resolved_dkd_warmup(),
-        crd=crd,
+    warmup = cfg.resolved_dkd_warmup()
+    objective = DistillObjective.from_config(
+        cfg, teacher, model.feature_dim, len(data.train), warmup
     )
     return _fit(cfg, "student", data, model, objective, device, callback, resume, {"teacher": info})
 
