@@ -143,7 +143,7 @@ def handle_errors(fn: F) -> F:
 
 def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
     """The saved config of an interrupted run; only --device may change."""
-    from icckd_cli.runs import CONFIG_FILE
+    from icckd_cli.rundir import CONFIG_FILE
 
     path = Path(resume) / CONFIG_FILE
     if not path.is_file():
@@ -320,7 +320,7 @@ def eval_(
 ) -> None:
     """Evaluate a checkpoint on its data set's test split."""
     cfg = build(EvalConfig, {**_collect(locals()), "format": _format(fmt)})
-    from icckd_cli.runs import evaluate_checkpoint
+    from icckd_cli.evaluation import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
         cfg.checkpoint,
