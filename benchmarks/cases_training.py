@@ -304,17 +304,8 @@ def case_d(s: Setup, teacher_arch: str, student_arch: str) -> CaseOutput:
     teacher = place(create_model(teacher_arch, 100), s)
     student = place(create_model(student_arch, 100), s)
     cfg = StudentLoss()
-    kd = DistillObjective(
-        teacher,
-        cfg.resolved_weights(),
-        kd_temperature=cfg.kd_temperature,
-        rkd_distance_weight=cfg.rkd_distance_weight,
-        rkd_angle_weight=cfg.rkd_angle_weight,
-        dkd_alpha=cfg.dkd_alpha,
-        dkd_beta=cfg.dkd_beta,
-        dkd_temperature=cfg.dkd_temperature,
-        dkd_warmup=1,
-    ).to(s.device)
+    kd = DistillObjective.from_config(cfg, teacher, student.feature_dim, len(train), dkd_warmup=1)
+    kd = kd.to(s.device)
     alone = teacher_objective(100, student.feature_dim, 0.0).to(s.device)
     t_kd = make_trainer(student, kd, train, test, spec, s)
     t_alone = make_trainer(student, alone, train, test, spec, s)

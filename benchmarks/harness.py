@@ -71,17 +71,8 @@ def sgd(params: Any, **kw: Any) -> torch.optim.Optimizer:
 
 def teacher_objective(num_classes: int, feature_dim: int, icc_weight: float) -> TeacherObjective:
     """TeacherObjective with the config defaults; icc_weight 0 is the cross-entropy teacher."""
-    t = TeacherLoss()
-    return TeacherObjective(
-        num_classes,
-        feature_dim,
-        icc_weight=icc_weight,
-        margin=t.margin,
-        temperature=t.icc_temperature,
-        queue_size=t.queue_size,
-        embedding=t.embedding,
-        projection_dim=t.projection_dim,
-    )
+    loss = TeacherLoss(icc_weight=icc_weight)
+    return TeacherObjective.from_config(loss, num_classes, feature_dim)
 
 
 def make_trainer(

@@ -8,7 +8,7 @@ from typing import Any
 
 from icckd_cli.config import InspectConfig
 from icckd_cli.engine import predict
-from icckd_cli.runs import open_checkpoint
+from icckd_cli.evaluation import open_checkpoint
 from icckd_cli.softlabels import SoftLabelAccumulator, SoftLabelStats
 
 

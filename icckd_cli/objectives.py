@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,10 @@ from icckd_cli.losses import (
     rkd_loss,
 )
 from icckd_cli.queue import ClassQueue
+
+if TYPE_CHECKING:
+    from icckd_cli.config import StudentLoss, TeacherLoss
+    from icckd_cli.models import ZooModel
 
 Stats = dict[str, Tensor]
 
@@ -114,6 +118,20 @@ class TeacherObjective(Objective):
         self.add("ce", 1.0, _ce)
         self.add("icc", icc_weight, self._icc)
 
+    @classmethod
+    def from_config(cls, loss: TeacherLoss, num_classes: int, feature_dim: int) -> TeacherObjective:
+        """The objective the config's teacher-loss settings describe."""
+        return cls(
+            num_classes,
+            feature_dim,
+            icc_weight=loss.icc_weight,
+            margin=loss.margin,
+            temperature=loss.icc_temperature,
+            queue_size=loss.queue_size,
+            embedding=loss.embedding,
+            projection_dim=loss.projection_dim,
+        )
+
     def _icc(self, out: dict[str, Any], stats: Stats) -> Tensor:
         """Margin-gated intra-class InfoNCE over same-class negatives and the cache."""
         if self.embedding == "features":
@@ -194,6 +212,43 @@ class DistillObjective(Objective):
         self.add("rkd", weights["rkd_weight"], self._rkd)
         self.add("dkd", weights["dkd_weight"], self._dkd)
         self.add("crd", weights["crd_weight"], self._crd)
+
+    @classmethod
+    def from_config(
+        cls,
+        loss: StudentLoss,
+        teacher: ZooModel,
+        feature_dim: int,
+        train_size: int,
+        dkd_warmup: int,
+    ) -> DistillObjective:
+        """The configured terms for a student of `feature_dim` trained on `train_size` images."""
+        weights = loss.resolved_weights()
+        crd = None
+        if weights["crd_weight"]:
+            from icckd_cli.crd import CRDLoss
+
+            crd = CRDLoss(
+                feature_dim,
+                teacher.feature_dim,
+                train_size,
+                feat_dim=loss.crd_feat_dim,
+                nce_k=loss.crd_nce_k,
+                nce_t=loss.crd_temperature,
+                momentum=loss.crd_momentum,
+            )
+        return cls(
+            teacher,
+            weights,
+            kd_temperature=loss.kd_temperature,
+            rkd_distance_weight=loss.rkd_distance_weight,
+            rkd_angle_weight=loss.rkd_angle_weight,
+            dkd_alpha=loss.dkd_alpha,
+            dkd_beta=loss.dkd_beta,
+            dkd_temperature=loss.dkd_temperature,
+            dkd_warmup=dkd_warmup,
+            crd=crd,
+        )
 
     def train(self, mode: bool = True) -> DistillObjective:
         super().train(mode)

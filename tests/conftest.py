@@ -1,11 +1,19 @@
-"""Shared test set-up: one thread (the machines are shared), a private data cache."""
+"""Shared test set-up: one thread (the machines are shared), a private data cache, and the
+training runs that the tests of runs, run folders and resumable state share.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+from icckd_cli import runs
+from icckd_cli.config import TrainTeacherConfig, build
+from icckd_cli.engine import Interrupted
+from tests.helpers import TEACHER, sigint_at
 
 # Several processes with 2 threads each on 2 cores slow torch down twentyfold; one is steady.
 torch.set_num_threads(1)
@@ -17,3 +25,21 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Decoded data sets go to a per-session cache, never the user's."""
     if "ICCKD_CACHE_DIR" not in os.environ:
         os.environ["ICCKD_CACHE_DIR"] = str(tmp_path_factory.mktemp("icckd-cache"))
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted teacher run (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("reference") / "teacher"
+    runs.train_teacher(build(TrainTeacherConfig, {**TEACHER, "out": out}), lambda e, i: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same run, stopped by SIGINT at step 4 of epoch 1 (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("interrupted") / "teacher"
+    cfg = build(TrainTeacherConfig, {**TEACHER, "out": out})
+    with pytest.raises(Interrupted):
+        runs.train_teacher(cfg, sigint_at(0, 4))
+    return out

@@ -1,17 +1,27 @@
-"""Running the real CLI in-process, as a user's shell would, and a tiny experiment, for tests."""
+"""Running the real CLI in-process, as a user's shell would, for tests; training runs and a
+tiny experiment."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
+from icckd_cli.checkpoint import save_model
 from icckd_cli.cli import main
+from icckd_cli.data import load_dataset
 from icckd_cli.experiment import Experiment, parse_experiment
+from icckd_cli.models import ZooModel, create_model
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,6 +59,83 @@ def icckd(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
         sys.argv = old
     captured = capsys.readouterr()
     return Result(code, captured.out, captured.err)
+
+
+def digits_teacher(path: Path, config: dict[str, Any] | None = None) -> ZooModel:
+    """An untrained resnet8 (seed 0) saved as a teacher of the digits data set."""
+    spec = load_dataset("digits", train_per_class=3, test_per_class=2).spec
+    torch.manual_seed(0)
+    model = create_model("resnet8", 10)
+    meta = {
+        "kind": "teacher",
+        "arch": "resnet8",
+        "num_classes": 10,
+        "dataset": spec.to_dict(),
+        "config": config or {},
+    }
+    save_model(path, model, meta)
+    return model
+
+
+def ok(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Result:
+    """Run the CLI and require success."""
+    r = icckd(capsys, *map(str, argv))
+    assert r.code == 0, r.err
+    return r
+
+
+# ----------------------------------------------------------------------------- training runs
+
+# the `reference` and `interrupted` runs of conftest.py use these settings
+SETTINGS: dict[str, Any] = {
+    "arch": "resnet8", "dataset": "digits", "train_per_class": 20, "test_per_class": 5,
+    "epochs": 2, "batch_size": 32, "device": "cpu", "save_every": 1,
+}  # fmt: skip
+# the intra-class term on every anchor (no gate) with a cache: all the state there is to keep
+TEACHER = {**SETTINGS, "icc_weight": 0.1, "margin": -1, "queue_size": 8}
+# CRD: memory banks and negatives drawn from the global random generator
+STUDENT = {**SETTINGS, "method": "crd", "crd_nce_k": 32}
+INTERRUPTED = 130
+
+
+def args(command: str, settings: dict[str, Any], **more: Any) -> list[str]:
+    """The command line for a settings dict: {'batch_size': 32} -> --batch-size 32."""
+    items = {**settings, **more}.items()
+    return [command, *(x for k, v in items for x in (f"--{k.replace('_', '-')}", str(v)))]
+
+
+def sigint_at(epoch: int, step: int) -> Callable[[str, dict[str, Any]], None]:
+    """A progress callback that sends this process SIGINT at (epoch, step), as Ctrl-C would."""
+
+    def callback(event: str, info: dict[str, Any]) -> None:
+        if event == "step" and (info["epoch"], info["step"]) == (epoch, step):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return callback
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a finished run's model."""
+    return load_file(str(run / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """Bit-for-bit equal models."""
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def history(run: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl without the timings, which differ from run to run."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("time", "images_per_s")} for r in rows]
+
+
+def copy(run: Path, tmp_path: Path) -> Path:
+    """A private copy of a shared run folder."""
+    return Path(shutil.copytree(run, tmp_path / run.name))
 
 
 # 20 digits a class, 2 teachers, a KD student of each and the baseline, 2 seeds: 10 small runs.

@@ -19,10 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from icckd_cli.checkpoint import save_model
-from icckd_cli.data import load_dataset
-from icckd_cli.models import create_model
-from tests.helpers import icckd
+from tests.helpers import digits_teacher, icckd
 
 USAGE, RUNTIME = 2, 1
 TINY = [
@@ -80,17 +77,7 @@ def fails(capsys: pytest.CaptureFixture[str]) -> Fails:
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with a good digits teacher and damaged or foreign files beside it."""
     root = tmp_path_factory.mktemp("files")
-    spec = load_dataset("digits", train_per_class=3, test_per_class=2).spec
-    torch.manual_seed(0)
-    model = create_model("resnet8", 10)
-    meta = {
-        "kind": "teacher",
-        "arch": "resnet8",
-        "num_classes": 10,
-        "dataset": spec.to_dict(),
-        "config": {},
-    }
-    save_model(root / "teacher.safetensors", model, meta)
+    model = digits_teacher(root / "teacher.safetensors")
     good = (root / "teacher.safetensors").read_bytes()
     (root / "truncated.safetensors").write_bytes(good[: len(good) // 2])
     (root / "short.safetensors").write_bytes(good[:5])

@@ -37,7 +37,7 @@ def eval_(
 ) -> None:
     """Evaluate a checkpoint on its data set's test split."""
     cfg = build(EvalConfig, {**_collect(locals()), "format": _format(fmt)})
-    from icckd_cli.runs import evaluate_checkpoint
+    from icckd_cli.evaluation import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
         cfg.checkpoint,

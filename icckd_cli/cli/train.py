@@ -47,7 +47,7 @@ from icckd_cli.errors import UsageError
 
 def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
     """The saved config of an interrupted run; only --device may change."""
-    from icckd_cli.runs import CONFIG_FILE
+    from icckd_cli.rundir import CONFIG_FILE
 
     path = Path(resume) / CONFIG_FILE
     if not path.is_file():

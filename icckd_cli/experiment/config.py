@@ -90,7 +90,7 @@ class Run:
 
     def status(self) -> str:
         """done (model saved), partial (resumable state saved) or new."""
-        from icckd_cli.runs import MODEL_FILE, STATE_FILE
+        from icckd_cli.rundir import MODEL_FILE, STATE_FILE
 
         if (self.out / MODEL_FILE).exists():
             return "done"

@@ -28,7 +28,8 @@ DIVERSITY_FILE = "diversity.json"
 
 def check_reusable(run: Run) -> None:
     """A finished or partial run must have been made with the settings asked for now."""
-    from icckd_cli.runs import CONFIG_FILE, resolved_config
+    from icckd_cli.rundir import CONFIG_FILE
+    from icckd_cli.runs import resolved_config
 
     saved_file = run.out / CONFIG_FILE
     if run.status() == "new" or not saved_file.is_file():
@@ -46,7 +47,7 @@ def check_reusable(run: Run) -> None:
 def check_student_teacher(run: Run, cache: dict[Path, str]) -> None:
     """A finished student must come from the teacher now in its teacher's folder."""
     from icckd_cli.checkpoint import load_tensors, read_metadata, weights_hash
-    from icckd_cli.runs import MODEL_FILE
+    from icckd_cli.rundir import MODEL_FILE
 
     recorded = (read_metadata(run.out / MODEL_FILE).get("teacher") or {}).get("sha256")
     assert isinstance(run.config, DistillConfig) and run.config.teacher is not None
@@ -102,7 +103,7 @@ def measure_diversity(exp: Experiment, callback: Callback) -> dict[str, dict[int
     """Soft-label statistics of every finished teacher on the test split, cached per run."""
     from icckd_cli.config import InspectConfig
     from icckd_cli.inspect import inspect_checkpoints
-    from icckd_cli.runs import MODEL_FILE
+    from icckd_cli.rundir import MODEL_FILE
 
     temperature = exp.options.temperature
     found: dict[str, dict[int, dict]] = {t.name: {} for t in exp.teachers}

@@ -53,7 +53,7 @@ def cell(agg: Mapping[str, Any], digits: int = 2, signed: bool = False) -> str:
 
 def _metric(run: Run, which: str) -> float | None:
     from icckd_cli.checkpoint import read_metadata
-    from icckd_cli.runs import MODEL_FILE
+    from icckd_cli.rundir import MODEL_FILE
 
     if run.status() != "done":
         return None

@@ -1,0 +1,105 @@
+"""A checkpoint against a data set: do they agree, and how well does the model do on it.
+
+`icckd eval` and `icckd inspect-softlabels` open checkpoints here; training checks a teacher
+or an --init model with the same class check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from icckd_cli.checkpoint import load_any_model
+from icckd_cli.data import Dataset, DataSpec, load_dataset
+from icckd_cli.engine import evaluate, resolve_device
+from icckd_cli.errors import UsageError
+from icckd_cli.models import ZooModel
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_classes(spec: DataSpec, num_classes: int, meta: dict[str, Any], source: str) -> None:
+    """A checkpoint and a data set must agree on the classes and the input size."""
+    if num_classes != spec.num_classes:
+        raise UsageError(
+            f"{source} predicts {num_classes} classes but data set '{spec.name}' has "
+            f"{spec.num_classes}; use the data set it was trained on"
+        )
+    theirs = (meta.get("dataset") or {}).get("classes")
+    if theirs and list(theirs) != list(spec.classes):
+        raise UsageError(
+            f"{source} was trained on other classes ({', '.join(theirs[:4])}...) than data set "
+            f"'{spec.name}' ({', '.join(spec.classes[:4])}...); use the matching data set"
+        )
+    size = (meta.get("dataset") or {}).get("image_size")
+    if size and size != spec.image_size:
+        raise UsageError(
+            f"{source} was trained on {size}x{size} images but '{spec.name}' has "
+            f"{spec.image_size}x{spec.image_size}; use the matching data set"
+        )
+
+
+def open_checkpoint(
+    path: Path,
+    dataset: str | None,
+    data_dir: Path | None,
+    download: bool,
+    device_name: str,
+    test_per_class: int | None = None,
+    train_per_class: int | None = None,
+) -> tuple[ZooModel, dict[str, Any], Dataset, torch.device]:
+    """A checkpoint's model and the data set recorded in it (or the one given)."""
+    device = resolve_device(device_name)
+    model, meta = load_any_model(path, device=device, option=None)
+    recorded = meta.get("dataset") or {}
+    name = dataset or recorded.get("name")
+    if name is None:
+        raise UsageError(f"{path} records no data set; pass --dataset (and --data-dir)")
+    if data_dir is None and dataset in (None, recorded.get("name")) and recorded.get("data_dir"):
+        data_dir = Path(recorded["data_dir"])
+    cfg_rec = meta.get("config") or {}
+    if dataset is None:  # the recorded subset, so eval sees what training saw
+        test_per_class = test_per_class or cfg_rec.get("test_per_class")
+        train_per_class = train_per_class or cfg_rec.get("train_per_class")
+    data = load_dataset(
+        name,
+        data_dir,
+        download=download,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+    )
+    check_classes(data.spec, model.num_classes, meta, str(path))
+    if recorded.get("mean"):  # normalise exactly as in training
+        data.spec.mean, data.spec.std = recorded["mean"], recorded["std"]
+    data.train, data.test = data.train.to(device), data.test.to(device)
+    assert isinstance(model, ZooModel)
+    return model, meta, data, device
+
+
+def evaluate_checkpoint(
+    path: Path,
+    dataset: str | None = None,
+    data_dir: Path | None = None,
+    download: bool = True,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int = 512,
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on a split: top1, top5, nll, ece, params and what it is."""
+    model, meta, data, dev = open_checkpoint(path, dataset, data_dir, download, device)
+    metrics = evaluate(model, getattr(data, split), data.spec, batch_size)
+    return {
+        "checkpoint": str(path),
+        "arch": model.arch,
+        "kind": meta.get("kind", "pth"),
+        "dataset": data.spec.name,
+        "split": split,
+        **metrics,
+        "params": count_params(model),
+    }

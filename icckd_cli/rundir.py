@@ -1,0 +1,146 @@
+"""Run folders: the files a run writes, refusing to clobber one, failed writes, Ctrl-C.
+
+A run folder holds config.json from the start, state.safetensors while the run can be
+resumed, metrics.jsonl after each epoch and model.safetensors once it has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from icckd_cli.checkpoint import read_metadata, write_text_atomic
+from icckd_cli.errors import IcckdError, UsageError
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.safetensors"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+
+
+def check_resumable(out: Path) -> None:
+    """--resume needs an interrupted run: a state file and no finished model."""
+    if (out / MODEL_FILE).exists():
+        raise UsageError(f"{out} holds a finished run; there is nothing to resume")
+    if not (out / STATE_FILE).exists():
+        raise UsageError(
+            f"{out} holds no {STATE_FILE} to resume from; start the run without --resume"
+        )
+
+
+def prepare_out_dir(out: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse to clobber a finished or interrupted run; check the folder can be written.
+
+    Nothing is created here, so a run stopped by a later check leaves no trace.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; choose another --out")
+    if not overwrite and not resume:
+        if (out / MODEL_FILE).exists():
+            raise UsageError(
+                f"{out} already holds a finished run ({MODEL_FILE}); pass --overwrite to "
+                "replace it or choose another --out"
+            )
+        if (out / STATE_FILE).exists():
+            raise UsageError(
+                f"{out} holds an interrupted run ({STATE_FILE}); continue it with --resume "
+                f"{out}, or pass --overwrite to start afresh"
+            )
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(
+            f"cannot create --out {out}: {parent} is a file, not a folder; choose another --out"
+        )
+    if out.is_dir():
+        try:  # root ignores permission bits, so only a real write tells
+            probe = out / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise IcckdError(
+                f"cannot write to output folder {out} ({exc.strerror}); choose a writable --out"
+            ) from None
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise IcckdError(
+            f"cannot create output folder {out}: {parent} is not writable; choose a writable --out"
+        )
+
+
+def start_run_dir(out: Path, config: dict[str, Any], overwrite: bool, resume: bool) -> None:
+    """Create the run folder and write config.json; --overwrite first clears the old run."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite and not resume:
+            # only now, after every check passed: a typo must not cost the old run
+            for name in (MODEL_FILE, STATE_FILE, METRICS_FILE):
+                (out / name).unlink(missing_ok=True)
+        write_text_atomic(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    except OSError as exc:
+        raise IcckdError(
+            f"cannot write to output folder {out} ({exc.strerror or exc}); choose a writable --out"
+        ) from None
+
+
+@contextmanager
+def writing(out: Path, what: str) -> Iterator[None]:
+    """A failed write (disk full, permissions) as one line that says what is kept."""
+    try:
+        yield
+    except OSError as exc:
+        kept = (
+            f"; the last good state stays in {out / STATE_FILE}: continue with --resume {out}"
+            if (out / STATE_FILE).exists()
+            else ""
+        )
+        raise IcckdError(
+            f"cannot write {out / what} ({exc.strerror or exc}); free space or fix the "
+            f"folder's permissions{kept}"
+        ) from None
+
+
+def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl: one JSON line per finished epoch, rewritten whole each time."""
+    lines = "".join(json.dumps(r) + "\n" for r in history)
+    with writing(out, METRICS_FILE):
+        write_text_atomic(out / METRICS_FILE, lines)
+
+
+def kept_state(out: Path) -> str:
+    """What a run that stopped on NaN leaves behind, for its error message."""
+    path = out / STATE_FILE
+    try:
+        extra = read_metadata(path).get("extra") or {}
+    except IcckdError:
+        return "; nothing was saved from this run (no resumable state had been written yet)"
+    epoch, step = extra.get("epoch", 0), extra.get("step", 0)
+    where = f"epoch {epoch + 1}, step {step}" if step else f"end of epoch {epoch}"
+    return f"; nothing was saved after it: the last good state ({where}) stays in {path}"
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[list[bool]]:
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step."""
+    flag = [False]
+
+    def handler(signum: int, frame: Any) -> None:
+        flag[0] = True
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield flag
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)

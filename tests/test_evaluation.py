@@ -1,0 +1,46 @@
+"""A checkpoint against a data set: the class check, and eval on the recorded data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from icckd_cli.data import DataSpec
+from icckd_cli.errors import UsageError
+from icckd_cli.evaluation import check_classes, count_params, evaluate_checkpoint
+from tests.helpers import digits_teacher
+
+SPEC = DataSpec("digits", 3, ["0", "1", "2"], [0.5], [0.5], 8, False)
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "meta", "says"),
+    [
+        (4, {}, "predicts 4 classes but data set 'digits' has 3"),
+        (3, {"dataset": {"classes": ["a", "b", "c"]}}, "was trained on other classes (a, b, c...)"),
+        (3, {"dataset": {"image_size": 32}}, "was trained on 32x32 images but 'digits' has 8x8"),
+    ],
+)
+def test_checkpoint_and_data_set_must_agree(num_classes: int, meta: dict, says: str) -> None:
+    with pytest.raises(UsageError) as exc:
+        check_classes(SPEC, num_classes, meta, "t.safetensors")
+    assert exc.value.message.startswith("t.safetensors ") and says in exc.value.message
+
+
+def test_matching_checkpoint_passes() -> None:
+    check_classes(SPEC, 3, {"dataset": {"classes": ["0", "1", "2"], "image_size": 8}}, "t")
+
+
+def test_eval_reads_the_recorded_data_set_and_subset(tmp_path: Path) -> None:
+    subset = {"test_per_class": 2, "train_per_class": 3}
+    model = digits_teacher(tmp_path / "t.safetensors", subset)
+    got = evaluate_checkpoint(tmp_path / "t.safetensors", device="cpu")
+    assert {k: got[k] for k in ("arch", "kind", "dataset", "split")} == {
+        "arch": "resnet8",
+        "kind": "teacher",
+        "dataset": "digits",
+        "split": "test",
+    }
+    assert got["n"] == 20  # the recorded subset: 2 test images x 10 classes
+    assert got["params"] == count_params(model) and 0 <= got["top1"] <= got["top5"] <= 100
