@@ -54,6 +54,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def channels_last_on(device: torch.device, wanted: bool) -> bool:
+    """Whether models run channels-last: where the run asks for it, except on Apple's MPS."""
+    return wanted and device.type != "mps"
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA by default; fp32 elsewhere unless asked."""
     if precision == "auto":

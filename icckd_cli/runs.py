@@ -29,9 +29,17 @@ from icckd_cli.checkpoint import (
     weights_hash,
     write_text_atomic,
 )
-from icckd_cli.config import DistillConfig, TrainTeacherConfig
+from icckd_cli.config import DistillConfig, RunOptions, TrainTeacherConfig
 from icckd_cli.data import Dataset, DataSpec, DeviceLoader, load_dataset
-from icckd_cli.engine import Callback, Diverged, Trainer, TrainState, evaluate, resolve_device
+from icckd_cli.engine import (
+    Callback,
+    Diverged,
+    Trainer,
+    TrainState,
+    channels_last_on,
+    evaluate,
+    resolve_device,
+)
 from icckd_cli.errors import IcckdError, UsageError
 from icckd_cli.models import ZooModel, create_model, resolve_name
 from icckd_cli.objectives import DistillObjective, Objective, TeacherObjective
@@ -40,6 +48,7 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
+CHANNELS_LAST = RunOptions.model_fields["channels_last"].default  # a run's default layout
 
 
 @dataclass
@@ -284,7 +293,7 @@ def _fit(
         start_run_dir(out, config, cfg.overwrite, resume)
     model = model.to(device)
     objective = objective.to(device)
-    if cfg.channels_last and device.type != "mps":
+    if channels_last_on(device, cfg.channels_last):
         model = model.to(memory_format=torch.channels_last)
     train_model: nn.Module = model
     if dist.is_distributed():
@@ -462,7 +471,7 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
     data = load_data(cfg, device)
     check_classes(data.spec, teacher.num_classes, meta, str(cfg.teacher))
     teacher = teacher.to(device)
-    if cfg.channels_last:
+    if channels_last_on(device, cfg.channels_last):
         teacher = teacher.to(memory_format=torch.channels_last)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, data.spec.num_classes)
@@ -531,8 +540,18 @@ def open_checkpoint(
     if recorded.get("mean"):  # normalise exactly as in training
         data.spec.mean, data.spec.std = recorded["mean"], recorded["std"]
     data.train, data.test = data.train.to(device), data.test.to(device)
+    if checkpoint_channels_last(meta, device):
+        model = model.to(memory_format=torch.channels_last)
     assert isinstance(model, ZooModel)
     return model, meta, data, device
+
+
+def checkpoint_channels_last(meta: dict[str, Any], device: torch.device) -> bool:
+    """Evaluate in the layout the run trained in (channels-last unless it was turned off)."""
+    # a .pth teacher records no config: the run default, as training would use (see
+    # docs/performance.md: channels-last evaluates faster on the CPU)
+    recorded = (meta.get("config") or {}).get("channels_last", CHANNELS_LAST)
+    return channels_last_on(device, bool(recorded))
 
 
 def evaluate_checkpoint(
@@ -546,7 +565,8 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on a split: top1, top5, nll, ece, params and what it is."""
     model, meta, data, dev = open_checkpoint(path, dataset, data_dir, download, device)
-    metrics = evaluate(model, getattr(data, split), data.spec, batch_size)
+    cl = checkpoint_channels_last(meta, dev)
+    metrics = evaluate(model, getattr(data, split), data.spec, batch_size, channels_last=cl)
     return {
         "checkpoint": str(path),
         "arch": model.arch,

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 
+from icckd_cli.runs import checkpoint_channels_last, open_checkpoint
 from tests.helpers import TINY, icckd
 
 
@@ -117,6 +119,20 @@ def test_eval_table_and_inspect_side_by_side(
     r = icckd(capsys, "inspect-softlabels", a / "model.safetensors", b / "model.safetensors",
               "--per-class")  # fmt: skip
     assert r.code == 0 and "intra / inter" in r.out and "per class" in r.out
+
+
+def test_checkpoints_evaluate_in_the_layout_they_trained_in(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _train(capsys, tmp_path / "run")
+    model, meta, _, device = open_checkpoint(tmp_path / "run/model.safetensors", None, None,
+                                             False, "cpu")  # fmt: skip
+    assert checkpoint_channels_last(meta, device)  # channels_last is on by default
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    off = {"config": {"channels_last": False}}
+    assert not checkpoint_channels_last(off, device)
+    assert checkpoint_channels_last({}, device)  # a .pth teacher records no config
+    assert not checkpoint_channels_last({}, torch.device("mps"))  # as training, never on MPS
 
 
 def test_models_lists_the_zoo(capsys: pytest.CaptureFixture[str]) -> None:

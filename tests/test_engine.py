@@ -15,6 +15,7 @@ from icckd_cli.engine import (
     Diverged,
     Trainer,
     TrainState,
+    channels_last_on,
     evaluate,
     lr_at,
     predict,
@@ -91,6 +92,12 @@ def test_resolve_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="asked for CUDA but none is available"):
             resolve_device("cuda:1")
+
+
+def test_channels_last_where_asked_but_not_on_mps() -> None:
+    assert channels_last_on(torch.device("cpu"), True)
+    assert not channels_last_on(torch.device("cpu"), False)
+    assert not channels_last_on(torch.device("mps"), True)
 
 
 # ----------------------------------------------------------------------------- NaN guard
