@@ -140,7 +140,7 @@ def case_compile(s: Setup, arch: str) -> CaseOutput:
 
 
 def case_cudnn(s: Setup, arch: str) -> CaseOutput:
-    """CUDA only: torch.backends.cudnn.benchmark on vs off (icckd leaves it off)."""
+    """CUDA only: torch.backends.cudnn.benchmark on (what training sets) vs off."""
 
     def flagged(v: Variant, on: bool) -> Variant:
         def run() -> float | None:

@@ -39,6 +39,7 @@ from icckd_cli.engine import (
     channels_last_on,
     evaluate,
     resolve_device,
+    tune_backends,
 )
 from icckd_cli.errors import IcckdError, UsageError
 from icckd_cli.models import ZooModel, create_model, resolve_name
@@ -291,6 +292,7 @@ def _fit(
     config = resolved_config(cfg)
     if dist.is_main():
         start_run_dir(out, config, cfg.overwrite, resume)
+    tune_backends(device)
     model = model.to(device)
     objective = objective.to(device)
     if channels_last_on(device, cfg.channels_last):
