@@ -68,7 +68,7 @@ from harness import (  # noqa: E402
 
 from icckd_cli.config import RunOptions  # noqa: E402
 from icckd_cli.data import load_dataset  # noqa: E402
-from icckd_cli.engine import resolve_device  # noqa: E402
+from icckd_cli.engine import resolve_device, tune_backends  # noqa: E402
 
 # ----------------------------------------------------------------------------- main
 
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = resolve_device(args.device)
+    tune_backends(device)  # cudnn.benchmark on CUDA, as runs._fit sets it for training
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     workers = args.workers or ("8,2" if device.type == "cuda" else "2,0")
     s = Setup(

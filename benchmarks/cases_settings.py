@@ -32,17 +32,14 @@ from harness import (
     teacher_objective,
 )
 from torch import Tensor
-from variants import (
-    augment_two_gathers,
-    normalize_fused,
-    queue_push_sync_free,
-)
+from variants import augment_two_gathers, normalize_fused
 
 from icckd_cli import data as data_mod
 from icckd_cli.config import TeacherLoss
 from icckd_cli.engine import TrainState
 from icckd_cli.losses import icc_terms
 from icckd_cli.models import create_model
+from icckd_cli.queue import ClassQueue
 
 # ----------------------------------------------------------------------------- (x)
 
@@ -143,7 +140,7 @@ def case_compile(s: Setup, arch: str) -> CaseOutput:
 
 
 def case_cudnn(s: Setup, arch: str) -> CaseOutput:
-    """CUDA only: torch.backends.cudnn.benchmark on vs off (icckd leaves it off)."""
+    """CUDA only: torch.backends.cudnn.benchmark on (what training sets) vs off."""
 
     def flagged(v: Variant, on: bool) -> Variant:
         def run() -> float | None:
@@ -192,6 +189,24 @@ def case_optimizer(s: Setup, arch: str) -> CaseOutput:
 # ----------------------------------------------------------------------------- (p)
 
 
+@torch.no_grad()
+def push_before(queue: ClassQueue, z: Tensor, labels: Tensor) -> None:
+    """ClassQueue.push as it was before the sync-free push, kept to time the change beside it."""
+    k = queue.size
+    z = F.normalize(z.detach().to(queue.bank.device, queue.bank.dtype), dim=1)
+    labels = labels.detach().to(queue.bank.device).long()
+    n = labels.shape[0]
+    per_class = torch.bincount(labels, minlength=queue.num_classes)  # (C,)
+    order = torch.sort(labels, stable=True).indices
+    start = torch.cumsum(per_class, 0) - per_class
+    rank = torch.empty_like(labels)
+    rank[order] = torch.arange(n, device=labels.device) - start[labels[order]]
+    keep = rank >= per_class[labels] - k  # a boolean mask: nonzero() on the device
+    lab, pos = labels[keep], (queue.pushed[labels[keep]] + rank[keep]) % k
+    queue.bank[lab, pos] = z[keep]
+    queue.pushed += per_class
+
+
 def case_proposals(s: Setup) -> CaseOutput:
     """Candidate changes, each timed beside the code it would replace, outputs compared."""
     lines = ["(p) proposed changes, timed beside the current code (median ms per call)"]
@@ -230,9 +245,9 @@ def case_proposals(s: Setup) -> CaseOutput:
     )
     rec["P1"] = {**ms, "same_augment": same_aug, "normalize_diff": float(diff)}
 
-    # P2: the intra-class cache. The objective reads it with padded() (fixed shape, no host
-    # sync on CUDA) instead of contents() (a boolean mask); push still uses bincount and
-    # boolean masks, each a host sync on CUDA, which the variant avoids.
+    # P2: the intra-class cache, read with padded() (fixed shape) instead of contents() (a
+    # boolean mask), and pushed with scatters instead of bincount and boolean masks; on CUDA
+    # a mask or bincount makes the host wait for the device
     dim = 64
     obj = teacher_objective(100, dim, TeacherLoss().icc_weight).to(s.device)
     full_queue(obj, s)
@@ -245,19 +260,21 @@ def case_proposals(s: Setup) -> CaseOutput:
     kw = {"temperature": obj.temperature}
     loss_a = icc_terms(z1, z2, labels, queue=qa, queue_labels=la, **kw).loss
     loss_b = icc_terms(z1, z2, labels, queue=qb, queue_labels=lb, **kw).loss
-    ref_q, new_q = copy.deepcopy(q), copy.deepcopy(q)
+    before_q, now_q = copy.deepcopy(q), copy.deepcopy(q)
     push_z = torch.randn(2 * BATCH, dim, device=s.device)
     push_y = out["labels"]
-    ref_q.push(push_z, push_y)
-    queue_push_sync_free(new_q, push_z, push_y)
-    same_push = torch.equal(ref_q.bank, new_q.bank) and torch.equal(ref_q.pushed, new_q.pushed)
+    push_before(before_q, push_z, push_y)
+    now_q.push(push_z, push_y)
+    same_push = torch.equal(before_q.bank, now_q.bank) and torch.equal(
+        before_q.pushed, now_q.pushed
+    )
     work_q = copy.deepcopy(q)
     ms = micro_interleaved(
         {
             "read: contents() (before)": q.contents,
             "read: padded() (now)": q.padded,
-            "push (now)": lambda: work_q.push(push_z, push_y),
-            "push (sync-free variant)": lambda: queue_push_sync_free(work_q, push_z, push_y),
+            "push: bincount (before)": lambda: push_before(work_q, push_z, push_y),
+            "push: scatters (now)": lambda: work_q.push(push_z, push_y),
         },
         s,
         calls,

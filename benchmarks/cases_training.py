@@ -34,9 +34,10 @@ from torch import nn
 
 from icckd_cli.config import StudentLoss, TeacherLoss
 from icckd_cli.data import CIFAR_STATS, Batch, DataSpec, Split, load_dataset
-from icckd_cli.engine import TrainState, autocast, evaluate
+from icckd_cli.engine import TrainState, autocast, evaluate, predict
 from icckd_cli.models import create_model
 from icckd_cli.objectives import DistillObjective, TeacherObjective
+from icckd_cli.softlabels import SoftLabelAccumulator
 
 # ----------------------------------------------------------------------------- (a)
 
@@ -353,28 +354,53 @@ def case_d(s: Setup, teacher_arch: str, student_arch: str) -> CaseOutput:
 
 
 def case_e(s: Setup, archs: list[str]) -> CaseOutput:
-    """engine.evaluate throughput, channels-last (as the Trainer calls it) and contiguous."""
+    """engine.evaluate and the inspect-softlabels pass, channels-last (now) and contiguous.
+
+    The Trainer always evaluated channels-last; `icckd eval` and `inspect-softlabels` ran
+    contiguous before and channels-last now (where training would).
+    """
     n = 1024 if s.quick else 2048
     spec, split = synthetic_cifar100(n, s)
+    layouts = {"channels-last": True, "contiguous": False}
     variants = []
     for arch in archs:
-        for cl in (True, False):
+        for layout, cl in layouts.items():
             model = place(create_model(arch, 100), s, channels_last=cl)
 
             def run(model: nn.Module = model, cl: bool = cl) -> None:
                 evaluate(model, split, spec, 512, channels_last=cl, precision=s.precision)
 
-            variants.append(Variant(f"{arch} {'channels-last' if cl else 'contiguous'}", run, n))
+            variants.append(Variant(f"{arch} evaluate {layout}", run, n))
+    arch = archs[0]
+    for layout, cl in layouts.items():
+        model = place(create_model(arch, 100), s, channels_last=cl)
+
+        def inspect(model: nn.Module = model, cl: bool = cl) -> None:
+            acc = SoftLabelAccumulator(100, model.feature_dim)  # type: ignore[arg-type]
+            for logits, feats, labels in predict(model, split, spec, 512, cl, s.precision):
+                acc.update(logits, feats, labels)
+            acc.compute()
+
+        variants.append(Variant(f"{arch} inspect {layout}", inspect, n))
     t = interleave(variants, s.warmup, s.reps, s.sync)
-    lines = [f"(e) engine.evaluate over {n} images (100 classes), eval batch 512"]
-    lines += table([(k, v, "") for k, v in t.items()])
-    for arch in archs:
-        train_rate = s.results.get(f"train_rate_{arch}")
+    lines = [f"(e) engine.evaluate and the inspect-softlabels pass over {n} images (100 classes)"]
+    lines += table([(k, v, "eval batch 512") for k, v in t.items()])
+    rec: dict[str, Any] = {k: {"rate": v.rate, "seconds": v.seconds} for k, v in t.items()}
+    for name in [f"{a} evaluate" for a in archs] + [f"{arch} inspect"]:
+        line, r = ratio_line(
+            f"{name}: channels-last (now) / contiguous (before, eval and inspect-softlabels)",
+            t[f"{name} channels-last"],
+            t[f"{name} contiguous"],
+        )
+        lines.append(f"    {line}")
+        rec[f"ratio {name}"] = r
+    for a in archs:
+        train_rate = s.results.get(f"train_rate_{a}")
         if train_rate:
-            eval_s = 10_000 / t[f"{arch} channels-last"].rate
+            eval_s = 10_000 / t[f"{a} evaluate channels-last"].rate
             train_s = 50_000 / train_rate
             lines.append(
-                f"    {arch}: a CIFAR-100 epoch (50,000 train + 10,000 test images) would spend "
+                f"    {a}: a CIFAR-100 epoch (50,000 train + 10,000 test images) would spend "
                 f"{100 * eval_s / (eval_s + train_s):.1f}% of its time evaluating"
             )
-    return CaseOutput(lines, {k: {"rate": v.rate, "seconds": v.seconds} for k, v in t.items()})
+    return CaseOutput(lines, rec)

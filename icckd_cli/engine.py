@@ -54,6 +54,23 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def channels_last_on(device: torch.device, wanted: bool) -> bool:
+    """Whether models run channels-last: where the run asks for it, except on Apple's MPS."""
+    return wanted and device.type != "mps"
+
+
+def tune_backends(device: torch.device) -> None:
+    """On CUDA, cuDNN picks the fastest convolutions per shape unless determinism is on."""
+    # training's shapes are fixed (batch and image size; the last batch and evaluation add
+    # one or two), so timing the algorithms once per shape is repaid within the first epoch;
+    # the config has no determinism option, so honour the process-wide switches
+    if device.type != "cuda":
+        return
+    if torch.are_deterministic_algorithms_enabled() or torch.backends.cudnn.deterministic:
+        return
+    torch.backends.cudnn.benchmark = True
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA by default; fp32 elsewhere unless asked."""
     if precision == "auto":

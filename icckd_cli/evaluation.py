@@ -13,10 +13,13 @@ import torch
 from torch import nn
 
 from icckd_cli.checkpoint import load_any_model
+from icckd_cli.config import RunOptions
 from icckd_cli.data import Dataset, DataSpec, load_dataset
-from icckd_cli.engine import evaluate, resolve_device
+from icckd_cli.engine import channels_last_on, evaluate, resolve_device
 from icckd_cli.errors import UsageError
 from icckd_cli.models import ZooModel
+
+CHANNELS_LAST = RunOptions.model_fields["channels_last"].default  # a run's default layout
 
 
 def count_params(model: nn.Module) -> int:
@@ -78,8 +81,18 @@ def open_checkpoint(
     if recorded.get("mean"):  # normalise exactly as in training
         data.spec.mean, data.spec.std = recorded["mean"], recorded["std"]
     data.train, data.test = data.train.to(device), data.test.to(device)
+    if checkpoint_channels_last(meta, device):
+        model = model.to(memory_format=torch.channels_last)
     assert isinstance(model, ZooModel)
     return model, meta, data, device
+
+
+def checkpoint_channels_last(meta: dict[str, Any], device: torch.device) -> bool:
+    """Evaluate in the layout the run trained in (channels-last unless it was turned off)."""
+    # a .pth teacher records no config: the run default, as training would use (see
+    # docs/performance.md: channels-last evaluates faster on the CPU)
+    recorded = (meta.get("config") or {}).get("channels_last", CHANNELS_LAST)
+    return channels_last_on(device, bool(recorded))
 
 
 def evaluate_checkpoint(
@@ -93,7 +106,8 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on a split: top1, top5, nll, ece, params and what it is."""
     model, meta, data, dev = open_checkpoint(path, dataset, data_dir, download, device)
-    metrics = evaluate(model, getattr(data, split), data.spec, batch_size)
+    cl = checkpoint_channels_last(meta, dev)
+    metrics = evaluate(model, getattr(data, split), data.spec, batch_size, channels_last=cl)
     return {
         "checkpoint": str(path),
         "arch": model.arch,

@@ -8,7 +8,7 @@ from typing import Any
 
 from icckd_cli.config import InspectConfig
 from icckd_cli.engine import predict
-from icckd_cli.evaluation import open_checkpoint
+from icckd_cli.evaluation import checkpoint_channels_last, open_checkpoint
 from icckd_cli.softlabels import SoftLabelAccumulator, SoftLabelStats
 
 
@@ -49,12 +49,13 @@ def inspect_checkpoints(cfg: InspectConfig) -> list[Inspected]:
     """Soft-label statistics of every checkpoint on the configured split."""
     results = []
     for path, name in zip(cfg.checkpoints, short_names(cfg.checkpoints), strict=True):
-        model, meta, data, _ = open_checkpoint(
+        model, meta, data, device = open_checkpoint(
             path, cfg.dataset, cfg.data_dir, cfg.download, cfg.device
         )
+        cl = checkpoint_channels_last(meta, device)
         acc = SoftLabelAccumulator(data.spec.num_classes, model.feature_dim, cfg.temperature)
         split = data.test if cfg.split == "test" else data.train
-        for logits, feats, labels in predict(model, split, data.spec, cfg.batch_size):
+        for logits, feats, labels in predict(model, split, data.spec, cfg.batch_size, cl):
             acc.update(logits, feats, labels)
         results.append(
             Inspected(

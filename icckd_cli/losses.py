@@ -172,12 +172,14 @@ def dkd_parts(
     s = student_logits / temperature
     t = teacher_logits.detach() / temperature
     target = labels.to(s.device).long()
-    n, c = s.shape
+    c = s.shape[1]
     tckd = _kl_rows(_binary_log_probs(t, target), _binary_log_probs(s, target))
-    # dropping the target column renormalises over the non-target classes exactly
-    others = ~F.one_hot(target, c).bool()
-    log_t_rest = F.log_softmax(t[others].view(n, c - 1), dim=1)
-    log_s_rest = F.log_softmax(s[others].view(n, c - 1), dim=1)
+    # dropping the target column renormalises over the non-target classes exactly; a gather
+    # of the other columns, not a boolean mask, whose indexing would wait for the device
+    j = torch.arange(c - 1, device=s.device)[None, :]  # (1, C-1)
+    others = j + (j >= target[:, None]).long()  # (N, C-1): every column but the target
+    log_t_rest = F.log_softmax(t.gather(1, others), dim=1)
+    log_s_rest = F.log_softmax(s.gather(1, others), dim=1)
     nckd = _kl_rows(log_t_rest, log_s_rest)
     scale = temperature**2
     return _reduce(tckd * scale, reduction), _reduce(nckd * scale, reduction)

@@ -162,7 +162,8 @@ class TeacherObjective(Objective):
             anchor_mask=gate,
         )
         n = float(z.shape[0])
-        stats["icc_gate_pass"] = gate.float().mean() if gate is not None else z.new_tensor(1.0)
+        # new_ones, not new_tensor(1.0): a tensor made from a Python number is a host copy
+        stats["icc_gate_pass"] = gate.float().mean() if gate is not None else z.new_ones(())
         stats["icc_counted"] = counted.float() / n
         stats["icc_negatives"] = negatives.float()
         self._pending = (z_all, y_all)  # every process's embeddings, in rank order

@@ -31,24 +31,32 @@ class ClassQueue(nn.Module):
 
     @torch.no_grad()
     def push(self, z: Tensor, labels: Tensor) -> None:
-        """Enqueue embeddings in batch order, oldest entries overwritten: (N, D), (N,)."""
+        """Enqueue embeddings in batch order, oldest entries overwritten: (N, D), (N,).
+
+        No host-device sync (no bincount, no boolean mask): the i-th sample of class c in
+        this batch goes to slot (pushed_c + i) % K. A class with more than K samples sends
+        several to one slot, where the latest must win: every slot takes the row of the
+        last sample that lands on it, and all samples landing there write that same row,
+        so the order of the writes cannot matter and the result is deterministic.
+        """
         if not self.enabled or z.shape[0] == 0:
             return
-        k = self.size
-        z = F.normalize(z.detach().to(self.bank.device, self.bank.dtype), dim=1)
-        labels = labels.detach().to(self.bank.device).long()
-        n = labels.shape[0]
-        per_class = torch.bincount(labels, minlength=self.num_classes)  # (C,)
-        # rank of each sample among its class in this batch, in batch order (stable sort)
-        order = torch.sort(labels, stable=True).indices
-        start = torch.cumsum(per_class, 0) - per_class  # (C,) first sorted position of a class
-        rank = torch.empty_like(labels)
-        rank[order] = torch.arange(n, device=labels.device) - start[labels[order]]
-        # only a class's last K samples of this push would survive, so write just those:
-        # their slots are distinct, which keeps the scatter deterministic
-        keep = rank >= per_class[labels] - k
-        lab, pos = labels[keep], (self.pushed[labels[keep]] + rank[keep]) % k
-        self.bank[lab, pos] = z[keep]
+        c, k, d = self.bank.shape
+        device = self.bank.device
+        z = F.normalize(z.detach().to(device, self.bank.dtype), dim=1)  # (N, D)
+        labels = labels.detach().to(device).long()  # (N,)
+        position = torch.arange(labels.shape[0], device=device)  # (N,) batch order
+        per_class = torch.zeros(c, dtype=torch.long, device=device)
+        per_class.scatter_add_(0, labels, torch.ones_like(labels))  # (C,)
+        # rank of each sample among its class in this batch: sorted position minus the
+        # class's first sorted position (the stable sort keeps batch order within a class)
+        order = torch.sort(labels, stable=True).indices  # (N,)
+        start = torch.cumsum(per_class, 0) - per_class  # (C,)
+        rank = torch.empty_like(labels).scatter_(0, order, position - start[labels[order]])
+        slot = labels * k + (self.pushed[labels] + rank) % k  # (N,) into the flat (C*K) bank
+        last = torch.full((c * k,), -1, dtype=torch.long, device=device)
+        last.scatter_reduce_(0, slot, position, reduce="amax")  # (C*K,) latest writer per slot
+        self.bank.view(c * k, d).index_copy_(0, slot, z[last[slot]])
         self.pushed += per_class
 
     def counts(self) -> Tensor:

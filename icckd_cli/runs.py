@@ -18,7 +18,15 @@ from icckd_cli import distributed as dist
 from icckd_cli.checkpoint import load_any_model, save_model, weights_hash
 from icckd_cli.config import DistillConfig, TrainTeacherConfig
 from icckd_cli.data import Dataset, DeviceLoader, load_dataset
-from icckd_cli.engine import Callback, Diverged, Trainer, TrainState, resolve_device
+from icckd_cli.engine import (
+    Callback,
+    Diverged,
+    Trainer,
+    TrainState,
+    channels_last_on,
+    resolve_device,
+    tune_backends,
+)
 from icckd_cli.errors import UsageError
 from icckd_cli.evaluation import check_classes, count_params
 from icckd_cli.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
@@ -102,9 +110,10 @@ def _fit(
     config = resolved_config(cfg)
     if dist.is_main():
         start_run_dir(out, config, cfg.overwrite, resume)
+    tune_backends(device)
     model = model.to(device)
     objective = objective.to(device)
-    if cfg.channels_last and device.type != "mps":
+    if channels_last_on(device, cfg.channels_last):
         model = model.to(memory_format=torch.channels_last)
     train_model: nn.Module = model
     if dist.is_distributed():
@@ -260,7 +269,7 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
     data = load_data(cfg, device)
     check_classes(data.spec, teacher.num_classes, meta, str(cfg.teacher))
     teacher = teacher.to(device)
-    if cfg.channels_last:
+    if channels_last_on(device, cfg.channels_last):
         teacher = teacher.to(memory_format=torch.channels_last)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, data.spec.num_classes)

@@ -15,10 +15,12 @@ from icckd_cli.engine import (
     Diverged,
     Trainer,
     TrainState,
+    channels_last_on,
     evaluate,
     lr_at,
     predict,
     resolve_device,
+    tune_backends,
 )
 from icckd_cli.errors import UsageError
 from icckd_cli.objectives import Objective
@@ -91,6 +93,38 @@ def test_resolve_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="asked for CUDA but none is available"):
             resolve_device("cuda:1")
+
+
+def test_channels_last_where_asked_but_not_on_mps() -> None:
+    assert channels_last_on(torch.device("cpu"), True)
+    assert not channels_last_on(torch.device("cpu"), False)
+    assert not channels_last_on(torch.device("mps"), True)
+
+
+@pytest.fixture
+def backend_flags() -> Any:
+    """Restore cuDNN's and the deterministic-algorithms switches after a test."""
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    det = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
+    torch.use_deterministic_algorithms(det)
+
+
+def test_cudnn_benchmark_on_cuda_only_and_not_when_deterministic(backend_flags: Any) -> None:
+    torch.backends.cudnn.benchmark = False
+    tune_backends(torch.device("cpu"))
+    assert not torch.backends.cudnn.benchmark  # the flag only matters to CUDA
+    torch.use_deterministic_algorithms(True)
+    tune_backends(torch.device("cuda"))  # only sets a flag: no GPU needed
+    assert not torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic = True
+    tune_backends(torch.device("cuda"))
+    assert not torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic = False
+    tune_backends(torch.device("cuda"))
+    assert torch.backends.cudnn.benchmark
 
 
 # ----------------------------------------------------------------------------- NaN guard

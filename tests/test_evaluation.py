@@ -5,11 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from icckd_cli.data import DataSpec
 from icckd_cli.errors import UsageError
-from icckd_cli.evaluation import check_classes, count_params, evaluate_checkpoint
-from tests.helpers import digits_teacher
+from icckd_cli.evaluation import (
+    check_classes,
+    checkpoint_channels_last,
+    count_params,
+    evaluate_checkpoint,
+    open_checkpoint,
+)
+from tests.helpers import TINY, digits_teacher, icckd
 
 SPEC = DataSpec("digits", 3, ["0", "1", "2"], [0.5], [0.5], 8, False)
 
@@ -44,3 +51,19 @@ def test_eval_reads_the_recorded_data_set_and_subset(tmp_path: Path) -> None:
     }
     assert got["n"] == 20  # the recorded subset: 2 test images x 10 classes
     assert got["params"] == count_params(model) and 0 <= got["top1"] <= got["top5"] <= 100
+
+
+def test_checkpoints_evaluate_in_the_layout_they_trained_in(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    r = icckd(capsys, "train-teacher", "--arch", "resnet8", "--epochs", "1",
+              "--out", tmp_path / "run", *TINY)  # fmt: skip
+    assert r.code == 0, r.err
+    model, meta, _, device = open_checkpoint(tmp_path / "run/model.safetensors", None, None,
+                                             False, "cpu")  # fmt: skip
+    assert checkpoint_channels_last(meta, device)  # channels_last is on by default
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    off = {"config": {"channels_last": False}}
+    assert not checkpoint_channels_last(off, device)
+    assert checkpoint_channels_last({}, device)  # a .pth teacher records no config
+    assert not checkpoint_channels_last({}, torch.device("mps"))  # as training, never on MPS

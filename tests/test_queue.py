@@ -116,3 +116,30 @@ def test_padded_view_marks_empty_slots_and_holds_the_same_entries() -> None:
     got = sorted(zip(map(tuple, bank[keep].tolist()), labels[keep].tolist(), strict=True))
     want = sorted(zip(map(tuple, valid.tolist()), valid_labels.tolist(), strict=True))
     assert got == want
+
+
+def reference_push(
+    bank: torch.Tensor, pushed: list[int], z: torch.Tensor, labels: list[int]
+) -> None:
+    """The FIFO written the plain way: one sample at a time, in batch order."""
+    k = bank.shape[1]
+    for row, c in zip(torch.nn.functional.normalize(z, dim=1), labels, strict=True):
+        bank[c, pushed[c] % k] = row
+        pushed[c] += 1
+
+
+def test_push_equals_a_per_sample_loop_with_wraparound() -> None:
+    g = torch.Generator().manual_seed(3)
+    c, k, d = 5, 4, 3
+    q = ClassQueue(c, k, d)
+    bank, pushed = torch.zeros(c, k, d), [0] * c
+    for n in (3, 11, 1, 17, 9, 26):
+        labels = torch.randint(0, c, (n,), generator=g)
+        if n > k:
+            labels[torch.randperm(n, generator=g)[: k + 2]] = 2  # class 2 overfills: K + 2 at once
+        z = torch.randn(n, d, generator=g)
+        q.push(z, labels)
+        reference_push(bank, pushed, z, labels.tolist())
+        assert torch.equal(q.bank, bank)
+        assert q.pushed.tolist() == pushed
+    assert max(pushed) > 2 * k  # every slot of some class was overwritten more than once
