@@ -113,7 +113,9 @@ def _fit(
     tune_backends(device)
     model = model.to(device)
     objective = objective.to(device)
-    if channels_last_on(device, cfg.channels_last):
+    # one answer for the model, the batches and evaluation (never channels-last on MPS)
+    channels_last = channels_last_on(device, cfg.channels_last)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_model: nn.Module = model
     if dist.is_distributed():
@@ -144,7 +146,7 @@ def _fit(
         views=objective.views,
         seed=cfg.seed,
         padding=cfg.crop_padding,
-        channels_last=cfg.channels_last,
+        channels_last=channels_last,
         rank=dist.rank(),
         world=dist.world_size(),
     )
@@ -181,7 +183,7 @@ def _fit(
             decay_epochs=config["lr_decay_epochs"],
             decay_rate=cfg.lr_decay_rate,
             precision=cfg.precision,
-            channels_last=cfg.channels_last,
+            channels_last=channels_last,
             eval_batch_size=cfg.eval_batch_size,
             callback=on_event,
             save_state=on_save,
