@@ -90,6 +90,7 @@ class RunOptions(_Strict):
     out: Path = Path("runs/run")
     overwrite: bool = False
     save_every: int = Field(1, ge=0)  # 0: only the final checkpoint (and one on interrupt)
+    eval_every: int = Field(1, ge=1)  # evaluate every N epochs; the last epoch always is
     channels_last: bool = True
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
@@ -101,6 +102,7 @@ class TeacherLoss(_Strict):
     """CE + icc_weight * L_intra (METHOD.md); icc_weight 0 is the cross-entropy baseline."""
 
     icc_weight: float = Field(0.05, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # eps of the CE targets; 0 is off
     margin: float = Field(0.5, lt=1)  # <= -1 turns the gate off
     icc_temperature: float = Field(0.1, gt=0)
     queue_size: int = Field(64, ge=0)

@@ -178,6 +178,7 @@ class Trainer:
     callback: Callback = lambda event, info: None
     save_state: Callable[[TrainState], None] = lambda state: None
     save_every: int = 1
+    eval_every: int = 1  # the last epoch is always evaluated
     stop_requested: Callable[[], bool] = lambda: False
     state: TrainState = field(default_factory=TrainState)
     eval_model: nn.Module | None = None  # the unwrapped model when training through DDP
@@ -237,22 +238,23 @@ class Trainer:
             record["images_per_s"] = (
                 st.step * self.loader.batch_size * self.loader.world / max(record["time"], 1e-9)
             )
-            model = self.eval_model or self.model
-            # rank 0 evaluates and shares the numbers, so every rank keeps the same history
-            record.update(
-                dist.from_main(
-                    evaluate,
-                    model,
-                    self.test,
-                    self.spec,
-                    self.eval_batch_size,
-                    self.channels_last,
-                    self.precision,
+            if (st.epoch + 1) % self.eval_every == 0 or st.epoch + 1 == self.epochs:
+                model = self.eval_model or self.model
+                # rank 0 evaluates and shares the numbers, so every rank keeps the same history
+                record.update(
+                    dist.from_main(
+                        evaluate,
+                        model,
+                        self.test,
+                        self.spec,
+                        self.eval_batch_size,
+                        self.channels_last,
+                        self.precision,
+                    )
                 )
-            )
-            record.pop("n", None)
+                record.pop("n", None)
             st.history.append(record)
-            if not st.best or record["top1"] > st.best["top1"]:
+            if "top1" in record and (not st.best or record["top1"] > st.best["top1"]):
                 st.best = {"epoch": record["epoch"], "top1": record["top1"], "top5": record["top5"]}
             st.epoch, st.step, st.sums = st.epoch + 1, 0, {}
             st.elapsed += record["time"]

@@ -101,9 +101,11 @@ class TeacherObjective(Objective):
         queue_size: int,
         embedding: str,
         projection_dim: int = 128,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         self.margin, self.temperature, self.embedding = margin, temperature, embedding
+        self.label_smoothing = label_smoothing
         self.views = 2 if icc_weight > 0 else 1
         dim = {"features": feature_dim, "logits": num_classes, "projection": projection_dim}
         self.projection: nn.Module | None = None
@@ -115,7 +117,7 @@ class TeacherObjective(Objective):
             )
         self.queue = ClassQueue(num_classes, queue_size if icc_weight > 0 else 0, dim[embedding])
         self._pending: tuple[Tensor, Tensor] | None = None
-        self.add("ce", 1.0, _ce)
+        self.add("ce", 1.0, self._smoothed_ce if label_smoothing else _ce)
         self.add("icc", icc_weight, self._icc)
 
     @classmethod
@@ -130,7 +132,12 @@ class TeacherObjective(Objective):
             queue_size=loss.queue_size,
             embedding=loss.embedding,
             projection_dim=loss.projection_dim,
+            label_smoothing=loss.label_smoothing,
         )
+
+    def _smoothed_ce(self, out: dict[str, Any], stats: Stats) -> Tensor:
+        """CE against (1 - eps) one-hot + eps / C uniform targets (a teacher-side baseline)."""
+        return F.cross_entropy(out["logits"], out["labels"], label_smoothing=self.label_smoothing)
 
     def _icc(self, out: dict[str, Any], stats: Stats) -> Tensor:
         """Margin-gated intra-class InfoNCE over same-class negatives and the cache."""
@@ -177,6 +184,7 @@ class TeacherObjective(Objective):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
+            "label_smoothing": self.label_smoothing,
             "margin": self.margin,
             "icc_temperature": self.temperature,
             "queue_size": self.queue.size,

@@ -38,7 +38,8 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     for name in [*LOSS_ORDER, *sorted(set(train) - set(LOSS_ORDER))]:
         if name in train:
             parts.append(f"{SHORT.get(name, name)} {train[name]:.3g}")
-    parts.append(f"top1 {record['top1']:.2f}")
+    if "top1" in record:  # epochs between --eval-every evaluations have none
+        parts.append(f"top1 {record['top1']:.2f}")
     parts.append(f"lr {record['lr']:.3g}")
     parts.append(f"{record['images_per_s']:.0f} img/s")
     return "  ".join(parts)
@@ -281,7 +282,9 @@ class ExperimentProgress:
         elif event == "step" and self.run is not None:
             self.progress.advance(self.run)
         elif event == "epoch" and self.run is not None:
-            desc = f"{self.label}  epoch {info['epoch']}/{self.epochs} top-1 {info['top1']:.2f}"
+            desc = f"{self.label}  epoch {info['epoch']}/{self.epochs}"
+            if "top1" in info:
+                desc += f" top-1 {info['top1']:.2f}"
             self.progress.update(self.run, description=desc)
         elif event == "run_end":
             final, best = info["final"], info["best"]

@@ -188,6 +188,7 @@ def _fit(
             callback=on_event,
             save_state=on_save,
             save_every=cfg.save_every,
+            eval_every=cfg.eval_every,
             stop_requested=lambda: dist.any_rank(flag[0]),  # all ranks stop together
             state=state,
             eval_model=model,

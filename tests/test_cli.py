@@ -50,6 +50,30 @@ def test_cross_entropy_teacher_uses_one_view(
     assert objective["terms"] == {"ce": 1.0} and objective["views"] == 1
 
 
+def test_label_smoothing_is_recorded_in_the_checkpoint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "ls"
+    _train(capsys, out, "--icc-weight", "0", "--label-smoothing", "0.1")
+    meta = safe_open(str(out / "model.safetensors"), "pt").metadata()
+    assert json.loads(meta["config"])["label_smoothing"] == 0.1
+    assert json.loads(meta["objective"])["label_smoothing"] == 0.1
+
+
+def test_eval_every_evaluates_every_nth_and_the_last_epoch(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "sparse"
+    r = icckd(capsys, "train-teacher", "--arch", "resnet8", "--epochs", "3", "--eval-every", "2",
+              "--icc-weight", "0", "--out", out, *TINY, "--format", "json")  # fmt: skip
+    assert r.code == 0, r.err
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [("top1" in rec) for rec in records] == [False, True, True]
+    best = json.loads(safe_open(str(out / "model.safetensors"), "pt").metadata()["metrics"])["best"]
+    assert best["epoch"] in (2, 3)
+    assert r.json()["top1"] == records[-1]["top1"]
+
+
 @pytest.mark.parametrize("method", ["kd", "rkd", "kd+rkd", "dkd", "crd"])
 def test_distill_every_method_end_to_end(
     method: str, capsys: pytest.CaptureFixture[str], tmp_path_factory: pytest.TempPathFactory

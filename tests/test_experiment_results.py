@@ -87,7 +87,7 @@ def test_collect_builds_every_cell_and_the_icc_minus_ce_difference(
     students = tables[-1]
     rows = {tuple(r[:3]): r[3:] for r in students.rows}
     assert rows[("kd", "resnet8", "icc")] == ["92.00 ± - (1/2 seeds)", "92.50 ± - (1/2 seeds)"]
-    assert rows[("", "", "icc minus ce")] == ["+2.00 ± - (1/2 seeds)", "+2.00 ± - (1/2 seeds)"]
+    assert rows[("", "", "icc minus ce")] == ["+2.00 [-] 1/1 (1/2 seeds)"] * 2
     assert rows[("alone (CE)", "resnet8", "none")] == ["88.50 ± 0.71", "89.00 ± 0.71"]
     markdown = ex.results_markdown(results)
     assert (
@@ -98,4 +98,46 @@ def test_collect_builds_every_cell_and_the_icc_minus_ce_difference(
         "| ce | 0.1000 ± - (1/2 seeds) | 0.3000 ± - (1/2 seeds) | 0.9000 ± - (1/2 seeds) |"
         in markdown
     )
-    assert "|  |  | icc minus ce | +2.00 ± - (1/2 seeds) | +2.00 ± - (1/2 seeds) |" in markdown
+    assert (
+        "|  |  | icc minus ce | +2.00 [-] 1/1 (1/2 seeds) | +2.00 [-] 1/1 (1/2 seeds) |" in markdown
+    )
+    # the teachers' own paired difference: -1 on both seeds, so a zero-width interval
+    (tdiff,) = results["teacher_differences"]
+    assert (tdiff["teacher"], tdiff["reference"]) == ("icc", "ce")
+    assert tdiff["last"]["ci95"] == [-1.0, -1.0] and tdiff["last"]["positive"] == 0
+    assert ["", "", "icc minus ce", "-1.00 [-1.00, -1.00] 0/2"] in tables[0].rows
+
+
+def test_t_interval_matches_the_t_table() -> None:
+    # two values 1 and 3: mean 2, s = sqrt(2), s/sqrt(n) = 1, t(0.975, df 1) = 12.7062
+    lo, hi = res.t_interval([1.0, 3.0])
+    assert lo == pytest.approx(2 - 12.7062, abs=1e-4) and hi == pytest.approx(2 + 12.7062, abs=1e-4)
+    # 1, 2, 3, 4: mean 2.5, s = 1.29099, s/sqrt(4) = 0.645497, t(0.975, df 3) = 3.18245
+    lo, hi = res.t_interval([1.0, 2.0, 3.0, 4.0])
+    assert (lo, hi) == pytest.approx((2.5 - 3.18245 * 0.645497, 2.5 + 3.18245 * 0.645497), abs=1e-4)
+    # a 90% interval is narrower: t(0.95, df 3) = 2.35336
+    lo90, _ = res.t_interval([1.0, 2.0, 3.0, 4.0], confidence=0.90)
+    assert lo90 == pytest.approx(2.5 - 2.35336 * 0.645497, abs=1e-4)
+    assert res.t_interval([5.0]) is None and res.t_interval([]) is None
+
+
+def test_sign_count_counts_seeds_strictly_above_zero() -> None:
+    stats = res.difference_stats({0: 0.5, 1: 0.0, 2: -0.2, 3: 1.5, 4: None}, 5)
+    assert stats["positive"] == 2 and stats["n"] == 4  # 0.0 is not a gain; None is missing
+    assert res.diff_cell(stats).endswith(" 2/4 (4/5 seeds)")
+    assert res.diff_cell(res.difference_stats({}, 3)) == "n/a (0/3 seeds)"
+    one = res.difference_stats({0: -0.25}, 1)
+    assert one["ci95"] is None and res.diff_cell(one) == "-0.25 [-] 0/1"
+
+
+def test_label_smoothing_teacher_is_a_variant_not_the_reference(tmp_path: Path) -> None:
+    ls = '[[teachers]]\nname = "ls"\nicc_weight = 0\nlabel_smoothing = 0.1\n\n'
+    text = tiny_experiment(
+        tmp_path, ('[[teachers]]\nname = "icc"', ls + '[[teachers]]\nname = "icc"')
+    )
+    exp = parse_experiment_text(text)
+    assert [t.name for t in exp.teachers] == ["ce", "ls", "icc"]
+    assert [t.cross_entropy for t in exp.teachers] == [True, False, False]
+    results = ex.collect(exp, {})
+    assert [d["teacher"] for d in results["differences"]] == ["ls", "icc"]
+    assert results["teachers"][1]["objective"] == "CE (label smoothing 0.1)"

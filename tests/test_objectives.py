@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,19 @@ def test_cross_entropy_teacher_has_one_term_one_view_and_no_cache() -> None:
     obj = _teacher_objective(icc_weight=0.0)
     assert obj.views == 1 and [t.name for t in obj.terms] == ["ce"]
     assert obj.queue.bank.numel() == 0
+
+
+def test_label_smoothing_matches_the_hand_computed_loss() -> None:
+    obj = TeacherObjective(3, 4, icc_weight=0.0, margin=0.5, temperature=0.1, queue_size=0,
+                           embedding="features", label_smoothing=0.3)  # fmt: skip
+    logits, labels = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0])
+    # targets (1 - 0.3) one-hot + 0.3 / 3: [0.8, 0.1, 0.1]; log p = logits - log(e^2 + 2)
+    lse = math.log(math.exp(2.0) + 2.0)
+    expected = -(0.8 * (2.0 - lse) + 0.1 * (0.0 - lse) * 2)
+    got = obj.terms[0].fn({"logits": logits, "labels": labels}, {})
+    assert obj.views == 1 and [t.name for t in obj.terms] == ["ce"]
+    assert got.item() == pytest.approx(expected, abs=1e-6)
+    assert obj.describe()["label_smoothing"] == 0.3
 
 
 def test_negatives_come_from_the_batch_then_from_the_cache() -> None:

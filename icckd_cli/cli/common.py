@@ -73,6 +73,9 @@ Device = Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:N or mps.")]
 Out = Annotated[Path | None, Opt(help="Run folder: model, metrics log, config.")]
 Overwrite = Annotated[bool | None, Opt("--overwrite", help="Replace a finished run in --out.")]
 SaveEvery = Annotated[int | None, Opt(help="Save resumable state every N epochs (0: never).")]
+EvalEvery = Annotated[
+    int | None, Opt(help="Evaluate on the test split every N epochs (the last always).")
+]
 Resume = Annotated[Path | None, Opt(help="Continue the interrupted run in this folder.")]
 Compile = Annotated[bool | None, Opt("--compile/--no-compile", help="Use torch.compile.")]
 Precision = Annotated[str | None, Opt(help="auto (bf16 on CUDA), fp32, bf16 or fp16.")]

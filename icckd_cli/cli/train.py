@@ -21,6 +21,7 @@ from icckd_cli.cli.common import (
     Device,
     Download,
     Epochs,
+    EvalEvery,
     Flip,
     Format,
     Lr,
@@ -127,12 +128,16 @@ def train_teacher(
     out: Out = None,
     overwrite: Overwrite = None,
     save_every: SaveEvery = None,
+    eval_every: EvalEvery = None,
     resume: Resume = None,
     compile: Compile = None,
     precision: Precision = None,
     sync_bn: SyncBN = None,
     icc_weight: Annotated[
         float | None, Opt(help="lambda of L_intra (0: plain cross-entropy teacher).")
+    ] = None,
+    label_smoothing: Annotated[
+        float | None, Opt(help="Smoothed CE targets, eps in [0, 1) (0: off).")
     ] = None,
     margin: Annotated[
         float | None, Opt(help="Gate delta: anchors need margin > delta (<= -1: no gate).")
@@ -200,6 +205,7 @@ def distill(
     out: Out = None,
     overwrite: Overwrite = None,
     save_every: SaveEvery = None,
+    eval_every: EvalEvery = None,
     resume: Resume = None,
     compile: Compile = None,
     precision: Precision = None,

@@ -60,8 +60,8 @@ class Teacher:
 
     @property
     def cross_entropy(self) -> bool:
-        """A teacher without the intra-class term is the cross-entropy baseline."""
-        return self.config.icc_weight == 0
+        """Plain cross-entropy (no intra-class term, no label smoothing) is the baseline."""
+        return self.config.icc_weight == 0 and self.config.label_smoothing == 0
 
 
 @dataclass

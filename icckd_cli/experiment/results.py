@@ -1,7 +1,8 @@
 """Finished runs into one set of numbers, and those into tables, Markdown and JSON.
 
-The results (mean and sample std over seeds, paired differences intra-class minus
-cross-entropy, the teachers' soft-label diversity) go to OUT/results.json and results.md.
+The results (mean and sample std over seeds; paired differences of every teacher variant
+minus the cross-entropy teacher with a 95% t-interval and a sign count; the teachers'
+soft-label diversity) go to OUT/results.json and results.md.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from icckd_cli.config import TrainTeacherConfig
 from icckd_cli.experiment.config import Experiment, Run
 
 DIVERSITY_KEYS = ("ratio", "feature_ratio", "target_prob")
+DIFF_NOTE = (
+    "'minus' cells: mean difference [95% t-interval over seeds] and how many seeds are "
+    "above 0; an interval that holds 0 resolves no effect"
+)
 
 
 def aggregate(values: Mapping[int, float | None], seeds: int) -> dict[str, Any]:
@@ -31,6 +36,27 @@ def aggregate(values: Mapping[int, float | None], seeds: int) -> dict[str, Any]:
         "seeds": seeds,
         "values": {str(k): v for k, v in sorted(present.items())},
     }
+
+
+def t_interval(xs: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval of the mean: mean +- t_{n-1} * s / sqrt(n); None under 2 values."""
+    from scipy.stats import t as student_t
+
+    if len(xs) < 2:
+        return None
+    mean, sem = statistics.fmean(xs), statistics.stdev(xs) / math.sqrt(len(xs))
+    half = float(student_t.ppf(0.5 + confidence / 2, len(xs) - 1)) * sem
+    return mean - half, mean + half
+
+
+def difference_stats(values: Mapping[int, float | None], seeds: int) -> dict[str, Any]:
+    """aggregate() of paired differences plus the 95% t-interval and the positive seeds."""
+    agg = aggregate(values, seeds)
+    xs = list(agg["values"].values())
+    ci = t_interval(xs)
+    agg["ci95"] = list(ci) if ci else None
+    agg["positive"] = sum(x > 0 for x in xs)
+    return agg
 
 
 def paired_difference(
@@ -51,6 +77,17 @@ def cell(agg: Mapping[str, Any], digits: int = 2, signed: bool = False) -> str:
     return text if n == seeds else f"{text} ({n}/{seeds} seeds)"
 
 
+def diff_cell(agg: Mapping[str, Any], digits: int = 2) -> str:
+    """'+0.52 [-0.31, +1.35] 3/4': mean, 95% t-interval over seeds, seeds above 0."""
+    n, seeds = agg["n"], agg["seeds"]
+    if n == 0:
+        return f"n/a (0/{seeds} seeds)"
+    ci = agg.get("ci95")
+    span = f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else "[-]"
+    text = f"{agg['mean']:+.{digits}f} {span} {agg['positive']}/{n}"
+    return text if n == seeds else f"{text} ({n}/{seeds} seeds)"
+
+
 def _metric(run: Run, which: str) -> float | None:
     from icckd_cli.checkpoint import read_metadata
     from icckd_cli.rundir import MODEL_FILE
@@ -62,12 +99,12 @@ def _metric(run: Run, which: str) -> float | None:
 
 
 def _objective(cfg: TrainTeacherConfig) -> str:
+    ce = f"CE (label smoothing {cfg.label_smoothing:g})" if cfg.label_smoothing else "CE"
     if cfg.icc_weight == 0:
-        return "cross-entropy"
+        return "cross-entropy" if ce == "CE" else ce
     gate = "no gate" if cfg.margin <= -1 else f"margin {cfg.margin:g}"
-    return (
-        f"CE + {cfg.icc_weight:g} L_intra ({gate}, tau {cfg.icc_temperature:g}, K {cfg.queue_size})"
-    )
+    cache = f"K {cfg.queue_size}" if cfg.queue_size else "no cache"
+    return f"{ce} + {cfg.icc_weight:g} L_intra ({gate}, tau {cfg.icc_temperature:g}, {cache})"
 
 
 def _top1(runs: Mapping[int, Run]) -> dict[str, dict[int, float | None]]:
@@ -79,10 +116,15 @@ def _last_best(top1: Mapping[str, Mapping[int, float | None]], n: int) -> dict[s
     return {"last": aggregate(top1["final"], n), "best": aggregate(top1["best"], n)}
 
 
+def _last_best_diff(diff: Mapping[str, Mapping[int, float | None]], n: int) -> dict[str, Any]:
+    return {"last": difference_stats(diff["final"], n), "best": difference_stats(diff["best"], n)}
+
+
 def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dict[str, Any]:
     """Everything the tables show, as JSON-ready numbers."""
     o, n = exp.options, len(exp.options.seeds)
-    teachers = []
+    reference = next((t for t in exp.teachers if t.cross_entropy), None)
+    teachers, teacher_differences = [], []
     for t in exp.teachers:
         div = diversity.get(t.name, {})
         teachers.append(
@@ -92,8 +134,12 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
                  diversity={key: aggregate({k: d.get(key) for k, d in div.items()}, n)
                             for key in DIVERSITY_KEYS})
         )  # fmt: skip
+        if reference is not None and t is not reference:
+            ours, ref = _top1(exp.teacher_runs(t.name)), _top1(exp.teacher_runs(reference.name))
+            diff = paired_difference(ours["final"], ref["final"])
+            pair = dict(teacher=t.name, reference=reference.name)
+            teacher_differences.append({**pair, "last": difference_stats(diff, n)})
     students, differences = [], []
-    reference = next((t for t in exp.teachers if t.cross_entropy), None)
     for s in exp.students:
         top1 = {}
         for t in exp.teachers:
@@ -102,12 +148,12 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
             about = dict(student=s.name, method=s.config.method, arch=s.config.arch)
             students.append({**about, "teacher": t.name, **_last_best(top1[t.name], n)})
         for t in exp.teachers:
-            if reference is None or t.cross_entropy:
+            if reference is None or t is reference:
                 continue
             ours, ref = top1[t.name], top1[reference.name]
             diff = {w: paired_difference(ours[w], ref[w]) for w in ours}
             pair = dict(student=s.name, method=s.config.method, teacher=t.name)
-            differences.append({**pair, "reference": reference.name, **_last_best(diff, n)})
+            differences.append({**pair, "reference": reference.name, **_last_best_diff(diff, n)})
     baseline = None
     if exp.baseline is not None:
         runs = {r.seed: r for r in exp.runs if r.kind == "baseline"}
@@ -115,7 +161,8 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
     return dict(name=o.name, dataset=o.dataset, train_per_class=o.train_per_class,
                 test_per_class=o.test_per_class, seeds=list(o.seeds), out=str(o.out),
                 temperature=o.temperature, command=exp.command, teachers=teachers,
-                students=students, differences=differences, baseline=baseline)  # fmt: skip
+                teacher_differences=teacher_differences, students=students,
+                differences=differences, baseline=baseline)  # fmt: skip
 
 
 @dataclass
@@ -133,11 +180,17 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
     seeds = len(results["seeds"])
     over = f"mean ± std over {seeds} seed{'s' if seeds > 1 else ''}"
     teachers = results["teachers"]
+    teacher_rows = [[t["name"], t["arch"], t["objective"], cell(t["top1"])] for t in teachers]
+    for d in results.get("teacher_differences", []):
+        teacher_rows.append(
+            ["", "", f"{d['teacher']} minus {d['reference']}", diff_cell(d["last"])]
+        )
     tables = [
         TableSpec(
             f"teachers on {results['dataset']} (top-1 %, {over})",
             ["teacher", "arch", "objective", "top-1 (last epoch)"],
-            [[t["name"], t["arch"], t["objective"], cell(t["top1"])] for t in teachers],
+            teacher_rows,
+            [DIFF_NOTE] if results.get("teacher_differences") else [],
         ),
         TableSpec(
             f"soft-label diversity of the teachers (test split, T = {results['temperature']:g})",
@@ -153,12 +206,13 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
             rows.append([shown, r["arch"], r["teacher"], cell(r["last"]), cell(r["best"])])
         for d in (d for d in results["differences"] if d["student"] == name):
             diff = f"{d['teacher']} minus {d['reference']}"
-            rows.append(["", "", diff, cell(d["last"], signed=True), cell(d["best"], signed=True)])
+            rows.append(["", "", diff, diff_cell(d["last"]), diff_cell(d["best"])])
     if results["baseline"] is not None:
         b = results["baseline"]
         rows.append(["alone (CE)", b["arch"], "none", cell(b["last"]), cell(b["best"])])
     notes = [
-        "'minus' rows: the paired difference per seed (student seed k from teacher seed k)",
+        "'minus' rows: the paired difference per seed (student seed k from teacher seed k); "
+        + DIFF_NOTE,
         "best epoch is picked on the test split itself, so it flatters; last epoch is the "
         "honest number",
     ]
