@@ -134,7 +134,10 @@ def _check_file(path: Path) -> None:
         head = fh.read(9)  # the header's length (u64, little-endian), then its JSON's '{'
     if size == 0:
         raise IcckdError(f"{path} is empty; re-create it or use another checkpoint")
-    if head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC):
+    # a header length of 0x..80 bytes also starts with the pickle byte: a JSON '{' (or its
+    # space padding) at byte 8 says safetensors, whatever the first byte is
+    json_at_8 = head[8:9] in (b"{", b" ")
+    if not json_at_8 and (head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC)):
         raise IcckdError(
             f"{path} is a PyTorch pickle (.pth) file, not safetensors; name it .pth and use "
             "it as a teacher with --teacher FILE.pth --teacher-arch NAME"
@@ -145,7 +148,7 @@ def _check_file(path: Path) -> None:
             "truncated or of another format: re-create it or use another checkpoint"
         )
     (n,) = struct.unpack("<Q", head[:8])
-    if head[8:9] not in (b"{", b" "):
+    if not json_at_8:
         raise IcckdError(
             f"{path} is not a safetensors file (no JSON header after the first 8 bytes); it "
             "is corrupt or of another format: re-create it or use another checkpoint"

@@ -59,6 +59,20 @@ def test_metadata_round_trip(model: torch.nn.Module, tmp_path: Path) -> None:
     assert weights_hash(loaded.state_dict()) == weights_hash(model.state_dict())
 
 
+def test_a_header_length_whose_first_byte_is_the_pickle_byte_still_loads(
+    model: torch.nn.Module, tmp_path: Path
+) -> None:
+    # found by a run: a header of 0x1d80 bytes starts the file with 0x80, pickle's first byte
+    path = tmp_path / "m.safetensors"
+    for pad in range(0, 4096, 8):
+        save_model(path, model, {**META, "note": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    loaded, meta = load_model(path)
+    assert meta["note"] == "x" * pad and loaded.arch == "resnet8"
+
+
 def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     write_text_atomic(path, "first\n")

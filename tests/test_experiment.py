@@ -106,3 +106,62 @@ def test_cli_interrupt_exits_130_with_how_to_continue(
     r = icckd(capsys, "experiment", config)
     assert r.code == 130
     assert "run the same command again to continue" in r.err
+
+
+def _reduced_ablation(tmp_path: Path) -> str:
+    """examples/ablation-cifar10-cpu.toml with only its data, length and seeds made tiny."""
+    text = (Path(__file__).parents[1] / "examples/ablation-cifar10-cpu.toml").read_text()
+    for old, new in (
+        ('dataset = "imagefolder"', 'dataset = "digits"\ndevice = "cpu"\ntest_per_class = 5'),
+        ('data_dir = "/tmp/cifar10-jpeg"\n', ""),
+        ("train_per_class = 300", "train_per_class = 12"),
+        ("seeds = [0, 1, 2]", "seeds = [0, 1]"),
+        ('out = "experiments/ablation-cifar10-cpu"', f'out = "{tmp_path / "abl"}"'),
+        ("epochs = 12", "epochs = 1"),
+        ("eval_every = 12", "eval_every = 1"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.slow
+def test_the_ablation_example_runs_end_to_end_and_resumes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "ablation.toml"
+    config.write_text(_reduced_ablation(tmp_path))
+    exp = ex.load_experiment(config)
+    assert [t.name for t in exp.teachers] == [
+        "ce", "ls0.1", "icc-nogate", "icc-nocache", "icc0.05", "icc0.1"
+    ]  # fmt: skip
+    assert len(exp.runs) == 2 * (6 + 6 + 1)
+
+    current: list[str] = []
+
+    def ctrl_c_in_the_no_cache_teacher(event: str, info: dict[str, Any]) -> None:
+        if event == "run":
+            current.append(info["label"])
+        if event == "step" and current[-1] == "teachers/icc-nocache/seed0" and info["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C inside the fourth teacher
+
+    with pytest.raises(Interrupted):
+        ex.run_experiment(exp, ctrl_c_in_the_no_cache_teacher)
+    r = icckd(capsys, "experiment", config, "--format", "json")
+    assert r.code == 0, r.err
+    assert "teachers/icc-nocache/seed0: resuming" in r.err
+    results = r.json()
+    objectives = [t["objective"] for t in results["teachers"]]
+    assert objectives[:2] == ["cross-entropy", "CE (label smoothing 0.1)"]
+    assert "no gate" in objectives[2] and "no cache" in objectives[3]
+    # every variant minus ce, for the teachers and for their KD students, with intervals
+    assert [d["teacher"] for d in results["teacher_differences"]] == [
+        "ls0.1", "icc-nogate", "icc-nocache", "icc0.05", "icc0.1"
+    ]  # fmt: skip
+    assert [d["teacher"] for d in results["differences"]] == [
+        d["teacher"] for d in results["teacher_differences"]
+    ]
+    for d in [*results["teacher_differences"], *results["differences"]]:
+        lo, hi = d["last"]["ci95"]
+        assert d["last"]["n"] == 2 and lo <= d["last"]["mean"] <= hi
+        assert 0 <= d["last"]["positive"] <= 2
