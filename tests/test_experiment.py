@@ -114,11 +114,11 @@ def _reduced_ablation(tmp_path: Path) -> str:
     for old, new in (
         ('dataset = "imagefolder"', 'dataset = "digits"\ndevice = "cpu"\ntest_per_class = 5'),
         ('data_dir = "/tmp/cifar10-jpeg"\n', ""),
-        ("train_per_class = 300", "train_per_class = 12"),
+        ("train_per_class = 200", "train_per_class = 12"),
         ("seeds = [0, 1, 2]", "seeds = [0, 1]"),
         ('out = "experiments/ablation-cifar10-cpu"', f'out = "{tmp_path / "abl"}"'),
-        ("epochs = 12", "epochs = 1"),
-        ("eval_every = 12", "eval_every = 1"),
+        ("epochs = 10", "epochs = 1"),
+        ("eval_every = 10", "eval_every = 1"),
     ):
         assert old in text, old
         text = text.replace(old, new)
