@@ -148,14 +148,15 @@ def eval_table(m: dict[str, Any]) -> None:
     key_value_table("evaluation", rows)
 
 
-def models_table(rows: list[tuple[str, int, int]]) -> None:
-    """`icckd models`: name, parameters at 100 classes, feature size."""
+def models_table(rows: list[tuple[str, int, int, int]]) -> None:
+    """`icckd models`: name, parameters at 100 classes, feature size, intended input size."""
     table = Table(title="model zoo (parameters at 100 classes)", title_justify="left")
     table.add_column("architecture")
     table.add_column("parameters", justify="right")
     table.add_column("feature dim", justify="right")
-    for name, params, dim in rows:
-        table.add_row(name, f"{params:,}", str(dim))
+    table.add_column("input", justify="right")
+    for name, params, dim, size in rows:
+        table.add_row(name, f"{params:,}", str(dim), f"{size}x{size}")
     out.print(table)
 
 
