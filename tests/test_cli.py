@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from tests.helpers import TINY, icckd
+from icckd_cli.checkpoint import read_metadata
+from tests.helpers import TINY, digits_teacher, icckd
 
 
 def _train(capsys: pytest.CaptureFixture[str], out: Path, *extra: str) -> None:
@@ -147,3 +148,19 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
     r = icckd(capsys, "--version")
     assert r.code == 0 and r.out.strip() == f"icckd {__version__}"
+
+
+def test_distill_without_dataset_trains_on_the_teachers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A new user's `distill --teacher T`: the data set recorded in T, not CIFAR-100."""
+    teacher = tmp_path / "t.safetensors"
+    digits_teacher(teacher)
+    out = tmp_path / "s"
+    r = icckd(capsys, "distill", "--teacher", teacher, "--out", out, "--epochs", "1",
+              "--arch", "resnet8", "--train-per-class", "10", "--test-per-class", "3",
+              "--batch-size", "16", "--device", "cpu", "--no-download")  # fmt: skip
+    assert r.code == 0, r.err
+    meta = read_metadata(out / "model.safetensors")
+    assert meta["dataset"]["name"] == "digits" and meta["num_classes"] == 10
+    assert meta["config"]["dataset"] == "digits"

@@ -46,7 +46,7 @@ class MobileNetV1(ZooModel):
 
     def __init__(self, arch: str = "MobileNetV1", num_classes: int = 1000) -> None:
         super().__init__(arch, num_classes, feature_dim=_BLOCKS[-1][0])
-        layers = [_stem(3, 32, 2)]
+        layers: list[nn.Module] = [_stem(3, 32, 2)]
         in_ch = 32
         for out_ch, stride in _BLOCKS:
             layers.append(_separable(in_ch, out_ch, stride))

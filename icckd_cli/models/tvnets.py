@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
-from torch import Tensor, nn
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from torchvision.models import ResNet
 
 from icckd_cli.models.base import ZooModel, global_pool
 from icckd_cli.models.registry import register
@@ -21,13 +25,13 @@ IMAGENET_SIZE = 224  # the crop torchvision's ImageNet weights were trained and 
 class TvResNet(ZooModel):
     """torchvision's ResNet (7x7 stem, max-pool, 4 stages), same keys as torchvision."""
 
-    def __init__(self, arch: str, builder: Callable[..., nn.Module], num_classes: int = 100):
+    def __init__(self, arch: str, builder: Callable[..., ResNet], num_classes: int = 100):
         net = builder(weights=None, num_classes=num_classes)
         super().__init__(arch, num_classes, feature_dim=net.fc.in_features)
         # the same attribute names in the same order: the state dict matches torchvision's
-        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
-            setattr(self, name, getattr(net, name))
-        self.fc = net.fc
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
+        self.layer4, self.fc = net.layer4, net.fc
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, 512 or 2048); H = W = 224 ends at 7x7 before pooling."""
@@ -60,13 +64,13 @@ class TvMobileNetV2(ZooModel):
         return self.classifier(feats)
 
 
-def _resnet(depth: int) -> Callable[..., nn.Module]:
+def _resnet(depth: int) -> Callable[..., ResNet]:
     """torchvision's builder for ResNet-`depth`, imported when a model is built."""
 
-    def build(**kw: object) -> nn.Module:
+    def build(**kw: object) -> ResNet:
         from torchvision import models
 
-        net: nn.Module = getattr(models, f"resnet{depth}")(**kw)
+        net: ResNet = getattr(models, f"resnet{depth}")(**kw)
         return net
 
     return build
