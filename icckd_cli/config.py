@@ -6,6 +6,7 @@ TOML file uses the same names as the options (`icc_weight = 0.1` for `--icc-weig
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -278,6 +279,34 @@ class InspectConfig(_Strict):
     all_classes: bool = False
     plot: Path | None = None
     format: Literal["table", "json"] = "table"
+
+
+class FetchConfig(_Strict):
+    """`icckd fetch-teacher`: a published teacher converted into an icckd checkpoint."""
+
+    name: str
+    out: Path
+    source: str | None = None  # --from: a mirror URL or a file downloaded by hand
+    sha256: str | None = None  # the downloaded file's expected sha256 (full or a prefix)
+    overwrite: bool = False
+    evaluate: bool = True  # top-1 on the data set's test split, where the data set is present
+    data_dir: Path | None = None
+    device: str = "auto"
+    batch_size: int = Field(512, ge=1)
+    format: Literal["table", "json"] = "table"
+
+    @model_validator(mode="after")
+    def _check(self) -> FetchConfig:
+        if self.out.suffix != ".safetensors":
+            raise ValueError(
+                f"invalid value for --out ({str(self.out)!r}): name the checkpoint FILE.safetensors"
+            )
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{8,64}", self.sha256):
+            raise ValueError(
+                f"invalid value for --sha256 ({self.sha256!r}): give the file's sha256 as hex "
+                "digits (8 to 64 of them)"
+            )
+        return self
 
 
 def option_name(field: str) -> str:
