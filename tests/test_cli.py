@@ -164,3 +164,49 @@ def test_distill_without_dataset_trains_on_the_teachers(
     meta = read_metadata(out / "model.safetensors")
     assert meta["dataset"]["name"] == "digits" and meta["num_classes"] == 10
     assert meta["config"]["dataset"] == "digits"
+
+
+def _image_folder(root: Path, classes: int = 3, train: int = 6, test: int = 2) -> Path:
+    """Generated 64x64 PNGs, one colour family per class: root/{train,test}/<class>/*.png."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("test", test)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 64, (64, 64, 3)) + np.eye(3, dtype=int)[c] * 190
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_torchvision_pth_teacher_distills_into_tv_resnet18(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A torchvision ResNet-34 saved as .pth teaches a tv_resnet18 on 64 px images, end to end."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    teacher = tmp_path / "r34.pth"
+    torch.save(torchvision.models.resnet34(num_classes=3).state_dict(), teacher)
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "student"
+    r = icckd(capsys, "distill", "--teacher", teacher, "--teacher-arch", "tv_resnet34",
+              "--arch", "tv_resnet18", "--dataset", "imagefolder", "--data-dir", data,
+              "--epochs", "1", "--batch-size", "9", "--device", "cpu", "--out", out,
+              "--format", "json")  # fmt: skip
+    assert r.code == 0, r.err
+    meta = read_metadata(out / "model.safetensors")
+    assert (meta["arch"], meta["num_classes"], meta["dataset"]["image_size"]) == (
+        "tv_resnet18", 3, 64,
+    )  # fmt: skip
+    assert meta["teacher"]["arch"] == "tv_resnet34" and meta["teacher"]["kind"] == "pth"
+    ev = icckd(capsys, "eval", out / "model.safetensors", "--format", "json")
+    assert ev.code == 0, ev.err
+    got = ev.json()
+    assert (got["arch"], got["dataset"], got["n"]) == ("tv_resnet18", "imagefolder", 6)
+    assert 0.0 <= got["top1"] <= 100.0
