@@ -9,7 +9,9 @@ random images of --size px. For each cache size K it times, interleaved after a 
   icc K   the intra-class teacher step (two views, CE + 0.05 L_intra, cache of K per class,
           filled), the same optimiser, plus the cache push
 and the intra-class loss with its cache read and push alone (the same embeddings, forward
-and backward), so its share of the step shows without the network. Figures are medians.
+and backward), so its share of the step shows without the network; `flat K` is the loss as
+it was computed before (every anchor against all C*K slots, other classes masked out).
+Figures are medians.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from benchlib import Variant, device_sync, interleave, machine_info  # noqa: E40
 
 from icckd_cli.config import TeacherLoss  # noqa: E402
 from icckd_cli.data.device import Batch  # noqa: E402
+from icckd_cli.losses import icc_terms  # noqa: E402
 from icckd_cli.models import create_model  # noqa: E402
 from icckd_cli.objectives import TeacherObjective  # noqa: E402
 
@@ -99,8 +102,19 @@ def main() -> None:
         value.backward()
         obj.after_step()
 
+    def flat_loss(obj: TeacherObjective) -> None:
+        """The loss as it was before: every anchor against all C*K slots, then masked."""
+        bank, bank_labels = obj.queue.padded()
+        z1, z2 = feats.chunk(2)
+        value = icc_terms(z1, z2, labels, temperature=0.1, queue=bank, queue_labels=bank_labels,
+                          anchor_mask=None).loss  # fmt: skip
+        value.backward()
+        obj.after_step()
+
     for k in ks:
         variants.append(Variant(f"loss+cache K={k}", lambda k=k: loss_only(objs[k]), 2 * b))  # type: ignore[misc]
+        if k:
+            variants.append(Variant(f"flat K={k}", lambda k=k: flat_loss(objs[k]), 2 * b))  # type: ignore[misc]
     times = interleave(variants, warmup=1, reps=args.reps, sync=sync)
     ce_ms = times["ce"].median * 1e3
     print(f"\n{'variant':<18} {'ms/step':>9} {'x CE step':>10} {'share of icc step':>18}")
@@ -110,6 +124,9 @@ def main() -> None:
         alone = times[f"loss+cache K={k}"].median * 1e3
         print(f"{'icc K=' + str(k):<18} {icc:>9.1f} {icc / ce_ms:>10.2f}")
         print(f"{'  loss+cache alone':<18} {alone:>9.2f} {'':>10} {100 * alone / icc:>17.2f}%")
+        if k:
+            flat = times[f"flat K={k}"].median * 1e3
+            print(f"{'  flat (before)':<18} {flat:>9.2f} {'':>10} {'':>18} {flat / alone:.1f}x")
     base = times[f"icc K={ks[0]}"].median
     for k in ks[1:]:
         extra = times[f"icc K={k}"].median / base - 1
