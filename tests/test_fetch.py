@@ -209,6 +209,13 @@ def test_crd_teacher_from_files_on_disk(
     assert _one_line_error(r, 2).endswith(
         "exists; pass --overwrite to replace it, or another --out"
     )
+    # the member downloaded by hand on its own (a RepDistiller-style .pth) works too
+    pth = tmp_path / "ckpt_epoch_240.pth"
+    torch.save({"epoch": 240, "model": teacher_state}, pth)
+    r = icckd(capsys, "fetch-teacher", "crd:resnet56", "--from", pth, "--out", out,
+              "--overwrite", "--no-eval")  # fmt: skip
+    assert r.code == 0, r.err
+    assert torch.equal(load_file(str(out))["fc.weight"], teacher_state["fc.weight"])
     # the wrong archive for the name: one line naming the member it lacks
     r = icckd(capsys, "fetch-teacher", "crd:vgg13", "--from", tar, "--out",
               tmp_path / "v.safetensors")  # fmt: skip
