@@ -148,21 +148,22 @@ def _read_state(pub: Published, path: Path) -> dict[str, Any]:
     """The state dict: from the tar's member (crd), or the `.pth` file itself."""
     if pub.member is None or not tarfile.is_tarfile(path):
         return read_pth_state(path)  # a .pth downloaded by hand is taken as it is
-    with tarfile.open(path) as tar, tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        member = Path(tmp) / "ckpt_epoch_240.pth"
         try:
-            fh = tar.extractfile(pub.member)
-        except KeyError:
-            fh = None
-        if fh is None:
+            with tarfile.open(path) as tar:
+                # made as `tar cf x.tar ./cifar_teachers`, members are named "./cifar_..."
+                found = [m for m in tar.getmembers() if m.name.removeprefix("./") == pub.member]
+                fh = tar.extractfile(found[0]) if found else None
+                if fh is not None:
+                    member.write_bytes(fh.read())
+        except (tarfile.TarError, OSError, EOFError):
+            raise IcckdError(f"{path} is a damaged tar archive; remove it and run again") from None
+        if not member.is_file():
             raise IcckdError(
                 f"{path} holds no {pub.member}; it is not mdistiller's cifar_teachers.tar: "
                 "pass that archive (or the .pth itself) with --from"
             )
-        member = Path(tmp) / "ckpt_epoch_240.pth"
-        try:
-            member.write_bytes(fh.read())
-        except (tarfile.TarError, OSError, EOFError):
-            raise IcckdError(f"{path} is a damaged tar archive; remove it and run again") from None
         return read_pth_state(member)
 
 
