@@ -3,8 +3,6 @@ logits agree; the zoo lists every name with its input size, none differing only 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torchvision
@@ -19,15 +17,6 @@ BUILDERS = {
     "tv_resnet50": torchvision.models.resnet50,
     "tv_mobilenet_v2": torchvision.models.mobilenet_v2,
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Single-threaded: batches of 2 gain nothing from threads on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_every_tv_model_is_covered() -> None:
