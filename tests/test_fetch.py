@@ -256,3 +256,15 @@ def test_torchvision_weights_record_the_enums_metadata(capsys: Capsys, tmp_path:
     message = _one_line_error(r, 1)
     assert "not the expected deadbeef..." in message and "removed" not in message
     assert bad.is_file() and not (tmp_path / "b.safetensors").exists()  # the user's file stays
+
+
+def test_top1_is_measured_where_the_data_set_is_present(tmp_path: Path) -> None:
+    """The evaluation fetch-teacher runs after converting, on a checkpoint whose data is here."""
+    from icckd_cli.fetch import evaluate_if_present
+    from tests.helpers import digits_teacher
+
+    ckpt = tmp_path / "t.safetensors"
+    digits_teacher(ckpt, config={"test_per_class": 5})  # eval uses the recorded subset
+    metrics, why = evaluate_if_present(ckpt, device="cpu")
+    assert why is None and metrics is not None
+    assert metrics["dataset"] == "digits" and metrics["n"] == 50 and 0 <= metrics["top1"] <= 100
