@@ -136,7 +136,10 @@ def _check_file(path: Path) -> None:
         head = fh.read(9)  # the header's length (u64, little-endian), then its JSON's '{'
     if size == 0:
         raise IcckdError(f"{path} is empty; re-create it or use another checkpoint")
-    if head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC):
+    # a safetensors header whose length is 128 mod 256 also starts with 0x80; its 9th byte,
+    # the JSON's '{', tells it from a pickle (whose 9th byte never is '{')
+    pickled = head.startswith(PICKLE_MAGIC) and head[8:9] != b"{"
+    if head.startswith(ZIP_MAGIC) or pickled:
         raise IcckdError(
             f"{path} is a PyTorch pickle (.pth) file, not safetensors; name it .pth and use "
             "it as a teacher with --teacher FILE.pth --teacher-arch NAME"
