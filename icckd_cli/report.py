@@ -10,7 +10,15 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 out = Console(soft_wrap=True)
@@ -96,6 +104,54 @@ class TrainingProgress:
             self.progress = None
 
 
+class DownloadProgress:
+    """A callback for downloads: one transient bar of bytes on stderr."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event != "download":
+            return
+        if self.progress is None:
+            name = escape(str(info["url"]).rsplit("/", 1)[-1])
+            self.progress = Progress(
+                TextColumn(f"[bold]download[/] {name}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+                disable=not err.is_terminal,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("download", total=info["total"])
+        self.progress.update(self.task, completed=info["done"], total=info["total"])
+
+    def close(self) -> None:
+        """Stop the bar (also after an error)."""
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def fetched_table(r: dict[str, Any]) -> None:
+    """The table printed by `icckd fetch-teacher`."""
+    top1 = "not evaluated" if r["top1"] is None else f"{r['top1']:.2f} % ({r['dataset']} test)"
+    rows = [
+        ("checkpoint", r["checkpoint"]),
+        ("teacher", r["name"]),
+        ("architecture", r["arch"]),
+        ("data set", f"{r['dataset']} ({r['num_classes']} classes)"),
+        ("source", r["url"]),
+        ("sha256", r["sha256"] + ("" if r["verified"] else " (no published hash to check)")),
+        ("top-1", top1),
+    ]
+    key_value_table("published teacher", rows)
+
+
 def print_json(obj: Any) -> None:
     """One JSON object on stdout, nothing else."""
     sys.stdout.write(json.dumps(obj, indent=2, default=_jsonable) + "\n")
@@ -149,14 +205,15 @@ def eval_table(m: dict[str, Any]) -> None:
     key_value_table("evaluation", rows)
 
 
-def models_table(rows: list[tuple[str, int, int]]) -> None:
-    """`icckd models`: name, parameters at 100 classes, feature size."""
+def models_table(rows: list[tuple[str, int, int, int]]) -> None:
+    """`icckd models`: name, parameters at 100 classes, feature size, intended input size."""
     table = Table(title="model zoo (parameters at 100 classes)", title_justify="left")
     table.add_column("architecture")
     table.add_column("parameters", justify="right")
     table.add_column("feature dim", justify="right")
-    for name, params, dim in rows:
-        table.add_row(name, f"{params:,}", str(dim))
+    table.add_column("input", justify="right")
+    for name, params, dim, size in rows:
+        table.add_row(name, f"{params:,}", str(dim), f"{size}x{size}")
     out.print(table)
 
 

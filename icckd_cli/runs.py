@@ -83,7 +83,7 @@ def resolved_config(cfg: Any) -> dict[str, Any]:
     """The config as JSON-ready values, with the recipe's derived values filled in."""
     out = cfg.model_dump(mode="json")
     out["arch"] = resolve_name(cfg.arch)  # the registered spelling: the recipe's lr keys on it
-    out["lr"] = cfg.resolved_lr(out["arch"])
+    out["lr"] = cfg.resolved_lr(out["arch"], dist.world_size())
     out["lr_decay_epochs"] = cfg.resolved_decay()
     for key in ("data_dir", "teacher", "init"):  # so --resume works from any folder
         if out.get(key) is not None:

@@ -131,3 +131,21 @@ def test_six_standard_cifar100_pairs_are_there() -> None:
     assert pairs == {("resnet56", "resnet20"), ("resnet110", "resnet32"),
                      ("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"),
                      ("wrn_40_2", "wrn_40_1"), ("vgg13", "vgg8")}  # fmt: skip
+
+
+def test_imagenet_example_fine_tunes_published_teachers_and_uses_the_recipe() -> None:
+    exp = ex.load_experiment(ROOT / "examples" / "imagenet-resnet34-resnet18.toml")
+    assert exp.options.dataset == "imagenet"
+    for t in exp.teachers:  # both start from the fetched weights, for the same schedule
+        assert t.config.arch == "tv_resnet34" and t.config.epochs == 10
+        assert str(t.config.init) == "teachers/tv_resnet34.safetensors"
+    (student,) = exp.students
+    cfg = student.config
+    assert (cfg.arch, cfg.epochs, cfg.batch_size, cfg.weight_decay) == (
+        "tv_resnet18",
+        100,
+        256,
+        1e-4,
+    )
+    assert cfg.resolved_decay() == [30, 60, 90] and cfg.resolved_lr(cfg.arch) == 0.1
+    assert cfg.resolved_weights()["kd_weight"] == 0.5 and cfg.kd_temperature == 1.0

@@ -60,14 +60,17 @@ Flip = Annotated[
 ]
 TrainPC = Annotated[int | None, Opt(help="Keep the first N training images per class.")]
 TestPC = Annotated[int | None, Opt(help="Keep the first N test images per class.")]
-Epochs = Annotated[int | None, Opt(help="Epochs (recipe: 240).")]
-BatchSize = Annotated[int | None, Opt(help="Batch size per process (recipe: 64).")]
-Lr = Annotated[float | None, Opt(help="Learning rate (recipe: 0.05; 0.01 MobileNet/Shuffle).")]
+Epochs = Annotated[int | None, Opt(help="Epochs (recipe: 240; imagenet 100).")]
+BatchSize = Annotated[int | None, Opt(help="Batch size per process (recipe: 64; imagenet 256).")]
+Lr = Annotated[
+    float | None,
+    Opt(help="Learning rate (recipe: 0.05; 0.01 MobileNet/Shuffle; imagenet 0.1 x batch/256)."),
+]
 Decay = Annotated[
     str | None, Opt(help="Decay epochs, e.g. 150,180,210 (default: scaled to --epochs).")
 ]
 Momentum = Annotated[float | None, Opt(help="SGD momentum (0.9).")]
-Wd = Annotated[float | None, Opt(help="Weight decay (5e-4).")]
+Wd = Annotated[float | None, Opt(help="Weight decay (5e-4; imagenet 1e-4).")]
 Seed = Annotated[int | None, Opt(help="Random seed (CPU runs repeat bit for bit).")]
 Device = Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:N or mps.")]
 Out = Annotated[Path | None, Opt(help="Run folder: model, metrics log, config.")]

@@ -106,14 +106,20 @@ def inspect_softlabels(
 @app.command("models")
 @handle_errors
 def models(fmt: Format = "table") -> None:
-    """List the model zoo with parameter counts at 100 classes."""
-    from icckd_cli.models import create_model, list_models
+    """List the model zoo with parameter counts at 100 classes and the intended input size."""
+    import torch
+
+    from icckd_cli.models import create_model, input_size, list_models
 
     rows = []
     for name in list_models():
-        m = create_model(name, 100)
-        rows.append((name, sum(p.numel() for p in m.parameters()), m.feature_dim))
+        with torch.device("meta"):  # the structure alone: no memory, no initialisation cost
+            m = create_model(name, 100)
+        params = sum(p.numel() for p in m.parameters())
+        rows.append((name, params, m.feature_dim, input_size(name)))
     if _format(fmt) == "json":
-        report.print_json([{"arch": n, "params": p, "feature_dim": d} for n, p, d in rows])
+        report.print_json(
+            [{"arch": n, "params": p, "feature_dim": d, "input_size": s} for n, p, d, s in rows]
+        )
     else:
         report.models_table(rows)

@@ -188,7 +188,9 @@ def distill(
     crd_feat_dim: Annotated[int | None, Opt(help="CRD embedding size.")] = None,
     crd_nce_k: Annotated[int | None, Opt(help="CRD negatives per anchor.")] = None,
     crd_temperature: Annotated[float | None, Opt(help="CRD temperature.")] = None,
-    dataset: Dataset = None,
+    dataset: Annotated[
+        str | None, Opt(help="Data set (default: the one recorded in --teacher, else cifar100).")
+    ] = None,
     data_dir: DataDir = None,
     download: Download = None,
     flip: Flip = None,
