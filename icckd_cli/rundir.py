@@ -132,9 +132,10 @@ def resume_hint(out: Path, kind: str) -> str:
     except IcckdError:
         return "; no resumable state had been written yet: start the run again"
     epoch, step = extra.get("epoch", 0), extra.get("step", 0)
-    where = f"epoch {epoch + 1}, step {step}" if step else f"end of epoch {epoch}"
+    where = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
+    where = where if step or epoch else "the start"
     command = "train-teacher" if kind == "teacher" else "distill"
-    return f"; state saved ({where}): then continue with icckd {command} --resume {out}"
+    return f", then continue with icckd {command} --resume {out} (state saved at {where})"
 
 
 @contextmanager
