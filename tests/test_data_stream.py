@@ -180,6 +180,10 @@ def test_unreadable_file_mid_epoch_saves_state_and_resume_continues(
     r = icckd(capsys, "train-teacher", "--resume", str(out))
     assert r.code == 0, r.err
     assert [h["epoch"] for h in history(out)] == [1, 2]
+    # eval reads the recorded folder, crop size and subset back: centre crops of val/
+    r = icckd(capsys, "eval", str(out / "model.safetensors"), "--device", "cpu", "--format", "json")
+    assert r.code == 0, r.err
+    assert (r.json()["dataset"], r.json()["n"]) == ("imagenet", 8)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import pytest
 from icckd_cli import experiment as ex
 from icckd_cli.config import read_toml
 from icckd_cli.errors import UsageError
+from icckd_cli.models import list_models
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,8 +110,17 @@ def test_shared_tables_and_entries_combine_in_that_order(tmp_path: Path) -> None
 # ----------------------------------------------------------------------------- examples
 
 
+# torchvision ImageNet architectures added by issue 13; examples may name them before it lands
+ISSUE_13_ARCHS = {"tv_resnet18", "tv_resnet34", "tv_resnet50", "tv_mobilenet_v2", "MobileNetV1"}
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_validates(path: Path) -> None:
+    raw = read_toml(path)
+    archs = {raw[t].get("arch") for t in ("teacher", "student") if t in raw}
+    missing = (archs & ISSUE_13_ARCHS) - set(list_models())
+    if missing:
+        pytest.skip(f"needs the architectures of issue 13 ({', '.join(sorted(missing))})")
     exp = ex.load_experiment(path)
     assert any(t.cross_entropy for t in exp.teachers)
     assert any(not t.cross_entropy for t in exp.teachers)
