@@ -66,6 +66,20 @@ def test_parallel_decoding_matches_one_process_and_reports_progress(
     assert train == [0, 4, 8, 9] and all(e["event"] == "decode" for e in events)
 
 
+def test_progress_display_shows_one_bar_per_decoding_pass() -> None:
+    from icckd_cli.report import TrainingProgress
+
+    progress = TrainingProgress("teacher resnet8")
+    what = "decoding 9 Tiny-ImageNet train JPEGs in 2 processes"
+    progress("decode", {"what": what, "done": 0, "total": 9})
+    assert progress.decode is not None
+    assert progress.decode.tasks[0].description == what
+    progress("decode", {"what": what, "done": 4, "total": 9})
+    assert progress.decode.tasks[0].completed == 4
+    progress("decode", {"what": what, "done": 9, "total": 9})
+    assert progress.decode is None  # gone once the pass is done; training's bar comes next
+
+
 def test_missing_val_annotations(tiny: Path) -> None:
     (tiny / "val" / "val_annotations.txt").unlink()
     with pytest.raises(UsageError) as err:
