@@ -92,6 +92,9 @@ class DataOptions(_Strict):
     crop_padding: int = Field(4, ge=0, le=32)
     train_per_class: int | None = Field(None, ge=1)
     test_per_class: int | None = Field(None, ge=1)
+    image_size: int = Field(224, ge=16, le=1024)  # streamed sets (imagenet): crop size
+    workers: int | None = Field(None, ge=0)  # streamed decoding; None: the cores (0: inline)
+    memory_limit_gb: float = Field(16.0, gt=0)  # imagefolder: decoded size allowed in memory
 
     @model_validator(mode="before")
     @classmethod

@@ -75,11 +75,15 @@ class TrainingProgress:
         self.progress: Progress | None = None
         self.task: Any = None
         self.epochs = 0
+        self.decode: Progress | None = None
+        self.decode_task: Any = None
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if self.quiet:
             return
-        if event == "start":
+        if event == "decode":
+            self._decoding(info)
+        elif event == "start":
             self.epochs = info["epochs"]
             total = info["epochs"] * info["steps"]
             self.progress = progress_bar(f"[bold]{escape(self.title)}", "steps")
@@ -97,8 +101,22 @@ class TrainingProgress:
             self.progress.stop()
             self.progress = None
 
+    def _decoding(self, info: dict[str, Any]) -> None:
+        """A bar per decoding pass ('decoding 100,000 Tiny-ImageNet train JPEGs in 2 processes')."""
+        if self.decode is None:
+            self.decode = progress_bar(escape(info["what"]), "images")
+            self.decode.start()
+            self.decode_task = self.decode.add_task(info["what"], total=info["total"])
+        self.decode.update(self.decode_task, completed=info["done"])
+        if info["done"] >= info["total"]:
+            self.decode.stop()
+            self.decode = None
+
     def close(self) -> None:
-        """Stop the bar (also after an error)."""
+        """Stop the bars (also after an error)."""
+        if self.decode is not None:
+            self.decode.stop()
+            self.decode = None
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

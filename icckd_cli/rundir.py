@@ -125,6 +125,19 @@ def kept_state(out: Path) -> str:
     return f"; nothing was saved after it: the last good state ({where}) stays in {path}"
 
 
+def resume_hint(out: Path, kind: str) -> str:
+    """How to continue a run stopped by an unreadable file, and from where, for its message."""
+    try:
+        extra = read_metadata(out / STATE_FILE).get("extra") or {}
+    except IcckdError:
+        return "; no resumable state had been written yet: start the run again"
+    epoch, step = extra.get("epoch", 0), extra.get("step", 0)
+    where = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
+    where = where if step or epoch else "the start"
+    command = "train-teacher" if kind == "teacher" else "distill"
+    return f", then continue with icckd {command} --resume {out} (state saved at {where})"
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[list[bool]]:
     """Turn SIGINT/SIGTERM into a flag the loop checks after each step."""

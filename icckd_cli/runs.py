@@ -17,7 +17,7 @@ from torch import nn
 from icckd_cli import distributed as dist
 from icckd_cli.checkpoint import load_any_model, save_model, weights_hash
 from icckd_cli.config import DistillConfig, TrainTeacherConfig
-from icckd_cli.data import Dataset, DeviceLoader, load_dataset
+from icckd_cli.data import Dataset, LoadOptions, load_dataset, make_loader
 from icckd_cli.engine import (
     Callback,
     Diverged,
@@ -27,7 +27,7 @@ from icckd_cli.engine import (
     resolve_device,
     tune_backends,
 )
-from icckd_cli.errors import UsageError
+from icckd_cli.errors import DataFileError, UsageError
 from icckd_cli.evaluation import check_classes, count_params
 from icckd_cli.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
 from icckd_cli.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
@@ -41,6 +41,7 @@ from icckd_cli.rundir import (
     check_resumable,
     kept_state,
     prepare_out_dir,
+    resume_hint,
     start_run_dir,
     stop_on_signals,
     write_metrics,
@@ -65,8 +66,13 @@ class RunResult:
 # ----------------------------------------------------------------------------- helpers
 
 
-def load_data(cfg: Any, device: torch.device) -> Dataset:
-    """The configured data set with both splits moved to the device."""
+def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) -> Dataset:
+    """The configured data set with both splits moved to the device (streamed ones: bound)."""
+    options = LoadOptions(
+        image_size=cfg.image_size, workers=cfg.workers, memory_limit_gb=cfg.memory_limit_gb
+    )
+    if progress is not None and dist.is_main():
+        options.progress = progress
     data = load_dataset(
         cfg.dataset,
         cfg.data_dir,
@@ -74,6 +80,7 @@ def load_data(cfg: Any, device: torch.device) -> Dataset:
         flip=cfg.flip,
         train_per_class=cfg.train_per_class,
         test_per_class=cfg.test_per_class,
+        options=options,
     )
     data.train, data.test = data.train.to(device), data.test.to(device)
     return data
@@ -139,7 +146,7 @@ def _fit(
     state = TrainState()
     if resume:
         state = restore_state(out, model, objective, opt, extra_meta)
-    loader = DeviceLoader(
+    loader = make_loader(
         data.train,
         data.spec,
         cfg.batch_size,
@@ -197,6 +204,8 @@ def _fit(
             st = trainer.run()
         except Diverged as exc:
             raise Diverged(exc.message + kept_state(out), exc.part, exc.epoch, exc.step) from None
+        except DataFileError as exc:
+            raise DataFileError(exc.message + resume_hint(out, kind)) from None
     final = {k: st.history[-1][k] for k in ("top1", "top5", "nll", "ece")}
     checkpoint = out / MODEL_FILE
     if dist.is_main():
@@ -235,7 +244,7 @@ def train_teacher(cfg: TrainTeacherConfig, callback: Callback, resume: bool = Fa
     device = _precheck(cfg, resume)
     if cfg.init is not None:
         source, meta = load_any_model(cfg.init, arch=cfg.arch, option="--arch")
-    data = load_data(cfg, device)
+    data = load_data(cfg, device, callback)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, data.spec.num_classes)
     if cfg.init is not None:
@@ -269,7 +278,7 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
         raise UsageError("distill needs a teacher: pass --teacher T.safetensors (or T.pth)")
     device = _precheck(cfg, resume)
     teacher, meta, info = load_teacher(cfg)  # a bad teacher file fails before the data loads
-    data = load_data(cfg, device)
+    data = load_data(cfg, device, callback)
     check_classes(data.spec, teacher.num_classes, meta, str(cfg.teacher))
     teacher = teacher.to(device)
     if channels_last_on(device, cfg.channels_last):

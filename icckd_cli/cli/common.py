@@ -50,7 +50,10 @@ INTERRUPTED = 130
 Opt = typer.Option
 ConfigFile = Annotated[Path | None, Opt("--config", help="TOML file of settings.")]
 Arch = Annotated[str | None, Opt(help="Architecture (see 'icckd models').")]
-Dataset = Annotated[str | None, Opt(help="digits, cifar10, cifar100 or imagefolder.")]
+Dataset = Annotated[
+    str | None,
+    Opt(help="digits, cifar10, cifar100, imagefolder, tinyimagenet or imagenet (streamed)."),
+]
 DataDir = Annotated[Path | None, Opt(help="Folder of the data set's files.")]
 Download = Annotated[
     bool | None, Opt("--download/--no-download", help="Allow torchvision downloads.")
@@ -60,6 +63,13 @@ Flip = Annotated[
 ]
 TrainPC = Annotated[int | None, Opt(help="Keep the first N training images per class.")]
 TestPC = Annotated[int | None, Opt(help="Keep the first N test images per class.")]
+ImageSize = Annotated[
+    int | None, Opt(help="imagenet: crop size in pixels (224; evaluation resizes to /0.875).")
+]
+Workers = Annotated[int | None, Opt(help="imagenet: decoding processes (default: the cores).")]
+MemoryLimit = Annotated[
+    float | None, Opt(help="imagefolder: most GB decoded images may take in memory (16).")
+]
 Epochs = Annotated[int | None, Opt(help="Epochs (recipe: 240; imagenet 100).")]
 BatchSize = Annotated[int | None, Opt(help="Batch size per process (recipe: 64; imagenet 256).")]
 Lr = Annotated[

@@ -136,9 +136,9 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
         )  # fmt: skip
         if reference is not None and t is not reference:
             ours, ref = _top1(exp.teacher_runs(t.name)), _top1(exp.teacher_runs(reference.name))
-            diff = paired_difference(ours["final"], ref["final"])
+            gap = paired_difference(ours["final"], ref["final"])
             pair = dict(teacher=t.name, reference=reference.name)
-            teacher_differences.append({**pair, "last": difference_stats(diff, n)})
+            teacher_differences.append({**pair, "last": difference_stats(gap, n)})
     students, differences = [], []
     for s in exp.students:
         top1 = {}
