@@ -95,6 +95,7 @@ class RunOptions(_Strict):
     compile: bool = False
     sync_bn: bool = False
     eval_batch_size: int = Field(512, ge=1)
+    tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
 
 
 class TeacherLoss(_Strict):
@@ -206,6 +207,15 @@ class InspectConfig(_Strict):
     per_class: bool = False
     all_classes: bool = False
     plot: Path | None = None
+    format: Literal["table", "json"] = "table"
+
+
+class PlotConfig(_Strict):
+    """`icckd plot`: learning curves of run folders side by side."""
+
+    runs: list[Path] = Field(min_length=1)
+    out: Path
+    metrics: list[str] | None = None  # None: train_loss, top1 and nll
     format: Literal["table", "json"] = "table"
 
 
