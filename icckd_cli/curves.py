@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from icckd_cli.errors import UsageError, suggest
+from icckd_cli.errors import IcckdError, UsageError, suggest
 from icckd_cli.plots import Curve, write_learning_curves
 from icckd_cli.rundir import METRICS_FILE, decay_epochs, read_metrics
 from icckd_cli.tensorboard_log import TAGS
@@ -71,7 +71,12 @@ def plot_runs(runs: list[Path], out: Path, metrics: list[str] | None = None) -> 
     else:  # a default no run logs is left out quietly
         wanted = [m for m in wanted if any(m in r for c in curves for r in c.history)]
         check_metrics(curves, wanted or list(DEFAULT_METRICS[:1]))
-    write_learning_curves(curves, wanted, out)
+    try:
+        write_learning_curves(curves, wanted, out)
+    except OSError as exc:
+        raise IcckdError(
+            f"cannot write {out} ({exc.strerror or exc}); choose a writable --out"
+        ) from None
     return {
         "figure": str(out),
         "metrics": wanted,

@@ -260,10 +260,12 @@ def _number(value: Any) -> bool:
 def write_learning_curves(
     curves: list[Curve], metrics: list[str], path: Path, title: str = ""
 ) -> Path:
-    """The learning-curve figure as a PNG (or any format its suffix names)."""
+    """The learning-curve figure as a PNG (or the format its suffix names), written atomically."""
+    from icckd_cli.checkpoint import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig = learning_curves_figure(curves, metrics, title)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=CURVE_DPI)
+    # atomic: a viewer refreshing the figure of a live run never reads half a file
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=CURVE_DPI, format=path.suffix[1:].lower()))
     return path

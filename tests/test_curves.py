@@ -94,6 +94,9 @@ def test_plot_bad_inputs_are_one_line(capsys: Capsys, tmp_path: Path) -> None:
     fake_run(tmp_path / "live", 0, [], partial='{"epoch": 1, "lr"')
     check_fails(capsys, tmp_path, USAGE, "plot", tmp_path / "live", "--out", out,
                 says="holds no finished epoch yet")  # fmt: skip
+    (tmp_path / "notes.txt").write_text("")
+    check_fails(capsys, tmp_path, RUNTIME, "plot", run, "--out", tmp_path / "notes.txt/f.png",
+                says="choose a writable --out")  # fmt: skip
     damaged = fake_run(tmp_path / "damaged", 0, [])
     (damaged / "metrics.jsonl").write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
     line = check_fails(capsys, tmp_path, RUNTIME, "plot", damaged, "--out", out)
