@@ -231,22 +231,31 @@ def learning_curves_figure(curves: list[Curve], metrics: list[str], title: str =
             xs, ys = [p[0] for p in points], [p[1] for p in points]
             marker = "." if len(xs) <= 40 else None
             (line,) = ax.plot(
-                xs, ys, color=colour, linestyle=style, marker=marker, label=c.label, linewidth=1.4
+                xs,
+                ys,
+                color=colour,
+                linestyle=style,
+                marker=marker,
+                label=c.label,
+                linewidth=1.4,
+                drawstyle="steps-mid" if metric == "lr" else "default",  # lr changes in steps
             )
             if k == 0:
                 handles.append(line)
-        for e in decays:  # the lr drops between epoch e and e + 1
-            decay_line = ax.axvline(e + 0.5, color="0.55", linestyle=":", linewidth=1.2)
-        if decays and k == 0:
-            decay_line.set_label("lr decay")
-            handles.append(decay_line)
+        # the lr drops between epoch e and e + 1
+        marks = [ax.axvline(e + 0.5, color="0.55", linestyle=":", linewidth=1.2) for e in decays]
+        if marks and k == 0:
+            marks[0].set_label("lr decay")
+            handles.append(marks[0])
         ax.set_title(metric)
         ax.set_xlabel("epoch")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     height = fig.get_figheight()
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize="small")
+    fig.legend(
+        handles=handles, loc="lower center", ncol=max(min(len(handles), 4), 1), fontsize="small"
+    )
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, bottom / height, 1, 1 - (top - 0.1) / height))
