@@ -202,8 +202,8 @@ class Curve:
 
 
 def panel_grid(count: int) -> tuple[int, int]:
-    """(rows, columns) of the panels: up to three side by side."""
-    cols = min(max(count, 1), 3)
+    """(rows, columns) of the panels: up to three side by side, four as two by two."""
+    cols = 2 if count == 4 else min(max(count, 1), 3)
     return math.ceil(max(count, 1) / cols), cols
 
 

@@ -22,7 +22,7 @@ def fake_run(folder: Path, epochs: int, decay: list[int], partial: str = "") -> 
     (folder / "config.json").write_text(json.dumps({"lr_decay_epochs": decay}))
     records = [
         {"epoch": e, "lr": 0.05 * 0.1 ** sum(e > d for d in decay), "train_loss": 3.0 / e,
-         "top1": 10.0 * e, "top5": 50.0 + e, "nll": 2.0 / e}
+         "top1": 10.0 * e, "top5": 50.0 + e, "nll": 2.0 / e, "ece": 0.1 / e}
         for e in range(1, epochs + 1)
     ]  # fmt: skip
     text = "".join(json.dumps(r) + "\n" for r in records)
@@ -65,9 +65,10 @@ def test_plot_of_two_runs_has_a_panel_per_metric(capsys: Capsys, tmp_path: Path)
         assert png.format == "PNG"
         assert png.width == round(2 * PANEL_SIZE[0] * CURVE_DPI)
         one_row = png.height
-    drawn = plot(capsys, a, b, "--out", out, *(x for m in ("lr", "top1", "top5", "nll")
+    drawn = plot(capsys, a, b, "--out", out, *(x for m in ("lr", "top1", "top5", "nll", "ece")
                                                   for x in ("--metric", m)))  # fmt: skip
-    with Image.open(out) as png:  # four panels: three in the first row, one below
+    assert drawn["metrics"] == ["lr", "top1", "top5", "nll", "ece"]
+    with Image.open(out) as png:  # five panels: three in the first row, two below
         assert png.width == round(3 * PANEL_SIZE[0] * CURVE_DPI)
         assert png.height == one_row + round(PANEL_SIZE[1] * CURVE_DPI)
     assert plot(capsys, a, "--out", out)["metrics"] == ["train_loss", "top1", "nll"]
@@ -86,8 +87,8 @@ def test_plot_bad_inputs_are_one_line(capsys: Capsys, tmp_path: Path) -> None:
                 says="run folder")  # fmt: skip
     line = check_fails(capsys, tmp_path, USAGE, "plot", run, "--out", out, "--metric", "top")
     assert line == (
-        "error: no run logs the metric 'top'. Did you mean: top5, top1? Choose from: lr, nll, "
-        "top1, top5, train_loss"
+        "error: no run logs the metric 'top'. Did you mean: top5, top1? Choose from: ece, lr, "
+        "nll, top1, top5, train_loss"
     )
     check_fails(capsys, tmp_path, USAGE, "plot", run, "--out", tmp_path / "f.txt",
                 says="name a .png file")  # fmt: skip

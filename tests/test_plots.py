@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from icckd_cli.errors import IcckdError
-from icckd_cli.plots import Curve, learning_curves_figure, write_figures
+from icckd_cli.plots import Curve, learning_curves_figure, panel_grid, write_figures
 from icckd_cli.softlabels import SoftLabelAccumulator, SoftLabelStats
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -69,3 +69,8 @@ def test_learning_curves_draw_one_panel_per_metric_and_mark_the_decays() -> None
     # the drop after epoch 2 is marked between epochs 2 and 3; epoch 10 lies past the data
     assert [list(line.get_xdata()) for line in top1[3:]] == [[2.5, 2.5]]
     assert [len(line.get_xdata()) for line in axes[2].get_lines()[:3]] == [0, 0, 3]
+
+
+def test_panels_run_three_to_a_row_and_four_as_a_square() -> None:
+    grids = [panel_grid(n) for n in range(1, 8)]
+    assert grids == [(1, 1), (1, 2), (1, 3), (2, 2), (2, 3), (2, 3), (3, 3)]
