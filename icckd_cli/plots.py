@@ -174,7 +174,7 @@ def write_figures(
 # What a metrics.jsonl key means, for the panel's axis; others are shown by their key alone.
 METRIC_LABELS = {
     "train_loss": "training loss (weighted sum)",
-    "train_ce": "training cross-entropy",
+    "train_ce": "training cross-entropy (unweighted)",
     "train_icc": "training L_intra",
     "train_icc_gate_pass": "fraction of anchors past the gate",
     "train_icc_negatives": "negatives per counted anchor",
@@ -211,9 +211,9 @@ def learning_curves_figure(curves: list[Curve], metrics: list[str], title: str =
     """One panel per metric, one line per run over epochs, lr decays as dotted lines."""
     rows, cols = panel_grid(len(metrics))
     legend_rows = math.ceil((len(curves) + 1) / 4)
-    bottom = 0.28 * legend_rows + 0.2  # inches kept for the legend under the panels
-    top = 0.45 if title else 0.1
-    fig = Figure(figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows + bottom + top))
+    extra = 0.25 * legend_rows + 0.1 + (0.3 if title else 0.0)  # inches: legend and title
+    # constrained layout places the title, the panels and the legend below them
+    fig = Figure(figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows + extra), layout="constrained")
     groups = list(dict.fromkeys(c.group or c.label for c in curves))
     seen: dict[str, int] = {}
     styles = []
@@ -252,13 +252,10 @@ def learning_curves_figure(curves: list[Curve], metrics: list[str], title: str =
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    height = fig.get_figheight()
-    fig.legend(
-        handles=handles, loc="lower center", ncol=max(min(len(handles), 4), 1), fontsize="small"
-    )
+    ncol = max(min(len(handles), 4), 1)
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, bottom / height, 1, 1 - (top - 0.1) / height))
     return fig
 
 

@@ -24,8 +24,9 @@ IGNORED_ON_REUSE = set(
     "compile channels_last tensorboard".split()
 )
 DIVERSITY_FILE = "diversity.json"
-# Panels of the learning-curve figures; the gate's pass rate only where a run logs it.
-CURVE_METRICS = ("train_loss", "top1", "nll", "train_icc_gate_pass")
+# Panels of the learning-curve figures: the unweighted training CE compares every kind of
+# run (their weighted sums do not); the gate's pass rate only where a run logs it.
+CURVE_METRICS = ("train_ce", "top1", "nll", "train_icc_gate_pass")
 
 
 def check_reusable(run: Run) -> None:
