@@ -51,6 +51,7 @@ def test_metrics_are_named_by_key_or_tensorboard_tag() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_plot_of_two_runs_has_a_panel_per_metric(capsys: Capsys, tmp_path: Path) -> None:
     a = fake_run(tmp_path / "a", 4, [2])
     b = fake_run(tmp_path / "b", 3, [2], partial='{"epoch": 4, "lr": 0.0')  # live: mid-write

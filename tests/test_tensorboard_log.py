@@ -114,6 +114,7 @@ def test_tensorboard_without_the_package(
     assert not (tmp_path / "quiet" / "tensorboard").exists()
 
 
+@pytest.mark.slow
 def test_no_tensorboard_writes_no_events_and_overwrite_clears_old_ones(
     capsys: Capsys, tmp_path: Path
 ) -> None:
