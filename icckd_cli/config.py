@@ -174,6 +174,7 @@ class RunOptions(_Strict):
     compile: bool = False
     sync_bn: bool = False
     eval_batch_size: int = Field(512, ge=1)
+    tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
 
 
 class TeacherLoss(_Strict):
@@ -315,6 +316,15 @@ class FetchConfig(_Strict):
                 "digits (8 to 64 of them)"
             )
         return self
+
+
+class PlotConfig(_Strict):
+    """`icckd plot`: learning curves of run folders side by side."""
+
+    runs: list[Path] = Field(min_length=1)
+    out: Path
+    metrics: list[str] | None = None  # None: train_loss, top1 and nll
+    format: Literal["table", "json"] = "table"
 
 
 def option_name(field: str) -> str:

@@ -1,7 +1,8 @@
 """Run folders: the files a run writes, refusing to clobber one, failed writes, Ctrl-C.
 
 A run folder holds config.json from the start, state.safetensors while the run can be
-resumed, metrics.jsonl after each epoch and model.safetensors once it has finished.
+resumed, metrics.jsonl after each epoch (and tensorboard/ event files, when on) and
+model.safetensors once it has finished.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
+TENSORBOARD_DIR = "tensorboard"
+EVENTS_GLOB = "events.out.tfevents.*"
 
 
 def check_resumable(out: Path) -> None:
@@ -82,6 +85,9 @@ def start_run_dir(out: Path, config: dict[str, Any], overwrite: bool, resume: bo
             # only now, after every check passed: a typo must not cost the old run
             for name in (MODEL_FILE, STATE_FILE, METRICS_FILE):
                 (out / name).unlink(missing_ok=True)
+        if not resume:  # curves of an old or aborted run must not mix with the new one's
+            for events in (out / TENSORBOARD_DIR).glob(EVENTS_GLOB):
+                events.unlink()
         write_text_atomic(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     except OSError as exc:
         raise IcckdError(
@@ -111,6 +117,54 @@ def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     lines = "".join(json.dumps(r) + "\n" for r in history)
     with writing(out, METRICS_FILE):
         write_text_atomic(out / METRICS_FILE, lines)
+
+
+def read_metrics(run: Path) -> list[dict[str, Any]]:
+    """A run folder's metrics.jsonl records; a partial last line (a live run) is skipped."""
+    run = Path(run)
+    if not run.is_dir():
+        raise UsageError(f"run folder {run} does not exist; give the --out folder of a run")
+    path = run / METRICS_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UsageError(
+            f"{run} holds no {METRICS_FILE}; give the --out folder of a train-teacher or "
+            "distill run that finished at least one epoch"
+        ) from None
+    except OSError as exc:
+        raise IcckdError(f"cannot read {path} ({exc.strerror or exc})") from None
+    *complete, last = text.split("\n")  # `last` is "" unless a line is still being written
+    records = []
+    for i, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        record = _record(line)
+        if record is None:
+            raise IcckdError(
+                f"{path} line {i} is not a JSON record; the file is damaged: fix or delete "
+                "that line"
+            )
+        records.append(record)
+    partial = _record(last)  # None while the run is still writing its last line
+    return records if partial is None else [*records, partial]
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def decay_epochs(run: Path) -> list[int]:
+    """The epochs after which a run's learning rate drops, from its config.json."""
+    try:
+        config = json.loads((Path(run) / CONFIG_FILE).read_text())
+        return [int(e) for e in config.get("lr_decay_epochs") or []]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []
 
 
 def kept_state(out: Path) -> str:

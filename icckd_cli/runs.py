@@ -48,6 +48,7 @@ from icckd_cli.rundir import (
     writing,
 )
 from icckd_cli.state import restore_state, save_state
+from icckd_cli.tensorboard_log import check_tensorboard, open_event_log
 
 
 @dataclass
@@ -173,6 +174,8 @@ def _fit(
     def on_event(event: str, info: dict[str, Any]) -> None:
         if event == "epoch" and dist.is_main():
             write_metrics(out, trainer.state.history)
+            if events is not None:
+                events.epoch(info)
         if dist.is_main():
             callback(event, info)
 
@@ -200,12 +203,17 @@ def _fit(
             state=state,
             eval_model=model,
         )
+        # process 0 alone writes, as for metrics.jsonl; a resumed run continues its curves
+        events = open_event_log(cfg.tensorboard, out, state.history) if dist.is_main() else None
         try:
             st = trainer.run()
         except Diverged as exc:
             raise Diverged(exc.message + kept_state(out), exc.part, exc.epoch, exc.step) from None
         except DataFileError as exc:
             raise DataFileError(exc.message + resume_hint(out, kind)) from None
+        finally:
+            if events is not None:
+                events.close()
     final = {k: st.history[-1][k] for k in ("top1", "top5", "nll", "ece")}
     checkpoint = out / MODEL_FILE
     if dist.is_main():
@@ -230,6 +238,7 @@ def _fit(
 def _precheck(cfg: Any, resume: bool) -> torch.device:
     """The cheap checks, before data is loaded and before anything is written."""
     resolve_name(cfg.arch)  # an unknown architecture fails now, not after the data loads
+    check_tensorboard(cfg.tensorboard)
     out = Path(cfg.out)
     if resume:
         check_resumable(out)

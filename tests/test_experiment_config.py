@@ -29,7 +29,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
          "x.toml: [student]: unknown key 'epoch'. Did you mean: epochs, lr_decay_epochs?"),
         (("[teacher]\n", "[teacher]\ndataset = \"cifar10\"\n"),
          "x.toml: [teacher]: 'dataset' belongs in [experiment] (every run of an experiment uses "
-         "the same data and device)"),
+         "the same data, device and tensorboard setting)"),
         (("method = \"kd\"", "method = \"kd\"\nseed = 3"),
          "x.toml: [[students]] 'kd': 'seed' is set by the experiment; use seeds = [...] in "
          "[experiment]"),
@@ -104,6 +104,23 @@ def test_shared_tables_and_entries_combine_in_that_order(tmp_path: Path) -> None
     assert student.config.teacher == tmp_path / "exp/teachers/icc/seed0/model.safetensors"
     assert student.config.seed == 0 and student.config.dataset == "digits"
     assert student.config.train_per_class == 20 and student.config.device == "cpu"
+
+
+def test_tensorboard_is_one_setting_for_every_run(tmp_path: Path) -> None:
+    text = tiny_experiment(tmp_path, ('device = "cpu"', 'device = "cpu"\ntensorboard = false'))
+    exp = parse_experiment_text(text)
+    assert {r.config.tensorboard for r in exp.runs} == {False} and len(exp.runs) == 10
+    file = tmp_path / "x.toml"
+    file.write_text(text)
+    exp = ex.parse_experiment(read_toml(file), "x.toml", {"tensorboard": True})  # the option wins
+    assert {r.config.tensorboard for r in exp.runs} == {True}
+    assert {
+        r.config.tensorboard for r in parse_experiment_text(tiny_experiment(tmp_path)).runs
+    } == {None}
+    with pytest.raises(UsageError, match=r"\[teacher\]: 'tensorboard' belongs in \[experiment\]"):
+        parse_experiment_text(
+            tiny_experiment(tmp_path, ("[teacher]\n", "[teacher]\ntensorboard = true\n"))
+        )
 
 
 # ----------------------------------------------------------------------------- examples

@@ -92,6 +92,13 @@ EvalEvery = Annotated[
 Resume = Annotated[Path | None, Opt(help="Continue the interrupted run in this folder.")]
 Compile = Annotated[bool | None, Opt("--compile/--no-compile", help="Use torch.compile.")]
 Precision = Annotated[str | None, Opt(help="auto (bf16 on CUDA), fp32, bf16 or fp16.")]
+Tensorboard = Annotated[
+    bool | None,
+    Opt(
+        "--tensorboard/--no-tensorboard",
+        help="TensorBoard event files in OUT/tensorboard/ (default: on if installed).",
+    ),
+]
 SyncBN = Annotated[bool | None, Opt("--sync-bn", help="Synchronised batch norm (torchrun).")]
 Format = Annotated[str, Opt("--format", help="table or json.")]
 

@@ -1,4 +1,4 @@
-"""eval, inspect-softlabels and models: commands that read checkpoints or the zoo."""
+"""eval, inspect-softlabels, plot and models: commands that read checkpoints, runs, the zoo."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
-from icckd_cli.config import EvalConfig, InspectConfig, build
+from icckd_cli.config import EvalConfig, InspectConfig, PlotConfig, build
 
 
 @app.command("eval")
@@ -101,6 +101,32 @@ def inspect_softlabels(
         report.softlabel_per_class(results, cfg.all_classes)
     for f in figures:
         report.note(f"wrote {f}")
+
+
+@app.command("plot")
+@handle_errors
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (their metrics.jsonl).")],
+    out: Annotated[Path, Opt(help="The figure to write, e.g. curves.png.")],
+    metric: Annotated[
+        list[str] | None,
+        Opt(
+            help="A metrics.jsonl key or TensorBoard tag, once per panel (default: "
+            "train_loss, top1, nll)."
+        ),
+    ] = None,
+    fmt: Format = "table",
+) -> None:
+    """Learning curves of several runs side by side, one panel per metric."""
+    cfg = build(PlotConfig, {"runs": runs, "out": out, "metrics": metric or None})
+    from icckd_cli.curves import plot_runs
+
+    drawn = plot_runs(cfg.runs, cfg.out, cfg.metrics)
+    if _format(fmt) == "json":
+        report.print_json(drawn)
+        return
+    runs_drawn = ", ".join(f"{r['label']} ({r['epochs']} epochs)" for r in drawn["runs"])
+    report.note(f"wrote {drawn['figure']}: {', '.join(drawn['metrics'])} of {runs_drawn}")
 
 
 @app.command("models")

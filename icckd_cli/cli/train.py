@@ -36,6 +36,7 @@ from icckd_cli.cli.common import (
     SaveEvery,
     Seed,
     SyncBN,
+    Tensorboard,
     TestPC,
     TrainPC,
     Wd,
@@ -50,22 +51,21 @@ from icckd_cli.errors import UsageError
 
 
 def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
-    """The saved config of an interrupted run; only --device may change."""
+    """The saved config of an interrupted run; only --device and --tensorboard may change."""
     from icckd_cli.rundir import CONFIG_FILE
 
     path = Path(resume) / CONFIG_FILE
     if not path.is_file():
         raise UsageError(f"{resume} holds no {CONFIG_FILE}; it is not an icckd run folder")
-    extra = sorted(k for k in given if k != "device")
+    extra = sorted(k for k in given if k not in ("device", "tensorboard"))
     if extra:
         raise UsageError(
             f"--resume continues the saved settings of {resume}; drop {option_name(extra[0])} "
-            "(only --device may change)"
+            "(only --device and --tensorboard may change)"
         )
     saved = json.loads(path.read_text())
     saved.update({"out": str(resume)})
-    if given.get("device"):
-        saved["device"] = given["device"]
+    saved.update({k: given[k] for k in ("device", "tensorboard") if given.get(k) is not None})
     return build(model, saved)
 
 
@@ -139,6 +139,7 @@ def train_teacher(
     compile: Compile = None,
     precision: Precision = None,
     sync_bn: SyncBN = None,
+    tensorboard: Tensorboard = None,
     icc_weight: Annotated[
         float | None, Opt(help="lambda of L_intra (0: plain cross-entropy teacher).")
     ] = None,
@@ -221,6 +222,7 @@ def distill(
     compile: Compile = None,
     precision: Precision = None,
     sync_bn: SyncBN = None,
+    tensorboard: Tensorboard = None,
     fmt: Format = "table",
 ) -> None:
     """Distill a student from a frozen teacher (KD, RKD, DKD, CRD, combined)."""

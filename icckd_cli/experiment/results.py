@@ -247,6 +247,9 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         ]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
         lines += ["", *[f"- {n}" for n in t.notes], *([""] if t.notes else [])]
+    figures = results.get("figures") or []  # written by matrix.write_curves
+    if figures:
+        lines += ["## learning curves", "", *(f"![{f['title']}]({f['file']})\n" for f in figures)]
     return "\n".join(lines)
 
 
