@@ -34,8 +34,12 @@ def check_classes(spec: DataSpec, num_classes: int, meta: dict[str, Any], source
             f"{source} predicts {num_classes} classes but data set '{spec.name}' has "
             f"{spec.num_classes}; use the data set it was trained on"
         )
-    theirs = (meta.get("dataset") or {}).get("classes")
-    if theirs and list(theirs) != list(spec.classes):
+    recorded = meta.get("dataset") or {}
+    theirs = recorded.get("classes")
+    # torchvision's ImageNet weights name their classes, ILSVRC folders number them by wnid:
+    # both in sorted-wnid order, so the count checked above is the check
+    by_wnid = recorded.get("class_order") == "wnid" and spec.name == "imagenet"
+    if theirs and not by_wnid and list(theirs) != list(spec.classes):
         raise UsageError(
             f"{source} was trained on other classes ({', '.join(theirs[:4])}...) than data set "
             f"'{spec.name}' ({', '.join(spec.classes[:4])}...); use the matching data set"

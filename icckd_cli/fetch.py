@@ -110,6 +110,9 @@ def _torchvision(name: str, rest: str) -> Published | None:
     categories = list(weights.meta["categories"])
     crop = int(tf.crop_size[0])
     dataset = _dataset("imagenet", categories, list(tf.mean), list(tf.std), crop)
+    # display names ("tench") of the classes in sorted-wnid order, which ILSVRC folders
+    # (train/n01440764/...) give too: the imagenet data set matches them by order
+    dataset["class_order"] = "wnid"
     preprocessing = {
         "resize_size": list(tf.resize_size),
         "crop_size": list(tf.crop_size),

@@ -247,6 +247,7 @@ def test_torchvision_weights_record_the_enums_metadata(capsys: Capsys, tmp_path:
     assert meta["arch"] == "tv_resnet18" and meta["num_classes"] == 1000
     assert meta["dataset"]["name"] == "imagenet"
     assert meta["dataset"]["classes"] == weights.meta["categories"]
+    assert meta["dataset"]["class_order"] == "wnid"  # matched to ILSVRC folders by order
     assert meta["dataset"]["mean"] == list(tf.mean) and meta["dataset"]["image_size"] == 224
     assert meta["source"]["preprocessing"]["resize_size"] == list(tf.resize_size) == [256]
     assert meta["source"]["verified"] is True
