@@ -33,7 +33,9 @@ FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit; larger means corrupt
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container
 PICKLE_MAGIC = b"\x80"  # a raw pickle (protocol 2 or later), the legacy torch.save format
-JSON_FIELDS = ("dataset", "config", "metrics", "versions", "teacher", "objective", "extra")
+JSON_FIELDS = (
+    "dataset", "config", "metrics", "versions", "teacher", "objective", "extra", "source",
+)  # fmt: skip
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -6,6 +6,7 @@ TOML file uses the same names as the options (`icc_weight = 0.1` for `--icc-weig
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,59 @@ RECIPE_EPOCHS = 240
 RECIPE_DECAY = (150, 180, 210)
 SMALL_LR_FAMILIES = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 
+# The published ImageNet KD protocol (ResNet34 -> ResNet18, ResNet50 -> MobileNetV1), as in
+# mdistiller's configs/imagenet/r34_r18/{kd,dkd}.yaml: 100 epochs, SGD momentum 0.9, weight
+# decay 1e-4, lr divided by 10 at epochs 30, 60 and 90, lr 0.2 at a global batch of 512,
+# i.e. 0.1 per 256 images (the linear scaling rule); KD with CE 0.5, KD 0.5, T = 1; DKD
+# with CE 1, alpha 1, beta 0.5, T = 1 and one warm-up epoch. See README "ImageNet recipe".
+IMAGENET_EPOCHS = 100
+IMAGENET_DECAY = (30, 60, 90)
+IMAGENET_LR_PER_256 = 0.1
+# Per-class cache size with 1,000 classes: the CIFAR value, measured in docs/performance.md
+# ("The intra-class cache on 1,000 classes"): with ~0.26 same-class images per batch of 256
+# the cache supplies nearly every negative, 64 matches CIFAR-100's negatives per anchor, and
+# it costs 125 MiB (D = 512) and well under 0.1% of a ResNet-18 step; 256 would cost 4x the
+# memory (and state-file size) for staler negatives.
+IMAGENET_QUEUE_SIZE = 64
+IMAGENET_RECIPE: dict[str, Any] = {
+    "epochs": IMAGENET_EPOCHS,
+    "batch_size": 256,
+    "weight_decay": 1e-4,
+    "momentum": 0.9,
+    "queue_size": IMAGENET_QUEUE_SIZE,
+    "dkd_temperature": 1.0,
+    "dkd_beta": 0.5,
+    "dkd_warmup": 1,
+}
+IMAGENET_KD_WEIGHTS: dict[str, Any] = {"ce_weight": 0.5, "kd_weight": 0.5, "kd_temperature": 1.0}
+
+
+def recipe_defaults(dataset: str | None, fields: Any, method: str | None = None) -> dict[str, Any]:
+    """The data set's own defaults for the given config fields ({} for the CIFAR recipe)."""
+    if dataset != "imagenet":
+        return {}
+    recipe = dict(IMAGENET_RECIPE)
+    if method in (None, "kd"):  # the KD weights of the ImageNet protocol belong to KD alone
+        recipe.update(IMAGENET_KD_WEIGHTS)
+    return {k: v for k, v in recipe.items() if k in fields}
+
+
+def teacher_data(teacher: Any) -> dict[str, Any]:
+    """The data set (and its folder) recorded in an icckd teacher checkpoint; {} if none."""
+    if teacher is None or Path(teacher).suffix in (".pth", ".pt"):
+        return {}
+    from icckd_cli.checkpoint import read_metadata
+    from icckd_cli.errors import IcckdError
+
+    try:
+        recorded = read_metadata(Path(teacher)).get("dataset") or {}
+    except IcckdError:  # a bad teacher file gets its own error when the teacher loads
+        return {}
+    out = {"dataset": recorded["name"]} if recorded.get("name") else {}
+    if out and recorded.get("data_dir"):
+        out["data_dir"] = recorded["data_dir"]
+    return out
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -38,6 +92,22 @@ class DataOptions(_Strict):
     crop_padding: int = Field(4, ge=0, le=32)
     train_per_class: int | None = Field(None, ge=1)
     test_per_class: int | None = Field(None, ge=1)
+    image_size: int = Field(224, ge=16, le=1024)  # streamed sets (imagenet): crop size
+    workers: int | None = Field(None, ge=0)  # streamed decoding; None: the cores (0: inline)
+    memory_limit_gb: float = Field(16.0, gt=0)  # imagefolder: decoded size allowed in memory
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_set_defaults(cls, data: Any) -> Any:
+        """Precedence: given > the teacher's recorded data set (distill) > data set recipe."""
+        if not isinstance(data, dict):
+            return data
+        if "teacher" in cls.model_fields and data.get("dataset") is None:
+            recorded = teacher_data(data.get("teacher"))
+            given = {k: v for k, v in data.items() if v is not None}
+            data = {**recorded, **given}
+        fields = cls.model_fields
+        return {**recipe_defaults(data.get("dataset"), fields, data.get("method")), **data}
 
 
 class OptimOptions(_Strict):
@@ -67,17 +137,25 @@ class OptimOptions(_Strict):
                 )
         return self
 
-    def resolved_lr(self, arch: str) -> float:
-        """The learning rate: explicit, or the recipe's for this architecture."""
+    def resolved_lr(self, arch: str, world: int = 1) -> float:
+        """The learning rate: explicit, or the recipe's for this architecture and data set.
+
+        ImageNet scales linearly with the global batch (batch_size x `world` processes).
+        """
         if self.lr is not None:
             return self.lr
+        if getattr(self, "dataset", None) == "imagenet":
+            return IMAGENET_LR_PER_256 * self.batch_size * world / 256
         return 0.01 if arch in SMALL_LR_FAMILIES else 0.05
 
     def resolved_decay(self) -> list[int]:
-        """Decay epochs: explicit, or the recipe's scaled to the run's length."""
+        """Decay epochs: explicit, or the data set recipe's scaled to the run's length."""
         if self.lr_decay_epochs is not None:
             return list(self.lr_decay_epochs)
-        scaled = [round(e * self.epochs / RECIPE_EPOCHS) for e in RECIPE_DECAY]
+        length, decay = RECIPE_EPOCHS, RECIPE_DECAY
+        if getattr(self, "dataset", None) == "imagenet":
+            length, decay = IMAGENET_EPOCHS, IMAGENET_DECAY
+        scaled = [round(e * self.epochs / length) for e in decay]
         return sorted({e for e in scaled if 0 < e < self.epochs})
 
 
@@ -96,6 +174,7 @@ class RunOptions(_Strict):
     compile: bool = False
     sync_bn: bool = False
     eval_batch_size: int = Field(512, ge=1)
+    tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
 
 
 class TeacherLoss(_Strict):
@@ -208,6 +287,43 @@ class InspectConfig(_Strict):
     per_class: bool = False
     all_classes: bool = False
     plot: Path | None = None
+    format: Literal["table", "json"] = "table"
+
+
+class FetchConfig(_Strict):
+    """`icckd fetch-teacher`: a published teacher converted into an icckd checkpoint."""
+
+    name: str
+    out: Path
+    source: str | None = None  # --from: a mirror URL or a file downloaded by hand
+    sha256: str | None = None  # the downloaded file's expected sha256 (full or a prefix)
+    overwrite: bool = False
+    evaluate: bool = True  # top-1 on the data set's test split, where the data set is present
+    data_dir: Path | None = None
+    device: str = "auto"
+    batch_size: int = Field(512, ge=1)
+    format: Literal["table", "json"] = "table"
+
+    @model_validator(mode="after")
+    def _check(self) -> FetchConfig:
+        if self.out.suffix != ".safetensors":
+            raise ValueError(
+                f"invalid value for --out ({str(self.out)!r}): name the checkpoint FILE.safetensors"
+            )
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{8,64}", self.sha256):
+            raise ValueError(
+                f"invalid value for --sha256 ({self.sha256!r}): give the file's sha256 as hex "
+                "digits (8 to 64 of them)"
+            )
+        return self
+
+
+class PlotConfig(_Strict):
+    """`icckd plot`: learning curves of run folders side by side."""
+
+    runs: list[Path] = Field(min_length=1)
+    out: Path
+    metrics: list[str] | None = None  # None: train_loss, top1 and nll
     format: Literal["table", "json"] = "table"
 
 

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from icckd_cli import distributed as dist
-from icckd_cli.data import DataSpec, DeviceLoader, Split, eval_batches
-from icckd_cli.errors import IcckdError, UsageError
+from icckd_cli.data import DataSpec, DeviceLoader, Split, StreamLoader, eval_batches
+from icckd_cli.errors import DataFileError, IcckdError, UsageError
 from icckd_cli.losses import expected_calibration_error
 from icckd_cli.objectives import Objective
 
@@ -92,7 +92,7 @@ def predict(
     """(logits (B, C), features (B, D), labels (B,)) in order, in eval mode, no gradient."""
     was_training = model.training
     model.eval()
-    device = split.images.device
+    device = split.device
     try:
         with torch.inference_mode(), autocast(device, precision):
             for x, y in eval_batches(split, spec, batch_size, channels_last):
@@ -165,7 +165,7 @@ class Trainer:
     model: nn.Module
     objective: Objective
     optimizer: torch.optim.Optimizer
-    loader: DeviceLoader
+    loader: DeviceLoader | StreamLoader  # in memory, or streamed: one interface
     test: Split
     spec: DataSpec
     epochs: int
@@ -185,7 +185,7 @@ class Trainer:
 
     def run(self) -> TrainState:
         """Train from `state` to the last epoch; returns the final state."""
-        st, device = self.state, self.test.images.device
+        st, device = self.state, self.test.device
         steps = len(self.loader)
         self.callback("start", {"epochs": self.epochs, "steps": steps, "epoch": st.epoch})
         while st.epoch < self.epochs:
@@ -200,7 +200,8 @@ class Trainer:
             }
             bad = torch.full((2,), -1, dtype=torch.long, device=device)  # (step, part)
             names: list[str] = []
-            for batch in self.loader.epoch(st.epoch, st.step):
+            batches = self.loader.epoch(st.epoch, st.step)
+            while (batch := self._next(batches, st, sums, started)) is not None:
                 with autocast(device, self.precision):
                     loss, parts = self.objective(self.model, batch, st.epoch)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -263,6 +264,25 @@ class Trainer:
                 self.save_state(st)
         self.callback("end", {"best": st.best})
         return st
+
+    def _next(
+        self, batches: Iterator[Any], st: TrainState, sums: dict[str, Tensor], started: float
+    ) -> Any:
+        """The next batch, or None at the end of the epoch.
+
+        A streamed file that cannot be read stops the run; alone, the state after the last
+        finished step is saved first, so --resume continues once the file is fixed. Under
+        torchrun the other ranks are mid-step, so the last periodic save is what remains.
+        """
+        try:
+            return next(batches, None)
+        except DataFileError:
+            if not dist.is_distributed():
+                self._check_weights(st)  # never let broken weights replace the last good state
+                st.sums = {k: v.item() for k, v in sums.items()}
+                st.elapsed += time.perf_counter() - started
+                self.save_state(st)
+            raise
 
     def _check(self, bad: Tensor, names: list[str], st: TrainState) -> None:
         """Stop with a clear message once any loss part went NaN or infinite."""

@@ -25,6 +25,10 @@ class UsageError(IcckdError):
         super().__init__(message, USAGE)
 
 
+class DataFileError(IcckdError):
+    """An image file met in the middle of a streamed epoch cannot be read: exit code 1."""
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """' Did you mean: a, b?' for close matches (case-insensitive), else ''."""
     choices = list(choices)

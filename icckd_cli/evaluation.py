@@ -14,7 +14,7 @@ from torch import nn
 
 from icckd_cli.checkpoint import load_any_model
 from icckd_cli.config import RunOptions
-from icckd_cli.data import Dataset, DataSpec, load_dataset
+from icckd_cli.data import Dataset, DataSpec, LoadOptions, load_dataset
 from icckd_cli.engine import channels_last_on, evaluate, resolve_device
 from icckd_cli.errors import UsageError
 from icckd_cli.models import ZooModel
@@ -34,8 +34,12 @@ def check_classes(spec: DataSpec, num_classes: int, meta: dict[str, Any], source
             f"{source} predicts {num_classes} classes but data set '{spec.name}' has "
             f"{spec.num_classes}; use the data set it was trained on"
         )
-    theirs = (meta.get("dataset") or {}).get("classes")
-    if theirs and list(theirs) != list(spec.classes):
+    recorded = meta.get("dataset") or {}
+    theirs = recorded.get("classes")
+    # torchvision's ImageNet weights name their classes, ILSVRC folders number them by wnid:
+    # both in sorted-wnid order, so the count checked above is the check
+    by_wnid = recorded.get("class_order") == "wnid" and spec.name == "imagenet"
+    if theirs and not by_wnid and list(theirs) != list(spec.classes):
         raise UsageError(
             f"{source} was trained on other classes ({', '.join(theirs[:4])}...) than data set "
             f"'{spec.name}' ({', '.join(spec.classes[:4])}...); use the matching data set"
@@ -70,12 +74,18 @@ def open_checkpoint(
     if dataset is None:  # the recorded subset, so eval sees what training saw
         test_per_class = test_per_class or cfg_rec.get("test_per_class")
         train_per_class = train_per_class or cfg_rec.get("train_per_class")
+    options = LoadOptions()
+    if recorded.get("image_size"):  # a streamed set crops at the size the model learnt
+        options.image_size = int(recorded["image_size"])
+    if cfg_rec.get("workers") is not None:
+        options.workers = int(cfg_rec["workers"])
     data = load_dataset(
         name,
         data_dir,
         download=download,
         train_per_class=train_per_class,
         test_per_class=test_per_class,
+        options=options,
     )
     check_classes(data.spec, model.num_classes, meta, str(path))
     if recorded.get("mean"):  # normalise exactly as in training

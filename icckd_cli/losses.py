@@ -66,8 +66,15 @@ def icc_terms(
     queue: Tensor | None = None,
     queue_labels: Tensor | None = None,
     anchor_mask: Tensor | None = None,
+    class_bank: Tensor | None = None,
+    class_filled: Tensor | None = None,
 ) -> IntraClassTerms:
-    """Intra-class contrastive loss with its anchor statistics: (B, D), (B, D), (B,) -> terms."""
+    """Intra-class contrastive loss with its anchor statistics: (B, D), (B, D), (B,) -> terms.
+
+    The cache comes as `queue` (M, D) with `queue_labels` (M,), or per class as `class_bank`
+    (C, K, D) with `class_filled` (C, K) bool: then each anchor meets only the K slots of its
+    own class, the same negatives as the flat form of the bank at 1/C of the work.
+    """
     b = z1.shape[0]
     anchors = F.normalize(torch.cat([z1, z2]), dim=1)  # (2B, D), rows ordered as cat([z1, z2])
     device = anchors.device
@@ -83,6 +90,13 @@ def icc_terms(
         q = queue.to(device=device, dtype=anchors.dtype)  # (M, D)
         sims = torch.cat([sims, anchors @ q.T], dim=1)  # (2B, 2B + M)
         negative = torch.cat([negative, lab[:, None] == queue_labels.to(device)[None, :]], dim=1)
+    if class_bank is not None:
+        if class_filled is None:
+            raise ValueError("class_filled must be given with class_bank")
+        # other classes' slots could only ever be masked out: gather the anchor's own K
+        own = class_bank.to(device=device, dtype=anchors.dtype)[lab]  # (2B, K, D)
+        sims = torch.cat([sims, torch.einsum("nd,nkd->nk", anchors, own)], dim=1)  # (2B, +K)
+        negative = torch.cat([negative, class_filled.to(device)[lab]], dim=1)
 
     logits = sims / temperature
     pos_col = (torch.arange(2 * b, device=device) + b) % (2 * b)  # the other view of the image

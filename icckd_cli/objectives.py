@@ -156,17 +156,20 @@ class TeacherObjective(Objective):
         # under torchrun the other processes' share of the global batch joins the negatives
         z_all, z_others = dist.gather_rows(F.normalize(z.detach().float(), dim=1))
         y_all, y_others = dist.gather_rows(out["labels"])
-        queue, queue_labels = self.queue.padded()  # fixed shape: no host-device sync
-        queue = torch.cat([queue, z_others.to(queue.dtype)])  # (M + (W-1)*2B, D)
-        queue_labels = torch.cat([queue_labels, y_others])
+        # the cache per class, fixed shape (no host-device sync): each anchor reads only its
+        # own class's K slots, so the cost does not grow with the number of classes
+        bank, bank_labels = self.queue.padded()  # (C*K, D), (C*K,) with -1 where empty
+        c, k = self.queue.num_classes, self.queue.size
         loss, counted, negatives = icc_terms(
             z1,
             z2,
             labels,
             temperature=self.temperature,
-            queue=queue if len(queue) else None,
-            queue_labels=queue_labels if len(queue) else None,
+            queue=z_others if len(z_others) else None,  # (W-1)*2B rows of the other processes
+            queue_labels=y_others if len(z_others) else None,
             anchor_mask=gate,
+            class_bank=bank.view(c, k, -1) if k else None,
+            class_filled=(bank_labels >= 0).view(c, k) if k else None,
         )
         n = float(z.shape[0])
         # new_ones, not new_tensor(1.0): a tensor made from a Python number is a host copy

@@ -10,7 +10,15 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 out = Console(soft_wrap=True)
@@ -67,11 +75,15 @@ class TrainingProgress:
         self.progress: Progress | None = None
         self.task: Any = None
         self.epochs = 0
+        self.decode: Progress | None = None
+        self.decode_task: Any = None
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if self.quiet:
             return
-        if event == "start":
+        if event == "decode":
+            self._decoding(info)
+        elif event == "start":
             self.epochs = info["epochs"]
             total = info["epochs"] * info["steps"]
             self.progress = progress_bar(f"[bold]{escape(self.title)}", "steps")
@@ -89,11 +101,73 @@ class TrainingProgress:
             self.progress.stop()
             self.progress = None
 
+    def _decoding(self, info: dict[str, Any]) -> None:
+        """A bar per decoding pass ('decoding 100,000 Tiny-ImageNet train JPEGs in 2 processes')."""
+        if self.decode is None:
+            self.decode = progress_bar(escape(info["what"]), "images")
+            self.decode.start()
+            self.decode_task = self.decode.add_task(info["what"], total=info["total"])
+        self.decode.update(self.decode_task, completed=info["done"])
+        if info["done"] >= info["total"]:
+            self.decode.stop()
+            self.decode = None
+
+    def close(self) -> None:
+        """Stop the bars (also after an error)."""
+        if self.decode is not None:
+            self.decode.stop()
+            self.decode = None
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class DownloadProgress:
+    """A callback for downloads: one transient bar of bytes on stderr."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event != "download":
+            return
+        if self.progress is None:
+            name = escape(str(info["url"]).rsplit("/", 1)[-1])
+            self.progress = Progress(
+                TextColumn(f"[bold]download[/] {name}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+                disable=not err.is_terminal,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("download", total=info["total"])
+        self.progress.update(self.task, completed=info["done"], total=info["total"])
+
     def close(self) -> None:
         """Stop the bar (also after an error)."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def fetched_table(r: dict[str, Any]) -> None:
+    """The table printed by `icckd fetch-teacher`."""
+    top1 = "not evaluated" if r["top1"] is None else f"{r['top1']:.2f} % ({r['dataset']} test)"
+    rows = [
+        ("checkpoint", r["checkpoint"]),
+        ("teacher", r["name"]),
+        ("architecture", r["arch"]),
+        ("data set", f"{r['dataset']} ({r['num_classes']} classes)"),
+        ("source", r["url"]),
+        ("sha256", r["sha256"] + ("" if r["verified"] else " (no published hash to check)")),
+        ("top-1", top1),
+    ]
+    key_value_table("published teacher", rows)
 
 
 def print_json(obj: Any) -> None:
@@ -149,14 +223,15 @@ def eval_table(m: dict[str, Any]) -> None:
     key_value_table("evaluation", rows)
 
 
-def models_table(rows: list[tuple[str, int, int]]) -> None:
-    """`icckd models`: name, parameters at 100 classes, feature size."""
+def models_table(rows: list[tuple[str, int, int, int]]) -> None:
+    """`icckd models`: name, parameters at 100 classes, feature size, intended input size."""
     table = Table(title="model zoo (parameters at 100 classes)", title_justify="left")
     table.add_column("architecture")
     table.add_column("parameters", justify="right")
     table.add_column("feature dim", justify="right")
-    for name, params, dim in rows:
-        table.add_row(name, f"{params:,}", str(dim))
+    table.add_column("input", justify="right")
+    for name, params, dim, size in rows:
+        table.add_row(name, f"{params:,}", str(dim), f"{size}x{size}")
     out.print(table)
 
 

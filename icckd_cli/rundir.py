@@ -1,7 +1,8 @@
 """Run folders: the files a run writes, refusing to clobber one, failed writes, Ctrl-C.
 
 A run folder holds config.json from the start, state.safetensors while the run can be
-resumed, metrics.jsonl after each epoch and model.safetensors once it has finished.
+resumed, metrics.jsonl after each epoch (and tensorboard/ event files, when on) and
+model.safetensors once it has finished.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
+TENSORBOARD_DIR = "tensorboard"
+EVENTS_GLOB = "events.out.tfevents.*"
 
 
 def check_resumable(out: Path) -> None:
@@ -82,6 +85,9 @@ def start_run_dir(out: Path, config: dict[str, Any], overwrite: bool, resume: bo
             # only now, after every check passed: a typo must not cost the old run
             for name in (MODEL_FILE, STATE_FILE, METRICS_FILE):
                 (out / name).unlink(missing_ok=True)
+        if not resume:  # curves of an old or aborted run must not mix with the new one's
+            for events in (out / TENSORBOARD_DIR).glob(EVENTS_GLOB):
+                events.unlink()
         write_text_atomic(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     except OSError as exc:
         raise IcckdError(
@@ -113,6 +119,54 @@ def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
         write_text_atomic(out / METRICS_FILE, lines)
 
 
+def read_metrics(run: Path) -> list[dict[str, Any]]:
+    """A run folder's metrics.jsonl records; a partial last line (a live run) is skipped."""
+    run = Path(run)
+    if not run.is_dir():
+        raise UsageError(f"run folder {run} does not exist; give the --out folder of a run")
+    path = run / METRICS_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UsageError(
+            f"{run} holds no {METRICS_FILE}; give the --out folder of a train-teacher or "
+            "distill run that finished at least one epoch"
+        ) from None
+    except OSError as exc:
+        raise IcckdError(f"cannot read {path} ({exc.strerror or exc})") from None
+    *complete, last = text.split("\n")  # `last` is "" unless a line is still being written
+    records = []
+    for i, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        record = _record(line)
+        if record is None:
+            raise IcckdError(
+                f"{path} line {i} is not a JSON record; the file is damaged: fix or delete "
+                "that line"
+            )
+        records.append(record)
+    partial = _record(last)  # None while the run is still writing its last line
+    return records if partial is None else [*records, partial]
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def decay_epochs(run: Path) -> list[int]:
+    """The epochs after which a run's learning rate drops, from its config.json."""
+    try:
+        config = json.loads((Path(run) / CONFIG_FILE).read_text())
+        return [int(e) for e in config.get("lr_decay_epochs") or []]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []
+
+
 def kept_state(out: Path) -> str:
     """What a run that stopped on NaN leaves behind, for its error message."""
     path = out / STATE_FILE
@@ -123,6 +177,19 @@ def kept_state(out: Path) -> str:
     epoch, step = extra.get("epoch", 0), extra.get("step", 0)
     where = f"epoch {epoch + 1}, step {step}" if step else f"end of epoch {epoch}"
     return f"; nothing was saved after it: the last good state ({where}) stays in {path}"
+
+
+def resume_hint(out: Path, kind: str) -> str:
+    """How to continue a run stopped by an unreadable file, and from where, for its message."""
+    try:
+        extra = read_metadata(out / STATE_FILE).get("extra") or {}
+    except IcckdError:
+        return "; no resumable state had been written yet: start the run again"
+    epoch, step = extra.get("epoch", 0), extra.get("step", 0)
+    where = f"epoch {epoch + 1}, step {step}" if step else f"the end of epoch {epoch}"
+    where = where if step or epoch else "the start"
+    command = "train-teacher" if kind == "teacher" else "distill"
+    return f", then continue with icckd {command} --resume {out} (state saved at {where})"
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from torch import nn
 from icckd_cli import distributed as dist
 from icckd_cli.checkpoint import load_any_model, save_model, weights_hash
 from icckd_cli.config import DistillConfig, TrainTeacherConfig
-from icckd_cli.data import Dataset, DeviceLoader, load_dataset
+from icckd_cli.data import Dataset, LoadOptions, load_dataset, make_loader
 from icckd_cli.engine import (
     Callback,
     Diverged,
@@ -27,7 +27,7 @@ from icckd_cli.engine import (
     resolve_device,
     tune_backends,
 )
-from icckd_cli.errors import UsageError
+from icckd_cli.errors import DataFileError, UsageError
 from icckd_cli.evaluation import check_classes, count_params
 from icckd_cli.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
 from icckd_cli.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
@@ -41,12 +41,14 @@ from icckd_cli.rundir import (
     check_resumable,
     kept_state,
     prepare_out_dir,
+    resume_hint,
     start_run_dir,
     stop_on_signals,
     write_metrics,
     writing,
 )
 from icckd_cli.state import restore_state, save_state
+from icckd_cli.tensorboard_log import check_tensorboard, open_event_log
 
 
 @dataclass
@@ -65,8 +67,13 @@ class RunResult:
 # ----------------------------------------------------------------------------- helpers
 
 
-def load_data(cfg: Any, device: torch.device) -> Dataset:
-    """The configured data set with both splits moved to the device."""
+def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) -> Dataset:
+    """The configured data set with both splits moved to the device (streamed ones: bound)."""
+    options = LoadOptions(
+        image_size=cfg.image_size, workers=cfg.workers, memory_limit_gb=cfg.memory_limit_gb
+    )
+    if progress is not None and dist.is_main():
+        options.progress = progress
     data = load_dataset(
         cfg.dataset,
         cfg.data_dir,
@@ -74,6 +81,7 @@ def load_data(cfg: Any, device: torch.device) -> Dataset:
         flip=cfg.flip,
         train_per_class=cfg.train_per_class,
         test_per_class=cfg.test_per_class,
+        options=options,
     )
     data.train, data.test = data.train.to(device), data.test.to(device)
     return data
@@ -83,7 +91,7 @@ def resolved_config(cfg: Any) -> dict[str, Any]:
     """The config as JSON-ready values, with the recipe's derived values filled in."""
     out = cfg.model_dump(mode="json")
     out["arch"] = resolve_name(cfg.arch)  # the registered spelling: the recipe's lr keys on it
-    out["lr"] = cfg.resolved_lr(out["arch"])
+    out["lr"] = cfg.resolved_lr(out["arch"], dist.world_size())
     out["lr_decay_epochs"] = cfg.resolved_decay()
     for key in ("data_dir", "teacher", "init"):  # so --resume works from any folder
         if out.get(key) is not None:
@@ -139,7 +147,7 @@ def _fit(
     state = TrainState()
     if resume:
         state = restore_state(out, model, objective, opt, extra_meta)
-    loader = DeviceLoader(
+    loader = make_loader(
         data.train,
         data.spec,
         cfg.batch_size,
@@ -166,6 +174,8 @@ def _fit(
     def on_event(event: str, info: dict[str, Any]) -> None:
         if event == "epoch" and dist.is_main():
             write_metrics(out, trainer.state.history)
+            if events is not None:
+                events.epoch(info)
         if dist.is_main():
             callback(event, info)
 
@@ -193,10 +203,17 @@ def _fit(
             state=state,
             eval_model=model,
         )
+        # process 0 alone writes, as for metrics.jsonl; a resumed run continues its curves
+        events = open_event_log(cfg.tensorboard, out, state.history) if dist.is_main() else None
         try:
             st = trainer.run()
         except Diverged as exc:
             raise Diverged(exc.message + kept_state(out), exc.part, exc.epoch, exc.step) from None
+        except DataFileError as exc:
+            raise DataFileError(exc.message + resume_hint(out, kind)) from None
+        finally:
+            if events is not None:
+                events.close()
     final = {k: st.history[-1][k] for k in ("top1", "top5", "nll", "ece")}
     checkpoint = out / MODEL_FILE
     if dist.is_main():
@@ -221,6 +238,7 @@ def _fit(
 def _precheck(cfg: Any, resume: bool) -> torch.device:
     """The cheap checks, before data is loaded and before anything is written."""
     resolve_name(cfg.arch)  # an unknown architecture fails now, not after the data loads
+    check_tensorboard(cfg.tensorboard)
     out = Path(cfg.out)
     if resume:
         check_resumable(out)
@@ -235,7 +253,7 @@ def train_teacher(cfg: TrainTeacherConfig, callback: Callback, resume: bool = Fa
     device = _precheck(cfg, resume)
     if cfg.init is not None:
         source, meta = load_any_model(cfg.init, arch=cfg.arch, option="--arch")
-    data = load_data(cfg, device)
+    data = load_data(cfg, device, callback)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, data.spec.num_classes)
     if cfg.init is not None:
@@ -269,7 +287,7 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
         raise UsageError("distill needs a teacher: pass --teacher T.safetensors (or T.pth)")
     device = _precheck(cfg, resume)
     teacher, meta, info = load_teacher(cfg)  # a bad teacher file fails before the data loads
-    data = load_data(cfg, device)
+    data = load_data(cfg, device, callback)
     check_classes(data.spec, teacher.num_classes, meta, str(cfg.teacher))
     recorded = meta.get("dataset") or {}
     if recorded.get("name") == data.spec.name and recorded.get("mean"):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from tests.helpers import TINY, icckd
+from icckd_cli.checkpoint import read_metadata
+from tests.helpers import TINY, digits_teacher, icckd
 
 
 def _train(capsys: pytest.CaptureFixture[str], out: Path, *extra: str) -> None:
@@ -147,7 +148,10 @@ def test_models_lists_the_zoo(capsys: pytest.CaptureFixture[str]) -> None:
     r = icckd(capsys, "models", "--format", "json")
     assert r.code == 0
     rows = {m["arch"]: m["params"] for m in r.json()}
-    assert len(rows) == 22 and rows["resnet56"] == 861_620
+    assert len(rows) == 27 and rows["resnet56"] == 861_620
+    sizes = {m["arch"]: m["input_size"] for m in r.json()}
+    assert sizes["resnet56"] == 32 and sizes["tv_resnet34"] == sizes["MobileNetV1"] == 224
+    assert rows["tv_resnet18"] == 11_227_812  # torchvision's ResNet-18 with a 100-way head
 
 
 @pytest.mark.slow
@@ -166,3 +170,65 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
     r = icckd(capsys, "--version")
     assert r.code == 0 and r.out.strip() == f"icckd {__version__}"
+
+
+def test_distill_without_dataset_trains_on_the_teachers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A new user's `distill --teacher T`: the data set recorded in T, not CIFAR-100."""
+    teacher = tmp_path / "t.safetensors"
+    digits_teacher(teacher)
+    out = tmp_path / "s"
+    r = icckd(capsys, "distill", "--teacher", teacher, "--out", out, "--epochs", "1",
+              "--arch", "resnet8", "--train-per-class", "10", "--test-per-class", "3",
+              "--batch-size", "16", "--device", "cpu", "--no-download")  # fmt: skip
+    assert r.code == 0, r.err
+    meta = read_metadata(out / "model.safetensors")
+    assert meta["dataset"]["name"] == "digits" and meta["num_classes"] == 10
+    assert meta["config"]["dataset"] == "digits"
+
+
+def _image_folder(root: Path, classes: int = 3, train: int = 6, test: int = 2) -> Path:
+    """Generated 64x64 PNGs, one colour family per class: root/{train,test}/<class>/*.png."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("test", test)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 64, (64, 64, 3)) + np.eye(3, dtype=int)[c] * 190
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_torchvision_pth_teacher_distills_into_tv_resnet18(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A torchvision ResNet-34 saved as .pth teaches a tv_resnet18 on 64 px images, end to end."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    teacher = tmp_path / "r34.pth"
+    torch.save(torchvision.models.resnet34(num_classes=3).state_dict(), teacher)
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "student"
+    r = icckd(capsys, "distill", "--teacher", teacher, "--teacher-arch", "tv_resnet34",
+              "--arch", "tv_resnet18", "--dataset", "imagefolder", "--data-dir", data,
+              "--epochs", "1", "--batch-size", "9", "--device", "cpu", "--out", out,
+              "--format", "json")  # fmt: skip
+    assert r.code == 0, r.err
+    meta = read_metadata(out / "model.safetensors")
+    assert (meta["arch"], meta["num_classes"], meta["dataset"]["image_size"]) == (
+        "tv_resnet18", 3, 64,
+    )  # fmt: skip
+    assert meta["teacher"]["arch"] == "tv_resnet34" and meta["teacher"]["kind"] == "pth"
+    ev = icckd(capsys, "eval", out / "model.safetensors", "--format", "json")
+    assert ev.code == 0, ev.err
+    got = ev.json()
+    assert (got["arch"], got["dataset"], got["n"]) == ("tv_resnet18", "imagefolder", 6)
+    assert 0.0 <= got["top1"] <= 100.0

@@ -93,3 +93,46 @@ def test_unknown_settings_are_named_with_a_suggestion(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageError, match="unknown setting 'teacher' given"):
         build(TrainTeacherConfig, {"teacher": "x"})
+
+
+# ----------------------------------------------------------------------------- data set recipes
+
+
+def test_imagenet_recipe_is_the_published_protocol() -> None:
+    """mdistiller configs/imagenet/r34_r18/kd.yaml: 100 epochs, 30/60/90, 1e-4, KD 0.5/0.5, T 1."""
+    cfg = build(DistillConfig, {"dataset": "imagenet", "arch": "tv_resnet18"})
+    assert (cfg.epochs, cfg.batch_size, cfg.momentum, cfg.weight_decay) == (100, 256, 0.9, 1e-4)
+    assert cfg.resolved_decay() == [30, 60, 90]
+    assert cfg.resolved_lr("tv_resnet18") == pytest.approx(0.1)
+    assert cfg.resolved_lr("tv_resnet18", world=2) == pytest.approx(0.2)  # 512 images: 0.2
+    weights = cfg.resolved_weights()
+    assert (weights["ce_weight"], weights["kd_weight"], cfg.kd_temperature) == (0.5, 0.5, 1.0)
+    teacher = build(TrainTeacherConfig, {"dataset": "imagenet", "batch_size": 64})
+    assert teacher.resolved_lr("tv_resnet34") == pytest.approx(0.025)  # 0.1 x 64 / 256
+    assert teacher.queue_size == 64 and teacher.epochs == 100
+
+
+def test_imagenet_recipe_yields_to_given_values_and_scales_with_epochs() -> None:
+    cfg = build(DistillConfig, {"dataset": "imagenet", "epochs": 10, "kd_weight": 0.9})
+    assert cfg.resolved_decay() == [3, 6, 9]
+    assert cfg.resolved_weights()["kd_weight"] == 0.9 and cfg.ce_weight == 0.5
+    dkd = build(DistillConfig, {"dataset": "imagenet", "method": "dkd"})
+    assert (dkd.dkd_beta, dkd.dkd_temperature, dkd.resolved_dkd_warmup()) == (0.5, 1.0, 1)
+    assert dkd.resolved_weights()["ce_weight"] == 1.0 and dkd.kd_temperature == 4.0
+    cifar = build(DistillConfig, {"dataset": "cifar100"})
+    assert (cifar.epochs, cifar.weight_decay, cifar.kd_temperature) == (240, 5e-4, 4.0)
+
+
+def test_distill_takes_the_teachers_data_set(tmp_path: Path) -> None:
+    from tests.helpers import digits_teacher
+
+    teacher = tmp_path / "t.safetensors"
+    digits_teacher(teacher)
+    assert build(DistillConfig, {"teacher": teacher}).dataset == "digits"
+    given = build(DistillConfig, {"teacher": teacher, "dataset": "cifar10"})
+    assert given.dataset == "cifar10"  # a given --dataset wins
+    toml = tmp_path / "run.toml"
+    toml.write_text('dataset = "cifar10"\n')
+    assert build(DistillConfig, {"teacher": teacher}, toml).dataset == "cifar10"
+    assert build(DistillConfig, {"teacher": tmp_path / "t.pth"}).dataset == "cifar100"
+    assert build(DistillConfig, {"teacher": tmp_path / "missing.safetensors"}).dataset == "cifar100"

@@ -308,6 +308,8 @@ def test_torchrun_two_ranks_train_in_step(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
     assert "teacher finished" in stdout[0] and "epoch   1/1" in stderr[0]
     assert stdout[1] == "" and stderr[1] == "", (stdout[1], stderr[1])  # rank 1 prints nothing
+    # one TensorBoard event file (its name holds the writer's pid): rank 0's alone
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     for name, p in ranks[0]["params"].items():

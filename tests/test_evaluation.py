@@ -39,6 +39,19 @@ def test_matching_checkpoint_passes() -> None:
     check_classes(SPEC, 3, {"dataset": {"classes": ["0", "1", "2"], "image_size": 8}}, "t")
 
 
+def test_torchvision_class_names_match_ilsvrc_wnid_folders_by_order() -> None:
+    wnids = DataSpec("imagenet", 3, ["n01440764", "n01443537", "n01484850"], [0.5], [0.5], 8, True)
+    named = {"classes": ["tench", "goldfish", "great white shark"], "image_size": 8}
+    check_classes(wnids, 3, {"dataset": {**named, "class_order": "wnid"}}, "t")
+    with pytest.raises(UsageError, match="was trained on other classes"):
+        check_classes(wnids, 3, {"dataset": named}, "t")  # names alone must still match
+    folder = DataSpec("imagefolder", 3, wnids.classes, [0.5], [0.5], 8, True)
+    with pytest.raises(UsageError, match="was trained on other classes"):
+        check_classes(folder, 3, {"dataset": {**named, "class_order": "wnid"}}, "t")
+    with pytest.raises(UsageError, match="predicts 4 classes"):
+        check_classes(wnids, 4, {"dataset": {**named, "class_order": "wnid"}}, "t")
+
+
 def test_eval_reads_the_recorded_data_set_and_subset(tmp_path: Path) -> None:
     subset = {"test_per_class": 2, "train_per_class": 3}
     model = digits_teacher(tmp_path / "t.safetensors", subset)

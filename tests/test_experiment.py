@@ -62,6 +62,14 @@ def test_interrupted_experiment_resumes_and_a_finished_one_redoes_nothing(
         "## students on digits (top-1 %, mean ± std over 2 seeds)"
         in (out / "results.md").read_text()
     )
+    # a learning-curve figure per group next to results.md, linked from it
+    assert results["figures"] == [
+        {"title": "teachers", "file": "curves_teachers.png"},
+        {"title": "students: kd", "file": "curves_students_kd.png"},
+    ]
+    for figure in results["figures"]:
+        assert f"![{figure['title']}]({figure['file']})" in (out / "results.md").read_text()
+        assert (out / figure["file"]).read_bytes().startswith(b"\x89PNG")
 
     # a second invocation redoes nothing: every model file keeps its modification time
     before = _models(out)
@@ -72,6 +80,7 @@ def test_interrupted_experiment_resumes_and_a_finished_one_redoes_nothing(
     assert "training" not in r.err and "soft-label diversity of" not in r.err
     assert _models(out) == before
     assert "icc minus ce" in r.out and "alone (CE)" in r.out
+    assert f"wrote {out / 'curves_students_kd.png'}" in r.err
 
     # a lost run is redone alone
     (out / "students/icc/kd/seed1/model.safetensors").unlink()

@@ -29,7 +29,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
          "x.toml: [student]: unknown key 'epoch'. Did you mean: epochs, lr_decay_epochs?"),
         (("[teacher]\n", "[teacher]\ndataset = \"cifar10\"\n"),
          "x.toml: [teacher]: 'dataset' belongs in [experiment] (every run of an experiment uses "
-         "the same data and device)"),
+         "the same data, device and tensorboard setting)"),
         (("method = \"kd\"", "method = \"kd\"\nseed = 3"),
          "x.toml: [[students]] 'kd': 'seed' is set by the experiment; use seeds = [...] in "
          "[experiment]"),
@@ -136,6 +136,23 @@ def test_teacher_and_student_tables_set_their_own_training_subset(tmp_path: Path
     assert {r.config.train_per_class for r in exp.runs if r.kind == "teacher"} == {20}
 
 
+def test_tensorboard_is_one_setting_for_every_run(tmp_path: Path) -> None:
+    text = tiny_experiment(tmp_path, ('device = "cpu"', 'device = "cpu"\ntensorboard = false'))
+    exp = parse_experiment_text(text)
+    assert {r.config.tensorboard for r in exp.runs} == {False} and len(exp.runs) == 10
+    file = tmp_path / "x.toml"
+    file.write_text(text)
+    exp = ex.parse_experiment(read_toml(file), "x.toml", {"tensorboard": True})  # the option wins
+    assert {r.config.tensorboard for r in exp.runs} == {True}
+    assert {
+        r.config.tensorboard for r in parse_experiment_text(tiny_experiment(tmp_path)).runs
+    } == {None}
+    with pytest.raises(UsageError, match=r"\[teacher\]: 'tensorboard' belongs in \[experiment\]"):
+        parse_experiment_text(
+            tiny_experiment(tmp_path, ("[teacher]\n", "[teacher]\ntensorboard = true\n"))
+        )
+
+
 # ----------------------------------------------------------------------------- examples
 
 
@@ -161,3 +178,21 @@ def test_six_standard_cifar100_pairs_are_there() -> None:
     assert pairs == {("resnet56", "resnet20"), ("resnet110", "resnet32"),
                      ("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"),
                      ("wrn_40_2", "wrn_40_1"), ("vgg13", "vgg8")}  # fmt: skip
+
+
+def test_imagenet_example_fine_tunes_published_teachers_and_uses_the_recipe() -> None:
+    exp = ex.load_experiment(ROOT / "examples" / "imagenet-resnet34-resnet18.toml")
+    assert exp.options.dataset == "imagenet"
+    for t in exp.teachers:  # both start from the fetched weights, for the same schedule
+        assert t.config.arch == "tv_resnet34" and t.config.epochs == 10
+        assert str(t.config.init) == "teachers/tv_resnet34.safetensors"
+    (student,) = exp.students
+    cfg = student.config
+    assert (cfg.arch, cfg.epochs, cfg.batch_size, cfg.weight_decay) == (
+        "tv_resnet18",
+        100,
+        256,
+        1e-4,
+    )
+    assert cfg.resolved_decay() == [30, 60, 90] and cfg.resolved_lr(cfg.arch) == 0.1
+    assert cfg.resolved_weights()["kd_weight"] == 0.5 and cfg.kd_temperature == 1.0

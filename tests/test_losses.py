@@ -340,3 +340,30 @@ def test_crd_first_batch_matches_formula() -> None:
     assert nce_criterion(torch.full((1, 3), 1 / 25), 50).item() == pytest.approx(
         -math.log(0.5) - 2 * math.log(0.5), rel=1e-5
     )  # P = K / n_data everywhere: every ratio is 1/2
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_icc_class_bank_equals_the_flat_bank(seed: int) -> None:
+    """Each anchor's own K slots (C, K, D) give the loss, statistics and gradient of the flat
+    (C*K, D) bank with -1 on empty slots, the form every class's slots are compared in."""
+    g = torch.Generator().manual_seed(seed)
+    b, d, c, k = 8, 6, 5, 3
+    z1 = torch.randn(b, d, generator=g, requires_grad=True)
+    z2 = torch.randn(b, d, generator=g, requires_grad=True)
+    y = torch.randint(0, c, (b,), generator=g)
+    bank = F.normalize(torch.randn(c, k, d, generator=g), dim=2)
+    filled = torch.rand(c, k, generator=g) > 0.4
+    flat_labels = torch.where(filled, torch.arange(c)[:, None].expand(c, k), -1).reshape(-1)
+    mask = torch.rand(2 * b, generator=g) > 0.2
+    flat = icc_terms(z1, z2, y, temperature=0.2, queue=bank.reshape(-1, d),
+                     queue_labels=flat_labels, anchor_mask=mask)  # fmt: skip
+    (g1, g2) = torch.autograd.grad(flat.loss, (z1, z2))
+    per_class = icc_terms(z1, z2, y, temperature=0.2, anchor_mask=mask, class_bank=bank,
+                          class_filled=filled)  # fmt: skip
+    (h1, h2) = torch.autograd.grad(per_class.loss, (z1, z2))
+    torch.testing.assert_close(per_class.loss, flat.loss, rtol=1e-6, atol=1e-6)
+    assert torch.equal(per_class.counted, flat.counted)
+    torch.testing.assert_close(per_class.mean_negatives, flat.mean_negatives)
+    torch.testing.assert_close(h1, g1, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h2, g2, rtol=1e-5, atol=1e-6)
+    assert flat.mean_negatives > 0  # the bank really supplied negatives

@@ -38,6 +38,11 @@ ZOO: dict[str, tuple[int, int, int, str]] = {
     "MobileNetV2": (812_836, 1280, 320, "10e9036e17013c38"),
     "ShuffleV1": (949_258, 960, 296, "eb3bcbc847930cce"),
     "ShuffleV2": (1_355_528, 1024, 338, "b7e2c3e764687767"),
+    "tv_resnet18": (11_227_812, 512, 122, "6a22715afcc02d5f"),
+    "tv_resnet34": (21_335_972, 512, 218, "7dab572b11d2c161"),
+    "tv_resnet50": (23_712_932, 2048, 320, "b61a065606cbc4f1"),
+    "tv_mobilenet_v2": (2_351_972, 1280, 314, "b1924d0ce7de3166"),
+    "MobileNetV1": (3_309_476, 1024, 164, "abb444bd6ce39566"),
 }
 
 # Keys and shapes read off the reference code; None means the key must NOT exist.
@@ -121,9 +126,28 @@ REFERENCE_KEYS: dict[str, dict[str, tuple[int, ...] | None]] = {
         "conv2.weight": (1024, 464, 1, 1),
         "linear.weight": (100, 1024),
     },
+    # mdistiller/models/imagenet/mobilenetv1.py: model.0 stem, model.1..13 separable blocks
+    "MobileNetV1": {
+        "model.0.0.weight": (32, 3, 3, 3),
+        "model.0.1.running_var": (32,),
+        "model.1.0.weight": (32, 1, 3, 3),
+        "model.1.3.weight": (64, 32, 1, 1),
+        "model.1.4.weight": (64,),
+        "model.13.3.weight": (1024, 1024, 1, 1),
+        "model.14.weight": None,
+        "fc.weight": (100, 1024),
+    },
 }
 
-HEAD_PREFIX = {"vgg": "classifier.", "wrn": "fc.", "resnet": "fc.", "MobileNetV2": "classifier.0."}
+HEAD_PREFIX = {
+    "vgg": "classifier.",
+    "wrn": "fc.",
+    "resnet": "fc.",
+    "MobileNetV2": "classifier.0.",
+    "tv_resnet": "fc.",
+    "tv_mobilenet_v2": "classifier.1.",
+    "MobileNetV1": "fc.",
+}
 
 
 @pytest.fixture(autouse=True, scope="module")

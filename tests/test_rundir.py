@@ -20,7 +20,7 @@ import torch
 from icckd_cli import runs
 from icckd_cli.checkpoint import read_metadata, save_tensors
 from icckd_cli.errors import IcckdError
-from icckd_cli.rundir import kept_state, stop_on_signals, writing
+from icckd_cli.rundir import decay_epochs, kept_state, read_metrics, stop_on_signals, writing
 from tests.helpers import TEACHER, args, assert_same_weights, copy, history, icckd, ok
 from tests.test_errors import check_fails, one_error
 
@@ -61,6 +61,20 @@ def test_failed_write_is_one_line_that_says_what_is_kept(tmp_path: Path) -> None
     write_state(tmp_path, 0, 3)
     with pytest.raises(IcckdError, match=f"continue with --resume {tmp_path}$"):
         full()
+
+
+def test_metrics_of_a_live_run_skip_the_line_being_written(tmp_path: Path) -> None:
+    done = [{"epoch": 1, "top1": 10.0}, {"epoch": 2, "top1": 20.0}]
+    text = "".join(json.dumps(r) + "\n" for r in done)
+    (tmp_path / "metrics.jsonl").write_text(text + '{"epoch": 3, "to')
+    assert read_metrics(tmp_path) == done
+    (tmp_path / "metrics.jsonl").write_text(text + '{"epoch": 3}')  # whole, newline to come
+    assert read_metrics(tmp_path) == [*done, {"epoch": 3}]
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert read_metrics(tmp_path) == []
+    assert decay_epochs(tmp_path) == []  # no config.json: nothing to mark
+    (tmp_path / "config.json").write_text('{"lr_decay_epochs": [5, 8]}')
+    assert decay_epochs(tmp_path) == [5, 8]
 
 
 def test_ctrl_c_becomes_a_flag_and_the_handler_comes_back() -> None:

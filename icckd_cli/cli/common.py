@@ -50,7 +50,10 @@ INTERRUPTED = 130
 Opt = typer.Option
 ConfigFile = Annotated[Path | None, Opt("--config", help="TOML file of settings.")]
 Arch = Annotated[str | None, Opt(help="Architecture (see 'icckd models').")]
-Dataset = Annotated[str | None, Opt(help="digits, cifar10, cifar100 or imagefolder.")]
+Dataset = Annotated[
+    str | None,
+    Opt(help="digits, cifar10, cifar100, imagefolder, tinyimagenet or imagenet (streamed)."),
+]
 DataDir = Annotated[Path | None, Opt(help="Folder of the data set's files.")]
 Download = Annotated[
     bool | None, Opt("--download/--no-download", help="Allow torchvision downloads.")
@@ -60,14 +63,24 @@ Flip = Annotated[
 ]
 TrainPC = Annotated[int | None, Opt(help="Keep the first N training images per class.")]
 TestPC = Annotated[int | None, Opt(help="Keep the first N test images per class.")]
-Epochs = Annotated[int | None, Opt(help="Epochs (recipe: 240).")]
-BatchSize = Annotated[int | None, Opt(help="Batch size per process (recipe: 64).")]
-Lr = Annotated[float | None, Opt(help="Learning rate (recipe: 0.05; 0.01 MobileNet/Shuffle).")]
+ImageSize = Annotated[
+    int | None, Opt(help="imagenet: crop size in pixels (224; evaluation resizes to /0.875).")
+]
+Workers = Annotated[int | None, Opt(help="imagenet: decoding processes (default: the cores).")]
+MemoryLimit = Annotated[
+    float | None, Opt(help="imagefolder: most GB decoded images may take in memory (16).")
+]
+Epochs = Annotated[int | None, Opt(help="Epochs (recipe: 240; imagenet 100).")]
+BatchSize = Annotated[int | None, Opt(help="Batch size per process (recipe: 64; imagenet 256).")]
+Lr = Annotated[
+    float | None,
+    Opt(help="Learning rate (recipe: 0.05; 0.01 MobileNet/Shuffle; imagenet 0.1 x batch/256)."),
+]
 Decay = Annotated[
     str | None, Opt(help="Decay epochs, e.g. 150,180,210 (default: scaled to --epochs).")
 ]
 Momentum = Annotated[float | None, Opt(help="SGD momentum (0.9).")]
-Wd = Annotated[float | None, Opt(help="Weight decay (5e-4).")]
+Wd = Annotated[float | None, Opt(help="Weight decay (5e-4; imagenet 1e-4).")]
 Seed = Annotated[int | None, Opt(help="Random seed (CPU runs repeat bit for bit).")]
 Device = Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:N or mps.")]
 Out = Annotated[Path | None, Opt(help="Run folder: model, metrics log, config.")]
@@ -79,6 +92,13 @@ EvalEvery = Annotated[
 Resume = Annotated[Path | None, Opt(help="Continue the interrupted run in this folder.")]
 Compile = Annotated[bool | None, Opt("--compile/--no-compile", help="Use torch.compile.")]
 Precision = Annotated[str | None, Opt(help="auto (bf16 on CUDA), fp32, bf16 or fp16.")]
+Tensorboard = Annotated[
+    bool | None,
+    Opt(
+        "--tensorboard/--no-tensorboard",
+        help="TensorBoard event files in OUT/tensorboard/ (default: on if installed).",
+    ),
+]
 SyncBN = Annotated[bool | None, Opt("--sync-bn", help="Synchronised batch norm (torchrun).")]
 Format = Annotated[str, Opt("--format", help="table or json.")]
 

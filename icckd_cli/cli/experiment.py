@@ -8,7 +8,16 @@ from typing import Annotated, Any
 import typer
 
 from icckd_cli import report
-from icckd_cli.cli.common import INTERRUPTED, Device, Format, Opt, _format, app, handle_errors
+from icckd_cli.cli.common import (
+    INTERRUPTED,
+    Device,
+    Format,
+    Opt,
+    Tensorboard,
+    _format,
+    app,
+    handle_errors,
+)
 
 
 def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
@@ -41,7 +50,8 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     if fmt == "json":
         report.print_json(results)
         return
-    written = [str(Path(exp.options.out) / f) for f in ("results.json", "results.md")]
+    files = ["results.json", "results.md", *(f["file"] for f in results.get("figures", []))]
+    written = [str(Path(exp.options.out) / f) for f in files]
     report.experiment_tables(ex.result_tables(results), written)
 
 
@@ -54,13 +64,15 @@ def experiment(
     dry_run: Annotated[
         bool, Opt("--dry-run", help="List the runs and which are done; train nothing.")
     ] = False,
+    tensorboard: Tensorboard = None,
     fmt: Format = "table",
 ) -> None:
     """Teachers x student methods x seeds in one resumable command, with one table."""
     from icckd_cli.experiment import load_experiment
 
     fmt = _format(fmt)
-    _experiment(load_experiment(config, {"out": out, "device": device}), fmt, dry_run)
+    overrides = {"out": out, "device": device, "tensorboard": tensorboard}
+    _experiment(load_experiment(config, overrides), fmt, dry_run)
 
 
 @app.command()
@@ -68,10 +80,12 @@ def experiment(
 def quickstart(
     out: Annotated[Path | None, Opt(help="Experiment folder.")] = Path("icckd-quickstart"),
     device: Device = None,
+    tensorboard: Tensorboard = None,
     fmt: Format = "table",
 ) -> None:
     """On digits: what KD from a CE or intra-class teacher adds to a small-data student."""
     from icckd_cli.experiment import quickstart_experiment
 
     fmt = _format(fmt)
-    _experiment(quickstart_experiment({"out": out, "device": device}), fmt)
+    overrides = {"out": out, "device": device, "tensorboard": tensorboard}
+    _experiment(quickstart_experiment(overrides), fmt)

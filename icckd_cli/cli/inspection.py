@@ -1,4 +1,4 @@
-"""eval, inspect-softlabels and models: commands that read checkpoints or the zoo."""
+"""eval, inspect-softlabels, plot and models: commands that read checkpoints, runs, the zoo."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
-from icckd_cli.config import EvalConfig, InspectConfig, build
+from icckd_cli.config import EvalConfig, InspectConfig, PlotConfig, build
 
 
 @app.command("eval")
@@ -103,17 +103,49 @@ def inspect_softlabels(
         report.note(f"wrote {f}")
 
 
+@app.command("plot")
+@handle_errors
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (their metrics.jsonl).")],
+    out: Annotated[Path, Opt(help="The figure to write, e.g. curves.png.")],
+    metric: Annotated[
+        list[str] | None,
+        Opt(
+            help="A metrics.jsonl key or TensorBoard tag, once per panel (default: "
+            "train_loss, top1, nll)."
+        ),
+    ] = None,
+    fmt: Format = "table",
+) -> None:
+    """Learning curves of several runs side by side, one panel per metric."""
+    cfg = build(PlotConfig, {"runs": runs, "out": out, "metrics": metric or None})
+    from icckd_cli.curves import plot_runs
+
+    drawn = plot_runs(cfg.runs, cfg.out, cfg.metrics)
+    if _format(fmt) == "json":
+        report.print_json(drawn)
+        return
+    runs_drawn = ", ".join(f"{r['label']} ({r['epochs']} epochs)" for r in drawn["runs"])
+    report.note(f"wrote {drawn['figure']}: {', '.join(drawn['metrics'])} of {runs_drawn}")
+
+
 @app.command("models")
 @handle_errors
 def models(fmt: Format = "table") -> None:
-    """List the model zoo with parameter counts at 100 classes."""
-    from icckd_cli.models import create_model, list_models
+    """List the model zoo with parameter counts at 100 classes and the intended input size."""
+    import torch
+
+    from icckd_cli.models import create_model, input_size, list_models
 
     rows = []
     for name in list_models():
-        m = create_model(name, 100)
-        rows.append((name, sum(p.numel() for p in m.parameters()), m.feature_dim))
+        with torch.device("meta"):  # the structure alone: no memory, no initialisation cost
+            m = create_model(name, 100)
+        params = sum(p.numel() for p in m.parameters())
+        rows.append((name, params, m.feature_dim, input_size(name)))
     if _format(fmt) == "json":
-        report.print_json([{"arch": n, "params": p, "feature_dim": d} for n, p, d in rows])
+        report.print_json(
+            [{"arch": n, "params": p, "feature_dim": d, "input_size": s} for n, p, d, s in rows]
+        )
     else:
         report.models_table(rows)

@@ -24,7 +24,9 @@ from icckd_cli.cli.common import (
     EvalEvery,
     Flip,
     Format,
+    ImageSize,
     Lr,
+    MemoryLimit,
     Momentum,
     Opt,
     Out,
@@ -34,9 +36,11 @@ from icckd_cli.cli.common import (
     SaveEvery,
     Seed,
     SyncBN,
+    Tensorboard,
     TestPC,
     TrainPC,
     Wd,
+    Workers,
     _collect,
     _format,
     app,
@@ -47,22 +51,21 @@ from icckd_cli.errors import UsageError
 
 
 def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
-    """The saved config of an interrupted run; only --device may change."""
+    """The saved config of an interrupted run; only --device and --tensorboard may change."""
     from icckd_cli.rundir import CONFIG_FILE
 
     path = Path(resume) / CONFIG_FILE
     if not path.is_file():
         raise UsageError(f"{resume} holds no {CONFIG_FILE}; it is not an icckd run folder")
-    extra = sorted(k for k in given if k != "device")
+    extra = sorted(k for k in given if k not in ("device", "tensorboard"))
     if extra:
         raise UsageError(
             f"--resume continues the saved settings of {resume}; drop {option_name(extra[0])} "
-            "(only --device may change)"
+            "(only --device and --tensorboard may change)"
         )
     saved = json.loads(path.read_text())
     saved.update({"out": str(resume)})
-    if given.get("device"):
-        saved["device"] = given["device"]
+    saved.update({k: given[k] for k in ("device", "tensorboard") if given.get(k) is not None})
     return build(model, saved)
 
 
@@ -117,6 +120,9 @@ def train_teacher(
     flip: Flip = None,
     train_per_class: TrainPC = None,
     test_per_class: TestPC = None,
+    image_size: ImageSize = None,
+    workers: Workers = None,
+    memory_limit_gb: MemoryLimit = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     lr: Lr = None,
@@ -133,6 +139,7 @@ def train_teacher(
     compile: Compile = None,
     precision: Precision = None,
     sync_bn: SyncBN = None,
+    tensorboard: Tensorboard = None,
     icc_weight: Annotated[
         float | None, Opt(help="lambda of L_intra (0: plain cross-entropy teacher).")
     ] = None,
@@ -188,12 +195,17 @@ def distill(
     crd_feat_dim: Annotated[int | None, Opt(help="CRD embedding size.")] = None,
     crd_nce_k: Annotated[int | None, Opt(help="CRD negatives per anchor.")] = None,
     crd_temperature: Annotated[float | None, Opt(help="CRD temperature.")] = None,
-    dataset: Dataset = None,
+    dataset: Annotated[
+        str | None, Opt(help="Data set (default: the one recorded in --teacher, else cifar100).")
+    ] = None,
     data_dir: DataDir = None,
     download: Download = None,
     flip: Flip = None,
     train_per_class: TrainPC = None,
     test_per_class: TestPC = None,
+    image_size: ImageSize = None,
+    workers: Workers = None,
+    memory_limit_gb: MemoryLimit = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     lr: Lr = None,
@@ -210,6 +222,7 @@ def distill(
     compile: Compile = None,
     precision: Precision = None,
     sync_bn: SyncBN = None,
+    tensorboard: Tensorboard = None,
     fmt: Format = "table",
 ) -> None:
     """Distill a student from a frozen teacher (KD, RKD, DKD, CRD, combined)."""

@@ -40,6 +40,26 @@ def augment(images: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, padding: int) 
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
+def epoch_order(
+    n: int, seed: int, epoch: int, rank: int = 0, world: int = 1
+) -> tuple[torch.Generator, Tensor]:
+    """(the epoch's generator, this rank's shard of its permutation (n // world,)).
+
+    One permutation per (seed, epoch), cut into `world` equal shards: under torchrun the
+    ranks see disjoint parts that together cover all but the n % world left over.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    per_rank = n // world
+    return g, perm[rank * per_rank : (rank + 1) * per_rank]
+
+
+def batch_count(n: int, world: int, batch_size: int) -> int:
+    """Batches per epoch on each rank; a last batch of 1 breaks batch norm, so it is dropped."""
+    full, rest = divmod(n // world, batch_size)
+    return full + (1 if rest > 1 else 0)
+
+
 @dataclass
 class Batch:
     """One training batch: `views` float tensors (B, 3, H, W), labels (B,), indices (B,)."""
@@ -77,18 +97,14 @@ class DeviceLoader:
         self.std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
 
     def __len__(self) -> int:
-        n = len(self.split) // self.world
-        full, rest = divmod(n, self.batch_size)
-        return full + (1 if rest > 1 else 0)  # a batch of 1 breaks batch norm: dropped
+        return batch_count(len(self.split), self.world, self.batch_size)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         """The batches of one epoch, skipping the first `start_step` (for resuming)."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         dev = self.split.images.device
         n = len(self.split)
-        perm = torch.randperm(n, generator=g)
-        per_rank = n // self.world
-        perm = perm[self.rank * per_rank : (self.rank + 1) * per_rank].to(dev)
+        g, perm = epoch_order(n, self.seed, epoch, self.rank, self.world)
+        perm = perm.to(dev)
         hi = 2 * self.padding + 1
         offsets = torch.randint(0, hi, (self.views, 2, n), generator=g).to(dev)
         flips = (torch.rand(self.views, n, generator=g) < 0.5).to(dev) & self.spec.flip
@@ -107,7 +123,10 @@ class DeviceLoader:
 def eval_batches(
     split: Split, spec: DataSpec, batch_size: int, channels_last: bool = False
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Normalised, unaugmented (x, y) batches of a split, in order."""
+    """Normalised, unaugmented (x, y) batches of a split, in order (streamed ones too)."""
+    if not isinstance(split, Split):  # a StreamSplit reads, decodes and crops its files
+        yield from split.eval_batches(spec, batch_size, channels_last)
+        return
     dev = split.images.device
     mean = torch.tensor(spec.mean, device=dev).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)

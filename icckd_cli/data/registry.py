@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -48,6 +49,11 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        """Where the images live (and where models fed from them run)."""
+        return self.images.device
+
     def to(self, device: torch.device) -> Split:
         """The same split on `device`."""
         return Split(self.images.to(device), self.labels.to(device), self.index.to(device))
@@ -55,16 +61,31 @@ class Split:
 
 @dataclass
 class Dataset:
-    """A data set: its spec and both splits (on the CPU until moved)."""
+    """A data set: its spec and both splits (on the CPU until moved; streamed ones stay on disk)."""
 
     spec: DataSpec
-    train: Split
-    test: Split
+    train: Any  # Split, or a StreamSplit (data/stream.py) for the streamed sets
+    test: Any
+
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class LoadOptions:
+    """Settings some data sets read: streamed image size and workers, the memory limit."""
+
+    image_size: int = 224
+    workers: int | None = None  # None: the cores this process may use
+    memory_limit_gb: float = 16.0
+    progress: Progress = field(default=lambda event, info: None)
 
 
 # ----------------------------------------------------------------------------- registry
 
-Loader = Callable[[Path | None, bool, int | None, int | None], tuple[DataSpec, Split, Split]]
+Loader = Callable[
+    [Path | None, bool, int | None, int | None, LoadOptions], tuple[DataSpec, Any, Any]
+]
 _REGISTRY: dict[str, Loader] = {}
 
 
@@ -97,6 +118,7 @@ def load_dataset(
     train_per_class: int | None = None,
     test_per_class: int | None = None,
     flip: bool | None = None,
+    options: LoadOptions | None = None,
 ) -> Dataset:
     """Load a registered data set, optionally keeping the first N images of each class."""
     if name not in _REGISTRY:
@@ -104,7 +126,8 @@ def load_dataset(
             f"unknown data set '{name}'.{suggest(name, _REGISTRY)} "
             f"Choose one of: {', '.join(_REGISTRY)}."
         )
-    spec, train, test = _REGISTRY[name](data_dir, download, train_per_class, test_per_class)
+    opts = options or LoadOptions()
+    spec, train, test = _REGISTRY[name](data_dir, download, train_per_class, test_per_class, opts)
     if flip is not None:
         spec.flip = flip
     train.index = torch.arange(len(train))

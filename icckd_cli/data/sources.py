@@ -13,10 +13,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from icckd_cli.data.decode import decode_files
 from icckd_cli.data.registry import (
     CACHE_VERSION,
     DataSpec,
     Loader,
+    LoadOptions,
     Split,
     _cached,
     cache_dir,
@@ -34,7 +36,11 @@ DIGITS_SPLIT_SEED = 0
 
 @register("digits")
 def _digits(
-    data_dir: Path | None, download: bool, train_pc: int | None, test_pc: int | None
+    data_dir: Path | None,
+    download: bool,
+    train_pc: int | None,
+    test_pc: int | None,
+    opts: LoadOptions,
 ) -> tuple[DataSpec, Split, Split]:
     """scikit-learn's 1,797 handwritten digits, 8x8 -> 32x32, grey -> 3 channels.
 
@@ -75,7 +81,11 @@ CIFAR_STATS = {
 
 def _cifar(name: str) -> Loader:
     def load(
-        data_dir: Path | None, download: bool, train_pc: int | None, test_pc: int | None
+        data_dir: Path | None,
+        download: bool,
+        train_pc: int | None,
+        test_pc: int | None,
+        opts: LoadOptions,
     ) -> tuple[DataSpec, Split, Split]:
         from torchvision import datasets
 
@@ -128,35 +138,24 @@ def _class_files(split_dir: Path, limit: int | None) -> dict[str, list[Path]]:
     return out
 
 
-def _decode(files: dict[str, list[Path]], classes: list[str], size: int | None) -> Split:
+def _decode(
+    files: dict[str, list[Path]], classes: list[str], size: int, opts: LoadOptions, what: str
+) -> Split:
     """Decode images with PIL into (N, 3, S, S) uint8, resizing where sizes differ."""
-    import numpy as np
-    from PIL import Image
-
-    arrays, labels = [], []
-    for label, name in enumerate(classes):
-        for f in files.get(name, []):
-            try:
-                with Image.open(f) as raw:
-                    im = raw.convert("RGB")
-                    if size is not None and im.size != (size, size):
-                        im = im.resize((size, size), Image.Resampling.BILINEAR)
-                    arrays.append(np.asarray(im, dtype=np.uint8))
-            except OSError as exc:
-                raise IcckdError(f"cannot read image {f} ({exc}); remove or replace it") from None
-            labels.append(label)
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    paths = [f for name in classes for f in files.get(name, [])]
+    labels = [label for label, name in enumerate(classes) for _ in files.get(name, [])]
+    arrays = decode_files(paths, size, workers=opts.workers, progress=opts.progress, what=what)
+    x = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
     return Split(x, torch.tensor(labels, dtype=torch.long))
 
 
-@register("imagefolder")
-def _imagefolder(
-    data_dir: Path | None, download: bool, train_pc: int | None, test_pc: int | None
-) -> tuple[DataSpec, Split, Split]:
-    """DIR/train/<class>/*.jpg and DIR/test/<class>/ (or val/): CIFAR JPEGs, Tiny-ImageNet."""
+def folder_layout(
+    data_dir: Path | None, name: str, train_pc: int | None, test_pc: int | None
+) -> tuple[Path, list[str], dict[str, list[Path]], dict[str, list[Path]]]:
+    """(root, classes, train files, test files) of DIR/train/<class>/ and DIR/test|val/<class>/."""
     if data_dir is None:
         raise UsageError(
-            "--dataset imagefolder needs --data-dir DIR holding train/ and test/ (or val/) "
+            f"--dataset {name} needs --data-dir DIR holding train/ and test/ (or val/) "
             "class folders"
         )
     root = Path(data_dir)
@@ -184,6 +183,32 @@ def _imagefolder(
         )
     if not any(test_files.values()):
         raise UsageError(f"{test_dir} holds no images; put <class>/<image> files there")
+    return root, classes, train_files, test_files
+
+
+def check_memory(root: Path, count: int, size: int, limit_gb: float) -> None:
+    """Stop before decoding when `count` images of size x size would pass the memory limit."""
+    need = count * size * size * 3 / 1e9
+    if need > limit_gb:
+        raise UsageError(
+            f"the {count:,} images of {root} would take {need:,.1f} GB decoded at "
+            f"{size}x{size}, over --memory-limit-gb {limit_gb:g}; stream them with "
+            "--dataset imagenet (or raise --memory-limit-gb)"
+        )
+
+
+@register("imagefolder")
+def _imagefolder(
+    data_dir: Path | None,
+    download: bool,
+    train_pc: int | None,
+    test_pc: int | None,
+    opts: LoadOptions,
+) -> tuple[DataSpec, Split, Split]:
+    """DIR/train/<class>/*.jpg and DIR/test/<class>/ (or val/): CIFAR JPEGs, small images."""
+    root, classes, train_files, test_files = folder_layout(
+        data_dir, "imagefolder", train_pc, test_pc
+    )
     stamp = [
         (str(f), f.stat().st_size, f.stat().st_mtime_ns)
         for fs in (*train_files.values(), *test_files.values())
@@ -195,13 +220,15 @@ def _imagefolder(
         "files": hashlib.sha256(json.dumps(stamp).encode()).hexdigest(),
     }
 
-    def build() -> tuple[dict, Split, Split]:
-        from PIL import Image
+    from PIL import Image
 
-        with Image.open(train_files[classes[0]][0]) as im:
-            size = max(im.size)
-        train = _decode(train_files, classes, size)
-        test = _decode(test_files, classes, size)
+    with Image.open(train_files[classes[0]][0]) as im:
+        size = max(im.size)
+    check_memory(root, len(stamp), size, opts.memory_limit_gb)
+
+    def build() -> tuple[dict, Split, Split]:
+        train = _decode(train_files, classes, size, opts, "training images")
+        test = _decode(test_files, classes, size, opts, "test images")
         mean, std = channel_stats(train.images)
         return {"classes": classes, "mean": mean, "std": std, "size": size}, train, test
 

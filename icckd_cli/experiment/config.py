@@ -22,7 +22,7 @@ from icckd_cli.errors import UsageError, suggest
 
 TABLES = ("experiment", "teacher", "teachers", "student", "students")
 # Settings every run of an experiment shares: they live in [experiment] only...
-SHARED = (*DataOptions.model_fields, "device")
+SHARED = (*DataOptions.model_fields, "device", "tensorboard")
 # ...except these, which [teacher] (for the teachers) and [student] (for the students and
 # the student alone) may set for their role; [experiment]'s value is the default of both.
 ROLE_SHARED = ("train_per_class",)
@@ -45,6 +45,7 @@ class ExperimentOptions(DataOptions):
     seeds: list[int] = Field([0, 1, 2], min_length=1)
     device: str = "auto"
     temperature: float = Field(4.0, gt=0)  # T of the soft-label diversity columns
+    tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
 
     @field_validator("seeds")
     @classmethod
@@ -124,7 +125,7 @@ class Experiment:
 
 
 def load_experiment(path: Path, overrides: Mapping[str, Any] | None = None) -> Experiment:
-    """Read and validate an experiment file; overrides (out, device) replace [experiment]."""
+    """Read and validate an experiment file; overrides (out, device, ...) replace [experiment]."""
     if not Path(path).is_file():
         raise UsageError(
             f"experiment file {path} does not exist; check the path (examples/ holds "
@@ -238,7 +239,7 @@ def _check_keys(
         if key in SHARED:
             raise UsageError(
                 f"{source}: {where}: '{key}' belongs in [experiment] (every run of an experiment "
-                "uses the same data and device)"
+                "uses the same data, device and tensorboard setting)"
             )
         if key in MANAGED:
             raise UsageError(f"{source}: {where}: '{key}' is set by the experiment; {MANAGED[key]}")

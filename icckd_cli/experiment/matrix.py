@@ -21,9 +21,12 @@ Callback = Callable[[str, dict[str, Any]], None]
 # Execution details that may change between invocations without invalidating a finished run.
 IGNORED_ON_REUSE = set(
     "device overwrite download save_every eval_batch_size out teacher data_dir precision "
-    "compile channels_last".split()
+    "compile channels_last tensorboard".split()
 )
 DIVERSITY_FILE = "diversity.json"
+# Panels of the learning-curve figures: the unweighted training CE compares every kind of
+# run (their weighted sums do not); the gate's pass rate only where a run logs it.
+CURVE_METRICS = ("train_ce", "top1", "nll", "train_icc_gate_pass")
 
 
 def check_reusable(run: Run) -> None:
@@ -94,9 +97,45 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
         return {}
     diversity = measure_diversity(exp, callback)
     results = collect(exp, diversity)
+    results["figures"] = write_curves(exp)
     write_results(exp, results)
     callback("finish", {"out": str(exp.options.out)})
     return results
+
+
+def write_curves(exp: Experiment) -> list[dict[str, str]]:
+    """A learning-curve figure per group next to results.md: teachers, students per method."""
+    from icckd_cli.plots import Curve, write_learning_curves
+    from icckd_cli.rundir import METRICS_FILE, decay_epochs, read_metrics
+
+    baseline = [r for r in exp.runs if r.kind == "baseline"]
+    groups = [("teachers", "curves_teachers.png", [r for r in exp.runs if r.kind == "teacher"])]
+    for s in exp.students:  # the student alone beside each method: does distilling pay?
+        runs = [r for r in exp.runs if r.kind == "student" and r.student == s.name]
+        groups.append((f"students: {s.name}", f"curves_students_{s.name}.png", runs + baseline))
+    figures = []
+    for title, file, runs in groups:
+        curves = [
+            Curve(_curve_label(r), read_metrics(r.out), decay_epochs(r.out), r.teacher or r.kind)
+            for r in runs
+            if (r.out / METRICS_FILE).is_file()
+        ]
+        logged = {k for c in curves for rec in c.history for k in rec}
+        metrics = [m for m in CURVE_METRICS if m in logged]
+        if not curves or not metrics:
+            continue
+        full = f"{title} ({exp.options.name}, {exp.options.dataset})"
+        write_learning_curves(curves, metrics, Path(exp.options.out) / file, full)
+        figures.append({"title": title, "file": file})
+    return figures
+
+
+def _curve_label(run: Run) -> str:
+    if run.kind == "teacher":
+        return f"{run.teacher} seed {run.seed}"
+    if run.kind == "student":
+        return f"from {run.teacher}, seed {run.seed}"
+    return f"alone (CE), seed {run.seed}"
 
 
 def measure_diversity(exp: Experiment, callback: Callback) -> dict[str, dict[int, dict]]:

@@ -139,9 +139,9 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
         )  # fmt: skip
         if reference is not None and t is not reference:
             ours, ref = _top1(exp.teacher_runs(t.name)), _top1(exp.teacher_runs(reference.name))
-            t_diff = paired_difference(ours["final"], ref["final"])
+            gap = paired_difference(ours["final"], ref["final"])
             pair = dict(teacher=t.name, reference=reference.name)
-            teacher_differences.append({**pair, "last": difference_stats(t_diff, n)})
+            teacher_differences.append({**pair, "last": difference_stats(gap, n)})
     base_top1 = None
     if exp.baseline is not None:
         base_top1 = _top1({r.seed: r for r in exp.runs if r.kind == "baseline"})
@@ -275,6 +275,9 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         ]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
         lines += ["", *[f"- {n}" for n in t.notes], *([""] if t.notes else [])]
+    figures = results.get("figures") or []  # written by matrix.write_curves
+    if figures:
+        lines += ["## learning curves", "", *(f"![{f['title']}]({f['file']})\n" for f in figures)]
     return "\n".join(lines)
 
 

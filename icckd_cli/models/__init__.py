@@ -1,4 +1,5 @@
-"""The CIFAR knowledge-distillation model zoo (the CRD / RepDistiller architectures).
+"""The knowledge-distillation model zoo: the CRD / RepDistiller CIFAR networks, and the
+ImageNet ones of the ResNet34 -> ResNet18 and ResNet50 -> MobileNetV1 benchmarks.
 
 Every network keeps the reference state-dict layout, so published teacher checkpoints load
 with strict=True. Importing the family modules registers their names.
@@ -7,15 +8,23 @@ with strict=True. Importing the family modules registers their names.
 from __future__ import annotations
 
 from icckd_cli.models import (  # noqa: F401  (imported for their registrations)
+    mobilenetv1,
     mobilenetv2,
     resnet,
     resnetv2,
     shufflenetv1,
     shufflenetv2,
+    tvnets,
     vgg,
     wrn,
 )
 from icckd_cli.models.base import ZooModel
-from icckd_cli.models.registry import create_model, feature_dim, list_models, resolve_name
+from icckd_cli.models.registry import (
+    create_model,
+    feature_dim,
+    input_size,
+    list_models,
+    resolve_name,
+)
 
-__all__ = ["ZooModel", "create_model", "feature_dim", "list_models", "resolve_name"]
+__all__ = ["ZooModel", "create_model", "feature_dim", "input_size", "list_models", "resolve_name"]

@@ -11,11 +11,12 @@ from icckd_cli.models.base import ZooModel
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One registered architecture: its name, pooled-feature size and constructor."""
+    """One registered architecture: name, pooled-feature size, constructor, input size."""
 
     name: str
     feature_dim: int
     build: Callable[..., ZooModel]
+    input_size: int = 32  # the image side it is designed for (32: CIFAR, 224: ImageNet)
 
 
 _SPECS: dict[str, ModelSpec] = {}
@@ -28,14 +29,19 @@ _LISTING_ORDER = (
     "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2",
     "vgg8", "vgg11", "vgg13", "vgg16", "vgg19",
     "ResNet50", "MobileNetV2", "ShuffleV1", "ShuffleV2",
+    "tv_resnet18", "tv_resnet34", "tv_resnet50", "tv_mobilenet_v2", "MobileNetV1",
 )  # fmt: skip
 
 
-def register(name: str, feature_dim: int, build: Callable[..., ZooModel]) -> None:
+def register(
+    name: str, feature_dim: int, build: Callable[..., ZooModel], input_size: int = 32
+) -> None:
     """Add an architecture; `build(num_classes=...)` must return a ZooModel."""
-    if name in _SPECS:
-        raise ValueError(f"architecture {name!r} is registered twice")
-    _SPECS[name] = ModelSpec(name, feature_dim, build)
+    # names resolve case-insensitively, so two that differ only in case would be ambiguous
+    clash = [known for known in _SPECS if known.lower() == name.lower()]
+    if clash:
+        raise ValueError(f"architecture {name!r} is registered twice (as {clash[0]!r})")
+    _SPECS[name] = ModelSpec(name, feature_dim, build, input_size)
 
 
 def list_models() -> list[str]:
@@ -61,6 +67,11 @@ def resolve_name(name: str) -> str:
 def feature_dim(name: str) -> int:
     """Size of the pooled penultimate features of `name`, without building the model."""
     return _SPECS[resolve_name(name)].feature_dim
+
+
+def input_size(name: str) -> int:
+    """The image side `name` is designed for (32 for the CIFAR zoo, 224 for ImageNet nets)."""
+    return _SPECS[resolve_name(name)].input_size
 
 
 def create_model(name: str, num_classes: int = 100) -> ZooModel:
