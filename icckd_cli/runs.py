@@ -289,6 +289,11 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
     teacher, meta, info = load_teacher(cfg)  # a bad teacher file fails before the data loads
     data = load_data(cfg, device, callback)
     check_classes(data.spec, teacher.num_classes, meta, str(cfg.teacher))
+    recorded = meta.get("dataset") or {}
+    if recorded.get("name") == data.spec.name and recorded.get("mean"):
+        # the teacher sees inputs normalised as in its training, also where the student's
+        # subset has other pixel statistics (digits and imagefolder derive them from it)
+        data.spec.mean, data.spec.std = list(recorded["mean"]), list(recorded["std"])
     teacher = teacher.to(device)
     if channels_last_on(device, cfg.channels_last):
         teacher = teacher.to(memory_format=torch.channels_last)

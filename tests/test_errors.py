@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import digits_teacher, icckd
+from tests.helpers import digits_teacher, icckd, tiny_experiment
 
 USAGE, RUNTIME = 2, 1
 TINY = [
@@ -267,6 +267,26 @@ def test_config_file_missing_or_not_toml(fails: Fails, tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("epochs = = 2\n")
     line = fails(tmp_path, USAGE, "train-teacher", "--config", tmp_path / "bad.toml", *out)
     assert "is not valid TOML" in line
+
+
+@pytest.mark.parametrize(
+    ("replace", "says"),
+    [
+        (('method = "kd"', 'method = "kd"\ntrain_per_class = 5'),
+         "[[students]] 'kd': 'train_per_class' belongs in [student] or [experiment] (every "
+         "student of an experiment trains on the same images)"),
+        (("baseline = true", "baseline = true\ntest_per_class = 2"),
+         "[student]: 'test_per_class' belongs in [experiment] (runs that are compared must be "
+         "evaluated on the same test images)"),
+    ],
+)  # fmt: skip
+def test_experiment_subset_in_the_wrong_table(
+    fails: Fails, tmp_path: Path, replace: tuple[str, str], says: str
+) -> None:
+    config = tmp_path / "x.toml"
+    config.write_text(tiny_experiment(tmp_path, replace))
+    line = fails(tmp_path, USAGE, "experiment", config)
+    assert line == f"error: {config}: {says}"
 
 
 # ----------------------------------------------------------------------------- output, device

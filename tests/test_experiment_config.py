@@ -53,6 +53,18 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
          "resnet56, ResNet50? Run 'icckd models' to list them."),
         (("baseline = true", "baseline = 1"),
          "x.toml: [student]: baseline must be true or false"),
+        (("baseline = true", "baseline = true\ntrain_per_class = 0"),
+         "x.toml: [student]: invalid train_per_class = 0: Input should be greater than or "
+         "equal to 1"),
+        (("name = \"icc\"", "name = \"icc\"\ntrain_per_class = 5"),
+         "x.toml: [[teachers]] 'icc': 'train_per_class' belongs in [teacher] or [experiment] "
+         "(every teacher of an experiment trains on the same images)"),
+        (("method = \"kd\"", "method = \"kd\"\ntrain_per_class = 5"),
+         "x.toml: [[students]] 'kd': 'train_per_class' belongs in [student] or [experiment] "
+         "(every student of an experiment trains on the same images)"),
+        (("baseline = true", "baseline = true\ntest_per_class = 2"),
+         "x.toml: [student]: 'test_per_class' belongs in [experiment] (runs that are compared "
+         "must be evaluated on the same test images)"),
     ],
 )  # fmt: skip
 def test_bad_experiment_files_fail_with_one_line_naming_the_table(
@@ -104,6 +116,24 @@ def test_shared_tables_and_entries_combine_in_that_order(tmp_path: Path) -> None
     assert student.config.teacher == tmp_path / "exp/teachers/icc/seed0/model.safetensors"
     assert student.config.seed == 0 and student.config.dataset == "digits"
     assert student.config.train_per_class == 20 and student.config.device == "cpu"
+
+
+def test_teacher_and_student_tables_set_their_own_training_subset(tmp_path: Path) -> None:
+    exp = parse_experiment_text(
+        tiny_experiment(
+            tmp_path,
+            ("[teacher]\n", "[teacher]\ntrain_per_class = 30\n"),
+            ("baseline = true", "baseline = true\ntrain_per_class = 7"),
+        )
+    )
+    per_kind = {(r.kind, r.config.train_per_class) for r in exp.runs}
+    assert per_kind == {("teacher", 30), ("student", 7), ("baseline", 7)}
+    assert {r.config.test_per_class for r in exp.runs} == {5}  # [experiment]'s, for all
+    # a role that sets nothing keeps [experiment]'s subset
+    exp = parse_experiment_text(
+        tiny_experiment(tmp_path, ("baseline = true", "baseline = true\ntrain_per_class = 7"))
+    )
+    assert {r.config.train_per_class for r in exp.runs if r.kind == "teacher"} == {20}
 
 
 def test_tensorboard_is_one_setting_for_every_run(tmp_path: Path) -> None:

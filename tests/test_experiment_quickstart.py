@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,51 @@ def test_cli_quickstart_runs_the_built_in_experiment_into_out(
     assert r.code == 0, r.err
     (exp,) = seen
     assert exp.options.out == tmp_path / "qs" and exp.options.device == "cpu"
-    assert exp.command == "icckd quickstart" and len(exp.runs) == 10
+    seeds = len(exp.options.seeds)  # per seed: 2 teachers, their 2 KD students, the baseline
+    assert exp.command == "icckd quickstart" and len(exp.runs) == 5 * seeds
     assert exp.runs[0].out == tmp_path / "qs/teachers/ce/seed0"
-    assert "n/a (0/2 seeds)" in r.out and "0.00" not in r.out
+    assert f"n/a (0/{seeds} seeds)" in r.out and "0.00" not in r.out
+
+
+@pytest.mark.slow
+def test_reduced_quickstart_trains_each_role_on_its_own_subset(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icckd_cli.checkpoint import read_metadata
+    from icckd_cli.data import load_dataset
+    from icckd_cli.experiment import quickstart as qs
+
+    built_in = ex.quickstart_experiment()
+    assert built_in.baseline is not None
+    student_pc = built_in.baseline.train_per_class
+    assert student_pc and built_in.teachers[0].config.train_per_class is None  # all of digits
+    # the built-in text with tiny epochs, 2 seeds, 20 teacher images a class and 5 test images
+    text = re.sub(r"(?m)^epochs = \d+", "epochs = 1", qs.QUICKSTART_TOML)
+    text = re.sub(r"(?m)^seeds = .*", "seeds = [0, 1]\ntest_per_class = 5", text)
+    text = text.replace("[teacher]\n", "[teacher]\ntrain_per_class = 20\n")
+    monkeypatch.setattr(qs, "QUICKSTART_TOML", text)
+    r = icckd(capsys, "quickstart", "--out", str(tmp_path / "qs"), "--device", "cpu")
+    assert r.code == 0, r.err
+    assert r.out.lstrip().startswith("what distillation adds on digits")
+    results = json.loads((tmp_path / "qs/results.json").read_text())
+    assert (results["teacher_train_per_class"], results["student_train_per_class"]) == (
+        20,
+        student_pc,
+    )
+    assert [(a["teacher"], a["reference"]) for a in results["answers"]] == [
+        ("ce", None), ("icc", None), ("icc", "ce")
+    ]  # fmt: skip
+    assert all(a["last"]["n"] == 2 for a in results["answers"])
+    assert results["answers_summary"].startswith("At the last epoch, paired by seed: kd from ce")
+    # every checkpoint records the subset its run trained on
+    for run in ex.quickstart_experiment({"out": tmp_path / "qs"}).runs:
+        meta = read_metadata(run.out / "model.safetensors")
+        wanted = 20 if run.kind == "teacher" else student_pc
+        assert meta["config"]["train_per_class"] == wanted, run.label
+        assert meta["config"]["test_per_class"] == 5
+    # the students normalise as their teacher did, not with their own subset's statistics
+    teacher = read_metadata(tmp_path / "qs/teachers/icc/seed0/model.safetensors")
+    student = read_metadata(tmp_path / "qs/students/icc/kd/seed0/model.safetensors")
+    assert student["dataset"]["mean"] == teacher["dataset"]["mean"]
+    own = load_dataset("digits", train_per_class=student_pc).spec.mean
+    assert own != teacher["dataset"]["mean"]

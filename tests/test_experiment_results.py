@@ -105,7 +105,22 @@ def test_collect_builds_every_cell_and_the_icc_minus_ce_difference(
     (tdiff,) = results["teacher_differences"]
     assert (tdiff["teacher"], tdiff["reference"]) == ("icc", "ce")
     assert tdiff["last"]["ci95"] == [-1.0, -1.0] and tdiff["last"]["positive"] == 0
-    assert ["", "", "icc minus ce", "-1.00 [-1.00, -1.00] 0/2"] in tables[0].rows
+    assert ["", "", "icc minus ce", "-1.00 [-1.00, -1.00] 0/2"] in tables[1].rows
+    # the answers lead: each KD student minus the student alone, then icc minus ce
+    gain_ce, gain_icc, icc_ce = results["answers"]
+    assert (gain_ce["teacher"], gain_ce["reference"]) == ("ce", None)
+    assert gain_ce["last"]["values"] == {"0": 2.0, "1": 2.0} and gain_ce["last"]["positive"] == 2
+    assert gain_icc["last"]["values"] == {"0": 4.0}  # seed 1 of the icc student is missing
+    assert icc_ce == diff
+    answers = tables[0]
+    assert answers.rows == [
+        ["kd from ce minus the student alone", "+2.00 [+2.00, +2.00] 2/2"],
+        ["kd from icc minus the student alone", "+4.00 [-] 1/1 (1/2 seeds)"],
+        ["kd from icc minus kd from ce", "+2.00 [-] 1/1 (1/2 seeds)"],
+    ]
+    assert answers.notes[0] == results["answers_summary"]
+    assert answers.notes[0].startswith("At the last epoch, paired by seed: kd from ce adds 2.00")
+    assert markdown.index("## what distillation adds") < markdown.index("## teachers on")
 
 
 def test_t_interval_matches_the_t_table() -> None:
@@ -141,3 +156,34 @@ def test_label_smoothing_teacher_is_a_variant_not_the_reference(tmp_path: Path) 
     results = ex.collect(exp, {})
     assert [d["teacher"] for d in results["differences"]] == ["ls", "icc"]
     assert results["teachers"][1]["objective"] == "CE (label smoothing 0.1)"
+
+
+def _answer(values: dict[int, float | None], reference: str | None = None) -> dict:
+    stats = res.difference_stats(values, len(values))
+    return {"student": "kd", "teacher": "icc", "reference": reference, "last": stats}
+
+
+def test_the_answers_sentence_is_worded_from_the_numbers() -> None:
+    from icckd_cli.experiment.answers import answers_sentence
+
+    # resolved gain: 4, 6, 5, 7 -> mean 5.5, s = 1.29099, t(0.975, 3) = 3.18245 -> [3.45, 7.55]
+    up = _answer({0: 4.0, 1: 6.0, 2: 5.0, 3: 7.0})
+    # unresolved: 1, -1, 2 -> mean 0.667, s/sqrt(3) = 0.8819, t(0.975, 2) = 4.3027: +- 3.795
+    flat = _answer({0: 1.0, 1: -1.0, 2: 2.0}, reference="ce")
+    # resolved loss: mean -2.75, s/sqrt(4) = 0.3227, t(0.975, 3) = 3.18245: [-3.78, -1.72]
+    down = _answer({0: -2.0, 1: -3.0, 2: -2.5, 3: -3.5})
+    one = _answer({0: 1.5})
+    none = _answer({0: None, 1: None})
+    assert answers_sentence([up, flat, down, one, none]) == (
+        "At the last epoch, paired by seed: "
+        "kd from icc adds 5.50 points over the student alone (the 95% interval lies above 0; "
+        "4 of 4 seeds higher); "
+        "kd from icc against kd from ce: +0.67 points, not resolved (the 95% interval "
+        "[-3.13, +4.46] holds 0; 2 of 3 seeds higher); "
+        "kd from icc loses 2.75 points against the student alone (the 95% interval lies below "
+        "0; 4 of 4 seeds lower); "
+        "kd from icc against the student alone: +1.50 points on one seed, too few for an "
+        "interval; "
+        "kd from icc against the student alone: no seed finished yet."
+    )
+    assert answers_sentence([]) == ""

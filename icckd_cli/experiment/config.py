@@ -21,8 +21,11 @@ from icckd_cli.config import DataOptions, DistillConfig, TrainTeacherConfig, rea
 from icckd_cli.errors import UsageError, suggest
 
 TABLES = ("experiment", "teacher", "teachers", "student", "students")
-# Settings every run of an experiment shares: they live in [experiment] only.
+# Settings every run of an experiment shares: they live in [experiment] only...
 SHARED = (*DataOptions.model_fields, "device", "tensorboard")
+# ...except these, which [teacher] (for the teachers) and [student] (for the students and
+# the student alone) may set for their role; [experiment]'s value is the default of both.
+ROLE_SHARED = ("train_per_class",)
 # Settings the experiment sets per run.
 MANAGED = {
     "seed": "use seeds = [...] in [experiment]",
@@ -159,7 +162,7 @@ def parse_experiment(
     baseline = None
     if baseline_wanted:
         values = {**shared, **raw["student"]}
-        recipe = _validate(DistillConfig, values, {}, source, "[student]", "")
+        recipe = _validate(DistillConfig, values, {}, source, "[student]", "", raw["student"])
         # the student's data, optimiser and run settings, without any distillation term
         common = [k for k in TrainTeacherConfig.model_fields if k in DistillConfig.model_fields]
         baseline = TrainTeacherConfig(**{k: getattr(recipe, k) for k in common}, icc_weight=0.0)
@@ -172,15 +175,15 @@ def _section(
     """(name, config) of each [[<key>s]] entry over the [<key>] table over the defaults."""
     allowed = [k for k in model.model_fields if k not in SHARED and k not in MANAGED]
     common = _table(raw, key, source)
-    _check_keys(common, allowed, source, f"[{key}]")
+    _check_keys(common, allowed, source, f"[{key}]", ROLE_SHARED)
     out = []
     for i, entry in enumerate(_entries(raw, f"{key}s", source)):
         if key == "student":  # a student is named after its method unless named
             entry = {"name": entry.get("method", common.get("method", "kd")), **entry}
         name, where = _entry_name(entry, f"{key}s", i, source)
-        _check_keys(entry, allowed, source, where, ("name",))
+        _check_keys(entry, allowed, source, where, ("name",), role=key)
         values = {**shared, **common, **{k: v for k, v in entry.items() if k != "name"}}
-        out.append((name, _validate(model, values, entry, source, where, f"[{key}]")))
+        out.append((name, _validate(model, values, entry, source, where, f"[{key}]", common)))
     _unique([name for name, _ in out], source, f"[[{key}s]]")
     return out
 
@@ -213,11 +216,26 @@ def _entry_name(entry: dict[str, Any], key: str, i: int, source: str) -> tuple[s
 
 
 def _check_keys(
-    values: dict[str, Any], allowed: list[str], source: str, where: str, extra: tuple = ()
+    values: dict[str, Any],
+    allowed: list[str],
+    source: str,
+    where: str,
+    extra: tuple = (),
+    role: str = "",
 ) -> None:
     for key in values:
         if key in allowed or key in extra:
             continue
+        if key in ROLE_SHARED:  # in an entry: every teacher (student) sees the same images
+            raise UsageError(
+                f"{source}: {where}: '{key}' belongs in [{role}] or [experiment] (every "
+                f"{role} of an experiment trains on the same images)"
+            )
+        if key == "test_per_class":
+            raise UsageError(
+                f"{source}: {where}: 'test_per_class' belongs in [experiment] (runs that are "
+                "compared must be evaluated on the same test images)"
+            )
         if key in SHARED:
             raise UsageError(
                 f"{source}: {where}: '{key}' belongs in [experiment] (every run of an experiment "
@@ -230,7 +248,13 @@ def _check_keys(
 
 
 def _validate(
-    model: type, values: dict[str, Any], entry: dict[str, Any], source: str, where: str, shared: str
+    model: type,
+    values: dict[str, Any],
+    entry: dict[str, Any],
+    source: str,
+    where: str,
+    shared: str,
+    common: Mapping[str, Any] | None = None,
 ) -> Any:
     """model(**values), or a one-line error naming the table the bad value came from."""
     try:
@@ -243,7 +267,7 @@ def _validate(
             raise UsageError(f"{source}: {where}: {msg}") from None
         key = loc[0]
         table = where if key in entry or not shared else shared
-        if key in SHARED and model is not ExperimentOptions:
+        if key in SHARED and key not in (common or {}) and model is not ExperimentOptions:
             table = "[experiment]"
         shown = f" = {values[key]!r}" if key in values else ""
         raise UsageError(f"{source}: {table}: invalid {key}{shown}: {msg}") from None

@@ -17,9 +17,12 @@ else:  # pragma: no cover
 # `icckd quickstart` works from an installed package without the repository.
 QUICKSTART_TOML = """\
 # The built-in experiment of `icckd quickstart`, the paper's comparison in miniature on the
-# embedded digits data set (no download): two resnet8 teachers, one trained with
-# cross-entropy alone and one with the intra-class contrastive term, a KD student from
-# each, the student trained alone as a baseline, two seeds. A few minutes on 2 CPU cores.
+# embedded digits data set (no download): two resnet8 teachers trained on all of digits,
+# one with cross-entropy alone and one with the intra-class contrastive term; resnet8
+# students that see only 15 training images per class, distilled with KD from each
+# teacher and trained alone as the baseline; 4 seeds. Distillation shows its value where
+# the student has little labelled data, so the first table answers what KD from each
+# teacher adds over the student alone. About 3.5 minutes on 2 quiet CPU cores.
 #
 #     icckd quickstart                              (this file is built in)
 #     icckd experiment examples/quickstart.toml     (the same, from the file)
@@ -29,7 +32,7 @@ QUICKSTART_TOML = """\
 [experiment]
 name = "quickstart"
 dataset = "digits"
-seeds = [0, 1]
+seeds = [0, 1, 2, 3]
 out = "icckd-quickstart"
 
 [teacher]
@@ -47,7 +50,9 @@ margin = 0.5
 
 [student]
 arch = "resnet8"
-epochs = 10
+epochs = 30
+batch_size = 16  # 150 images: 9 steps an epoch, where 64 would leave 2 and undertrain
+train_per_class = 15  # the students and the student alone; the teachers see all of digits
 baseline = true
 
 [[students]]

@@ -1,8 +1,9 @@
 """Finished runs into one set of numbers, and those into tables, Markdown and JSON.
 
-The results (mean and sample std over seeds; paired differences of every teacher variant
-minus the cross-entropy teacher with a 95% t-interval and a sign count; the teachers'
-soft-label diversity) go to OUT/results.json and results.md.
+The results (the answers first: what KD from each teacher adds over the student alone and
+each teacher variant minus the cross-entropy teacher, as paired differences with a 95%
+t-interval and a sign count, and one sentence saying so; then mean and sample std over
+seeds and the teachers' soft-label diversity) go to OUT/results.json and results.md.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ def _last_best_diff(diff: Mapping[str, Mapping[int, float | None]], n: int) -> d
 
 def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dict[str, Any]:
     """Everything the tables show, as JSON-ready numbers."""
+    from icckd_cli.experiment.answers import answers_sentence
+
     o, n = exp.options, len(exp.options.seeds)
     reference = next((t for t in exp.teachers if t.cross_entropy), None)
     teachers, teacher_differences = [], []
@@ -139,7 +142,10 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
             gap = paired_difference(ours["final"], ref["final"])
             pair = dict(teacher=t.name, reference=reference.name)
             teacher_differences.append({**pair, "last": difference_stats(gap, n)})
-    students, differences = [], []
+    base_top1 = None
+    if exp.baseline is not None:
+        base_top1 = _top1({r.seed: r for r in exp.runs if r.kind == "baseline"})
+    students, differences, answers = [], [], []
     for s in exp.students:
         top1 = {}
         for t in exp.teachers:
@@ -147,6 +153,10 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
             top1[t.name] = _top1(runs)
             about = dict(student=s.name, method=s.config.method, arch=s.config.arch)
             students.append({**about, "teacher": t.name, **_last_best(top1[t.name], n)})
+            if base_top1 is not None:  # what distilling from t adds over the student alone
+                gain = {w: paired_difference(top1[t.name][w], base_top1[w]) for w in base_top1}
+                pair = dict(student=s.name, method=s.config.method, teacher=t.name)
+                answers.append({**pair, "reference": None, **_last_best_diff(gain, n)})
         for t in exp.teachers:
             if reference is None or t is reference:
                 continue
@@ -154,13 +164,17 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
             diff = {w: paired_difference(ours[w], ref[w]) for w in ours}
             pair = dict(student=s.name, method=s.config.method, teacher=t.name)
             differences.append({**pair, "reference": reference.name, **_last_best_diff(diff, n)})
+    answers += differences
     baseline = None
-    if exp.baseline is not None:
-        runs = {r.seed: r for r in exp.runs if r.kind == "baseline"}
-        baseline = {"arch": exp.baseline.arch, **_last_best(_top1(runs), n)}
+    if exp.baseline is not None and base_top1 is not None:
+        baseline = {"arch": exp.baseline.arch, **_last_best(base_top1, n)}
+    student_cfg = exp.students[0].config if exp.students else exp.baseline
     return dict(name=o.name, dataset=o.dataset, train_per_class=o.train_per_class,
+                teacher_train_per_class=exp.teachers[0].config.train_per_class,
+                student_train_per_class=student_cfg.train_per_class if student_cfg else None,
                 test_per_class=o.test_per_class, seeds=list(o.seeds), out=str(o.out),
-                temperature=o.temperature, command=exp.command, teachers=teachers,
+                temperature=o.temperature, command=exp.command, answers=answers,
+                answers_summary=answers_sentence(answers), teachers=teachers,
                 teacher_differences=teacher_differences, students=students,
                 differences=differences, baseline=baseline)  # fmt: skip
 
@@ -176,7 +190,9 @@ class TableSpec:
 
 
 def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
-    """The teachers', their soft labels' and the students' tables of an experiment."""
+    """The answers first, then the teachers', their soft labels' and the students' tables."""
+    from icckd_cli.experiment.answers import answers_table
+
     seeds = len(results["seeds"])
     over = f"mean ± std over {seeds} seed{'s' if seeds > 1 else ''}"
     teachers = results["teachers"]
@@ -185,7 +201,9 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
         teacher_rows.append(
             ["", "", f"{d['teacher']} minus {d['reference']}", diff_cell(d["last"])]
         )
-    tables = [
+    answers = answers_table(results)
+    tables = [] if answers is None else [answers]
+    tables += [
         TableSpec(
             f"teachers on {results['dataset']} (top-1 %, {over})",
             ["teacher", "arch", "objective", "top-1 (last epoch)"],
@@ -223,6 +241,10 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
     return tables
 
 
+def _images(per_class: int | None) -> str:
+    return "all training images" if per_class is None else f"{per_class} images per class"
+
+
 def results_markdown(results: Mapping[str, Any]) -> str:
     """The tables as Markdown, with what was run."""
     subset = ", ".join(
@@ -230,6 +252,12 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         for k in ("train_per_class", "test_per_class")
         if results[k]
     )
+    teacher_pc = results.get("teacher_train_per_class", results["train_per_class"])
+    student_pc = results.get("student_train_per_class", results["train_per_class"])
+    if teacher_pc != student_pc:  # per-role subsets: say who trained on what
+        roles = f"teachers on {_images(teacher_pc)}, students on {_images(student_pc)}"
+        test = results["test_per_class"]
+        subset = roles + (f", test per class {test}" if test else "")
     lines = [
         f"# {results['name']}",
         "",
