@@ -22,7 +22,7 @@ QUICKSTART_TOML = """\
 # students that see only 15 training images per class, distilled with KD from each
 # teacher and trained alone as the baseline; 4 seeds. Distillation shows its value where
 # the student has little labelled data, so the first table answers what KD from each
-# teacher adds over the student alone. About 3.5 minutes on 2 quiet CPU cores.
+# teacher adds over the student alone. About 8 minutes on 2 quiet CPU cores (measured 7:45).
 #
 #     icckd quickstart                              (this file is built in)
 #     icckd experiment examples/quickstart.toml     (the same, from the file)
