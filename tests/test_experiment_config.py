@@ -43,6 +43,9 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
         (("seeds = [0, 1]", "seeds = [0, 0]"),
          "x.toml: [experiment]: invalid seeds = [0, 0]: seeds must be distinct whole numbers "
          ">= 0, e.g. [0, 1, 2]"),
+        (("seeds = [0, 1]", "seeds = [0, 1]\nteacher_seeds = [1, 1]"),
+         "x.toml: [experiment]: invalid teacher_seeds = [1, 1]: seeds must be distinct whole "
+         "numbers >= 0, e.g. [0, 1, 2]"),
         (("name = \"icc\"", "name = \"ce\""),
          "x.toml: [[teachers]]: the name 'ce' is used twice; names must differ"),
         (("name = \"icc\"", "name = \"i c c\""),
@@ -134,6 +137,35 @@ def test_teacher_and_student_tables_set_their_own_training_subset(tmp_path: Path
         tiny_experiment(tmp_path, ("baseline = true", "baseline = true\ntrain_per_class = 7"))
     )
     assert {r.config.train_per_class for r in exp.runs if r.kind == "teacher"} == {20}
+
+
+def test_fewer_teacher_seeds_than_student_seeds(tmp_path: Path) -> None:
+    text = tiny_experiment(
+        tmp_path, ("seeds = [0, 1]", "seeds = [0, 1, 2, 3, 4]\nteacher_seeds = [7, 8]")
+    )
+    exp = parse_experiment_text(text)
+    root = tmp_path / "exp"
+    teachers = [r.label for r in exp.runs if r.kind == "teacher"]
+    assert teachers == ["teachers/ce/seed7", "teachers/icc/seed7", "teachers/ce/seed8",
+                        "teachers/icc/seed8"]  # fmt: skip
+    # student seed number i distills from teacher seed number i mod 2, trained before it
+    taught = {r.label: r.config.teacher for r in exp.runs if r.kind == "student"}
+    assert len(taught) == 2 * 5 and sum(r.kind == "baseline" for r in exp.runs) == 5
+    for i, seed in enumerate([0, 1, 2, 3, 4]):
+        tseed = [7, 8][i % 2]
+        for t in ("ce", "icc"):
+            label = f"students/{t}/kd/seed{seed}"
+            assert taught[label] == root / f"teachers/{t}/seed{tseed}/model.safetensors"
+            order = [r.label for r in exp.runs]
+            assert order.index(f"teachers/{t}/seed{tseed}") < order.index(label)
+    results = ex.collect(exp, {})
+    assert results["teacher_seeds"] == [7, 8]
+    assert all(t["top1"]["seeds"] == 2 for t in results["teachers"])
+    assert all(s["last"]["seeds"] == 5 for s in results["students"])
+    assert "(teachers: seeds 7, 8;" in ex.results_markdown(results)
+    plain = parse_experiment_text(tiny_experiment(tmp_path))  # by default the same seeds
+    assert plain.options.resolved_teacher_seeds() == [0, 1]
+    assert "(teachers:" not in ex.results_markdown(ex.collect(plain, {}))
 
 
 def test_tensorboard_is_one_setting_for_every_run(tmp_path: Path) -> None:

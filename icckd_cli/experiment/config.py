@@ -43,16 +43,23 @@ class ExperimentOptions(DataOptions):
     name: str = "experiment"
     out: Path = Path("experiment")
     seeds: list[int] = Field([0, 1, 2], min_length=1)
+    # teachers cost most: fewer teacher seeds than student seeds; student seed i (in order)
+    # distills from teacher_seeds[i mod n]. None: the teachers use `seeds` too
+    teacher_seeds: list[int] | None = Field(None, min_length=1)
     device: str = "auto"
     temperature: float = Field(4.0, gt=0)  # T of the soft-label diversity columns
     tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
 
-    @field_validator("seeds")
+    @field_validator("seeds", "teacher_seeds")
     @classmethod
-    def _distinct(cls, seeds: list[int]) -> list[int]:
-        if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and (any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds)):
             raise ValueError("seeds must be distinct whole numbers >= 0, e.g. [0, 1, 2]")
         return seeds
+
+    def resolved_teacher_seeds(self) -> list[int]:
+        """The teachers' seeds: teacher_seeds, or the seeds of the whole experiment."""
+        return list(self.teacher_seeds or self.seeds)
 
 
 @dataclass
@@ -291,16 +298,24 @@ def _unique(names: list[str], source: str, where: str) -> None:
 
 
 def plan(exp: Experiment) -> list[Run]:
-    """Every run in order: per seed the teachers, then their students, then the baseline."""
+    """Every run in order: per seed the teachers, then their students, then the baseline.
+
+    Student seed i (in order) distills from teacher seed teacher_seeds[i mod n], so each
+    teacher is trained before the first student that needs it.
+    """
     root = Path(exp.options.out)
+    teacher_seeds = exp.options.resolved_teacher_seeds()
     runs = []
-    for seed in exp.options.seeds:
+    for i, seed in enumerate(exp.options.seeds):
+        if i < len(teacher_seeds):
+            for t in exp.teachers:
+                tseed = teacher_seeds[i]
+                label = f"teachers/{t.name}/seed{tseed}"
+                cfg = t.config.model_copy(update={"seed": tseed, "out": root / label})
+                runs.append(Run("teacher", label, tseed, cfg, teacher=t.name))
+        tseed = teacher_seeds[i % len(teacher_seeds)]
         for t in exp.teachers:
-            label = f"teachers/{t.name}/seed{seed}"
-            cfg = t.config.model_copy(update={"seed": seed, "out": root / label})
-            runs.append(Run("teacher", label, seed, cfg, teacher=t.name))
-        for t in exp.teachers:
-            weights = root / f"teachers/{t.name}/seed{seed}/model.safetensors"
+            weights = root / f"teachers/{t.name}/seed{tseed}/model.safetensors"
             for s in exp.students:
                 label = f"students/{t.name}/{s.name}/seed{seed}"
                 update = {"seed": seed, "out": root / label, "teacher": weights}
@@ -310,4 +325,10 @@ def plan(exp: Experiment) -> list[Run]:
             label = f"baseline/seed{seed}"
             cfg = exp.baseline.model_copy(update={"seed": seed, "out": root / label})
             runs.append(Run("baseline", label, seed, cfg))
+    # teacher seeds beyond the student seeds still get their teachers
+    for tseed in teacher_seeds[len(exp.options.seeds) :]:
+        for t in exp.teachers:
+            label = f"teachers/{t.name}/seed{tseed}"
+            cfg = t.config.model_copy(update={"seed": tseed, "out": root / label})
+            runs.append(Run("teacher", label, tseed, cfg, teacher=t.name))
     return runs

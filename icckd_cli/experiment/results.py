@@ -126,6 +126,7 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
     from icckd_cli.experiment.answers import answers_sentence
 
     o, n = exp.options, len(exp.options.seeds)
+    nt = len(o.resolved_teacher_seeds())  # teachers are aggregated over their own seeds
     reference = next((t for t in exp.teachers if t.cross_entropy), None)
     teachers, teacher_differences = [], []
     for t in exp.teachers:
@@ -133,15 +134,15 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
         teachers.append(
             dict(name=t.name, arch=t.config.arch, objective=_objective(t.config),
                  icc_weight=t.config.icc_weight, cross_entropy=t.cross_entropy,
-                 top1=aggregate(_top1(exp.teacher_runs(t.name))["final"], n),
-                 diversity={key: aggregate({k: d.get(key) for k, d in div.items()}, n)
+                 top1=aggregate(_top1(exp.teacher_runs(t.name))["final"], nt),
+                 diversity={key: aggregate({k: d.get(key) for k, d in div.items()}, nt)
                             for key in DIVERSITY_KEYS})
         )  # fmt: skip
         if reference is not None and t is not reference:
             ours, ref = _top1(exp.teacher_runs(t.name)), _top1(exp.teacher_runs(reference.name))
             gap = paired_difference(ours["final"], ref["final"])
             pair = dict(teacher=t.name, reference=reference.name)
-            teacher_differences.append({**pair, "last": difference_stats(gap, n)})
+            teacher_differences.append({**pair, "last": difference_stats(gap, nt)})
     base_top1 = None
     if exp.baseline is not None:
         base_top1 = _top1({r.seed: r for r in exp.runs if r.kind == "baseline"})
@@ -173,6 +174,7 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
                 teacher_train_per_class=exp.teachers[0].config.train_per_class,
                 student_train_per_class=student_cfg.train_per_class if student_cfg else None,
                 test_per_class=o.test_per_class, seeds=list(o.seeds), out=str(o.out),
+                teacher_seeds=o.resolved_teacher_seeds(),
                 temperature=o.temperature, command=exp.command, answers=answers,
                 answers_summary=answers_sentence(answers), teachers=teachers,
                 teacher_differences=teacher_differences, students=students,
@@ -195,6 +197,8 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
 
     seeds = len(results["seeds"])
     over = f"mean ± std over {seeds} seed{'s' if seeds > 1 else ''}"
+    tseeds = len(results.get("teacher_seeds") or results["seeds"])
+    t_over = f"mean ± std over {tseeds} seed{'s' if tseeds > 1 else ''}"
     teachers = results["teachers"]
     teacher_rows = [[t["name"], t["arch"], t["objective"], cell(t["top1"])] for t in teachers]
     for d in results.get("teacher_differences", []):
@@ -205,7 +209,7 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
     tables = [] if answers is None else [answers]
     tables += [
         TableSpec(
-            f"teachers on {results['dataset']} (top-1 %, {over})",
+            f"teachers on {results['dataset']} (top-1 %, {t_over})",
             ["teacher", "arch", "objective", "top-1 (last epoch)"],
             teacher_rows,
             [DIFF_NOTE] if results.get("teacher_differences") else [],
@@ -245,6 +249,15 @@ def _images(per_class: int | None) -> str:
     return "all training images" if per_class is None else f"{per_class} images per class"
 
 
+def _teacher_seeds(results: Mapping[str, Any]) -> str:
+    """' (teachers: seeds 0, 1)' when the teachers have seeds of their own, else ''."""
+    tseeds = results.get("teacher_seeds") or results["seeds"]
+    if list(tseeds) == list(results["seeds"]):
+        return ""
+    shown = ", ".join(map(str, tseeds))
+    return f" (teachers: seeds {shown}; student seed number i from teacher seed number i mod n)"
+
+
 def results_markdown(results: Mapping[str, Any]) -> str:
     """The tables as Markdown, with what was run."""
     subset = ", ".join(
@@ -262,7 +275,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         f"# {results['name']}",
         "",
         f"Data set {results['dataset']}{f' ({subset})' if subset else ''}, seeds "
-        f"{', '.join(map(str, results['seeds']))}; runs under `{results['out']}`. Made by "
+        f"{', '.join(map(str, results['seeds']))}{_teacher_seeds(results)}; runs under "
+        f"`{results['out']}`. Made by "
         f"`{results['command']}`.",
         "",
     ]
