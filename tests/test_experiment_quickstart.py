@@ -37,8 +37,10 @@ def test_cli_quickstart_runs_the_built_in_experiment_into_out(
     assert r.code == 0, r.err
     (exp,) = seen
     assert exp.options.out == tmp_path / "qs" and exp.options.device == "cpu"
-    seeds = len(exp.options.seeds)  # per seed: 2 teachers, their 2 KD students, the baseline
-    assert exp.command == "icckd quickstart" and len(exp.runs) == 5 * seeds
+    seeds = len(exp.options.seeds)  # per seed: 2 KD students and the baseline
+    tseeds = len(exp.options.resolved_teacher_seeds())  # per teacher seed: 2 teachers
+    assert exp.command == "icckd quickstart" and len(exp.runs) == 3 * seeds + 2 * tseeds
+    assert tseeds < seeds  # teachers cost most: fewer of their seeds
     assert exp.runs[0].out == tmp_path / "qs/teachers/ce/seed0"
     assert f"n/a (0/{seeds} seeds)" in r.out and "0.00" not in r.out
 
