@@ -18,7 +18,7 @@ import torch
 import torch.distributed as tdist
 from torch import Tensor, nn
 
-from icckd_cli.errors import IcckdError
+from icckd_cli.errors import Diverged, IcckdError, Interrupted
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -221,8 +221,6 @@ def fail_together(fn: F) -> F:
         except BaseException as exc:
             if not is_distributed():
                 raise
-            from icckd_cli.engine import Diverged, Interrupted  # engine imports this module
-
             if isinstance(exc, (Interrupted, Diverged, KeyboardInterrupt)):
                 if is_main():
                     raise

@@ -19,9 +19,13 @@ from torch import Tensor, nn
 
 from icckd_cli import distributed as dist
 from icckd_cli.data import DataSpec, DeviceLoader, Split, StreamLoader, eval_batches
-from icckd_cli.errors import DataFileError, IcckdError, UsageError
+from icckd_cli.errors import DataFileError, Diverged, Interrupted, UsageError
 from icckd_cli.losses import expected_calibration_error
 from icckd_cli.objectives import Objective
+
+# Diverged and Interrupted live in errors.py (distributed.py needs them too); importing them
+# from here keeps working
+
 
 Callback = Callable[[str, dict[str, Any]], None]
 CHECK_EVERY = 50  # steps between reads of the loss accumulators (NaN guard)
@@ -144,18 +148,6 @@ class TrainState:
     sums: dict[str, float] = field(default_factory=dict)  # partial epoch loss sums
     best: dict[str, Any] = field(default_factory=dict)
     elapsed: float = 0.0
-
-
-class Interrupted(Exception):
-    """Raised out of the loop after a checkpoint was written on SIGINT/SIGTERM."""
-
-
-class Diverged(IcckdError):
-    """A loss part (or the weights) became NaN or infinite; `part` names which."""
-
-    def __init__(self, message: str, part: str = "loss", epoch: int = 0, step: int = 0) -> None:
-        super().__init__(message)
-        self.part, self.epoch, self.step = part, epoch, step
 
 
 @dataclass

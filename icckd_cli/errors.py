@@ -29,6 +29,18 @@ class DataFileError(IcckdError):
     """An image file met in the middle of a streamed epoch cannot be read: exit code 1."""
 
 
+class Interrupted(Exception):
+    """Raised out of the training loop after a checkpoint was written on SIGINT/SIGTERM."""
+
+
+class Diverged(IcckdError):
+    """A loss part (or the weights) became NaN or infinite; `part` names which."""
+
+    def __init__(self, message: str, part: str = "loss", epoch: int = 0, step: int = 0) -> None:
+        super().__init__(message)
+        self.part, self.epoch, self.step = part, epoch, step
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """' Did you mean: a, b?' for close matches (case-insensitive), else ''."""
     choices = list(choices)

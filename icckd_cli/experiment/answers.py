@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from icckd_cli.experiment.results import TableSpec, diff_cell
+from icckd_cli.experiment.tables import TableSpec, diff_cell
 
 ANSWERS_NOTE = (
     "paired by seed (seed k minus seed k), top-1 points at the last epoch: mean [95% "

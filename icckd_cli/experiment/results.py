@@ -12,12 +12,13 @@ import json
 import math
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from icckd_cli.config import TrainTeacherConfig
+from icckd_cli.experiment.answers import answers_sentence, answers_table
 from icckd_cli.experiment.config import Experiment, Run
+from icckd_cli.experiment.tables import TableSpec, cell, diff_cell
 
 DIVERSITY_KEYS = ("ratio", "feature_ratio", "target_prob")
 DIFF_NOTE = (
@@ -67,28 +68,6 @@ def paired_difference(
     return {k: a[k] - b[k] for k in a if k in b and a[k] is not None and b[k] is not None}  # type: ignore[operator]
 
 
-def cell(agg: Mapping[str, Any], digits: int = 2, signed: bool = False) -> str:
-    """'97.22 ± 0.39'; one seed: '97.22 ± -'; missing seeds counted; none: 'n/a (0/2 seeds)'."""
-    n, seeds = agg["n"], agg["seeds"]
-    if n == 0:
-        return f"n/a (0/{seeds} seeds)"
-    sign = "+" if signed else ""
-    text = f"{agg['mean']:{sign}.{digits}f} ± "
-    text += "-" if agg["std"] is None else f"{agg['std']:.{digits}f}"
-    return text if n == seeds else f"{text} ({n}/{seeds} seeds)"
-
-
-def diff_cell(agg: Mapping[str, Any], digits: int = 2) -> str:
-    """'+0.52 [-0.31, +1.35] 3/4': mean, 95% t-interval over seeds, seeds above 0."""
-    n, seeds = agg["n"], agg["seeds"]
-    if n == 0:
-        return f"n/a (0/{seeds} seeds)"
-    ci = agg.get("ci95")
-    span = f"[{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else "[-]"
-    text = f"{agg['mean']:+.{digits}f} {span} {agg['positive']}/{n}"
-    return text if n == seeds else f"{text} ({n}/{seeds} seeds)"
-
-
 def _metric(run: Run, which: str) -> float | None:
     from icckd_cli.checkpoint import read_metadata
     from icckd_cli.rundir import MODEL_FILE
@@ -123,8 +102,6 @@ def _last_best_diff(diff: Mapping[str, Mapping[int, float | None]], n: int) -> d
 
 def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dict[str, Any]:
     """Everything the tables show, as JSON-ready numbers."""
-    from icckd_cli.experiment.answers import answers_sentence
-
     o, n = exp.options, len(exp.options.seeds)
     nt = len(o.resolved_teacher_seeds())  # teachers are aggregated over their own seeds
     reference = next((t for t in exp.teachers if t.cross_entropy), None)
@@ -181,20 +158,8 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
                 differences=differences, baseline=baseline)  # fmt: skip
 
 
-@dataclass
-class TableSpec:
-    """A table as plain strings, rendered by rich on the terminal and as Markdown on disk."""
-
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
-    notes: list[str] = field(default_factory=list)
-
-
 def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
     """The answers first, then the teachers', their soft labels' and the students' tables."""
-    from icckd_cli.experiment.answers import answers_table
-
     seeds = len(results["seeds"])
     over = f"mean ± std over {seeds} seed{'s' if seeds > 1 else ''}"
     tseeds = len(results.get("teacher_seeds") or results["seeds"])
