@@ -38,11 +38,14 @@ JSON_FIELDS = (
 )  # fmt: skip
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename over `path`."""
+def atomic_write(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
+    """Write via a temporary file in the same folder, fsync, then rename over `path`.
+
+    `suffix` ends the temporary file's name, for writers that go by it (torch.export: .pt2).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -269,8 +269,29 @@ class EvalConfig(_Strict):
     download: bool = True
     split: Literal["test", "train"] = "test"
     device: str = "auto"
-    batch_size: int = Field(512, ge=1)
+    batch_size: int = Field(512, ge=1)  # evaluation batch, and the batch of --latency's throughput
+    latency: bool = False  # latency_ms at batch 1 and throughput at batch_size
+    cost_only: bool = False  # params, size_mb, macs (and latency) without loading the data set
     format: Literal["table", "json"] = "table"
+
+
+class ExportConfig(_Strict):
+    """`icckd export`: a checkpoint as ONNX, TorchScript or a torch.export program, checked."""
+
+    checkpoint: Path
+    format: Literal["onnx", "torchscript", "exported"]
+    out: Path
+    overwrite: bool = False
+    # the parity check: the export's logits against the checkpoint's on `parity_images`
+    # images; the largest |difference| may be at most tolerance x max(1, largest |logit|)
+    tolerance: float = Field(1e-4, gt=0)
+    parity_images: int = Field(32, ge=1)
+    data_dir: Path | None = None  # where the recorded data set is, if not where it was
+    # the TorchScript-based ONNX exporter: 30-50x faster than torch 2.14's default dynamo
+    # exporter on a CPU here (docs/shipping.md) and needs no onnxscript
+    onnx_exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    opset: int = Field(18, ge=7)
+    as_json: bool = False  # --json: the result as JSON (--format names the export format here)
 
 
 class InspectConfig(_Strict):

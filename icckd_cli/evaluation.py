@@ -17,14 +17,11 @@ from icckd_cli.config import RunOptions
 from icckd_cli.data import Dataset, DataSpec, LoadOptions, load_dataset
 from icckd_cli.engine import channels_last_on, evaluate, resolve_device
 from icckd_cli.errors import UsageError
-from icckd_cli.models import ZooModel
+from icckd_cli.models import ZooModel, input_size
+from icckd_cli.shipping.cost import count_params as count_params  # re-exported
+from icckd_cli.shipping.cost import measure_latency, static_cost
 
 CHANNELS_LAST = RunOptions.model_fields["channels_last"].default  # a run's default layout
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (buffers excluded)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def check_classes(spec: DataSpec, num_classes: int, meta: dict[str, Any], source: str) -> None:
@@ -105,6 +102,32 @@ def checkpoint_channels_last(meta: dict[str, Any], device: torch.device) -> bool
     return channels_last_on(device, bool(recorded))
 
 
+def checkpoint_image_size(meta: dict[str, Any], arch: str) -> int:
+    """The image side a checkpoint was trained at (recorded), else its architecture's."""
+    return int((meta.get("dataset") or {}).get("image_size") or input_size(arch))
+
+
+def checkpoint_cost(
+    path: Path,
+    model: nn.Module,
+    meta: dict[str, Any],
+    device: torch.device,
+    latency: bool = False,
+    batch_size: int | None = None,
+    reps: int | None = None,
+) -> dict[str, Any]:
+    """params, size_mb, macs, image_size; latency_ms, throughput, timing (None unless asked)."""
+    arch = str(meta.get("arch") or getattr(model, "arch", ""))
+    size = checkpoint_image_size(meta, arch)
+    cost = static_cost(model, size, path)
+    timing: dict[str, Any] = {"latency_ms": None, "throughput": None, "timing": None}
+    if latency:
+        more = {} if reps is None else {"reps": reps}
+        cl = checkpoint_channels_last(meta, device)
+        timing = measure_latency(model, size, device, batch_size, channels_last=cl, **more)
+    return {**cost, **timing}
+
+
 def evaluate_checkpoint(
     path: Path,
     dataset: str | None = None,
@@ -113,17 +136,32 @@ def evaluate_checkpoint(
     split: str = "test",
     device: str = "auto",
     batch_size: int = 512,
+    latency: bool = False,
+    cost_only: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of a checkpoint on a split: top1, top5, nll, ece, params and what it is."""
-    model, meta, data, dev = open_checkpoint(path, dataset, data_dir, download, device)
-    cl = checkpoint_channels_last(meta, dev)
-    metrics = evaluate(model, getattr(data, split), data.spec, batch_size, channels_last=cl)
+    """Metrics of a checkpoint on a split (top1, top5, nll, ece, n) and its cost.
+
+    cost_only: the cost alone (params, size_mb, macs; with latency, latency_ms and
+    throughput at batch_size), without loading the data set.
+    """
+    if cost_only:
+        dev = resolve_device(device)
+        model, meta = load_any_model(path, device=dev, option=None)
+        if checkpoint_channels_last(meta, dev):
+            model = model.to(memory_format=torch.channels_last)
+        about = {"dataset": (meta.get("dataset") or {}).get("name"), "split": None}
+        metrics: dict[str, Any] = {}
+    else:
+        model, meta, data, dev = open_checkpoint(path, dataset, data_dir, download, device)
+        cl = checkpoint_channels_last(meta, dev)
+        about = {"dataset": data.spec.name, "split": split}
+        metrics = evaluate(model, getattr(data, split), data.spec, batch_size, channels_last=cl)
+    cost = checkpoint_cost(path, model, meta, dev, latency, batch_size)
     return {
         "checkpoint": str(path),
         "arch": model.arch,
         "kind": meta.get("kind", "pth"),
-        "dataset": data.spec.name,
-        "split": split,
+        **about,
         **metrics,
-        "params": count_params(model),
+        **cost,
     }

@@ -267,11 +267,58 @@ def write_learning_curves(
     curves: list[Curve], metrics: list[str], path: Path, title: str = ""
 ) -> Path:
     """The learning-curve figure as a PNG (or the format its suffix names), written atomically."""
+    return save_atomic(learning_curves_figure(curves, metrics, title), path)
+
+
+def save_atomic(fig: Figure, path: Path) -> Path:
+    """A figure in the format its suffix names, written atomically."""
     from icckd_cli.checkpoint import atomic_write
 
     path = Path(path)
-    fig = learning_curves_figure(curves, metrics, title)
     FigureCanvasAgg(fig)
     # atomic: a viewer refreshing the figure of a live run never reads half a file
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=CURVE_DPI, format=path.suffix[1:].lower()))
     return path
+
+
+# ----------------------------------------------------------------------------- accuracy vs cost
+
+ROLE_MARKERS = {"teacher": "s", "student": "o", "baseline": "^"}
+
+
+@dataclass
+class CostPoint:
+    """One model of an experiment: its batch-1 latency (ms) and top-1 (mean, std over seeds)."""
+
+    label: str
+    role: str  # teacher, student or baseline
+    latency_ms: float
+    top1: float
+    std: float | None = None
+
+
+def accuracy_latency_figure(points: list[CostPoint], title: str = "") -> Figure:
+    """Top-1 against batch-1 latency, one marker per model, error bars of one std."""
+    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    for k, p in enumerate(points):
+        ax.errorbar(
+            [p.latency_ms], [p.top1], yerr=None if p.std is None else [[p.std], [p.std]],
+            marker=ROLE_MARKERS.get(p.role, "o"), color=f"C{k % 10}", linestyle="none",
+            capsize=3, markersize=7, label=f"{p.label} ({p.role})",
+        )  # fmt: skip
+    spread = max(p.latency_ms for p in points) / max(min(p.latency_ms for p in points), 1e-9)
+    if spread > 10:  # teachers and students an order of magnitude apart: a log axis
+        ax.set_xscale("log")
+    ax.set_xlabel("latency at batch 1 (ms)")
+    ax.set_ylabel("test top-1 (%, last epoch)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return fig
+
+
+def write_accuracy_latency(points: list[CostPoint], path: Path, title: str = "") -> Path:
+    """The accuracy-against-latency figure as a PNG, written atomically."""
+    return save_atomic(accuracy_latency_figure(points, title), path)

@@ -208,19 +208,57 @@ def run_summary(kind: str, result: Any) -> None:
 
 
 def eval_table(m: dict[str, Any]) -> None:
-    """The table printed by `icckd eval`."""
-    rows = [
+    """The table printed by `icckd eval` (and `--cost-only`, without the accuracy rows)."""
+    from icckd_cli.shipping.cost import si, timing_note
+
+    rows: list[tuple[str, Any]] = [
         ("checkpoint", m["checkpoint"]),
         ("architecture", m["arch"]),
         ("kind", m["kind"]),
-        ("data set", f"{m['dataset']} ({m['split']}, {m['n']} images)"),
-        ("top-1 %", m["top1"]),
-        ("top-5 %", m["top5"]),
-        ("NLL", m["nll"]),
-        ("ECE", m["ece"]),
-        ("parameters", f"{m['params']:,}"),
     ]
-    key_value_table("evaluation", rows)
+    if "top1" in m:
+        rows += [
+            ("data set", f"{m['dataset']} ({m['split']}, {m['n']} images)"),
+            ("top-1 %", m["top1"]),
+            ("top-5 %", m["top5"]),
+            ("NLL", m["nll"]),
+            ("ECE", m["ece"]),
+        ]
+    size = m["image_size"]
+    rows += [
+        ("parameters", f"{m['params']:,}"),
+        ("size", f"{m['size_mb']:.2f} MB (tensors as stored, 1 MB = 10^6 bytes)"),
+        ("MACs", f"{si(m['macs'])} (one {size}x{size} image; FLOPs = 2 x MACs)"),
+    ]
+    t = m.get("timing")
+    if t:
+        reps = t["reps"]
+        rows.append(
+            ("latency", f"{m['latency_ms']:.3f} ms (batch 1; {timing_note(t)}; median of "
+             f"{reps['latency']} runs)")
+        )  # fmt: skip
+        if m.get("throughput") is not None:
+            rows.append(
+                ("throughput", f"{m['throughput']:,.0f} images/s (batch {t['batch_size']}; "
+                 f"median of {reps['throughput']} runs)")
+            )  # fmt: skip
+    key_value_table("evaluation" if "top1" in m else "cost", rows)
+
+
+def export_table(r: dict[str, Any]) -> None:
+    """The table printed by `icckd export`."""
+    p = r["parity"]
+    shape = "x".join(str(d) for d in r["input"]["shape"])
+    rows = [
+        ("file", f"{r['out']} ({r['bytes']:,} bytes, {r['exporter']})"),
+        ("beside it", r["sidecar"]),
+        ("input", f"images {shape}, RGB in 0..1 (normalisation inside the graph)"),
+        ("parity", f"{p['inputs']} through {p['runtime']}"),
+        ("largest difference", f"{p['max_abs_diff']:.3g} (tolerance {p['tolerance']:g} x "
+         f"{p['logit_scale']:.3g})"),
+        ("top-1 agrees", f"{p['top1_agree']} of {p['images']}"),
+    ]  # fmt: skip
+    key_value_table(f"exported {r['arch']} as {r['format']}", rows)
 
 
 def models_table(rows: list[tuple[str, int, int, int]]) -> None:
@@ -373,6 +411,9 @@ class ExperimentProgress:
                 self.run = None
         elif event == "diversity":
             self._print(f"soft-label diversity of {info['count']} teacher checkpoint(s)")
+        elif event == "cost":
+            timed = " and batch-1 latency" if info["latency"] else ""
+            self._print(f"parameters, MACs{timed} of {info['count']} architecture(s)")
 
     def close(self) -> None:
         """Stop the view (also after an error or Ctrl-C)."""

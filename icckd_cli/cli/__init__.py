@@ -17,6 +17,7 @@ from icckd_cli.cli import train  # noqa: F401  train-teacher, distill
 from icckd_cli.cli import inspection  # noqa: F401  eval, inspect-softlabels, models
 from icckd_cli.cli import experiment  # noqa: F401  experiment, quickstart
 from icckd_cli.cli import fetch  # noqa: F401  fetch-teacher
+from icckd_cli.cli import shipping  # noqa: F401  export
 # isort: on
 
 __all__ = ["app", "main"]

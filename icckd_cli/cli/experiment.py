@@ -19,6 +19,14 @@ from icckd_cli.cli.common import (
     handle_errors,
 )
 
+Latency = Annotated[
+    bool | None,
+    Opt(
+        "--latency/--no-latency",
+        help="Time each architecture's batch-1 latency for the cost table (default: on).",
+    ),
+]
+
 
 def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     """Shared body of experiment and quickstart: run the matrix, render the table."""
@@ -51,6 +59,8 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
         report.print_json(results)
         return
     files = ["results.json", "results.md", *(f["file"] for f in results.get("figures", []))]
+    if (results.get("cost") or {}).get("figure"):
+        files.append(results["cost"]["figure"])
     written = [str(Path(exp.options.out) / f) for f in files]
     report.experiment_tables(ex.result_tables(results), written)
 
@@ -65,13 +75,14 @@ def experiment(
         bool, Opt("--dry-run", help="List the runs and which are done; train nothing.")
     ] = False,
     tensorboard: Tensorboard = None,
+    latency: Latency = None,
     fmt: Format = "table",
 ) -> None:
     """Teachers x student methods x seeds in one resumable command, with one table."""
     from icckd_cli.experiment import load_experiment
 
     fmt = _format(fmt)
-    overrides = {"out": out, "device": device, "tensorboard": tensorboard}
+    overrides = {"out": out, "device": device, "tensorboard": tensorboard, "latency": latency}
     _experiment(load_experiment(config, overrides), fmt, dry_run)
 
 
@@ -81,11 +92,12 @@ def quickstart(
     out: Annotated[Path | None, Opt(help="Experiment folder.")] = Path("icckd-quickstart"),
     device: Device = None,
     tensorboard: Tensorboard = None,
+    latency: Latency = None,
     fmt: Format = "table",
 ) -> None:
     """On digits: what KD from a CE or intra-class teacher adds to a small-data student."""
     from icckd_cli.experiment import quickstart_experiment
 
     fmt = _format(fmt)
-    overrides = {"out": out, "device": device, "tensorboard": tensorboard}
+    overrides = {"out": out, "device": device, "tensorboard": tensorboard, "latency": latency}
     _experiment(quickstart_experiment(overrides), fmt)

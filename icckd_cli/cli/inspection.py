@@ -32,10 +32,20 @@ def eval_(
     download: Download = None,
     split: Annotated[str | None, Opt(help="test or train.")] = None,
     device: Device = None,
-    batch_size: Annotated[int | None, Opt(help="Evaluation batch size.")] = None,
+    batch_size: Annotated[
+        int | None, Opt(help="Evaluation batch size, and --latency's throughput batch (512).")
+    ] = None,
+    latency: Annotated[
+        bool | None,
+        Opt("--latency", help="Time batch-1 latency and throughput at --batch-size."),
+    ] = None,
+    cost_only: Annotated[
+        bool | None,
+        Opt("--cost-only", help="Parameters, size, MACs (and --latency) without the data set."),
+    ] = None,
     fmt: Format = "table",
 ) -> None:
-    """Evaluate a checkpoint on its data set's test split."""
+    """Evaluate a checkpoint on its data set's test split, with what it costs to run."""
     cfg = build(EvalConfig, {**_collect(locals()), "format": _format(fmt)})
     from icckd_cli.evaluation import evaluate_checkpoint
 
@@ -47,6 +57,8 @@ def eval_(
         cfg.split,
         cfg.device,
         cfg.batch_size,
+        latency=cfg.latency,
+        cost_only=cfg.cost_only,
     )
     if cfg.format == "json":
         report.print_json(metrics)

@@ -48,6 +48,7 @@ class ExperimentOptions(DataOptions):
     teacher_seeds: list[int] | None = Field(None, min_length=1)
     device: str = "auto"
     temperature: float = Field(4.0, gt=0)  # T of the soft-label diversity columns
+    latency: bool = True  # time each architecture's batch-1 latency for the cost table
     tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
 
     @field_validator("seeds", "teacher_seeds")

@@ -15,6 +15,7 @@ from typing import Any
 from icckd_cli.config import DistillConfig
 from icckd_cli.errors import UsageError
 from icckd_cli.experiment.config import Experiment, Run
+from icckd_cli.experiment.costs import cost_figure, measure_costs
 from icckd_cli.experiment.results import collect, write_results
 
 Callback = Callable[[str, dict[str, Any]], None]
@@ -96,8 +97,9 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
     if not dist.is_main():  # under torchrun process 0 alone measures and writes the results
         return {}
     diversity = measure_diversity(exp, callback)
-    results = collect(exp, diversity)
+    results = collect(exp, diversity, measure_costs(exp, callback))
     results["figures"] = write_curves(exp)
+    results["cost"]["figure"] = cost_figure(exp, results)
     write_results(exp, results)
     callback("finish", {"out": str(exp.options.out)})
     return results

@@ -18,6 +18,7 @@ from typing import Any
 from icckd_cli.config import TrainTeacherConfig
 from icckd_cli.experiment.answers import answers_sentence, answers_table
 from icckd_cli.experiment.config import Experiment, Run
+from icckd_cli.experiment.costs import cost_rows, cost_table
 from icckd_cli.experiment.tables import TableSpec, cell, diff_cell
 
 DIVERSITY_KEYS = ("ratio", "feature_ratio", "target_prob")
@@ -100,8 +101,12 @@ def _last_best_diff(diff: Mapping[str, Mapping[int, float | None]], n: int) -> d
     return {"last": difference_stats(diff["final"], n), "best": difference_stats(diff["best"], n)}
 
 
-def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dict[str, Any]:
-    """Everything the tables show, as JSON-ready numbers."""
+def collect(
+    exp: Experiment,
+    diversity: Mapping[str, Mapping[int, dict]],
+    costs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything the tables show, as JSON-ready numbers (costs: from measure_costs)."""
     o, n = exp.options, len(exp.options.seeds)
     nt = len(o.resolved_teacher_seeds())  # teachers are aggregated over their own seeds
     reference = next((t for t in exp.teachers if t.cross_entropy), None)
@@ -147,7 +152,7 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
     if exp.baseline is not None and base_top1 is not None:
         baseline = {"arch": exp.baseline.arch, **_last_best(base_top1, n)}
     student_cfg = exp.students[0].config if exp.students else exp.baseline
-    return dict(name=o.name, dataset=o.dataset, train_per_class=o.train_per_class,
+    out = dict(name=o.name, dataset=o.dataset, train_per_class=o.train_per_class,
                 teacher_train_per_class=exp.teachers[0].config.train_per_class,
                 student_train_per_class=student_cfg.train_per_class if student_cfg else None,
                 test_per_class=o.test_per_class, seeds=list(o.seeds), out=str(o.out),
@@ -156,6 +161,8 @@ def collect(exp: Experiment, diversity: Mapping[str, Mapping[int, dict]]) -> dic
                 answers_summary=answers_sentence(answers), teachers=teachers,
                 teacher_differences=teacher_differences, students=students,
                 differences=differences, baseline=baseline)  # fmt: skip
+    out["cost"] = cost_rows(out, costs)
+    return out
 
 
 def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
@@ -207,6 +214,9 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
         title = f"students on {results['dataset']} (top-1 %, {over})"
         columns = ["student", "arch", "teacher", "last epoch", "best epoch"]
         tables.append(TableSpec(title, columns, rows, notes))
+    cost = cost_table(results)
+    if cost is not None:
+        tables.append(cost)
     return tables
 
 
@@ -254,6 +264,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         ]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
         lines += ["", *[f"- {n}" for n in t.notes], *([""] if t.notes else [])]
+        if t.figure:
+            lines += [f"![{t.figure_title or t.title}]({t.figure})", ""]
     figures = results.get("figures") or []  # written by matrix.write_curves
     if figures:
         lines += ["## learning curves", "", *(f"![{f['title']}]({f['file']})\n" for f in figures)]

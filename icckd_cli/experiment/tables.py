@@ -19,6 +19,8 @@ class TableSpec:
     columns: list[str]
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
+    figure: str | None = None  # a figure beside results.md that shows this table's numbers
+    figure_title: str | None = None
 
 
 def cell(agg: Mapping[str, Any], digits: int = 2, signed: bool = False) -> str:

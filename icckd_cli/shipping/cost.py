@@ -1,0 +1,160 @@
+"""What a model costs to run: parameters, stored size, multiply-accumulates, latency.
+
+MACs are counted by `torch.utils.flop_counter.FlopCounterMode` on one image at the model's
+input size; it counts two FLOPs per multiply-accumulate of the matrix products (convolution,
+mm, addmm, bmm, baddbmm, attention) and nothing for element-wise work (batch norm, ReLU,
+pooling, additions), which is also what torchvision's published `_ops` figures count.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+MB = 1e6  # size_mb is in megabytes of 10^6 bytes (not MiB)
+WARMUP = 3  # untimed runs first: allocator, caches, cuDNN's algorithm search
+REPS = 20  # timed runs; the median is reported
+BUDGET_S = 2.0  # ...but slow models stop timing after this long (never under MIN_REPS runs)
+MIN_REPS = 5
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (buffers excluded), as torchvision's `num_params` counts them."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, image_size: int) -> int:
+    """Multiply-accumulates of one (1, 3, S, S) image, S = image_size: FLOPs / 2."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.zeros(1, 3, image_size, image_size, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops()) // 2
+
+
+def stored_bytes(path: Path) -> int:
+    """Bytes of the tensors in a safetensors file (its header and metadata excluded)."""
+    with Path(path).open("rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+    return sum(
+        int(v["data_offsets"][1]) - int(v["data_offsets"][0])
+        for k, v in header.items()
+        if k != "__metadata__"
+    )
+
+
+def static_cost(model: nn.Module, image_size: int, path: Path | None = None) -> dict[str, Any]:
+    """params, size_mb (the file's tensors; None without a file), macs at image_size."""
+    return {
+        "params": count_params(model),
+        "size_mb": None if path is None else stored_bytes(path) / MB,
+        "macs": count_macs(model, image_size),
+        "image_size": image_size,
+    }
+
+
+def _median_seconds(
+    run: Callable[[], object], sync: Callable[[], None], reps: int
+) -> tuple[float, int]:
+    """(median wall time of `run`, timed runs made), after WARMUP untimed ones."""
+    for _ in range(WARMUP):
+        run()
+    sync()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < reps:
+        t0 = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= MIN_REPS and time.perf_counter() - start > BUDGET_S:
+            break
+    return statistics.median(times), len(times)
+
+
+def measure_latency(
+    model: nn.Module,
+    image_size: int,
+    device: torch.device,
+    batch_size: int | None = None,
+    channels_last: bool = False,
+    reps: int = REPS,
+) -> dict[str, Any]:
+    """latency_ms at batch 1 and throughput (images/s) at batch_size (None: not measured).
+
+    Median of up to `reps` timed forward passes after a warm-up, in eval mode under
+    inference_mode, float32, random (B, 3, S, S) inputs already on `device`.
+    """
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    was_training = model.training
+    model.eval()
+
+    def timed(batch: int) -> tuple[float, int]:
+        x = torch.rand(batch, 3, image_size, image_size, device=device)
+        x = x.contiguous(memory_format=fmt)
+        with torch.inference_mode():
+            return _median_seconds(lambda: model(x), sync, reps)
+
+    try:
+        latency, n_latency = timed(1)
+        throughput, n_throughput = None, 0
+        if batch_size is not None:
+            seconds, n_throughput = timed(batch_size)
+            throughput = batch_size / seconds
+    finally:
+        model.train(was_training)
+    return {
+        "latency_ms": 1000.0 * latency,
+        "throughput": throughput,
+        "timing": {
+            "device": _device_name(device),
+            "threads": torch.get_num_threads(),
+            "dtype": "float32",
+            "memory_format": "channels_last" if channels_last else "contiguous",
+            "batch_size": batch_size,
+            "warmup": WARMUP,
+            "reps": {"latency": n_latency, "throughput": n_throughput or None},
+        },
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    """'cpu', or 'cuda (NVIDIA H200)': what the figures were measured on."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+def si(n: float, unit: str = "") -> str:
+    """1_814_073_344 -> '1.81 G', 272_474 -> '272.5 k': a count in SI prefixes for tables."""
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            value = n / scale
+            return f"{value:.{2 if value < 100 else 1}f} {prefix}{unit}"
+    return f"{n:g} {unit}".rstrip()
+
+
+def timing_note(timing: dict[str, Any]) -> str:
+    """'cpu, 2 threads, float32, channels_last': what a latency was measured with."""
+    return (
+        f"{timing['device']}, {timing['threads']} thread{'s' if timing['threads'] != 1 else ''}, "
+        f"{timing['dtype']}, {timing['memory_format']}"
+    )

@@ -1,0 +1,222 @@
+"""`icckd export`: round trips through each runtime, the parity check, and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from icckd_cli.checkpoint import read_metadata, save_model
+from icckd_cli.data import load_dataset
+from icckd_cli.models import ZooModel, create_model
+from icckd_cli.models import registry as model_registry
+from icckd_cli.shipping import export as ex
+from tests.helpers import digits_teacher, icckd
+
+SLOW = pytest.mark.slow  # torch.export takes 2 to 10 s a model here; so does ONNX for ResNet-18
+CASES = [
+    ("resnet8", "onnx"), ("resnet8", "torchscript"), pytest.param("resnet8", "exported", marks=SLOW),
+    pytest.param("tv_resnet18", "onnx", marks=SLOW), ("tv_resnet18", "torchscript"),
+    pytest.param("tv_resnet18", "exported", marks=SLOW),
+]  # fmt: skip
+
+
+def _digits_checkpoint(path: Path, arch: str) -> ZooModel:
+    """An untrained `arch` on digits (32x32, 10 classes), saved with icckd metadata."""
+    if arch == "resnet8":
+        return digits_teacher(path)
+    spec = load_dataset("digits", train_per_class=3, test_per_class=2).spec
+    torch.manual_seed(0)
+    model = create_model(arch, 10)
+    meta = {"kind": "teacher", "arch": arch, "num_classes": 10, "dataset": spec.to_dict()}
+    save_model(path, model, {**meta, "config": {}})
+    return model
+
+
+def _load(fmt: str, path: Path) -> Any:
+    """The exported file through its own runtime, as a user would load it: x -> logits."""
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
+    if fmt == "torchscript":
+        return torch.jit.load(str(path))
+    return torch.export.load(str(path)).module()
+
+
+def _digit_images(n: int, checkpoint: Path) -> tuple[Tensor, Tensor]:
+    """(n, 3, 32, 32) digits test images as the export takes them (0..1), and as icckd's
+    evaluation feeds the checkpoint: normalised with the statistics it records."""
+    recorded = read_metadata(checkpoint)["dataset"]
+    data = load_dataset("digits", test_per_class=1)
+    raw = data.test.images[:n].float() / 255
+    mean = torch.tensor(recorded["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(recorded["std"]).view(1, 3, 1, 1)
+    return raw, (raw - mean) / std
+
+
+@pytest.mark.parametrize(("arch", "fmt"), CASES)
+def test_export_round_trip_matches_the_checkpoint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, arch: str, fmt: str
+) -> None:
+    model = _digits_checkpoint(tmp_path / "m.safetensors", arch).eval()
+    out = tmp_path / f"m.{fmt}"
+    r = icckd(capsys, "export", tmp_path / "m.safetensors", "--format", fmt, "--out", out, "--json")
+    assert r.code == 0, r.err
+    told = json.loads(r.out)
+    parity = told["parity"]
+    assert parity["inputs"] == "32 digits test images" and parity["images"] == 32
+    assert parity["top1_agree"] == 32 and parity["max_abs_diff"] <= 1e-4 * parity["logit_scale"]
+    side = json.loads((tmp_path / f"m.{fmt}.json").read_text())
+    assert side["classes"] == [str(k) for k in range(10)] and side["format"] == fmt
+    assert side["input"]["shape"] == ["batch", 3, 32, 32] and side["input"]["range"] == [0, 1]
+    recorded = read_metadata(tmp_path / "m.safetensors")["dataset"]
+    assert (side["preprocessing"]["mean"], side["preprocessing"]["std"]) == (
+        recorded["mean"], recorded["std"]
+    )
+    assert side["parity"] == parity and told["out"] == str(out)
+    # checked here again, independently: 5 images in 0..1 (a batch size the export never
+    # saw) against the checkpoint fed the data set's own normalisation
+    raw, normalised = _digit_images(5, tmp_path / "m.safetensors")
+    with torch.inference_mode():
+        want = model(normalised)
+    got = _load(fmt, out)(raw)
+    assert got.shape == (5, 10) and torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    assert not list(tmp_path.glob(".m.*"))  # no temporary file left behind
+
+
+def test_a_channels_last_checkpoint_exports_in_the_standard_layout(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    model = digits_teacher(tmp_path / "t.safetensors", {"channels_last": True})
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "torchscript",
+              "--out", tmp_path / "t.pt")  # fmt: skip
+    assert r.code == 0, r.err
+    assert "32 digits test images" in r.out and "32 of 32" in r.out
+    traced = torch.jit.load(str(tmp_path / "t.pt"))
+    raw, normalised = _digit_images(3, tmp_path / "t.safetensors")
+    assert torch.allclose(traced(raw.contiguous()), model.eval()(normalised), atol=1e-5)
+
+
+def test_without_the_data_set_parity_runs_on_random_inputs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    spec = load_dataset("digits", test_per_class=1).spec.to_dict()
+    gone = {**spec, "name": "imagefolder", "data_dir": str(tmp_path / "gone")}
+    meta = {"kind": "teacher", "arch": "resnet8", "num_classes": 10, "dataset": gone}
+    save_model(tmp_path / "t.safetensors", create_model("resnet8", 10), {**meta, "config": {}})
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "onnx",
+              "--out", tmp_path / "t.onnx", "--parity-images", "4", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["parity"]["inputs"] == "4 random inputs (no imagefolder images here)"
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+def test_an_existing_file_needs_overwrite(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    digits_teacher(tmp_path / "t.safetensors")
+    (tmp_path / "t.onnx").write_text("mine")
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "onnx",
+              "--out", tmp_path / "t.onnx")  # fmt: skip
+    assert r.code == 2
+    assert r.err.strip() == (
+        f"error: {tmp_path / 't.onnx'} already exists; pass --overwrite to replace it (and "
+        "t.onnx.json) or choose another --out"
+    )
+    assert (tmp_path / "t.onnx").read_text() == "mine" and not (tmp_path / "t.onnx.json").exists()
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "onnx",
+              "--out", tmp_path / "t.onnx", "--overwrite")  # fmt: skip
+    assert r.code == 0, r.err
+    assert (tmp_path / "t.onnx").read_bytes() != b"mine"
+
+
+def test_an_unknown_format_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    digits_teacher(tmp_path / "t.safetensors")
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "tflite",
+              "--out", tmp_path / "t.tflite")  # fmt: skip
+    assert r.code == 2
+    assert r.err.strip() == (
+        "error: invalid value for --format ('tflite'): Input should be 'onnx', 'torchscript' "
+        "or 'exported'"
+    )
+
+
+def test_missing_onnx_runtime_names_the_extra(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digits_teacher(tmp_path / "t.safetensors")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "onnx",
+              "--out", tmp_path / "t.onnx")  # fmt: skip
+    assert r.code == 2
+    assert r.err.strip() == (
+        "error: --format onnx needs the onnx and onnxruntime packages (onnxruntime missing); "
+        "install them with pip install -e '.[export]' (or use --format torchscript or exported)"
+    )
+    assert not (tmp_path / "t.onnx").exists()
+
+
+class _DataDependent(ZooModel):
+    """A net whose forward branches on a tensor's value: torch.export cannot trace it."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__("branchy", num_classes, 3)
+        self.fc = torch.nn.Linear(3, num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, 3)."""
+        pooled = x.mean(dim=(2, 3))
+        return pooled if pooled.sum() > 0 else -pooled
+
+    def forward_head(self, feats: Tensor) -> Tensor:
+        """(B, 3) -> (B, num_classes)."""
+        return self.fc(feats)
+
+
+def test_a_model_the_exporter_cannot_trace_fails_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = model_registry.ModelSpec("branchy", 3, _DataDependent)
+    monkeypatch.setitem(model_registry._SPECS, "branchy", spec)
+    data = load_dataset("digits", test_per_class=1).spec.to_dict()
+    meta = {"kind": "teacher", "arch": "branchy", "num_classes": 10, "dataset": data}
+    save_model(tmp_path / "b.safetensors", _DataDependent(), {**meta, "config": {}})
+    r = icckd(capsys, "export", tmp_path / "b.safetensors", "--format", "exported",
+              "--out", tmp_path / "b.pt2")  # fmt: skip
+    assert r.code == 1
+    (line,) = r.err.strip().splitlines()
+    assert line.startswith(
+        f"error: cannot export {tmp_path / 'b.safetensors'} (branchy) as exported: "
+    )
+    assert "data-dependent" in line.lower() and line.endswith("; try another --format")
+    assert not (tmp_path / "b.pt2").exists() and not list(tmp_path.glob(".b.pt2.*"))
+
+
+def test_a_mismatch_beyond_the_tolerance_leaves_no_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digits_teacher(tmp_path / "t.safetensors")
+    write, run, runtime = ex.FORMATS["torchscript"]
+    off = lambda path, x: run(path, x) + 1e-3  # noqa: E731 - a runtime that is slightly off
+    monkeypatch.setitem(ex.FORMATS, "torchscript", (write, off, runtime))
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "torchscript",
+              "--out", tmp_path / "t.pt")  # fmt: skip
+    assert r.code == 1
+    assert r.err.strip().startswith(
+        f"error: the torchscript export of {tmp_path / 't.safetensors'} differs from the "
+        "checkpoint by up to 0.001 in the logits of 32 digits test images, over the tolerance "
+    )
+    assert r.err.strip().endswith(
+        "nothing was written: try another --format, or allow more with --tolerance"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "torchscript",
+              "--out", tmp_path / "t.pt", "--tolerance", "1e-2")  # fmt: skip
+    assert r.code == 0, r.err
