@@ -43,6 +43,7 @@ def test_cli_quickstart_runs_the_built_in_experiment_into_out(
     assert tseeds < seeds  # teachers cost most: fewer of their seeds
     assert exp.runs[0].out == tmp_path / "qs/teachers/ce/seed0"
     assert f"n/a (0/{seeds} seeds)" in r.out and "0.00" not in r.out
+    assert "accuracy against cost (top-1 % at the last epoch" in r.out  # before any run: n/a
 
 
 @pytest.mark.slow
@@ -75,6 +76,14 @@ def test_reduced_quickstart_trains_each_role_on_its_own_subset(
     ]  # fmt: skip
     assert all(a["last"]["n"] == 2 for a in results["answers"])
     assert results["answers_summary"].startswith("At the last epoch, paired by seed: kd from ce")
+    # accuracy against cost: one architecture (resnet8) timed once, so the speed-up is 1
+    cost = results["cost"]
+    assert cost["latency"] and cost["figure"] == "accuracy_latency.png"
+    assert [r["name"] for r in cost["rows"]] == ["ce", "icc", "kd from ce", "kd from icc",
+                                                 "alone (CE)"]  # fmt: skip
+    assert all(r["latency_ms"] > 0 and r["macs"] == 12_501_632 for r in cost["rows"])
+    assert [r["speedup"] for r in cost["rows"] if r["role"] == "student"] == [1.0, 1.0]
+    assert "accuracy against cost" in r.out
     # every checkpoint records the subset its run trained on
     for run in ex.quickstart_experiment({"out": tmp_path / "qs"}).runs:
         meta = read_metadata(run.out / "model.safetensors")

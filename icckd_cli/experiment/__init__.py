@@ -2,7 +2,8 @@
 
 config.py reads and validates the experiment file and plans its runs (the folder layout),
 matrix.py does the runs not finished yet, results.py turns them into the results tables,
-results.json and results.md, and quickstart.py holds the built-in experiment.
+results.json and results.md (costs.py: the accuracy-against-cost table and figure), and
+quickstart.py holds the built-in experiment.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from icckd_cli.experiment.config import (
     parse_experiment,
     plan,
 )
+from icckd_cli.experiment.costs import cost_figure, cost_table, measure_costs
 from icckd_cli.experiment.matrix import (
     DIVERSITY_FILE,
     IGNORED_ON_REUSE,
@@ -64,7 +66,10 @@ __all__ = [
     "check_reusable",
     "check_student_teacher",
     "collect",
+    "cost_figure",
+    "cost_table",
     "load_experiment",
+    "measure_costs",
     "measure_diversity",
     "paired_difference",
     "parse_experiment",
