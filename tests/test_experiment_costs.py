@@ -92,7 +92,9 @@ def test_without_latency_the_table_keeps_params_and_macs(
     assert not (tmp_path / "exp" / FIGURE).exists()
     md = (tmp_path / "exp/results.md").read_text()
     assert "latency not measured (latency = false in [experiment], or --no-latency)" in md
-    config.write_text(tiny_experiment(tmp_path, ('device = "cpu"', 'device = "cpu"\nlatency = true')))
+    config.write_text(
+        tiny_experiment(tmp_path, ('device = "cpu"', 'device = "cpu"\nlatency = true'))
+    )
     r = icckd(capsys, "experiment", config)
     assert r.code == 0, r.err
     assert "accuracy against cost" in r.out and f"wrote {tmp_path / 'exp' / FIGURE}" in r.err

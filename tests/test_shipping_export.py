@@ -20,7 +20,8 @@ from tests.helpers import digits_teacher, icckd
 
 SLOW = pytest.mark.slow  # torch.export takes 2 to 10 s a model here; so does ONNX for ResNet-18
 CASES = [
-    ("resnet8", "onnx"), ("resnet8", "torchscript"), pytest.param("resnet8", "exported", marks=SLOW),
+    ("resnet8", "onnx"), ("resnet8", "torchscript"),
+    pytest.param("resnet8", "exported", marks=SLOW),
     pytest.param("tv_resnet18", "onnx", marks=SLOW), ("tv_resnet18", "torchscript"),
     pytest.param("tv_resnet18", "exported", marks=SLOW),
 ]  # fmt: skip
@@ -78,7 +79,8 @@ def test_export_round_trip_matches_the_checkpoint(
     assert side["input"]["shape"] == ["batch", 3, 32, 32] and side["input"]["range"] == [0, 1]
     recorded = read_metadata(tmp_path / "m.safetensors")["dataset"]
     assert (side["preprocessing"]["mean"], side["preprocessing"]["std"]) == (
-        recorded["mean"], recorded["std"]
+        recorded["mean"],
+        recorded["std"],
     )
     assert side["parity"] == parity and told["out"] == str(out)
     # checked here again, independently: 5 images in 0..1 (a batch size the export never
@@ -120,7 +122,9 @@ def test_without_the_data_set_parity_runs_on_random_inputs(
 # ----------------------------------------------------------------------------- bad inputs
 
 
-def test_an_existing_file_needs_overwrite(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_an_existing_file_needs_overwrite(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     digits_teacher(tmp_path / "t.safetensors")
     (tmp_path / "t.onnx").write_text("mine")
     r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "onnx",

@@ -34,7 +34,10 @@ EXTRA = "pip install -e '.[export]'"
 
 
 class WithNormalisation(nn.Module):
-    """(B, 3, H, W) RGB in 0..1 -> (B, C) logits: the data set's (x - mean) / std, then the model."""
+    """(B, 3, H, W) RGB in 0..1 -> (B, C) logits: the data set's (x - mean) / std, then the net."""
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
         super().__init__()
@@ -92,14 +95,16 @@ def require_runtime(fmt: str, onnx_exporter: str = "torchscript") -> None:
 
 
 def _write_onnx(module: nn.Module, example: Tensor, path: Path, cfg: ExportConfig) -> None:
-    names = {"input_names": ["images"], "output_names": ["logits"], "opset_version": cfg.opset}
     if cfg.onnx_exporter == "dynamo":
         batch = torch.export.Dim("batch", min=1)
         torch.onnx.export(module, (example,), str(path), dynamo=True, verbose=False,
-                          dynamic_shapes=({0: batch},), **names)  # fmt: skip
+                          dynamic_shapes=({0: batch},), input_names=["images"],
+                          output_names=["logits"], opset_version=cfg.opset)  # fmt: skip
     else:
         axes = {"images": {0: "batch"}, "logits": {0: "batch"}}
-        torch.onnx.export(module, (example,), str(path), dynamo=False, dynamic_axes=axes, **names)
+        torch.onnx.export(module, (example,), str(path), dynamo=False, dynamic_axes=axes,
+                          input_names=["images"], output_names=["logits"],
+                          opset_version=cfg.opset)  # fmt: skip
 
 
 def _run_onnx(path: Path, x: Tensor) -> Tensor:
@@ -196,8 +201,13 @@ def check_parity(
 
 def export_checkpoint(cfg: ExportConfig) -> dict[str, Any]:
     """Export, check and write cfg.out and its JSON; nothing is written unless they agree."""
-    from icckd_cli.checkpoint import _first_line, atomic_write, load_any_model, versions
-    from icckd_cli.checkpoint import write_text_atomic
+    from icckd_cli.checkpoint import (
+        _first_line,
+        atomic_write,
+        load_any_model,
+        versions,
+        write_text_atomic,
+    )
     from icckd_cli.evaluation import checkpoint_image_size
 
     out, side = Path(cfg.out), sidecar_path(Path(cfg.out))
@@ -252,10 +262,19 @@ def export_checkpoint(cfg: ExportConfig) -> dict[str, Any]:
         "kind": meta.get("kind"),
         "num_classes": model.num_classes,
         "classes": classes,
-        "input": {"name": "images", "shape": ["batch", 3, size, size], "dtype": "float32",
-                  "layout": "NCHW", "color": "RGB", "range": [0.0, 1.0]},  # fmt: skip
-        "output": {"name": "logits", "shape": ["batch", model.num_classes],
-                   "meaning": "class scores before softmax, in the order of classes"},  # fmt: skip
+        "input": {
+            "name": "images",
+            "shape": ["batch", 3, size, size],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "color": "RGB",
+            "range": [0.0, 1.0],
+        },  # fmt: skip
+        "output": {
+            "name": "logits",
+            "shape": ["batch", model.num_classes],
+            "meaning": "class scores before softmax, in the order of classes",
+        },  # fmt: skip
         "preprocessing": preprocessing(meta, size),
         "parity": parity,
         "versions": versions(),
