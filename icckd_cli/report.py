@@ -248,7 +248,7 @@ def eval_table(m: dict[str, Any]) -> None:
 def export_table(r: dict[str, Any]) -> None:
     """The table printed by `icckd export`."""
     p = r["parity"]
-    shape = "x".join(str(d) for d in r["input"]["shape"])
+    shape = "(" + ", ".join(str(d) for d in r["input"]["shape"]) + ")"
     rows = [
         ("file", f"{r['out']} ({r['bytes']:,} bytes, {r['exporter']})"),
         ("beside it", r["sidecar"]),
