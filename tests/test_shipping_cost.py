@@ -37,6 +37,20 @@ def test_macs_of_a_small_conv_net_counted_by_hand() -> None:
     assert count_params(net) == (8 * 27 + 8) + (8 + 8) + (512 * 10 + 10)
 
 
+class _Attention(nn.Module):
+    """The image's 3 channels as 3 tokens of S*S features attending to each other."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, 3, S, S) -> (1, 1, 3, S*S)."""
+        tokens = x.flatten(2)[:, None]  # (batch 1, 1 head, 3 tokens, S*S features)
+        return nn.functional.scaled_dot_product_attention(tokens, tokens, tokens)
+
+
+def test_attention_is_counted_on_the_cpu_too() -> None:
+    # QK^T: 3 x 3 scores of S*S-long dot products; AV: 3 x S*S outputs of 3-long sums
+    assert count_macs(_Attention(), 4) == 3 * 3 * 16 + 3 * 16 * 3 == 288
+
+
 @pytest.mark.parametrize(
     ("arch", "weights"),
     [

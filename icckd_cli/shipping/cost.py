@@ -2,8 +2,9 @@
 
 MACs are counted by `torch.utils.flop_counter.FlopCounterMode` on one image at the model's
 input size; it counts two FLOPs per multiply-accumulate of the matrix products (convolution,
-mm, addmm, bmm, baddbmm, attention) and nothing for element-wise work (batch norm, ReLU,
-pooling, additions), which is also what torchvision's published `_ops` figures count.
+mm, addmm, bmm, baddbmm, scaled-dot-product attention: its CPU kernel added here) and
+nothing for element-wise work (batch norm, ReLU, pooling, additions, softmax), which is also
+what torchvision's published `_ops` figures count.
 """
 
 from __future__ import annotations
@@ -31,9 +32,29 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _cpu_attention_flops(
+    query_shape: tuple[int, ...],
+    key_shape: tuple[int, ...],
+    value_shape: tuple[int, ...],
+    *args: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
+    """FLOPs of scaled-dot-product attention on the CPU, as torch counts the CUDA kernels."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return int(sdpa_flop_count(query_shape, key_shape, value_shape))
+
+
 def count_macs(model: nn.Module, image_size: int) -> int:
     """Multiply-accumulates of one (1, 3, S, S) image, S = image_size: FLOPs / 2."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    # torch 2.14 counts the CUDA attention kernels but not the CPU one that
+    # F.scaled_dot_product_attention runs here (timm's ViTs): without it a ViT's QK^T and
+    # AV products would be missing from a count made on the CPU
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    mapping = {} if cpu_attention is None else {cpu_attention: _cpu_attention_flops}
 
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -41,7 +62,8 @@ def count_macs(model: nn.Module, image_size: int) -> int:
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        counting = FlopCounterMode(display=False, custom_mapping=mapping)
+        with torch.inference_mode(), counting as counter:
             model(x)
     finally:
         model.train(was_training)
