@@ -53,6 +53,39 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
+def _short(x: float) -> str:
+    """A number as a recipe states it: 0.05, 5e-4."""
+    text = f"{x:g}"
+    if "e" not in text and x < 1e-3:
+        text = f"{x:.0e}" if float(f"{x:.0e}") == x else text
+    return text.replace("e-0", "e-")
+
+
+def recipe_line(info: dict[str, Any]) -> str:
+    """The first line of a run: which recipe, why, and what it trains with."""
+    name = "AdamW" if info["optimizer"] == "adamw" else "SGD"
+    lr = f"lr {info['lr']:g}"
+    if info.get("lr_rule"):
+        r = info["lr_rule"]
+        lr += f" ({_short(r['lr'])} x {r['batch']}/{r['per']})"
+    parts = [f"{name} {lr}"]
+    if info["optimizer"] == "sgd":
+        parts.append(f"momentum {info['momentum']:g}")
+    parts.append(f"wd {_short(info['weight_decay'])}")
+    if info["schedule"] == "cosine":
+        parts.append("cosine")
+    elif info["decay_epochs"]:
+        at = ",".join(map(str, info["decay_epochs"]))
+        plural = "s" if len(info["decay_epochs"]) > 1 else ""
+        parts.append(f"x{info['decay_rate']:g} at epoch{plural} {at}")
+    else:
+        parts.append("no decay")
+    warm = info.get("warmup_epochs") or 0
+    if warm:
+        parts.append(f"{warm} warm-up epoch{'s' if warm > 1 else ''}")
+    return f"recipe: {info['name']} ({info['reason']}): " + ", ".join(parts)
+
+
 def progress_bar(first: str, unit: str) -> Progress:
     """A transient bar on stderr (off when stderr is not a terminal): label, bar, count, times."""
     return Progress(
@@ -68,10 +101,16 @@ def progress_bar(first: str, unit: str) -> Progress:
 
 
 class TrainingProgress:
-    """A callback for the engine: a progress bar and one line per epoch, on stderr."""
+    """A callback for the engine: a progress bar and one line per epoch, on stderr.
 
-    def __init__(self, title: str, quiet: bool = False) -> None:
-        self.title, self.quiet = title, quiet
+    The recipe line goes to stdout, before the summary table (`show_recipe`; with --format
+    json it is kept in `recipe` for the JSON instead): a run that fails says so on stderr in
+    one line.
+    """
+
+    def __init__(self, title: str, quiet: bool = False, show_recipe: bool = True) -> None:
+        self.title, self.quiet, self.show_recipe = title, quiet, show_recipe
+        self.recipe: dict[str, Any] = {}
         self.progress: Progress | None = None
         self.task: Any = None
         self.epochs = 0
@@ -83,6 +122,10 @@ class TrainingProgress:
             return
         if event == "decode":
             self._decoding(info)
+        elif event == "recipe":
+            self.recipe = info
+            if self.show_recipe:
+                out.print(escape(recipe_line(info)), highlight=False, soft_wrap=True)
         elif event == "start":
             self.epochs = info["epochs"]
             total = info["epochs"] * info["steps"]
@@ -348,6 +391,8 @@ class ExperimentProgress:
                 return
             verb = "resuming" if info["action"] == "resume" else "training"
             self._print(f"{self.label}: {verb}")
+        elif event == "recipe":
+            self._print(f"  {recipe_line(info)}")
         elif event == "start":
             self.epochs = info["epochs"]
             total = info["epochs"] * info["steps"]
