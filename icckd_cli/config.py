@@ -21,6 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+
 def teacher_data(teacher: Any) -> dict[str, Any]:
     """The data set (and its folder) recorded in an icckd teacher checkpoint; {} if none."""
     if teacher is None or Path(teacher).suffix in (".pth", ".pt"):

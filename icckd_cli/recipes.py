@@ -229,13 +229,17 @@ def make_optimizer(
     if name == "sgd":
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    decay, rest = [], []
+    decay: list[torch.nn.Parameter] = []
+    rest: list[torch.nn.Parameter] = []
     for module in modules:
         skip = _no_weight_decay_names(module)
         for pname, p in module.named_parameters():
             if p.requires_grad:
                 (rest if no_decay(pname, p, skip) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 

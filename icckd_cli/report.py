@@ -103,14 +103,14 @@ def progress_bar(first: str, unit: str) -> Progress:
 class TrainingProgress:
     """A callback for the engine: a progress bar and one line per epoch, on stderr.
 
-    The recipe line goes to stdout, before the summary table (`show_recipe`; with --format
-    json it is kept in `recipe` for the JSON instead): a run that fails says so on stderr in
-    one line.
+    The recipe line comes first: at once on a terminal; in a log, just before the first
+    epoch line, so a run that fails in its first epoch writes its one error line alone.
     """
 
-    def __init__(self, title: str, quiet: bool = False, show_recipe: bool = True) -> None:
-        self.title, self.quiet, self.show_recipe = title, quiet, show_recipe
-        self.recipe: dict[str, Any] = {}
+    def __init__(self, title: str, quiet: bool = False) -> None:
+        self.title, self.quiet = title, quiet
+        self.recipe: dict[str, Any] = {}  # for the JSON summary
+        self.pending: str | None = None
         self.progress: Progress | None = None
         self.task: Any = None
         self.epochs = 0
@@ -123,9 +123,9 @@ class TrainingProgress:
         if event == "decode":
             self._decoding(info)
         elif event == "recipe":
-            self.recipe = info
-            if self.show_recipe:
-                out.print(escape(recipe_line(info)), highlight=False, soft_wrap=True)
+            self.recipe, self.pending = info, recipe_line(info)
+            if err.is_terminal:
+                self._print_pending(err)
         elif event == "start":
             self.epochs = info["epochs"]
             total = info["epochs"] * info["steps"]
@@ -139,10 +139,16 @@ class TrainingProgress:
         elif event == "epoch":
             line = epoch_line(info, self.epochs)
             console = self.progress.console if self.progress else err
+            self._print_pending(console)
             console.print(line, highlight=False, soft_wrap=True)
         elif event == "end" and self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+    def _print_pending(self, console: Console) -> None:
+        if self.pending is not None:
+            console.print(escape(self.pending), highlight=False, soft_wrap=True)
+            self.pending = None
 
     def _decoding(self, info: dict[str, Any]) -> None:
         """A bar per decoding pass ('decoding 100,000 Tiny-ImageNet train JPEGs in 2 processes')."""

@@ -24,7 +24,8 @@ VIT = "timm:vit_tiny_patch16_224"
 
 @pytest.mark.parametrize(
     "arch",
-    [VIT, "TIMM:DeiT_tiny_patch16_224", "timm:deit3_small_patch16_224", "timm:swinv2_tiny_window8_256",
+    [VIT, "TIMM:DeiT_tiny_patch16_224", "timm:deit3_small_patch16_224",
+     "timm:swinv2_tiny_window8_256",
      "timm:vit_small_patch16_224.augreg_in21k", "timm:eva02_tiny_patch14_224", "timm:levit_128",
      "timm:cait_xxs24_224", "timm:beitv2_base_patch16_224", "timm:xcit_nano_12_p16_224",
      "timm:pvt_v2_b0", "torchvision:vit_b_16", "torchvision:swin_v2_t", "torchvision:maxvit_t"],
@@ -192,7 +193,6 @@ def test_the_first_line_names_the_recipe_and_why() -> None:
     )
 
 
-
 def test_a_run_says_which_recipe_and_records_it(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -201,10 +201,11 @@ def test_a_run_says_which_recipe_and_records_it(
     monkeypatch.setattr(recipes, "is_transformer", lambda arch: arch == "resnet8")
     out = tmp_path / "vit"
     r = ok(capsys, "train-teacher", "--arch", "resnet8", *run, "--out", out)
-    assert r.out.splitlines()[0] == (
+    assert r.err.splitlines()[0] == (
         "recipe: DeiT (resnet8 is a vision Transformer): AdamW lr 1.5625e-05 (5e-4 x 16/512), "
         "wd 0.05, cosine, 1 warm-up epoch"
     )
+    assert r.err.splitlines()[1].startswith("epoch   1/2")
     config = json.loads((out / "config.json").read_text())
     assert {k: config[k] for k in ("recipe", "optimizer", "schedule", "warmup_epochs")} == {
         "recipe": "DeiT", "optimizer": "adamw", "schedule": "cosine", "warmup_epochs": 1
@@ -224,7 +225,8 @@ def test_a_run_says_which_recipe_and_records_it(
 def test_json_output_carries_the_recipe(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     run = [*TINY, "--train-per-class", "2", "--epochs", "1", "--format", "json"]
     r = ok(capsys, "train-teacher", "--arch", "resnet8", *run, "--out", tmp_path / "r")
-    recipe = r.json()["recipe"]  # stdout is the JSON alone
+    recipe = r.json()["recipe"]  # stdout is the JSON alone, the line is on stderr
+    assert r.err.splitlines()[0] == recipe_line(recipe)
     assert (recipe["name"], recipe["reason"], recipe["lr"]) == (
         "CRD", "resnet8 is a CNN on digits", 0.05
     )  # fmt: skip

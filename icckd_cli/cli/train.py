@@ -92,9 +92,7 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
     resume = local.get("resume")
     cfg = _resume_config(model, resume, given) if resume else build(model, given, local["config"])
     dist.init_from_env()
-    progress = report.TrainingProgress(
-        f"{kind} {cfg.arch}", quiet=not dist.is_main(), show_recipe=fmt != "json"
-    )
+    progress = report.TrainingProgress(f"{kind} {cfg.arch}", quiet=not dist.is_main())
     try:
         result = run(cfg, progress, resume=bool(resume))
     except Interrupted:
