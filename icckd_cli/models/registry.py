@@ -151,3 +151,38 @@ def create_model(name: str, num_classes: int = 100, **model_args: Any) -> ZooMod
         return family(prefix).build(rest, num_classes, dict(model_args))
     model_args_for(arch, model_args, None)  # the zoo takes none: a one-line error if given
     return _SPECS[arch].build(num_classes=num_classes)
+
+
+# `icckd models --family`: parameter counts come from a build on the meta device (shapes
+# only, no memory, no initialisation: well under a second per model); a listing longer than
+# this gives names only, since building a thousand models would take minutes
+COUNT_LIMIT = 64
+
+
+def describe_family(
+    prefix: str, pattern: str | None = None
+) -> list[tuple[str, int | None, int | None, int | None]]:
+    """(name, parameters at 100 classes, feature size, input size) of a library's models
+    matching the glob `pattern`; sizes are None past COUNT_LIMIT names or where a model
+    cannot be built with its defaults on the meta device."""
+    import fnmatch
+
+    import torch
+
+    fam = family(prefix)
+    if pattern is not None and pattern.lower().startswith(f"{prefix}:"):
+        pattern = pattern[len(prefix) + 1 :]
+    names = [n for n in fam.names() if pattern is None or fnmatch.fnmatch(n, pattern.lower())]
+    rows: list[tuple[str, int | None, int | None, int | None]] = []
+    for name in names:
+        if len(names) > COUNT_LIMIT:
+            rows.append((f"{prefix}:{name}", None, None, None))
+            continue
+        try:
+            with torch.device("meta"):
+                model = fam.build(name, 100, {})
+            params = sum(p.numel() for p in model.parameters())
+            rows.append((model.arch, params, model.feature_dim, fam.input_size(name, {})))
+        except (UsageError, RuntimeError, NotImplementedError):  # no head, or not on meta
+            rows.append((f"{prefix}:{name}", None, None, None))
+    return rows

@@ -54,7 +54,7 @@ def check_name(name: str) -> str:
 
 
 def _pass_through(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor | None:
-    """Forward hook: while features are asked for, a head module returns its input."""
+    """Forward hook: while features are asked for, the final Linear returns its input."""
     return inputs[0] if module.__dict__.get(PASS, False) else None
 
 
@@ -90,18 +90,21 @@ class TorchvisionModel(LibraryModel):
         assert isinstance(linear, nn.Linear)
         super().__init__(arch, net, num_classes, linear.in_features, args)
         self.__dict__["head_modules"] = head
-        for m in head:
-            m.register_forward_hook(_pass_through)
+        linear.register_forward_hook(_pass_through)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, D): torchvision's forward with the head passed through."""
-        for m in self.head_modules:
-            m.__dict__[PASS] = True
+        *dropouts, linear = self.head_modules
+        modes = [m.training for m in dropouts]
+        for m in dropouts:  # identity, and no random numbers drawn: forward_head applies them
+            m.training = False
+        linear.__dict__[PASS] = True
         try:
             out = self.net(x)
         finally:
-            for m in self.head_modules:
-                m.__dict__[PASS] = False
+            linear.__dict__[PASS] = False
+            for m, mode in zip(dropouts, modes, strict=True):
+                m.training = mode
         # GoogLeNet and Inception return (logits, aux...) in training: the main output
         return out[0] if isinstance(out, tuple) else out
 
