@@ -383,7 +383,9 @@ def head_classes(state: dict[str, Tensor], arch: str) -> int:
 
 def _classifier_key(model: nn.Module) -> str:
     """The state-dict key of the linear layer with 7 outputs (the probe's head)."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == 7]
+    names = [
+        n for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == 7
+    ]
     return f"{names[-1]}.weight" if names else ""
 
 

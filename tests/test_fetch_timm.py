@@ -69,7 +69,9 @@ def test_resnet_from_the_hugging_face_cache(
 
 def test_vit_from_a_file_records_its_size(capsys: Capsys, tmp_path: Path) -> None:
     net = timm.create_model("vit_tiny_patch16_224", num_classes=1000)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "w.safetensors")
+    )
     out = tmp_path / "vit.safetensors"
     ok(capsys, "fetch-teacher", "timm:vit_tiny_patch16_224", "--from", tmp_path / "w.safetensors",
        "--out", out, "--no-eval")  # fmt: skip
@@ -93,5 +95,6 @@ def test_not_in_the_cache_says_how_to_get_it(
     )
     r = icckd(capsys, "fetch-teacher", "timm:resnet18.nope", "--out", tmp_path / "x.safetensors")
     assert r.code == 2 and r.err.startswith(
-        "error: timm has no published weights 'timm:resnet18.nope'; choose one of: timm:resnet18.a1_in1k,"
+        "error: timm has no published weights 'timm:resnet18.nope'; choose one of: "
+        "timm:resnet18.a1_in1k,"
     )

@@ -36,7 +36,9 @@ def test_values_parse_as_literals() -> None:
 
 
 def test_command_line_args_add_to_the_config_files(tmp_path: Path) -> None:
-    (tmp_path / "c.toml").write_text('arch = "timm:resnet18"\nmodel_args = {drop_rate = 0.1, a = 1}\n')
+    (tmp_path / "c.toml").write_text(
+        'arch = "timm:resnet18"\nmodel_args = {drop_rate = 0.1, a = 1}\n'
+    )
     cfg = build(TrainTeacherConfig, {"model_args": {"a": 2}}, tmp_path / "c.toml")
     assert cfg.model_args == {"drop_rate": 0.1, "a": 2}
 
@@ -77,7 +79,9 @@ def test_cnn_teacher_distills_into_a_vit_student(
     ok(capsys, "eval", out / "model.safetensors")
 
 
-def test_a_timm_weights_file_is_a_teacher(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_a_timm_weights_file_is_a_teacher(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     torch.manual_seed(0)
     net = timm.create_model("resnet18", num_classes=10)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
@@ -104,4 +108,7 @@ def test_models_lists_a_library_with_counts_from_the_meta_device(
     assert "torchvision:vit_b_16" in [r["arch"] for r in every] and len(every) > 64
     assert every[0]["params"] is None  # too many to build: names only (narrow with --filter)
     r = icckd(capsys, "models", "--family", "keras")
-    assert r.code == 2 and r.err.strip() == "error: invalid value for --family ('keras'): use timm or torchvision"
+    assert (
+        r.code == 2
+        and r.err.strip() == "error: invalid value for --family ('keras'): use timm or torchvision"
+    )

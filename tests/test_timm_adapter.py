@@ -10,8 +10,14 @@ import torch
 
 from icckd_cli.checkpoint import load_state_strict
 from icckd_cli.errors import IcckdError, UsageError
-from icckd_cli.models import create_model, feature_dim, input_size, model_args_for, resolve_name
-from icckd_cli.models import timm_adapter
+from icckd_cli.models import (
+    create_model,
+    feature_dim,
+    input_size,
+    model_args_for,
+    resolve_name,
+    timm_adapter,
+)
 
 timm = pytest.importorskip("timm")
 
@@ -62,7 +68,10 @@ def test_sizes_are_known_without_a_training_step() -> None:
     assert input_size(f"timm:{VIT[0]}", **VIT[1]) == 32
     assert input_size("timm:resnet18") == 224
     # the data set's image size goes to builders that take one, unless given
-    assert model_args_for(f"timm:{VIT[0]}", {"patch_size": 4}, 32) == {"patch_size": 4, "img_size": 32}
+    assert model_args_for(f"timm:{VIT[0]}", {"patch_size": 4}, 32) == {
+        "patch_size": 4,
+        "img_size": 32,
+    }
     assert model_args_for(f"timm:{VIT[0]}", {"img_size": 64}, 32) == {"img_size": 64}
     assert model_args_for("timm:resnet18", {}, 32) == {}
     assert resolve_name("TIMM:ResNet18") == "timm:resnet18"
@@ -89,13 +98,17 @@ def test_missing_timm_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPat
 def test_unknown_name_suggests_close_ones() -> None:
     with pytest.raises(UsageError) as exc:
         resolve_name("timm:vit_tiny_patch16_225")
-    assert exc.value.message.startswith("unknown timm model 'timm:vit_tiny_patch16_225'. Did you mean: ")
+    assert exc.value.message.startswith(
+        "unknown timm model 'timm:vit_tiny_patch16_225'. Did you mean: "
+    )
     assert "timm:vit_tiny_patch16_224" in exc.value.message
     assert exc.value.message.endswith("Run 'icckd models --family timm' to list them.")
 
 
 def test_models_it_cannot_split_and_arguments_it_rejects() -> None:
-    with pytest.raises(UsageError, match=r"^timm:deit_tiny_distilled_patch16_224 has two classification heads"):
+    with pytest.raises(
+        UsageError, match=r"^timm:deit_tiny_distilled_patch16_224 has two classification heads"
+    ):
         create_model("timm:deit_tiny_distilled_patch16_224", 10, img_size=32, patch_size=4)
     with pytest.raises(UsageError) as exc:
         create_model("timm:resnet18", 10, frobnicate=1)

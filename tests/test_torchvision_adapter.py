@@ -84,7 +84,9 @@ def test_errors_name_the_model_and_the_fix() -> None:
         "torchvision:resnet152, torchvision:resnet101? Run 'icckd models --family torchvision' "
         "to list them."
     )
-    with pytest.raises(UsageError, match=r"^torchvision:fasterrcnn_resnet50_fpn is not an image classifier"):
+    with pytest.raises(
+        UsageError, match=r"^torchvision:fasterrcnn_resnet50_fpn is not an image classifier"
+    ):
         resolve_name("torchvision:fasterrcnn_resnet50_fpn")
     with pytest.raises(UsageError) as exc:
         create_model("torchvision:squeezenet1_1", 10)
@@ -93,7 +95,9 @@ def test_errors_name_the_model_and_the_fix() -> None:
         "SqueezeNet's is a convolution); icckd needs pooled features and a linear head: choose "
         "another model"
     )
-    with pytest.raises(UsageError, match=r"^torchvision:vit_b_16 cannot be built with image_size=30 "):
+    with pytest.raises(
+        UsageError, match=r"^torchvision:vit_b_16 cannot be built with image_size=30 "
+    ):
         with torch.device("meta"):
             create_model("torchvision:vit_b_16", 10, image_size=30)
     with pytest.raises(UsageError, match=r"^unknown model library 'tf' in 'tf:resnet'"):

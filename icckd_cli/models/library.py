@@ -85,7 +85,7 @@ def call_builder(arch: str, build: Callable[[], nn.Module], args: dict[str, Any]
 
 def size_arg_of(cls: type) -> str | None:
     """The input-size argument of a model class's constructor, if it has one."""
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     return next((a for a in SIZE_ARGS if a in params), None)
 
 

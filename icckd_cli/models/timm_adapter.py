@@ -58,8 +58,10 @@ def check_name(name: str) -> str:
 class TimmModel(LibraryModel):
     """A timm classifier: timm's pre-logits as features, its classifier as the head."""
 
+    head_module: nn.Module  # outside the module tables: the net holds it already
+
     def __init__(self, name: str, net: nn.Module, num_classes: int, args: dict[str, Any]):
-        head = net.get_classifier()
+        head: Any = getattr(net, "get_classifier")()  # noqa: B009 - typed as a Tensor
         arch = f"{PREFIX}:{name}"
         if getattr(net, "head_dist", None) is not None:  # DeiT's distilled variants
             raise UsageError(
@@ -77,7 +79,8 @@ class TimmModel(LibraryModel):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, D) timm's pooled pre-logit features."""
-        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+        net: Any = self.net
+        return net.forward_head(net.forward_features(x), pre_logits=True)
 
     def forward_head(self, feats: Tensor) -> Tensor:
         """(B, D) -> (B, num_classes) through timm's classifier."""

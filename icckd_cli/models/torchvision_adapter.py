@@ -83,6 +83,8 @@ def head_modules(net: nn.Module, arch: str, num_classes: int) -> list[nn.Module]
 class TorchvisionModel(LibraryModel):
     """A torchvision classifier: everything before its final Linear as features, that as head."""
 
+    head_modules: list[nn.Module]  # outside the module tables: the net holds them already
+
     def __init__(self, name: str, net: nn.Module, num_classes: int, args: dict[str, Any]):
         arch = f"{PREFIX}:{name}"
         head = head_modules(net, arch, num_classes)
