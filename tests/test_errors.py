@@ -430,3 +430,10 @@ def test_timm_missing_names_the_extra(
           "--out", tmp_path / "r",
           says="error: timm:resnet18 needs the timm package; install it with pip install -e "
           "'.[timm]'")  # fmt: skip
+
+
+def test_teacher_model_args_for_an_icckd_teacher(fails: Fails, files: Path, tmp_path: Path) -> None:
+    fails(tmp_path, USAGE, "distill", "--teacher", files / "teacher.safetensors",
+          "--teacher-model-arg", "img_size=32", *TINY, "--out", tmp_path / "r",
+          says=f"error: {files}/teacher.safetensors records the builder arguments of its model; "
+          "drop --teacher-model-arg (it is for weights files without icckd metadata)")  # fmt: skip

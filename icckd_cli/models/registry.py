@@ -93,8 +93,7 @@ def resolve_name(name: str) -> str:
     raise UsageError(
         f"unknown architecture '{name}'."
         + suggest(name, list_models())
-        + " Run 'icckd models' to list them (and 'icckd models --family timm' or"
-        + " '--family torchvision' for any model of those libraries)."
+        + " Run 'icckd models' to list them."
     )
 
 
