@@ -112,3 +112,43 @@ def test_models_lists_a_library_with_counts_from_the_meta_device(
         r.code == 2
         and r.err.strip() == "error: invalid value for --family ('keras'): use timm or torchvision"
     )
+
+
+def test_init_fine_tunes_the_recorded_model_with_more_args(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ok(capsys, "train-teacher", *SMALL_VIT, *DATA, "--icc-weight", "0", "--out", tmp_path / "a")
+    ok(capsys, "train-teacher", "--arch", VIT, "--init", tmp_path / "a" / "model.safetensors",
+       "--model-arg", "drop_path_rate=0.1", *DATA, "--icc-weight", "0", "--out", tmp_path / "b")  # fmt: skip
+    meta = read_metadata(tmp_path / "b" / "model.safetensors")
+    assert meta["model_args"] == {
+        "patch_size": 8,
+        "depth": 2,
+        "img_size": 32,
+        "drop_path_rate": 0.1,
+    }
+
+
+def test_experiment_files_name_library_models() -> None:
+    from icckd_cli.errors import UsageError
+    from tests.helpers import parse_experiment_text, tiny_experiment
+
+    text = tiny_experiment(
+        Path("/tmp/x"),
+        ('arch = "resnet8"  # teacher', 'arch = "timm:resnet18"\nmodel_args = {drop_rate = 0.1}'),
+    )
+    exp = parse_experiment_text(text)
+    assert exp.teachers[0].config.arch == "timm:resnet18"
+    assert exp.teachers[0].config.model_args == {"drop_rate": 0.1}
+    with pytest.raises(UsageError) as exc:
+        parse_experiment_text(
+            text.replace("[student]\n", "[student]\nteacher_model_args = {a = 1}\n")
+        )
+    assert exc.value.message == (
+        "x.toml: [student]: 'teacher_model_args' is set by the experiment; the teachers record "
+        "their builder arguments"
+    )
+    with pytest.raises(
+        UsageError, match=r"^x.toml: \[\[teachers\]\] 'ce': unknown timm model 'timm:resnt18'"
+    ):
+        parse_experiment_text(text.replace("timm:resnet18", "timm:resnt18"))
