@@ -370,11 +370,10 @@ def load_pth_model(
 
 def head_classes(state: dict[str, Tensor], arch: str) -> int:
     """The number of classes a state dict predicts: the rows of its classifier's weight."""
-    from icckd_cli.models import create_model
+    from icckd_cli.models.registry import probe_model
 
     if ":" in arch:  # a library's model: its classifier's key, found on the meta device
-        with torch.device("meta"):
-            key = _classifier_key(create_model(arch, 7))
+        key = _classifier_key(probe_model(arch, 7))
         if key in state and state[key].dim() == 2:
             return int(state[key].shape[0])
     heads = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]

@@ -32,6 +32,7 @@ from icckd_cli.evaluation import check_classes, check_input_size, count_params
 from icckd_cli.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
 from icckd_cli.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
 from icckd_cli.models import ZooModel, create_model, model_args_for, resolve_name
+from icckd_cli.models.registry import probe_model
 from icckd_cli.objectives import DistillObjective, Objective, TeacherObjective
 from icckd_cli.rundir import CONFIG_FILE as CONFIG_FILE  # moved; kept here
 from icckd_cli.rundir import METRICS_FILE as METRICS_FILE  # moved; kept here
@@ -242,8 +243,7 @@ def _precheck(cfg: Any, resume: bool) -> torch.device:
     """The cheap checks, before data is loaded and before anything is written."""
     resolve_name(cfg.arch)  # an unknown architecture fails now, not after the data loads
     if ":" in cfg.arch or cfg.model_args:  # so do builder arguments the builder rejects
-        with torch.device("meta"):
-            create_model(cfg.arch, 2, **model_args_for(cfg.arch, cfg.model_args, None))
+        probe_model(cfg.arch, 2, **model_args_for(cfg.arch, cfg.model_args, None))
     check_tensorboard(cfg.tensorboard)
     out = Path(cfg.out)
     if resume:

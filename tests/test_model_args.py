@@ -118,8 +118,9 @@ def test_init_fine_tunes_the_recorded_model_with_more_args(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     ok(capsys, "train-teacher", *SMALL_VIT, *DATA, "--icc-weight", "0", "--out", tmp_path / "a")
-    ok(capsys, "train-teacher", "--arch", VIT, "--init", tmp_path / "a" / "model.safetensors",
-       "--model-arg", "drop_path_rate=0.1", *DATA, "--icc-weight", "0", "--out", tmp_path / "b")  # fmt: skip
+    init = ["--init", tmp_path / "a" / "model.safetensors", "--model-arg", "drop_path_rate=0.1"]
+    ok(capsys, "train-teacher", "--arch", VIT, *init, *DATA, "--icc-weight", "0",
+       "--out", tmp_path / "b")  # fmt: skip
     meta = read_metadata(tmp_path / "b" / "model.safetensors")
     assert meta["model_args"] == {
         "patch_size": 8,

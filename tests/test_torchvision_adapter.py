@@ -73,6 +73,9 @@ def test_heads_of_the_families() -> None:
         assert create_model("torchvision:convnext_tiny", 10).feature_dim == 768
         assert create_model("torchvision:swin_t", 10).feature_dim == 768
     assert input_size("torchvision:inception_v3") == 299
+    # RegNet's initialiser reads values, so it cannot be built on the meta device: built for real
+    assert feature_dim("torchvision:regnet_x_400mf") == 400
+    assert model_args_for("torchvision:regnet_x_400mf", {}, 32) == {}
     assert resolve_name("torchvision:ResNet18") == "torchvision:resnet18"
 
 

@@ -75,6 +75,8 @@ def call_builder(arch: str, build: Callable[[], nn.Module], args: dict[str, Any]
     try:
         return build()
     except (TypeError, ValueError, AssertionError, RuntimeError, KeyError) as exc:
+        if "meta tensor" in str(exc):  # an init that reads values: not the user's doing
+            raise
         given = ", ".join(f"{k}={v!r}" for k, v in args.items()) or "no --model-arg"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(

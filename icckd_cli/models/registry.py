@@ -117,14 +117,23 @@ def model_args_for(name: str, given: dict[str, Any], image_size: int | None) -> 
     return out
 
 
+def probe_model(name: str, num_classes: int = 100, **model_args: Any) -> ZooModel:
+    """`name` built on the meta device (the structure alone: no memory, no initialisation),
+    or for real where an initialiser reads values (torchvision's RegNets)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return create_model(name, num_classes, **model_args)
+    except (RuntimeError, NotImplementedError):
+        return create_model(name, num_classes, **model_args)
+
+
 def feature_dim(name: str, **model_args: Any) -> int:
     """Size of the pooled penultimate features of `name`, without a training step."""
     if split_name(name)[0] is None:
         return _SPECS[resolve_name(name)].feature_dim
-    import torch
-
-    with torch.device("meta"):  # the structure alone: no memory, no initialisation
-        return create_model(name, 100, **model_args).feature_dim
+    return probe_model(name, 100, **model_args).feature_dim
 
 
 def input_size(name: str, **model_args: Any) -> int:

@@ -113,7 +113,10 @@ def size_arg(name: str) -> str | None:
     """'img_size' where the model's class takes it (ViTs, DeiT, Swin...), else None."""
     base = check_name(name)
     timm = require_timm()
-    net = call_builder(f"{PREFIX}:{base}", lambda: meta_build(lambda: timm.create_model(base)), {})
+    try:
+        net = meta_build(lambda: timm.create_model(base))
+    except (RuntimeError, NotImplementedError):  # an init that reads values: build for real
+        net = call_builder(f"{PREFIX}:{base}", lambda: timm.create_model(base), {})
     return size_arg_of(type(net))
 
 
