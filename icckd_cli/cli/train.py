@@ -30,16 +30,19 @@ from icckd_cli.cli.common import (
     ModelArg,
     Momentum,
     Opt,
+    Optimizer,
     Out,
     Overwrite,
     Precision,
     Resume,
     SaveEvery,
+    Schedule,
     Seed,
     SyncBN,
     Tensorboard,
     TestPC,
     TrainPC,
+    Warmup,
     Wd,
     Workers,
     _collect,
@@ -47,7 +50,13 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
-from icckd_cli.config import DistillConfig, TrainTeacherConfig, build, option_name
+from icckd_cli.config import (
+    RECORDED_ONLY,
+    DistillConfig,
+    TrainTeacherConfig,
+    build,
+    option_name,
+)
 from icckd_cli.errors import UsageError
 
 
@@ -65,6 +74,8 @@ def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
             "(only --device and --tensorboard may change)"
         )
     saved = json.loads(path.read_text())
+    for key in RECORDED_ONLY:  # derived when the run started, no setting
+        saved.pop(key, None)
     saved.update({"out": str(resume)})
     saved.update({k: given[k] for k in ("device", "tensorboard") if given.get(k) is not None})
     return build(model, saved)
@@ -104,6 +115,7 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
                 "best": result.best,
                 "params": result.params,
                 "elapsed_s": result.elapsed,
+                "recipe": progress.recipe,
             }
         )
     else:
@@ -127,10 +139,13 @@ def train_teacher(
     memory_limit_gb: MemoryLimit = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
+    optimizer: Optimizer = None,
     lr: Lr = None,
     lr_decay_epochs: Decay = None,
     momentum: Momentum = None,
     weight_decay: Wd = None,
+    schedule: Schedule = None,
+    warmup_epochs: Warmup = None,
     seed: Seed = None,
     device: Device = None,
     out: Out = None,
@@ -219,10 +234,13 @@ def distill(
     memory_limit_gb: MemoryLimit = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
+    optimizer: Optimizer = None,
     lr: Lr = None,
     lr_decay_epochs: Decay = None,
     momentum: Momentum = None,
     weight_decay: Wd = None,
+    schedule: Schedule = None,
+    warmup_epochs: Warmup = None,
     seed: Seed = None,
     device: Device = None,
     out: Out = None,
