@@ -51,6 +51,17 @@ def test_attention_is_counted_on_the_cpu_too() -> None:
     assert count_macs(_Attention(), 4) == 3 * 3 * 16 + 3 * 16 * 3 == 288
 
 
+@pytest.mark.slow  # importing timm and building the ViT: about 5 s here
+def test_macs_of_a_vit_counted_by_hand() -> None:
+    pytest.importorskip("timm")
+    vit = create_model("timm:vit_tiny_patch16_224", 10, img_size=32, patch_size=4)
+    n, d = 8 * 8 + 1, 192  # 64 patches of 4x4 and the class token, width 192
+    patches = 64 * d * (3 * 4 * 4)  # the patch embedding, a 4x4 stride-4 convolution
+    block = n * d * 3 * d + n * d * d + 2 * n * d * 4 * d  # qkv, projection, MLP (4 x wide)
+    block += 2 * n * n * d  # attention: QK^T and AV over the 3 heads of 64
+    assert count_macs(vit, 32) == patches + 12 * block + d * 10 == 365_107_584
+
+
 @pytest.mark.parametrize(
     ("arch", "weights"),
     [

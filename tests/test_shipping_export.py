@@ -18,12 +18,17 @@ from icckd_cli.models import registry as model_registry
 from icckd_cli.shipping import export as ex
 from tests.helpers import digits_teacher, icckd
 
+VIT = "timm:vit_tiny_patch16_224"
+VIT_ARGS = {"img_size": 32, "patch_size": 4}
 SLOW = pytest.mark.slow  # torch.export takes 2 to 10 s a model here; so does ONNX for ResNet-18
 CASES = [
     ("resnet8", "onnx"), ("resnet8", "torchscript"),
     pytest.param("resnet8", "exported", marks=SLOW),
     pytest.param("tv_resnet18", "onnx", marks=SLOW), ("tv_resnet18", "torchscript"),
     pytest.param("tv_resnet18", "exported", marks=SLOW),
+    # a ViT through timm (img_size 32, patch_size 4): 10 s or more a format here
+    pytest.param(VIT, "onnx", marks=SLOW), pytest.param(VIT, "torchscript", marks=SLOW),
+    pytest.param(VIT, "exported", marks=SLOW),
 ]  # fmt: skip
 
 
@@ -32,10 +37,11 @@ def _digits_checkpoint(path: Path, arch: str) -> ZooModel:
     if arch == "resnet8":
         return digits_teacher(path)
     spec = load_dataset("digits", train_per_class=3, test_per_class=2).spec
+    args = VIT_ARGS if arch == VIT else {}
     torch.manual_seed(0)
-    model = create_model(arch, 10)
+    model = create_model(arch, 10, **args)
     meta = {"kind": "teacher", "arch": arch, "num_classes": 10, "dataset": spec.to_dict()}
-    save_model(path, model, {**meta, "config": {}})
+    save_model(path, model, {**meta, "config": {}, "model_args": args})
     return model
 
 
@@ -66,6 +72,8 @@ def _digit_images(n: int, checkpoint: Path) -> tuple[Tensor, Tensor]:
 def test_export_round_trip_matches_the_checkpoint(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, arch: str, fmt: str
 ) -> None:
+    if arch == VIT:
+        pytest.importorskip("timm")  # the optional [timm] extra (the test extra has it)
     model = _digits_checkpoint(tmp_path / "m.safetensors", arch).eval()
     out = tmp_path / f"m.{fmt}"
     r = icckd(capsys, "export", tmp_path / "m.safetensors", "--format", fmt, "--out", out, "--json")
