@@ -163,7 +163,8 @@ class RunOptions(_Strict):
     """Where and how a run executes."""
 
     arch: str = "resnet56"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0)  # initialisation, CRD's negatives; the data too unless data_seed
+    data_seed: int | None = Field(None, ge=0)  # data order, crops and flips; None: seed
     device: str = "auto"
     out: Path = Path("runs/run")
     overwrite: bool = False
@@ -175,6 +176,10 @@ class RunOptions(_Strict):
     sync_bn: bool = False
     eval_batch_size: int = Field(512, ge=1)
     tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
+
+    def resolved_data_seed(self) -> int:
+        """The seed of the augmentation stream (data order, crops, flips): data_seed or seed."""
+        return self.seed if self.data_seed is None else self.data_seed
 
 
 class TeacherLoss(_Strict):
@@ -248,7 +253,23 @@ class StudentLoss(_Strict):
         return out
 
 
-class DistillConfig(DataOptions, OptimOptions, RunOptions, StudentLoss):
+class TeacherCacheOptions(_Strict):
+    """The teacher-output store (teacher_store.py): read the teacher's outputs, never run it."""
+
+    teacher_cache: Path | None = None  # the store's folder; None: the teacher runs every step
+    teacher_cache_dtype: Literal["float16", "float32"] = "float16"
+    teacher_cache_topk: int | None = Field(None, ge=1)  # keep K logits a row; None: all of them
+    teacher_cache_limit_gb: float = Field(32.0, gt=0)  # a bigger store is refused
+    teacher_cache_embeddings: bool | None = None  # None: where a term needs them (RKD, CRD)
+
+    def cache_embeddings(self, weights: dict[str, float]) -> bool:
+        """Whether the store keeps the teacher's pooled features."""
+        if self.teacher_cache_embeddings is not None:
+            return self.teacher_cache_embeddings
+        return bool(weights["rkd_weight"] or weights["crd_weight"])
+
+
+class DistillConfig(DataOptions, OptimOptions, RunOptions, StudentLoss, TeacherCacheOptions):
     """Everything `icckd distill` needs."""
 
     arch: str = "resnet20"

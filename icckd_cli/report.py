@@ -53,6 +53,27 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
+def size_text(nbytes: float) -> str:
+    """Bytes in decimal units: '9.6 kB', '1.23 GB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{int(nbytes)} B"
+
+
+def teacher_cache_line(info: dict[str, Any]) -> str:
+    """What the teacher-output store does: its size before it is written, or that it is read."""
+    size, path = size_text(info["bytes"]), info["path"]
+    if info["action"] == "read":
+        return f"teacher cache: reading {path} ({size}); the teacher is not run"
+    if info["action"] == "resume":
+        return (
+            f"teacher cache: resuming {path} at batch {info['done'] + 1} of {info['total']} "
+            f"({size}, {info['dtype']})"
+        )
+    return f"teacher cache: writing {size} to {path} ({info['total']} batches, {info['dtype']})"
+
+
 def progress_bar(first: str, unit: str) -> Progress:
     """A transient bar on stderr (off when stderr is not a terminal): label, bar, count, times."""
     return Progress(
@@ -83,6 +104,11 @@ class TrainingProgress:
             return
         if event == "decode":
             self._decoding(info)
+        elif event == "teacher_cache":
+            err.print(escape(teacher_cache_line(info)), highlight=False, soft_wrap=True)
+        elif event == "teacher_cache_pass":
+            what = "teacher cache: running the teacher"
+            self._decoding({"what": what, **info}, "batches")
         elif event == "start":
             self.epochs = info["epochs"]
             total = info["epochs"] * info["steps"]
@@ -101,10 +127,10 @@ class TrainingProgress:
             self.progress.stop()
             self.progress = None
 
-    def _decoding(self, info: dict[str, Any]) -> None:
+    def _decoding(self, info: dict[str, Any], unit: str = "images") -> None:
         """A bar per decoding pass ('decoding 100,000 Tiny-ImageNet train JPEGs in 2 processes')."""
         if self.decode is None:
-            self.decode = progress_bar(escape(info["what"]), "images")
+            self.decode = progress_bar(escape(info["what"]), unit)
             self.decode.start()
             self.decode_task = self.decode.add_task(info["what"], total=info["total"])
         self.decode.update(self.decode_task, completed=info["done"])
@@ -373,6 +399,8 @@ class ExperimentProgress:
                 self.run = None
         elif event == "diversity":
             self._print(f"soft-label diversity of {info['count']} teacher checkpoint(s)")
+        elif event == "teacher_cache":
+            self._print(f"{self.label}: {teacher_cache_line(info)}")
 
     def close(self) -> None:
         """Stop the view (also after an error or Ctrl-C)."""

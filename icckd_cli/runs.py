@@ -17,7 +17,14 @@ from torch import nn
 from icckd_cli import distributed as dist
 from icckd_cli.checkpoint import load_any_model, save_model, weights_hash
 from icckd_cli.config import DistillConfig, TrainTeacherConfig
-from icckd_cli.data import Dataset, LoadOptions, load_dataset, make_loader
+from icckd_cli.data import (
+    Dataset,
+    DeviceLoader,
+    LoadOptions,
+    StreamLoader,
+    load_dataset,
+    make_loader,
+)
 from icckd_cli.engine import (
     Callback,
     Diverged,
@@ -32,7 +39,13 @@ from icckd_cli.evaluation import check_classes, count_params
 from icckd_cli.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
 from icckd_cli.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
 from icckd_cli.models import ZooModel, create_model, resolve_name
-from icckd_cli.objectives import DistillObjective, Objective, TeacherObjective
+from icckd_cli.objectives import (
+    DistillObjective,
+    Objective,
+    RunTeacher,
+    TeacherObjective,
+    TeacherSource,
+)
 from icckd_cli.rundir import CONFIG_FILE as CONFIG_FILE  # moved; kept here
 from icckd_cli.rundir import METRICS_FILE as METRICS_FILE  # moved; kept here
 from icckd_cli.rundir import (
@@ -93,10 +106,34 @@ def resolved_config(cfg: Any) -> dict[str, Any]:
     out["arch"] = resolve_name(cfg.arch)  # the registered spelling: the recipe's lr keys on it
     out["lr"] = cfg.resolved_lr(out["arch"], dist.world_size())
     out["lr_decay_epochs"] = cfg.resolved_decay()
-    for key in ("data_dir", "teacher", "init"):  # so --resume works from any folder
+    out["data_seed"] = cfg.resolved_data_seed()
+    for key in ("data_dir", "teacher", "init", "teacher_cache"):  # --resume from any folder
         if out.get(key) is not None:
             out[key] = str(Path(out[key]).resolve())
     return out
+
+
+def train_loader(
+    cfg: Any, data: Dataset, views: int, channels_last: bool
+) -> DeviceLoader | StreamLoader:
+    """The run's augmentation stream: order, crops and flips from the data seed."""
+    loader = make_loader(
+        data.train,
+        data.spec,
+        cfg.batch_size,
+        views=views,
+        seed=cfg.resolved_data_seed(),
+        padding=cfg.crop_padding,
+        channels_last=channels_last,
+        rank=dist.rank(),
+        world=dist.world_size(),
+    )
+    if len(loader) == 0:
+        raise UsageError(
+            f"--batch-size {cfg.batch_size} leaves no batch of 2 or more images from "
+            f"{len(data.train)} training images; lower --batch-size"
+        )
+    return loader
 
 
 # ----------------------------------------------------------------------------- training
@@ -147,22 +184,7 @@ def _fit(
     state = TrainState()
     if resume:
         state = restore_state(out, model, objective, opt, extra_meta)
-    loader = make_loader(
-        data.train,
-        data.spec,
-        cfg.batch_size,
-        views=objective.views,
-        seed=cfg.seed,
-        padding=cfg.crop_padding,
-        channels_last=channels_last,
-        rank=dist.rank(),
-        world=dist.world_size(),
-    )
-    if len(loader) == 0:
-        raise UsageError(
-            f"--batch-size {cfg.batch_size} leaves no batch of 2 or more images from "
-            f"{len(data.train)} training images; lower --batch-size"
-        )
+    loader = train_loader(cfg, data, objective.views, channels_last)
     step_fn: nn.Module = torch.compile(train_model) if cfg.compile else train_model  # type: ignore[assignment]
 
     run = {"arch": config["arch"], "num_classes": data.spec.num_classes, "config": config}
@@ -294,13 +316,34 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
         # the teacher sees inputs normalised as in its training, also where the student's
         # subset has other pixel statistics (digits and imagefolder derive them from it)
         data.spec.mean, data.spec.std = list(recorded["mean"]), list(recorded["std"])
-    teacher = teacher.to(device)
-    if channels_last_on(device, cfg.channels_last):
-        teacher = teacher.to(memory_format=torch.channels_last)
+    source = teacher_source(cfg, teacher, info, data, device, callback)
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, data.spec.num_classes)
     warmup = cfg.resolved_dkd_warmup()
     objective = DistillObjective.from_config(
-        cfg, teacher, model.feature_dim, len(data.train), warmup
+        cfg, source, model.feature_dim, len(data.train), warmup
     )
     return _fit(cfg, "student", data, model, objective, device, callback, resume, {"teacher": info})
+
+
+def teacher_source(
+    cfg: DistillConfig,
+    teacher: ZooModel,
+    info: dict[str, Any],
+    data: Dataset,
+    device: torch.device,
+    callback: Callback,
+) -> TeacherSource:
+    """The teacher run each step, or (--teacher-cache) its store: written first if need be."""
+    channels_last = channels_last_on(device, cfg.channels_last)
+
+    def on_device() -> RunTeacher:
+        moved = teacher.to(device)
+        return RunTeacher(moved.to(memory_format=torch.channels_last) if channels_last else moved)
+
+    if cfg.teacher_cache is None:
+        return on_device()
+    from icckd_cli.teacher_store import cached_teacher
+
+    loader = train_loader(cfg, data, DistillObjective.views, channels_last)
+    return cached_teacher(cfg, loader, data, teacher, info, on_device, device, callback)

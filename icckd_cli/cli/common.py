@@ -81,7 +81,13 @@ Decay = Annotated[
 ]
 Momentum = Annotated[float | None, Opt(help="SGD momentum (0.9).")]
 Wd = Annotated[float | None, Opt(help="Weight decay (5e-4; imagenet 1e-4).")]
-Seed = Annotated[int | None, Opt(help="Random seed (CPU runs repeat bit for bit).")]
+Seed = Annotated[
+    int | None,
+    Opt(
+        help="Random seed: initialisation, and the data too unless --data-seed (CPU: bit for bit)."
+    ),
+]
+DataSeed = Annotated[int | None, Opt(help="Seed of data order, crops and flips (default: --seed).")]
 Device = Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:N or mps.")]
 Out = Annotated[Path | None, Opt(help="Run folder: model, metrics log, config.")]
 Overwrite = Annotated[bool | None, Opt("--overwrite", help="Replace a finished run in --out.")]

@@ -16,6 +16,7 @@ from icckd_cli.cli.common import (
     Compile,
     ConfigFile,
     DataDir,
+    DataSeed,
     Dataset,
     Decay,
     Device,
@@ -130,6 +131,7 @@ def train_teacher(
     momentum: Momentum = None,
     weight_decay: Wd = None,
     seed: Seed = None,
+    data_seed: DataSeed = None,
     device: Device = None,
     out: Out = None,
     overwrite: Overwrite = None,
@@ -195,6 +197,19 @@ def distill(
     crd_feat_dim: Annotated[int | None, Opt(help="CRD embedding size.")] = None,
     crd_nce_k: Annotated[int | None, Opt(help="CRD negatives per anchor.")] = None,
     crd_temperature: Annotated[float | None, Opt(help="CRD temperature.")] = None,
+    teacher_cache: Annotated[
+        Path | None,
+        Opt(help="Teacher-output store: written once, then read instead of running the teacher."),
+    ] = None,
+    teacher_cache_dtype: Annotated[
+        str | None, Opt(help="float16 (default) or float32 (the same student bit for bit).")
+    ] = None,
+    teacher_cache_topk: Annotated[
+        int | None, Opt(help="Keep K logits a row; the rest share the remaining mass evenly.")
+    ] = None,
+    teacher_cache_limit_gb: Annotated[
+        float | None, Opt(help="Refuse a teacher cache bigger than this (32 GB).")
+    ] = None,
     dataset: Annotated[
         str | None, Opt(help="Data set (default: the one recorded in --teacher, else cifar100).")
     ] = None,
@@ -213,6 +228,7 @@ def distill(
     momentum: Momentum = None,
     weight_decay: Wd = None,
     seed: Seed = None,
+    data_seed: DataSeed = None,
     device: Device = None,
     out: Out = None,
     overwrite: Overwrite = None,

@@ -240,12 +240,12 @@ class StreamLoader:
             seed=self.seed,
             epoch=epoch,
         )
-        for x, y, idx in _deliver(self.split, images, batches):
+        for step, (x, y, idx) in enumerate(_deliver(self.split, images, batches), start_step):
             views = [
                 normalize(x[:, v].permute(0, 3, 1, 2), self.mean, self.std, self.channels_last)
                 for v in range(self.views)
             ]
-            yield Batch(views, y, idx)
+            yield Batch(views, y, idx, step)
 
 
 @register("imagenet")

@@ -21,7 +21,7 @@ Callback = Callable[[str, dict[str, Any]], None]
 # Execution details that may change between invocations without invalidating a finished run.
 IGNORED_ON_REUSE = set(
     "device overwrite download save_every eval_batch_size out teacher data_dir precision "
-    "compile channels_last tensorboard".split()
+    "compile channels_last tensorboard teacher_cache teacher_cache_embeddings".split()
 )
 DIVERSITY_FILE = "diversity.json"
 # Panels of the learning-curve figures: the unweighted training CE compares every kind of
