@@ -6,6 +6,7 @@ is resumed; so running the same command again after Ctrl-C only does what is lef
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -93,6 +94,8 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
             "run_end",
             {**info, "final": result.final, "best": result.best, "elapsed": result.elapsed},
         )
+        if run.kind == "student":
+            drop_finished_cache(exp, run)
     if not dist.is_main():  # under torchrun process 0 alone measures and writes the results
         return {}
     diversity = measure_diversity(exp, callback)
@@ -101,6 +104,24 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
     write_results(exp, results)
     callback("finish", {"out": str(exp.options.out)})
     return results
+
+
+def drop_finished_cache(exp: Experiment, run: Run) -> None:
+    """Delete this process's shard of a teacher-output store once all its students are done."""
+    import shutil
+
+    from icckd_cli import distributed as dist
+    from icckd_cli.teacher_store import shard_folder
+
+    cache = getattr(run.config, "teacher_cache", None)
+    if cache is None:
+        return
+    readers = [r for r in exp.runs if getattr(r.config, "teacher_cache", None) == cache]
+    if all(r.status() == "done" for r in readers):
+        shutil.rmtree(shard_folder(cache, dist.rank(), dist.world_size()), ignore_errors=True)
+        for folder in (Path(cache), Path(cache).parent, Path(cache).parent.parent):
+            with contextlib.suppress(OSError):  # each only once empty (other ranks' shards)
+                folder.rmdir()
 
 
 def write_curves(exp: Experiment) -> list[dict[str, str]]:
