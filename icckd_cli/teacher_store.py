@@ -232,8 +232,9 @@ def rebuild_logits(values: Tensor, index: Tensor, rest: Tensor, classes: int) ->
 
     `rest` is the logsumexp of the other C - K logits. Each of them gets rest - log(C - K):
     at T = 1 the top-k probabilities are the teacher's exactly and the remaining probability
-    mass is spread uniformly over the other classes, as the fast-KD paper does with its top-k
-    soft labels; at another temperature this is an approximation.
+    mass is spread uniformly over the other classes, which is how we read the fast-KD paper's
+    top-k soft labels (Shen & Xing, ECCV 2022; from memory, not re-checked offline); at
+    another temperature this is an approximation.
     """
     k = values.shape[1]
     fill = (rest.float() - math.log(classes - k))[:, None]
