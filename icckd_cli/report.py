@@ -347,6 +347,7 @@ class ExperimentProgress:
         self.progress: Progress | None = None
         self.matrix: Any = None
         self.run: Any = None
+        self.cache_pass: Any = None
         self.label = ""
         self.epochs = 0
 
@@ -401,6 +402,15 @@ class ExperimentProgress:
             self._print(f"soft-label diversity of {info['count']} teacher checkpoint(s)")
         elif event == "teacher_cache":
             self._print(f"{self.label}: {teacher_cache_line(info)}")
+        elif event == "teacher_cache_pass":  # the teacher's one pass before the student trains
+            if self.cache_pass is None:
+                self.cache_pass = self.progress.add_task(
+                    f"{self.label}: teacher cache", total=info["total"], unit="batches"
+                )
+            self.progress.update(self.cache_pass, completed=info["done"])
+            if info["done"] >= info["total"]:
+                self.progress.remove_task(self.cache_pass)
+                self.cache_pass = None
 
     def close(self) -> None:
         """Stop the view (also after an error or Ctrl-C)."""
