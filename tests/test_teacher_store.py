@@ -278,7 +278,7 @@ def test_a_store_made_for_another_run_is_refused(
 def test_a_store_of_another_teacher_or_without_embeddings_is_refused(
     capsys: Capsys, made: Path, tmp_path: Path
 ) -> None:
-    from icckd_cli.checkpoint import load_tensors, read_metadata, save_tensors
+    from icckd_cli.checkpoint import load_tensors, read_metadata, save_tensors, weights_hash
 
     cache = copy_store(made, tmp_path)
     other = tmp_path / "teacher.safetensors"  # the same architecture, other weights
@@ -290,8 +290,12 @@ def test_a_store_of_another_teacher_or_without_embeddings_is_refused(
               "--batch-size", "16", "--device", "cpu", "--out", tmp_path / "s",
               "--teacher-cache", cache, "--teacher-cache-dtype", "float32")  # fmt: skip
     assert r.code == 2
-    assert one_error(r.err).startswith(
+    there = weights_hash(load_tensors(made / "teacher.safetensors"))[:12]
+    here = weights_hash(tensors)[:12]
+    assert one_error(r.err) == (
         f"error: teacher cache {cache} was made for another run: its teacher differs (sha256 "
+        f"{there} there, {here} here); use another --teacher-cache folder, or delete {cache} "
+        "to rebuild it"
     )
     kd_only = tmp_path / "kd"
     shutil.copy(made / "teacher.safetensors", tmp_path / "t2.safetensors")
