@@ -92,6 +92,10 @@ class DataOptions(_Strict):
     crop_padding: int = Field(4, ge=0, le=32)
     train_per_class: int | None = Field(None, ge=1)
     test_per_class: int | None = Field(None, ge=1)
+    # a validation split held out of the training images (one of the two; None: none). The
+    # images are fixed per data set (data/registry.py split_class), whatever --seed is
+    val_per_class: int | None = Field(None, ge=1)
+    val_fraction: float | None = Field(None, gt=0, lt=1)
     image_size: int = Field(224, ge=16, le=1024)  # streamed sets (imagenet): crop size
     workers: int | None = Field(None, ge=0)  # streamed decoding; None: the cores (0: inline)
     memory_limit_gb: float = Field(16.0, gt=0)  # imagefolder: decoded size allowed in memory
@@ -108,6 +112,15 @@ class DataOptions(_Strict):
             data = {**recorded, **given}
         fields = cls.model_fields
         return {**recipe_defaults(data.get("dataset"), fields, data.get("method")), **data}
+
+    @model_validator(mode="after")
+    def _one_validation_rule(self) -> DataOptions:
+        if self.val_per_class is not None and self.val_fraction is not None:
+            raise ValueError(
+                f"invalid value for --val-fraction ({self.val_fraction:g}): --val-per-class "
+                f"({self.val_per_class}) is given too; hold out by one of the two"
+            )
+        return self
 
 
 class OptimOptions(_Strict):
@@ -267,7 +280,7 @@ class EvalConfig(_Strict):
     dataset: str | None = None
     data_dir: Path | None = None
     download: bool = True
-    split: Literal["test", "train"] = "test"
+    split: Literal["test", "train", "val"] = "test"  # val: the run's held-out images
     device: str = "auto"
     batch_size: int = Field(512, ge=1)
     format: Literal["table", "json"] = "table"

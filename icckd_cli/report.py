@@ -48,6 +48,8 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
             parts.append(f"{SHORT.get(name, name)} {train[name]:.3g}")
     if "top1" in record:  # epochs between --eval-every evaluations have none
         parts.append(f"top1 {record['top1']:.2f}")
+    if "val_top1" in record:
+        parts.append(f"val {record['val_top1']:.2f}")
     parts.append(f"lr {record['lr']:.3g}")
     parts.append(f"{record['images_per_s']:.0f} img/s")
     return "  ".join(parts)
@@ -83,6 +85,8 @@ class TrainingProgress:
             return
         if event == "decode":
             self._decoding(info)
+        elif event == "warning":
+            warning(info["message"], self.progress.console if self.progress else err)
         elif event == "start":
             self.epochs = info["epochs"]
             total = info["epochs"] * info["steps"]
@@ -200,11 +204,28 @@ def run_summary(kind: str, result: Any) -> None:
         ("top-5 (last epoch)", result.final["top5"]),
         ("NLL", result.final["nll"]),
         ("ECE", result.final["ece"]),
-        ("best top-1", f"{result.best['top1']:.2f} (epoch {result.best['epoch']})"),
+        *best_rows(result.best),
         ("parameters", f"{result.params:,}"),
         ("time", f"{result.elapsed:.1f} s"),
     ]
     key_value_table(f"{kind} finished", rows)
+
+
+def best_rows(best: dict[str, Any]) -> list[tuple[str, str]]:
+    """The best epoch's rows: on validation (and the test split there) or on the test split."""
+    if best.get("chosen_on") != "val":
+        return [("best top-1", f"{best['top1']:.2f} (epoch {best['epoch']})")]
+    return [
+        ("best on validation", f"epoch {best['epoch']} (val top-1 {best['val_top1']:.2f})"),
+        ("top-1 at best-val epoch", f"{best['top1']:.2f}"),
+    ]
+
+
+def best_phrase(best: dict[str, Any]) -> str:
+    """'best 71.20 at epoch 9', or '70.10 at epoch 9, the best on validation'."""
+    if best.get("chosen_on") == "val":
+        return f"{best['top1']:.2f} at epoch {best['epoch']}, the best on validation"
+    return f"best {best['top1']:.2f} at epoch {best['epoch']}"
 
 
 def eval_table(m: dict[str, Any]) -> None:
@@ -243,6 +264,11 @@ def error(message: str) -> None:
 def note(message: str) -> None:
     """A one-line note on stderr."""
     err.print(escape(message), highlight=False, soft_wrap=True)
+
+
+def warning(message: str, console: Console = err) -> None:
+    """A one-line warning on stderr (the run goes on)."""
+    console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- soft labels
@@ -339,6 +365,9 @@ class ExperimentProgress:
         if event == "plan":
             self._start(info["total"], info["done"])
             return
+        if event == "warning":
+            warning(info["message"], self.progress.console if self.progress else err)
+            return
         if self.progress is None:
             return
         if event == "run":
@@ -364,8 +393,8 @@ class ExperimentProgress:
         elif event == "run_end":
             final, best = info["final"], info["best"]
             self._print(
-                f"{self.label}: top-1 {final['top1']:.2f} (best {best['top1']:.2f} at epoch "
-                f"{best['epoch']}), {info['elapsed']:.0f} s"
+                f"{self.label}: top-1 {final['top1']:.2f} ({best_phrase(best)}), "
+                f"{info['elapsed']:.0f} s"
             )
             self.progress.advance(self.matrix)
             if self.run is not None:

@@ -17,7 +17,7 @@ from torch import nn
 from icckd_cli import distributed as dist
 from icckd_cli.checkpoint import load_any_model, save_model, weights_hash
 from icckd_cli.config import DistillConfig, TrainTeacherConfig
-from icckd_cli.data import Dataset, LoadOptions, load_dataset, make_loader
+from icckd_cli.data import Dataset, Holdout, LoadOptions, load_dataset, make_loader
 from icckd_cli.engine import (
     Callback,
     Diverged,
@@ -62,15 +62,19 @@ class RunResult:
     history: list[dict[str, Any]]
     params: int
     elapsed: float
+    validation: dict[str, Any] | None = None  # the held-out split best was chosen on
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
 def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) -> Dataset:
-    """The configured data set with both splits moved to the device (streamed ones: bound)."""
+    """The configured data set with its splits moved to the device (streamed ones: bound)."""
     options = LoadOptions(
-        image_size=cfg.image_size, workers=cfg.workers, memory_limit_gb=cfg.memory_limit_gb
+        image_size=cfg.image_size,
+        workers=cfg.workers,
+        memory_limit_gb=cfg.memory_limit_gb,
+        holdout=Holdout.of(cfg),
     )
     if progress is not None and dist.is_main():
         options.progress = progress
@@ -84,6 +88,8 @@ def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) 
         options=options,
     )
     data.train, data.test = data.train.to(device), data.test.to(device)
+    if data.val is not None:
+        data.val = data.val.to(device)
     return data
 
 
@@ -187,6 +193,7 @@ def _fit(
             optimizer=opt,
             loader=loader,
             test=data.test,
+            val=data.val,
             spec=data.spec,
             epochs=cfg.epochs,
             base_lr=config["lr"],
@@ -214,8 +221,11 @@ def _fit(
         finally:
             if events is not None:
                 events.close()
-    final = {k: st.history[-1][k] for k in ("top1", "top5", "nll", "ece")}
+    final = {k: v for k, v in st.history[-1].items() if k in FINAL_KEYS}
     checkpoint = out / MODEL_FILE
+    metrics = {"final": final, "best": st.best, "epochs": cfg.epochs}
+    if data.val is not None:  # what "best" was chosen on
+        metrics["validation"] = validation_info(cfg, data)
     if dist.is_main():
         meta = {
             "kind": kind,
@@ -224,7 +234,7 @@ def _fit(
             "dataset": data.spec.to_dict(),
             "config": config,
             "seed": cfg.seed,
-            "metrics": {"final": final, "best": st.best, "epochs": cfg.epochs},
+            "metrics": metrics,
             "objective": objective.describe(),
             **extra_meta,
         }
@@ -232,7 +242,22 @@ def _fit(
             save_model(checkpoint, model, meta)
         (out / STATE_FILE).unlink(missing_ok=True)
     dist.barrier()  # under torchrun: return once the checkpoint exists (a student may load it next)
-    return RunResult(out, checkpoint, final, st.best, st.history, count_params(model), st.elapsed)
+    n_params = count_params(model)
+    valid = metrics.get("validation")
+    return RunResult(out, checkpoint, final, st.best, st.history, n_params, st.elapsed, valid)
+
+
+FINAL_KEYS = ("top1", "top5", "nll", "ece", "val_top1", "val_top5", "val_nll", "val_ece")
+
+
+def validation_info(cfg: Any, data: Dataset) -> dict[str, Any]:
+    """The validation split of a run: its setting and size, as checkpoints record it."""
+    return {
+        "val_per_class": cfg.val_per_class,
+        "val_fraction": cfg.val_fraction,
+        "images": len(data.val),
+        "train_images": len(data.train),
+    }
 
 
 def _precheck(cfg: Any, resume: bool) -> torch.device:

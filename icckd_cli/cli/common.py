@@ -63,6 +63,13 @@ Flip = Annotated[
 ]
 TrainPC = Annotated[int | None, Opt(help="Keep the first N training images per class.")]
 TestPC = Annotated[int | None, Opt(help="Keep the first N test images per class.")]
+ValPC = Annotated[
+    int | None,
+    Opt(help="Hold out N training images per class for validation; best epoch is chosen there."),
+]
+ValFraction = Annotated[
+    float | None, Opt(help="Hold out this fraction (0-1) of each class instead of N.")
+]
 ImageSize = Annotated[
     int | None, Opt(help="imagenet: crop size in pixels (224; evaluation resizes to /0.875).")
 ]

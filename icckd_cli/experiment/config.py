@@ -238,6 +238,11 @@ def _check_keys(
                 f"{source}: {where}: '{key}' belongs in [{role}] or [experiment] (every "
                 f"{role} of an experiment trains on the same images)"
             )
+        if key in ("val_per_class", "val_fraction"):
+            raise UsageError(
+                f"{source}: {where}: '{key}' belongs in [experiment] (every run of an "
+                "experiment must pick its best epoch on the same validation images)"
+            )
         if key == "test_per_class":
             raise UsageError(
                 f"{source}: {where}: 'test_per_class' belongs in [experiment] (runs that are "
