@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors import safe_open
 
 from icckd_cli.checkpoint import read_metadata
-from tests.helpers import TINY, digits_teacher, icckd
+from tests.helpers import TINY, Result, digits_teacher, icckd
 
 
 def _train(capsys: pytest.CaptureFixture[str], out: Path, *extra: str) -> None:
@@ -62,14 +63,21 @@ def test_label_smoothing_is_recorded_in_the_checkpoint(
     assert json.loads(meta["objective"])["label_smoothing"] == 0.1
 
 
+def _json_run(
+    capsys: pytest.CaptureFixture[str], out: Path, *extra: str
+) -> tuple[Result, list[dict[str, Any]]]:
+    """A cross-entropy resnet8 run with --format json: its summary and metrics.jsonl."""
+    r = icckd(capsys, "train-teacher", "--arch", "resnet8", "--icc-weight", "0", "--out", out,
+              *TINY, "--format", "json", *extra)  # fmt: skip
+    assert r.code == 0, r.err
+    return r, [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_eval_every_evaluates_every_nth_and_the_last_epoch(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     out = tmp_path / "sparse"
-    r = icckd(capsys, "train-teacher", "--arch", "resnet8", "--epochs", "3", "--eval-every", "2",
-              "--icc-weight", "0", "--out", out, *TINY, "--format", "json")  # fmt: skip
-    assert r.code == 0, r.err
-    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    r, records = _json_run(capsys, out, "--epochs", "3", "--eval-every", "2")
     assert [("top1" in rec) for rec in records] == [False, True, True]
     best = json.loads(safe_open(str(out / "model.safetensors"), "pt").metadata()["metrics"])["best"]
     assert best["epoch"] in (2, 3)
@@ -80,10 +88,7 @@ def test_validation_split_picks_best_and_is_recorded(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     out = tmp_path / "val"
-    r = icckd(capsys, "train-teacher", "--arch", "resnet8", "--epochs", "2", "--icc-weight", "0",
-              "--val-per-class", "4", "--out", out, *TINY, "--format", "json")  # fmt: skip
-    assert r.code == 0, r.err
-    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    r, records = _json_run(capsys, out, "--epochs", "2", "--val-per-class", "4")
     assert all({"val_top1", "val_nll", "val_top5", "val_ece", "top1"} <= set(x) for x in records)
     assert f"val {records[0]['val_top1']:.2f}" in r.err  # the epoch lines show it
     # 40 held-out images: every validation top-1 is a whole number of them

@@ -99,7 +99,9 @@ def make_imagefolder(root: Path, classes: list[str], per_class: int = 2) -> Path
             folder = root / split / name
             folder.mkdir(parents=True)
             for j in range(per_class):
-                Image.new("RGB", (32, 32), (20 * i, 10 * j, 100)).save(folder / f"{j}.png")
+                Image.new("RGB", (32, 32), (20 * i, 10 * j + 7 * i, 100 + 40 * j + 9 * i)).save(
+                    folder / f"{j}.png"
+                )
     return root
 
 
