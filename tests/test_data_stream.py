@@ -25,7 +25,7 @@ from icckd_cli.data import (
     load_dataset,
     make_loader,
 )
-from icckd_cli.data.registry import split_class
+from icckd_cli.data.holdout import split_class
 from icckd_cli.data.stream import centre_box, random_resized_box
 from icckd_cli.errors import DataFileError, UsageError
 from icckd_cli.rundir import STATE_FILE

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from icckd_cli.data.decode import decode_files
+from icckd_cli.data.holdout import Holdout, split_lists
 from icckd_cli.data.registry import (
     CACHE_VERSION,
     DataSpec,
-    Holdout,
     Loader,
     LoadOptions,
     Split,
@@ -28,7 +28,6 @@ from icckd_cli.data.registry import (
     hold_out,
     per_class_subset,
     register,
-    split_lists,
 )
 from icckd_cli.errors import IcckdError, UsageError
 

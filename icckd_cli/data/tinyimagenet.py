@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from icckd_cli.data.decode import decode_files
+from icckd_cli.data.holdout import split_lists
 from icckd_cli.data.registry import (
     CACHE_VERSION,
     DataSpec,
@@ -23,7 +24,6 @@ from icckd_cli.data.registry import (
     Split,
     _cached,
     register,
-    split_lists,
 )
 from icckd_cli.errors import UsageError
 
