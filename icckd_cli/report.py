@@ -55,6 +55,39 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
+def _short(x: float) -> str:
+    """A number as a recipe states it: 0.05, 5e-4."""
+    text = f"{x:g}"
+    if "e" not in text and x < 1e-3:
+        text = f"{x:.0e}" if float(f"{x:.0e}") == x else text
+    return text.replace("e-0", "e-")
+
+
+def recipe_line(info: dict[str, Any]) -> str:
+    """The first line of a run: which recipe, why, and what it trains with."""
+    name = "AdamW" if info["optimizer"] == "adamw" else "SGD"
+    lr = f"lr {info['lr']:g}"
+    if info.get("lr_rule"):
+        r = info["lr_rule"]
+        lr += f" ({_short(r['lr'])} x {r['batch']}/{r['per']})"
+    parts = [f"{name} {lr}"]
+    if info["optimizer"] == "sgd":
+        parts.append(f"momentum {info['momentum']:g}")
+    parts.append(f"wd {_short(info['weight_decay'])}")
+    if info["schedule"] == "cosine":
+        parts.append("cosine")
+    elif info["decay_epochs"]:
+        at = ",".join(map(str, info["decay_epochs"]))
+        plural = "s" if len(info["decay_epochs"]) > 1 else ""
+        parts.append(f"x{info['decay_rate']:g} at epoch{plural} {at}")
+    else:
+        parts.append("no decay")
+    warm = info.get("warmup_epochs") or 0
+    if warm:
+        parts.append(f"{warm} warm-up epoch{'s' if warm > 1 else ''}")
+    return f"recipe: {info['name']} ({info['reason']}): " + ", ".join(parts)
+
+
 def progress_bar(first: str, unit: str) -> Progress:
     """A transient bar on stderr (off when stderr is not a terminal): label, bar, count, times."""
     return Progress(
@@ -70,10 +103,16 @@ def progress_bar(first: str, unit: str) -> Progress:
 
 
 class TrainingProgress:
-    """A callback for the engine: a progress bar and one line per epoch, on stderr."""
+    """A callback for the engine: a progress bar and one line per epoch, on stderr.
+
+    The recipe line comes first: at once on a terminal; in a log, just before the first
+    epoch line, so a run that fails in its first epoch writes its one error line alone.
+    """
 
     def __init__(self, title: str, quiet: bool = False) -> None:
         self.title, self.quiet = title, quiet
+        self.recipe: dict[str, Any] = {}  # for the JSON summary
+        self.pending: str | None = None
         self.progress: Progress | None = None
         self.task: Any = None
         self.epochs = 0
@@ -87,6 +126,10 @@ class TrainingProgress:
             self._decoding(info)
         elif event == "warning":
             warning(info["message"], self.progress.console if self.progress else err)
+        elif event == "recipe":
+            self.recipe, self.pending = info, recipe_line(info)
+            if err.is_terminal:
+                self._print_pending(err)
         elif event == "start":
             self.epochs = info["epochs"]
             total = info["epochs"] * info["steps"]
@@ -100,10 +143,16 @@ class TrainingProgress:
         elif event == "epoch":
             line = epoch_line(info, self.epochs)
             console = self.progress.console if self.progress else err
+            self._print_pending(console)
             console.print(line, highlight=False, soft_wrap=True)
         elif event == "end" and self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+    def _print_pending(self, console: Console) -> None:
+        if self.pending is not None:
+            console.print(escape(self.pending), highlight=False, soft_wrap=True)
+            self.pending = None
 
     def _decoding(self, info: dict[str, Any]) -> None:
         """A bar per decoding pass ('decoding 100,000 Tiny-ImageNet train JPEGs in 2 processes')."""
@@ -377,6 +426,8 @@ class ExperimentProgress:
                 return
             verb = "resuming" if info["action"] == "resume" else "training"
             self._print(f"{self.label}: {verb}")
+        elif event == "recipe":
+            self._print(f"  {recipe_line(info)}")
         elif event == "start":
             self.epochs = info["epochs"]
             total = info["epochs"] * info["steps"]

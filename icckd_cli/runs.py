@@ -33,6 +33,7 @@ from icckd_cli.evaluation import evaluate_checkpoint as evaluate_checkpoint  # m
 from icckd_cli.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
 from icckd_cli.models import ZooModel, create_model, resolve_name
 from icckd_cli.objectives import DistillObjective, Objective, TeacherObjective
+from icckd_cli.recipes import make_optimizer, summary
 from icckd_cli.rundir import CONFIG_FILE as CONFIG_FILE  # moved; kept here
 from icckd_cli.rundir import METRICS_FILE as METRICS_FILE  # moved; kept here
 from icckd_cli.rundir import (
@@ -99,6 +100,8 @@ def resolved_config(cfg: Any) -> dict[str, Any]:
     out["arch"] = resolve_name(cfg.arch)  # the registered spelling: the recipe's lr keys on it
     out["lr"] = cfg.resolved_lr(out["arch"], dist.world_size())
     out["lr_decay_epochs"] = cfg.resolved_decay()
+    out["warmup_epochs"] = cfg.resolved_warmup(out["arch"])
+    out["recipe"] = cfg.recipe(out["arch"]).recipe.name  # recorded only (config.RECORDED_ONLY)
     for key in ("data_dir", "teacher", "init"):  # so --resume works from any folder
         if out.get(key) is not None:
             out[key] = str(Path(out[key]).resolve())
@@ -123,6 +126,7 @@ def _fit(
     out = Path(cfg.out)
     config = resolved_config(cfg)
     if dist.is_main():
+        callback("recipe", summary(config, dist.world_size(), lr_given=cfg.lr is not None))
         start_run_dir(out, config, cfg.overwrite, resume)
     tune_backends(device)
     model = model.to(device)
@@ -143,9 +147,8 @@ def _fit(
         train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
         # DDP keeps the model in step; the objective's own heads (projection, CRD) need the same
         dist.broadcast_from_main(objective.parameters())
-    params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
-    opt = torch.optim.SGD(
-        params, lr=config["lr"], momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    opt = make_optimizer(
+        [model, objective], cfg.optimizer, config["lr"], cfg.weight_decay, cfg.momentum
     )
     if dist.is_distributed():
         heads = list(objective.parameters())
@@ -199,6 +202,8 @@ def _fit(
             base_lr=config["lr"],
             decay_epochs=config["lr_decay_epochs"],
             decay_rate=cfg.lr_decay_rate,
+            schedule=cfg.schedule,
+            warmup_epochs=config["warmup_epochs"],
             precision=cfg.precision,
             channels_last=channels_last,
             eval_batch_size=cfg.eval_batch_size,

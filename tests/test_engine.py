@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from icckd_cli.data import DataSpec, DeviceLoader, Split
 from icckd_cli.engine import (
     Diverged,
+    LrSchedule,
     Trainer,
     TrainState,
     best_so_far,
@@ -33,6 +34,28 @@ def test_lr_at_steps_down_at_each_decay_epoch() -> None:
     lrs = [lr_at(e, 0.05, [6, 8, 9], 0.1) for e in range(10)]
     assert lrs == pytest.approx([0.05] * 6 + [0.005] * 2 + [0.0005, 0.00005])
     assert lr_at(100, 0.05, [], 0.1) == 0.05
+
+
+def test_schedule_warms_up_then_follows_the_cosine_to_zero() -> None:
+    """4 epochs of 5 steps, 2 warm-up epochs: 10 ramp steps, then 10 of the cosine."""
+    lr = LrSchedule(0.1, epochs=4, steps=5, decay_epochs=[], decay_rate=0.1, kind="cosine",
+                    warmup_epochs=2)  # fmt: skip
+    assert [lr(0, s) for s in range(5)] == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05])
+    assert lr(1, 4) == pytest.approx(0.1)  # the tenth step reaches the peak
+    assert lr(2, 0) == 0.1  # the cosine's first step: cos(0)
+    assert lr(3, 0) == pytest.approx(0.05)  # its midpoint, 5 of 10: (1 + cos(pi/2)) / 2
+    assert lr(3, 4) == pytest.approx(0.1 * (1 + math.cos(math.pi * 0.9)) / 2)  # 0.00245 > 0
+    assert lr(3, 4) > 0
+    no_warmup = LrSchedule(0.1, 4, 5, [], 0.1, "cosine")
+    assert no_warmup(0, 0) == 0.1 and no_warmup(2, 0) == pytest.approx(0.05)
+
+
+def test_step_schedule_is_the_multi_step_rule_after_its_warm_up() -> None:
+    plain = LrSchedule(0.05, 10, 3, [6, 8, 9], 0.1)
+    assert all(plain(e, s) == lr_at(e, 0.05, [6, 8, 9], 0.1) for e in range(10) for s in range(3))
+    warm = LrSchedule(0.05, 10, 3, [1], 0.1, warmup_epochs=2)  # a decay inside the warm-up
+    assert [warm(0, s) for s in range(3)] == pytest.approx([0.05 / 6, 0.1 / 6, 0.15 / 6])
+    assert warm(1, 0) == pytest.approx(0.005 * 4 / 6) and warm(2, 0) == pytest.approx(0.005)
 
 
 class Lookup(nn.Module):
@@ -188,6 +211,19 @@ def test_healthy_run_saves_after_each_epoch_but_the_last() -> None:
     assert [(s.epoch, s.step) for s in saved] == [(1, 0), (2, 0)]
     assert st.epoch == 3 and len(st.history) == 3
     assert set(st.history[0]) >= {"train_loss", "train_ce", "train_kd", "top1", "lr"}
+
+
+def test_every_step_trains_at_its_scheduled_lr() -> None:
+    used: list[float] = []
+    run = trainer(Boom(None), [], schedule="cosine", warmup_epochs=1,
+                  callback=lambda e, i: used.append(run.optimizer.param_groups[0]["lr"])
+                  if e == "step" else None)  # fmt: skip
+    st = run.run()
+    lr = LrSchedule(0.1, epochs=3, steps=3, decay_epochs=[], decay_rate=0.1, kind="cosine",
+                    warmup_epochs=1)  # fmt: skip
+    assert used == [lr(e, s) for e in range(3) for s in range(3)]
+    assert used[:4] == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1])
+    assert [r["lr"] for r in st.history] == [used[2], used[5], used[8]]  # each epoch's last
 
 
 def test_nan_names_the_part_and_saves_nothing_after_it() -> None:

@@ -242,6 +242,16 @@ BAD_SETTINGS = [
     (["--epochs", "10", "--lr-decay-epochs", "8,6"], "strictly increasing"),
     (["--epochs", "10", "--lr-decay-epochs", "6,12"], "ends at 12, beyond the last epoch (10)"),
     (["--lr-decay-epochs", "6,x"], "invalid value for --lr-decay-epochs ('6,x')"),
+    (["--optimizer", "rmsprop"],
+     "error: invalid value for --optimizer ('rmsprop'): Input should be 'sgd' or 'adamw'"),
+    (["--schedule", "linear"],
+     "error: invalid value for --schedule ('linear'): Input should be 'step' or 'cosine'"),
+    (["--epochs", "10", "--warmup-epochs", "11"],
+     "error: invalid value for --warmup-epochs (11): beyond the last epoch (10); give at most "
+     "--epochs"),
+    (["--epochs", "10", "--schedule", "cosine", "--lr-decay-epochs", "5,8"],
+     "error: invalid value for --lr-decay-epochs (5,8): the cosine schedule has no decay epochs; "
+     "drop --lr-decay-epochs or pass --schedule step"),
     (["--epochs", "many"], "Invalid value for '--epochs'"),
     (["--val-fraction", "1"], "invalid value for --val-fraction (1.0): Input should be less"),
     (["--val-per-class", "0"], "invalid value for --val-per-class (0): Input should be greater"),

@@ -79,15 +79,28 @@ MemoryLimit = Annotated[
 ]
 Epochs = Annotated[int | None, Opt(help="Epochs (recipe: 240; imagenet 100).")]
 BatchSize = Annotated[int | None, Opt(help="Batch size per process (recipe: 64; imagenet 256).")]
+Optimizer = Annotated[
+    str | None, Opt(help="sgd or adamw (recipe: adamw for vision Transformers, else sgd).")
+]
 Lr = Annotated[
     float | None,
-    Opt(help="Learning rate (recipe: 0.05; 0.01 MobileNet/Shuffle; imagenet 0.1 x batch/256)."),
+    Opt(
+        help="Learning rate (recipe: 0.05; 0.01 MobileNet/Shuffle; imagenet 0.1 x batch/256; "
+        "Transformers 5e-4 x batch/512)."
+    ),
 ]
 Decay = Annotated[
     str | None, Opt(help="Decay epochs, e.g. 150,180,210 (default: scaled to --epochs).")
 ]
 Momentum = Annotated[float | None, Opt(help="SGD momentum (0.9).")]
-Wd = Annotated[float | None, Opt(help="Weight decay (5e-4; imagenet 1e-4).")]
+Wd = Annotated[float | None, Opt(help="Weight decay (5e-4; imagenet 1e-4; Transformers 0.05).")]
+Schedule = Annotated[
+    str | None, Opt(help="step or cosine (recipe: cosine for vision Transformers, else step).")
+]
+Warmup = Annotated[
+    int | None,
+    Opt(help="Linear warm-up epochs (recipe: 0; Transformers 5/300 of --epochs, at least 1)."),
+]
 Seed = Annotated[int | None, Opt(help="Random seed (CPU runs repeat bit for bit).")]
 Device = Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:N or mps.")]
 Out = Annotated[Path | None, Opt(help="Run folder: model, metrics log, config.")]

@@ -29,11 +29,13 @@ from icckd_cli.cli.common import (
     MemoryLimit,
     Momentum,
     Opt,
+    Optimizer,
     Out,
     Overwrite,
     Precision,
     Resume,
     SaveEvery,
+    Schedule,
     Seed,
     SyncBN,
     Tensorboard,
@@ -41,6 +43,7 @@ from icckd_cli.cli.common import (
     TrainPC,
     ValFraction,
     ValPC,
+    Warmup,
     Wd,
     Workers,
     _collect,
@@ -48,7 +51,13 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
-from icckd_cli.config import DistillConfig, TrainTeacherConfig, build, option_name
+from icckd_cli.config import (
+    RECORDED_ONLY,
+    DistillConfig,
+    TrainTeacherConfig,
+    build,
+    option_name,
+)
 from icckd_cli.errors import UsageError
 
 
@@ -66,6 +75,8 @@ def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
             "(only --device and --tensorboard may change)"
         )
     saved = json.loads(path.read_text())
+    for key in RECORDED_ONLY:  # derived when the run started, no setting
+        saved.pop(key, None)
     saved.update({"out": str(resume)})
     saved.update({k: given[k] for k in ("device", "tensorboard") if given.get(k) is not None})
     return build(model, saved)
@@ -106,6 +117,7 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
                 **({"validation": result.validation} if result.validation else {}),
                 "params": result.params,
                 "elapsed_s": result.elapsed,
+                "recipe": progress.recipe,
             }
         )
     else:
@@ -130,10 +142,13 @@ def train_teacher(
     memory_limit_gb: MemoryLimit = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
+    optimizer: Optimizer = None,
     lr: Lr = None,
     lr_decay_epochs: Decay = None,
     momentum: Momentum = None,
     weight_decay: Wd = None,
+    schedule: Schedule = None,
+    warmup_epochs: Warmup = None,
     seed: Seed = None,
     device: Device = None,
     out: Out = None,
@@ -215,10 +230,13 @@ def distill(
     memory_limit_gb: MemoryLimit = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
+    optimizer: Optimizer = None,
     lr: Lr = None,
     lr_decay_epochs: Decay = None,
     momentum: Momentum = None,
     weight_decay: Wd = None,
+    schedule: Schedule = None,
+    warmup_epochs: Warmup = None,
     seed: Seed = None,
     device: Device = None,
     out: Out = None,
