@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from icckd_cli.errors import UsageError, suggest
 from icckd_cli.recipes import RECIPE_EPOCHS, Choice, choose, recipe_defaults, step_recipe
@@ -41,6 +41,35 @@ def teacher_data(teacher: Any) -> dict[str, Any]:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# builder arguments icckd sets itself: classes from the data set, weights from files only
+RESERVED_MODEL_ARGS = {
+    "num_classes": "the data set sets the number of classes",
+    "pretrained": "icckd never downloads weights while building: use fetch-teacher or --init",
+    "weights": "icckd never downloads weights while building: use fetch-teacher or --init",
+}
+
+
+def check_model_args(args: dict[str, Any], option: str) -> dict[str, Any]:
+    """Builder arguments: identifier keys, scalar (or list) values, nothing icckd sets."""
+    for key, value in args.items():
+        if not key.isidentifier():
+            raise ValueError(
+                f"invalid value for {option} ({key!r}): give KEY=VALUE with a Python name as "
+                f"KEY, e.g. {option} drop_path_rate=0.1"
+            )
+        if key in RESERVED_MODEL_ARGS:
+            raise ValueError(
+                f"invalid value for {option} ({key}={value!r}): {RESERVED_MODEL_ARGS[key]}"
+            )
+        items = value if isinstance(value, list) else [value]
+        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in items):
+            raise ValueError(
+                f"invalid value for {option} ({key}={value!r}): give a number, true/false, a "
+                "string or a list of those"
+            )
+    return args
 
 
 class DataOptions(_Strict):
@@ -158,6 +187,8 @@ class RunOptions(_Strict):
     """Where and how a run executes."""
 
     arch: str = "resnet56"
+    # builder arguments of a timm:/torchvision: arch (img_size defaults to the data set's)
+    model_args: dict[str, Any] = Field(default_factory=dict)
     seed: int = Field(0, ge=0)
     device: str = "auto"
     out: Path = Path("runs/run")
@@ -170,6 +201,11 @@ class RunOptions(_Strict):
     sync_bn: bool = False
     eval_batch_size: int = Field(512, ge=1)
     tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
+
+    @field_validator("model_args")
+    @classmethod
+    def _check_model_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_model_args(value, "--model-arg")
 
 
 class TeacherLoss(_Strict):
@@ -212,6 +248,8 @@ class StudentLoss(_Strict):
 
     teacher: Path | None = None
     teacher_arch: str | None = None
+    # builder arguments of a weights-file teacher (an icckd checkpoint records its own)
+    teacher_model_args: dict[str, Any] = Field(default_factory=dict)
     method: Method = "kd"
     weights: Literal["crd", "mdistiller"] = "crd"
     ce_weight: float | None = Field(None, ge=0)
@@ -230,6 +268,11 @@ class StudentLoss(_Strict):
     crd_nce_k: int = Field(16384, ge=1)
     crd_temperature: float = Field(0.07, gt=0)
     crd_momentum: float = Field(0.5, ge=0, lt=1)
+
+    @field_validator("teacher_model_args")
+    @classmethod
+    def _check_teacher_model_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_model_args(value, "--teacher-model-arg")
 
     def resolved_weights(self) -> dict[str, float]:
         """The term weights: explicit ones override the method's preset."""
@@ -328,6 +371,8 @@ RECORDED_ONLY = ("recipe",)
 
 def option_name(field: str) -> str:
     """The command-line spelling of a config field."""
+    if field.endswith("model_args"):  # a table in TOML, a repeatable KEY=VALUE option
+        field = field[:-1]
     return "--" + field.replace("_", "-")
 
 
@@ -345,7 +390,11 @@ def read_toml(path: Path) -> dict[str, Any]:
 def build(model: type[_Strict], cli: dict[str, Any], config_file: Path | None = None) -> Any:
     """Validate command line over config file over defaults into `model`."""
     values: dict[str, Any] = read_toml(config_file) if config_file else {}
-    values.update({k: v for k, v in cli.items() if v is not None})
+    for key, value in cli.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            value = {**values[key], **value}  # --model-arg adds to (or overrides) the file's
+        if value is not None:
+            values[key] = value
     unknown = [k for k in values if k not in model.model_fields]
     if unknown:
         key = unknown[0]
@@ -363,6 +412,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
     msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    if msg.startswith("invalid value for"):  # a validator's own message names the option
+        return msg
     if not loc:
         return msg if msg.startswith("invalid value for") else f"invalid settings: {msg}"
     field = loc[0]

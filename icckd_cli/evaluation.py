@@ -52,6 +52,21 @@ def check_classes(spec: DataSpec, num_classes: int, meta: dict[str, Any], source
         )
 
 
+def check_input_size(model: ZooModel, spec: DataSpec, option: str, source: str = "") -> None:
+    """A network that takes one image size only (a ViT) must get the data set's size."""
+    fixed = model.fixed_input_size()
+    if fixed is None or fixed == spec.image_size:
+        return
+    what = f"{source} ({model.arch})" if source else model.arch
+    size_arg = "img_size" if model.arch.startswith("timm:") else "image_size"
+    raise UsageError(
+        f"{what} takes {fixed}x{fixed} images but '{spec.name}' has "
+        f"{spec.image_size}x{spec.image_size}; pass {option} {size_arg}={spec.image_size} "
+        "(a weights file: only if its weights were made at that size) or use a data set of "
+        f"{fixed}x{fixed} images"
+    )
+
+
 def open_checkpoint(
     path: Path,
     dataset: str | None,

@@ -293,15 +293,22 @@ def eval_table(m: dict[str, Any]) -> None:
     key_value_table("evaluation", rows)
 
 
-def models_table(rows: list[tuple[str, int, int, int]]) -> None:
+def models_table(
+    rows: list[tuple[str, int | None, int | None, int | None]], title: str = "model zoo"
+) -> None:
     """`icckd models`: name, parameters at 100 classes, feature size, intended input size."""
-    table = Table(title="model zoo (parameters at 100 classes)", title_justify="left")
+    table = Table(title=f"{title} (parameters at 100 classes)", title_justify="left")
     table.add_column("architecture")
     table.add_column("parameters", justify="right")
     table.add_column("feature dim", justify="right")
     table.add_column("input", justify="right")
     for name, params, dim, size in rows:
-        table.add_row(name, f"{params:,}", str(dim), f"{size}x{size}")
+        table.add_row(
+            name,
+            "-" if params is None else f"{params:,}",
+            "-" if dim is None else str(dim),
+            "-" if size is None else f"{size}x{size}",
+        )
     out.print(table)
 
 

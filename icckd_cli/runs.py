@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from icckd_cli import distributed as dist
-from icckd_cli.checkpoint import load_any_model, save_model, weights_hash
+from icckd_cli.checkpoint import load_any_model, load_state_strict, save_model, weights_hash
 from icckd_cli.config import DistillConfig, TrainTeacherConfig
 from icckd_cli.data import Dataset, Holdout, LoadOptions, load_dataset, make_loader
 from icckd_cli.engine import (
@@ -28,10 +28,11 @@ from icckd_cli.engine import (
     tune_backends,
 )
 from icckd_cli.errors import DataFileError, UsageError
-from icckd_cli.evaluation import check_classes, count_params
+from icckd_cli.evaluation import check_classes, check_input_size, count_params
 from icckd_cli.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
 from icckd_cli.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
-from icckd_cli.models import ZooModel, create_model, resolve_name
+from icckd_cli.models import ZooModel, create_model, model_args_for, resolve_name
+from icckd_cli.models.registry import probe_model
 from icckd_cli.objectives import DistillObjective, Objective, TeacherObjective
 from icckd_cli.recipes import make_optimizer, summary
 from icckd_cli.rundir import CONFIG_FILE as CONFIG_FILE  # moved; kept here
@@ -125,6 +126,7 @@ def _fit(
     """The shared part of train-teacher and distill."""
     out = Path(cfg.out)
     config = resolved_config(cfg)
+    config["model_args"] = dict(getattr(model, "model_args", {}))  # with the defaults filled in
     if dist.is_main():
         callback("recipe", summary(config, dist.world_size(), lr_given=cfg.lr is not None))
         start_run_dir(out, config, cfg.overwrite, resume)
@@ -174,7 +176,8 @@ def _fit(
         )
     step_fn: nn.Module = torch.compile(train_model) if cfg.compile else train_model  # type: ignore[assignment]
 
-    run = {"arch": config["arch"], "num_classes": data.spec.num_classes, "config": config}
+    run = {"arch": config["arch"], "num_classes": data.spec.num_classes, "config": config,
+           "model_args": config["model_args"]}  # fmt: skip
 
     def on_save(st: TrainState) -> None:
         if dist.is_main():
@@ -236,6 +239,7 @@ def _fit(
             "kind": kind,
             "arch": config["arch"],
             "num_classes": data.spec.num_classes,
+            "model_args": config["model_args"],
             "dataset": data.spec.to_dict(),
             "config": config,
             "seed": cfg.seed,
@@ -268,6 +272,8 @@ def validation_info(cfg: Any, data: Dataset) -> dict[str, Any]:
 def _precheck(cfg: Any, resume: bool) -> torch.device:
     """The cheap checks, before data is loaded and before anything is written."""
     resolve_name(cfg.arch)  # an unknown architecture fails now, not after the data loads
+    if ":" in cfg.arch or cfg.model_args:  # so do builder arguments the builder rejects
+        probe_model(cfg.arch, 2, **model_args_for(cfg.arch, cfg.model_args, None))
     check_tensorboard(cfg.tensorboard)
     out = Path(cfg.out)
     if resume:
@@ -281,28 +287,46 @@ def _precheck(cfg: Any, resume: bool) -> torch.device:
 def train_teacher(cfg: TrainTeacherConfig, callback: Callback, resume: bool = False) -> RunResult:
     """Train a teacher: cross-entropy, or CE + the intra-class contrastive term."""
     device = _precheck(cfg, resume)
+    given = dict(cfg.model_args)
     if cfg.init is not None:
-        source, meta = load_any_model(cfg.init, arch=cfg.arch, option="--arch")
+        source, meta = load_any_model(cfg.init, cfg.arch, option="--arch", model_args=given)
+        given = {**source.model_args, **given}  # fine-tune the model the weights belong to
     data = load_data(cfg, device, callback)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, data.spec.num_classes)
+    model = build_model(cfg.arch, given, data, "--model-arg")
     if cfg.init is not None:
         check_classes(data.spec, source.num_classes, meta, str(cfg.init))
-        model.load_state_dict(source.state_dict())
+        load_state_strict(model, source.state_dict(), str(cfg.init))
     objective = TeacherObjective.from_config(cfg, data.spec.num_classes, model.feature_dim)
     extra = {"init": str(cfg.init)} if cfg.init else {}
     return _fit(cfg, "teacher", data, model, objective, device, callback, resume, extra)
+
+
+def build_model(arch: str, given: dict[str, Any], data: Dataset, option: str) -> ZooModel:
+    """`arch` for this data set: its classes, the given builder arguments over the defaults."""
+    args = model_args_for(arch, given, data.spec.image_size)
+    model = create_model(arch, data.spec.num_classes, **args)
+    check_input_size(model, data.spec, option)
+    return model
 
 
 def load_teacher(cfg: DistillConfig) -> tuple[ZooModel, dict[str, Any], dict[str, Any]]:
     """The frozen teacher, its metadata, and what the student records of it."""
     if cfg.teacher is None:
         raise UsageError("distill needs a teacher: pass --teacher T.safetensors (or T.pth)")
-    teacher, meta = load_any_model(cfg.teacher, arch=cfg.teacher_arch, option="--teacher-arch")
+    teacher, meta = load_any_model(
+        cfg.teacher, cfg.teacher_arch, option="--teacher-arch", model_args=cfg.teacher_model_args
+    )
+    if meta and cfg.teacher_model_args:
+        raise UsageError(
+            f"{cfg.teacher} records the builder arguments of its model; drop "
+            "--teacher-model-arg (it is for weights files without icckd metadata)"
+        )
     info = {
         "path": str(Path(cfg.teacher).resolve()),
         "sha256": weights_hash(teacher.state_dict()),
         "arch": teacher.arch,
+        "model_args": teacher.model_args,
         "kind": meta.get("kind", "pth"),
         "objective": meta.get("objective"),
         "metrics": meta.get("metrics"),
@@ -319,6 +343,7 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
     teacher, meta, info = load_teacher(cfg)  # a bad teacher file fails before the data loads
     data = load_data(cfg, device, callback)
     check_classes(data.spec, teacher.num_classes, meta, str(cfg.teacher))
+    check_input_size(teacher, data.spec, "--teacher-model-arg", str(cfg.teacher))
     recorded = meta.get("dataset") or {}
     if recorded.get("name") == data.spec.name and recorded.get("mean"):
         # the teacher sees inputs normalised as in its training, also where the student's
@@ -328,7 +353,7 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
     if channels_last_on(device, cfg.channels_last):
         teacher = teacher.to(memory_format=torch.channels_last)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, data.spec.num_classes)
+    model = build_model(cfg.arch, cfg.model_args, data, "--model-arg")
     warmup = cfg.resolved_dkd_warmup()
     objective = DistillObjective.from_config(
         cfg, teacher, model.feature_dim, len(data.train), warmup

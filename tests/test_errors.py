@@ -433,3 +433,99 @@ def test_real_console_script(files: Path, args: list[str], code: int) -> None:
     assert proc.returncode == code
     one_error(proc.stderr)
     assert proc.stdout == ""
+
+
+# ----------------------------------------------------------------------------- any model
+
+
+def test_unknown_library_model_suggests_close_names(fails: Fails, tmp_path: Path) -> None:
+    line = fails(tmp_path, USAGE, "train-teacher", "--arch", "timm:vit_tiny_patch16_225", *TINY,
+                 "--out", tmp_path / "r")  # fmt: skip
+    assert line.startswith("error: unknown timm model 'timm:vit_tiny_patch16_225'. Did you mean: ")
+    assert "timm:vit_tiny_patch16_224" in line and line.endswith("--family timm' to list them.")
+
+
+def test_a_model_without_a_classification_head(fails: Fails, tmp_path: Path) -> None:
+    fails(tmp_path, USAGE, "train-teacher", "--arch", "torchvision:squeezenet1_1", *TINY,
+          "--out", tmp_path / "r",
+          says="error: torchvision:squeezenet1_1 has no linear classification head")  # fmt: skip
+    fails(tmp_path, USAGE, "distill", "--teacher", tmp_path / "t.pth", "--arch",
+          "torchvision:raft_small", *TINY, "--out", tmp_path / "r",
+          says="torchvision:raft_small is not an image classifier (it has no classification "
+          "head)")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--arch", "timm:resnet18", "--model-arg", "frobnicate=1"],
+         "error: timm:resnet18 cannot be built with frobnicate=1 (ResNet.__init__() got an "
+         "unexpected keyword argument 'frobnicate'); fix or drop the --model-arg"),
+        (["--arch", "resnet8", "--model-arg", "depth=2"],
+         "error: resnet8 takes no --model-arg (got depth=2); builder arguments are for "
+         "timm:<model> and torchvision:<builder> architectures: drop them"),
+        (["--arch", "timm:resnet18", "--model-arg", "depth"],
+         "error: invalid value for --model-arg ('depth'): give KEY=VALUE, e.g. --model-arg "
+         "drop_path_rate=0.1"),
+        (["--arch", "timm:resnet18", "--model-arg", "num_classes=3"],
+         "error: invalid value for --model-arg (num_classes=3): the data set sets the number of "
+         "classes"),
+        (["--arch", "timm:vit_tiny_patch16_224", "--model-arg", "img_size=64",
+          "--model-arg", "patch_size=8"],
+         "error: timm:vit_tiny_patch16_224 takes 64x64 images but 'digits' has 32x32; pass "
+         "--model-arg img_size=32"),
+    ],
+    ids=["rejected", "zoo", "syntax", "reserved", "size"],
+)  # fmt: skip
+def test_builder_arguments_that_do_not_fit(
+    fails: Fails, tmp_path: Path, args: list[str], says: str
+) -> None:
+    fails(tmp_path, USAGE, "train-teacher", *args, *TINY, "--out", tmp_path / "r", says=says)
+    assert not (tmp_path / "r").exists()
+
+
+def test_weights_of_other_shapes_name_the_builder_arguments(fails: Fails, tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    net = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8)
+    torch.save(net.state_dict(), tmp_path / "vit.pth")
+    teacher = ["--teacher", tmp_path / "vit.pth", "--teacher-arch", "timm:vit_tiny_patch16_224"]
+    line = fails(tmp_path, RUNTIME, "distill", *teacher, "--teacher-model-arg", "img_size=32",
+                 "--teacher-model-arg", "patch_size=4", *TINY, "--out", tmp_path / "r")  # fmt: skip
+    assert line == (
+        f"error: {tmp_path}/vit.pth does not fit a timm:vit_tiny_patch16_224 with 10 classes: 0 "
+        "missing keys, 0 unexpected, 2 of another shape (e.g. pos_embed: (1, 17, 192) in the "
+        "file, (1, 65, 192) here); check the architecture and the number of classes and the "
+        "builder arguments the weights were made with (--model-arg, or --teacher-model-arg for "
+        "a teacher, e.g. img_size=32)"
+    )
+    # weights made at the library's default size (224) cannot see digits' 32x32 images
+    big = timm.create_model("vit_tiny_patch16_224", num_classes=10, patch_size=32)
+    torch.save(big.state_dict(), tmp_path / "vit224.pth")
+    line = fails(tmp_path, USAGE, "distill", "--teacher", tmp_path / "vit224.pth", "--teacher-arch",
+                 "timm:vit_tiny_patch16_224", "--teacher-model-arg", "patch_size=32", *TINY,
+                 "--out", tmp_path / "r")  # fmt: skip
+    assert line == (
+        f"error: {tmp_path}/vit224.pth (timm:vit_tiny_patch16_224) takes 224x224 images but "
+        "'digits' has 32x32; pass --teacher-model-arg img_size=32 (a weights file: only if its "
+        "weights were made at that size) or use a data set of 224x224 images"
+    )
+
+
+def test_timm_missing_names_the_extra(
+    fails: Fails, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icckd_cli.models import timm_adapter
+
+    monkeypatch.setitem(sys.modules, "timm", None)
+    timm_adapter.names.cache_clear()
+    fails(tmp_path, USAGE, "train-teacher", "--arch", "timm:resnet18", *TINY,
+          "--out", tmp_path / "r",
+          says="error: timm:resnet18 needs the timm package; install it with pip install -e "
+          "'.[timm]'")  # fmt: skip
+
+
+def test_teacher_model_args_for_an_icckd_teacher(fails: Fails, files: Path, tmp_path: Path) -> None:
+    fails(tmp_path, USAGE, "distill", "--teacher", files / "teacher.safetensors",
+          "--teacher-model-arg", "img_size=32", *TINY, "--out", tmp_path / "r",
+          says=f"error: {files}/teacher.safetensors records the builder arguments of its model; "
+          "drop --teacher-model-arg (it is for weights files without icckd metadata)")  # fmt: skip

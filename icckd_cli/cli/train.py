@@ -27,6 +27,7 @@ from icckd_cli.cli.common import (
     ImageSize,
     Lr,
     MemoryLimit,
+    ModelArg,
     Momentum,
     Opt,
     Optimizer,
@@ -129,6 +130,7 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
 def train_teacher(
     config: ConfigFile = None,
     arch: Arch = None,
+    model_arg: ModelArg = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
     download: Download = None,
@@ -193,9 +195,18 @@ def distill(
         Path | None, Opt(help="Teacher checkpoint (.safetensors, or a CRD-zoo .pth).")
     ] = None,
     teacher_arch: Annotated[
-        str | None, Opt(help="Architecture of a .pth teacher (ours record it).")
+        str | None, Opt(help="Architecture of a weights-file teacher (ours record it).")
+    ] = None,
+    teacher_model_arg: Annotated[
+        list[str] | None,
+        Opt(
+            "--teacher-model-arg",
+            help="Builder argument KEY=VALUE of a weights-file teacher, repeatable "
+            "(ours record theirs).",
+        ),
     ] = None,
     arch: Arch = None,
+    model_arg: ModelArg = None,
     method: Annotated[
         str | None, Opt(help="kd, rkd, kd+rkd, dkd or crd: the published weights.")
     ] = None,

@@ -33,6 +33,7 @@ MANAGED = {
     "overwrite": "delete a run folder to redo it",
     "teacher": "every student distills from every [[teachers]] entry",
     "teacher_arch": "the teachers record their architecture",
+    "teacher_model_args": "the teachers record their builder arguments",
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
