@@ -35,6 +35,7 @@ ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container
 PICKLE_MAGIC = b"\x80"  # a raw pickle (protocol 2 or later), the legacy torch.save format
 JSON_FIELDS = (
     "dataset", "config", "metrics", "versions", "teacher", "objective", "extra", "source",
+    "model_args",
 )  # fmt: skip
 
 
@@ -250,7 +251,8 @@ def load_model(
     """Rebuild a model from a checkpoint's metadata alone and load its weights strictly.
 
     `expect_arch`, when given, must match the recorded architecture; `option` is the
-    command-line option that asked for it, named in the error.
+    command-line option that asked for it, named in the error. The builder arguments
+    recorded (`model_args`) rebuild exactly the model that was saved.
     """
     from icckd_cli.models import create_model, resolve_name
 
@@ -268,7 +270,7 @@ def load_model(
             f"{path} holds a {meta['arch']}, not the {expect_arch} asked for with {option}; "
             f"pass {option} {meta['arch']} or another checkpoint"
         )
-    model = create_model(meta["arch"], meta["num_classes"])
+    model = create_model(meta["arch"], meta["num_classes"], **(meta.get("model_args") or {}))
     state = load_tensors(path)
     load_state_strict(model, state, str(path))
     return model.to(device), meta
@@ -281,14 +283,23 @@ def load_state_strict(model: nn.Module, state: dict[str, Tensor], source: str) -
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or wrong:
+        first = (missing + unexpected + wrong)[0]
+        if first in wrong:
+            first += f": {tuple(state[first].shape)} in the file, {tuple(own[first].shape)} here"
         detail = (
             f"{len(missing)} missing keys, {len(unexpected)} unexpected, {len(wrong)} of another "
-            f"shape (e.g. {(missing + unexpected + wrong)[0]})"
+            f"shape (e.g. {first})"
         )
+        arch = getattr(model, "arch", type(model).__name__)
+        fix = "check the architecture and the number of classes"
+        if ":" in arch:  # a library's model: its shapes also follow the builder arguments
+            fix += (
+                " and the builder arguments the weights were made with (--model-arg, or "
+                "--teacher-model-arg for a teacher, e.g. img_size=32)"
+            )
         raise IcckdError(
-            f"{source} does not fit a {getattr(model, 'arch', type(model).__name__)} with "
-            f"{getattr(model, 'num_classes', '?')} classes: {detail}; check the architecture "
-            "and the number of classes"
+            f"{source} does not fit a {arch} with "
+            f"{getattr(model, 'num_classes', '?')} classes: {detail}; {fix}"
         )
     model.load_state_dict(state, strict=True)
 
@@ -329,11 +340,14 @@ def load_pth_model(
     arch: str | None,
     num_classes: int | None = None,
     option: str | None = "--teacher-arch",
+    model_args: dict[str, Any] | None = None,
 ) -> ZooModel:
     """Build `arch` and load a published `.pth` teacher into it strictly.
 
     `option` names the command-line option that gives the architecture (None: the
-    command has none, so a `.pth` file cannot be used there).
+    command has none, so a `.pth` file cannot be used there). A weights file records no
+    builder arguments: the library's defaults apply, with `model_args` over them. A
+    safetensors file without icckd metadata (a timm or Hugging Face file) is read the same way.
     """
     from icckd_cli.models import create_model
 
@@ -346,13 +360,42 @@ def load_pth_model(
         raise UsageError(
             f"{path} is a .pth file without metadata; say what it holds with {option} NAME"
         )
-    state = read_pth_state(path)
+    state = read_pth_state(path) if Path(path).suffix != ".safetensors" else load_tensors(path)
     if num_classes is None:
-        heads = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-        num_classes = int(heads[-1].shape[0]) if heads else 100
-    model = create_model(arch, num_classes)
+        num_classes = head_classes(state, arch)
+    model = create_model(arch, num_classes, **(model_args or {}))
     load_state_strict(model, state, str(path))
     return model
+
+
+def head_classes(state: dict[str, Tensor], arch: str) -> int:
+    """The number of classes a state dict predicts: the rows of its classifier's weight."""
+    from icckd_cli.models.registry import probe_model
+
+    if ":" in arch:  # a library's model: its classifier's key, found on the meta device
+        key = _classifier_key(probe_model(arch, 7))
+        if key in state and state[key].dim() == 2:
+            return int(state[key].shape[0])
+    heads = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    return int(heads[-1].shape[0]) if heads else 100
+
+
+def _classifier_key(model: nn.Module) -> str:
+    """The state-dict key of the linear layer with 7 outputs (the probe's head)."""
+    names = [
+        n for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == 7
+    ]
+    return f"{names[-1]}.weight" if names else ""
+
+
+def is_icckd_file(path: Path) -> bool:
+    """Whether a safetensors file carries icckd metadata (a foreign one holds weights only)."""
+    _check_file(path)
+    try:
+        with safe_open(str(path), "pt") as fh:
+            return (fh.metadata() or {}).get("format") == FORMAT
+    except Exception:  # noqa: BLE001 - damaged: read_metadata says so in its own words
+        return True
 
 
 def load_any_model(
@@ -360,12 +403,19 @@ def load_any_model(
     arch: str | None = None,
     device: str | torch.device = "cpu",
     option: str | None = "--teacher-arch",
+    model_args: dict[str, Any] | None = None,
 ) -> tuple[ZooModel, dict[str, Any]]:
-    """A model from our checkpoint or a `.pth` file; metadata is {} for `.pth`.
+    """A model from our checkpoint, or from a weights file (`.pth`, or safetensors without
+    icckd metadata, given with `arch`); metadata is {} for a weights file.
 
-    `option` is the command-line option that gave `arch`, named in errors (None: none).
+    `option` is the command-line option that gave `arch`, named in errors (None: none);
+    `model_args` are the builder arguments of a weights file (ours record their own, and
+    are rebuilt from those).
     """
     path = Path(path)
-    if path.suffix in (".pth", ".pt"):
-        return load_pth_model(path, arch, option=option).to(device), {}
+    foreign = path.suffix in (".pth", ".pt") or (
+        arch is not None and path.suffix == ".safetensors" and not is_icckd_file(path)
+    )
+    if foreign:
+        return load_pth_model(path, arch, option=option, model_args=model_args).to(device), {}
     return load_model(path, device, expect_arch=arch, option=option or "--arch")

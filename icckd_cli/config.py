@@ -11,54 +11,15 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from icckd_cli.errors import UsageError, suggest
+from icckd_cli.recipes import RECIPE_EPOCHS, Choice, choose, recipe_defaults, step_recipe
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-RECIPE_EPOCHS = 240
-RECIPE_DECAY = (150, 180, 210)
-SMALL_LR_FAMILIES = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
-
-# The published ImageNet KD protocol (ResNet34 -> ResNet18, ResNet50 -> MobileNetV1), as in
-# mdistiller's configs/imagenet/r34_r18/{kd,dkd}.yaml: 100 epochs, SGD momentum 0.9, weight
-# decay 1e-4, lr divided by 10 at epochs 30, 60 and 90, lr 0.2 at a global batch of 512,
-# i.e. 0.1 per 256 images (the linear scaling rule); KD with CE 0.5, KD 0.5, T = 1; DKD
-# with CE 1, alpha 1, beta 0.5, T = 1 and one warm-up epoch. See README "ImageNet recipe".
-IMAGENET_EPOCHS = 100
-IMAGENET_DECAY = (30, 60, 90)
-IMAGENET_LR_PER_256 = 0.1
-# Per-class cache size with 1,000 classes: the CIFAR value, measured in docs/performance.md
-# ("The intra-class cache on 1,000 classes"): with ~0.26 same-class images per batch of 256
-# the cache supplies nearly every negative, 64 matches CIFAR-100's negatives per anchor, and
-# it costs 125 MiB (D = 512) and well under 0.1% of a ResNet-18 step; 256 would cost 4x the
-# memory (and state-file size) for staler negatives.
-IMAGENET_QUEUE_SIZE = 64
-IMAGENET_RECIPE: dict[str, Any] = {
-    "epochs": IMAGENET_EPOCHS,
-    "batch_size": 256,
-    "weight_decay": 1e-4,
-    "momentum": 0.9,
-    "queue_size": IMAGENET_QUEUE_SIZE,
-    "dkd_temperature": 1.0,
-    "dkd_beta": 0.5,
-    "dkd_warmup": 1,
-}
-IMAGENET_KD_WEIGHTS: dict[str, Any] = {"ce_weight": 0.5, "kd_weight": 0.5, "kd_temperature": 1.0}
-
-
-def recipe_defaults(dataset: str | None, fields: Any, method: str | None = None) -> dict[str, Any]:
-    """The data set's own defaults for the given config fields ({} for the CIFAR recipe)."""
-    if dataset != "imagenet":
-        return {}
-    recipe = dict(IMAGENET_RECIPE)
-    if method in (None, "kd"):  # the KD weights of the ImageNet protocol belong to KD alone
-        recipe.update(IMAGENET_KD_WEIGHTS)
-    return {k: v for k, v in recipe.items() if k in fields}
 
 
 def teacher_data(teacher: Any) -> dict[str, Any]:
@@ -82,6 +43,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# builder arguments icckd sets itself: classes from the data set, weights from files only
+RESERVED_MODEL_ARGS = {
+    "num_classes": "the data set sets the number of classes",
+    "pretrained": "icckd never downloads weights while building: use fetch-teacher or --init",
+    "weights": "icckd never downloads weights while building: use fetch-teacher or --init",
+}
+
+
+def check_model_args(args: dict[str, Any], option: str) -> dict[str, Any]:
+    """Builder arguments: identifier keys, scalar (or list) values, nothing icckd sets."""
+    for key, value in args.items():
+        if not key.isidentifier():
+            raise ValueError(
+                f"invalid value for {option} ({key!r}): give KEY=VALUE with a Python name as "
+                f"KEY, e.g. {option} drop_path_rate=0.1"
+            )
+        if key in RESERVED_MODEL_ARGS:
+            raise ValueError(
+                f"invalid value for {option} ({key}={value!r}): {RESERVED_MODEL_ARGS[key]}"
+            )
+        items = value if isinstance(value, list) else [value]
+        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in items):
+            raise ValueError(
+                f"invalid value for {option} ({key}={value!r}): give a number, true/false, a "
+                "string or a list of those"
+            )
+    return args
+
+
 class DataOptions(_Strict):
     """Which data set, where, and how it is augmented."""
 
@@ -92,6 +82,10 @@ class DataOptions(_Strict):
     crop_padding: int = Field(4, ge=0, le=32)
     train_per_class: int | None = Field(None, ge=1)
     test_per_class: int | None = Field(None, ge=1)
+    # a validation split held out of the training images (one of the two; None: none). The
+    # images are fixed per data set (data/registry.py split_class), whatever --seed is
+    val_per_class: int | None = Field(None, ge=1)
+    val_fraction: float | None = Field(None, gt=0, lt=1)
     image_size: int = Field(224, ge=16, le=1024)  # streamed sets (imagenet): crop size
     workers: int | None = Field(None, ge=0)  # streamed decoding; None: the cores (0: inline)
     memory_limit_gb: float = Field(16.0, gt=0)  # imagefolder: decoded size allowed in memory
@@ -107,19 +101,33 @@ class DataOptions(_Strict):
             given = {k: v for k, v in data.items() if v is not None}
             data = {**recorded, **given}
         fields = cls.model_fields
-        return {**recipe_defaults(data.get("dataset"), fields, data.get("method")), **data}
+        arch = (data.get("arch") or fields["arch"].default) if "arch" in fields else None
+        defaults = recipe_defaults(data.get("dataset"), fields, data.get("method"), arch, data)
+        return {**defaults, **data}
+
+    @model_validator(mode="after")
+    def _one_validation_rule(self) -> DataOptions:
+        if self.val_per_class is not None and self.val_fraction is not None:
+            raise ValueError(
+                f"invalid value for --val-fraction ({self.val_fraction:g}): --val-per-class "
+                f"({self.val_per_class}) is given too; hold out by one of the two"
+            )
+        return self
 
 
 class OptimOptions(_Strict):
-    """SGD with a multi-step schedule: the CRD CIFAR-100 recipe by default."""
+    """Optimiser and schedule; the recipe (recipes.py) fills in what is not given."""
 
     epochs: int = Field(RECIPE_EPOCHS, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float | None = Field(None, gt=0)  # None: 0.05, or 0.01 for MobileNet/ShuffleNet
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # the recipe's: adamw for vision Transformers
+    lr: float | None = Field(None, gt=0)  # None: the recipe's (CRD 0.05; DeiT 5e-4 x batch/512)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD's; AdamW keeps its betas (0.9, 0.999)
+    weight_decay: float = Field(5e-4, ge=0)  # the recipe's (ImageNet 1e-4, DeiT 0.05)
+    schedule: Literal["step", "cosine"] = "step"  # the recipe's: cosine for vision Transformers
     lr_decay_epochs: list[int] | None = None  # None: 150/180/210 of 240, scaled to epochs
     lr_decay_rate: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int | None = Field(None, ge=0)  # None: the recipe's (DeiT 5 of 300, scaled)
 
     @model_validator(mode="after")
     def _check_decay(self) -> OptimOptions:
@@ -135,34 +143,52 @@ class OptimOptions(_Strict):
                     f"invalid value for --lr-decay-epochs ({','.join(map(str, d))}): ends at "
                     f"{d[-1]}, beyond the last epoch ({self.epochs})"
                 )
+            if d and self.schedule == "cosine":
+                raise ValueError(
+                    f"invalid value for --lr-decay-epochs ({','.join(map(str, d))}): the cosine "
+                    "schedule has no decay epochs; drop --lr-decay-epochs or pass --schedule step"
+                )
+        if self.warmup_epochs is not None and self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"invalid value for --warmup-epochs ({self.warmup_epochs}): beyond the last "
+                f"epoch ({self.epochs}); give at most --epochs"
+            )
         return self
+
+    def recipe(self, arch: str) -> Choice:
+        """The recipe this architecture, data set and optimiser train with, and why."""
+        return choose(arch, getattr(self, "dataset", None), self.optimizer)
 
     def resolved_lr(self, arch: str, world: int = 1) -> float:
         """The learning rate: explicit, or the recipe's for this architecture and data set.
 
-        ImageNet scales linearly with the global batch (batch_size x `world` processes).
+        ImageNet and DeiT scale linearly with the global batch (batch_size x `world` processes).
         """
         if self.lr is not None:
             return self.lr
-        if getattr(self, "dataset", None) == "imagenet":
-            return IMAGENET_LR_PER_256 * self.batch_size * world / 256
-        return 0.01 if arch in SMALL_LR_FAMILIES else 0.05
+        return self.recipe(arch).recipe.base_lr(arch, self.batch_size * world)
 
     def resolved_decay(self) -> list[int]:
-        """Decay epochs: explicit, or the data set recipe's scaled to the run's length."""
+        """Decay epochs: explicit, none for cosine, or the data set's scaled to the run."""
         if self.lr_decay_epochs is not None:
             return list(self.lr_decay_epochs)
-        length, decay = RECIPE_EPOCHS, RECIPE_DECAY
-        if getattr(self, "dataset", None) == "imagenet":
-            length, decay = IMAGENET_EPOCHS, IMAGENET_DECAY
-        scaled = [round(e * self.epochs / length) for e in decay]
-        return sorted({e for e in scaled if 0 < e < self.epochs})
+        if self.schedule == "cosine":
+            return []
+        return step_recipe(getattr(self, "dataset", None)).decay_epochs(self.epochs)
+
+    def resolved_warmup(self, arch: str) -> int:
+        """Warm-up epochs: explicit, or the recipe's scaled to the run (DeiT: 5/300, >= 1)."""
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return self.recipe(arch).recipe.warmup_epochs(self.epochs)
 
 
 class RunOptions(_Strict):
     """Where and how a run executes."""
 
     arch: str = "resnet56"
+    # builder arguments of a timm:/torchvision: arch (img_size defaults to the data set's)
+    model_args: dict[str, Any] = Field(default_factory=dict)
     seed: int = Field(0, ge=0)  # initialisation, CRD's negatives; the data too unless data_seed
     data_seed: int | None = Field(None, ge=0)  # data order, crops and flips; None: seed
     device: str = "auto"
@@ -180,6 +206,11 @@ class RunOptions(_Strict):
     def resolved_data_seed(self) -> int:
         """The seed of the augmentation stream (data order, crops, flips): data_seed or seed."""
         return self.seed if self.data_seed is None else self.data_seed
+
+    @field_validator("model_args")
+    @classmethod
+    def _check_model_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_model_args(value, "--model-arg")
 
 
 class TeacherLoss(_Strict):
@@ -222,6 +253,8 @@ class StudentLoss(_Strict):
 
     teacher: Path | None = None
     teacher_arch: str | None = None
+    # builder arguments of a weights-file teacher (an icckd checkpoint records its own)
+    teacher_model_args: dict[str, Any] = Field(default_factory=dict)
     method: Method = "kd"
     weights: Literal["crd", "mdistiller"] = "crd"
     ce_weight: float | None = Field(None, ge=0)
@@ -240,6 +273,11 @@ class StudentLoss(_Strict):
     crd_nce_k: int = Field(16384, ge=1)
     crd_temperature: float = Field(0.07, gt=0)
     crd_momentum: float = Field(0.5, ge=0, lt=1)
+
+    @field_validator("teacher_model_args")
+    @classmethod
+    def _check_teacher_model_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_model_args(value, "--teacher-model-arg")
 
     def resolved_weights(self) -> dict[str, float]:
         """The term weights: explicit ones override the method's preset."""
@@ -288,7 +326,7 @@ class EvalConfig(_Strict):
     dataset: str | None = None
     data_dir: Path | None = None
     download: bool = True
-    split: Literal["test", "train"] = "test"
+    split: Literal["test", "train", "val"] = "test"  # val: the run's held-out images
     device: str = "auto"
     batch_size: int = Field(512, ge=1)
     format: Literal["table", "json"] = "table"
@@ -348,8 +386,14 @@ class PlotConfig(_Strict):
     format: Literal["table", "json"] = "table"
 
 
+# keys of a run's config.json that record what was derived and are no settings
+RECORDED_ONLY = ("recipe",)
+
+
 def option_name(field: str) -> str:
     """The command-line spelling of a config field."""
+    if field.endswith("model_args"):  # a table in TOML, a repeatable KEY=VALUE option
+        field = field[:-1]
     return "--" + field.replace("_", "-")
 
 
@@ -367,7 +411,11 @@ def read_toml(path: Path) -> dict[str, Any]:
 def build(model: type[_Strict], cli: dict[str, Any], config_file: Path | None = None) -> Any:
     """Validate command line over config file over defaults into `model`."""
     values: dict[str, Any] = read_toml(config_file) if config_file else {}
-    values.update({k: v for k, v in cli.items() if v is not None})
+    for key, value in cli.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            value = {**values[key], **value}  # --model-arg adds to (or overrides) the file's
+        if value is not None:
+            values[key] = value
     unknown = [k for k in values if k not in model.model_fields]
     if unknown:
         key = unknown[0]
@@ -385,6 +433,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
     msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    if msg.startswith("invalid value for"):  # a validator's own message names the option
+        return msg
     if not loc:
         return msg if msg.startswith("invalid value for") else f"invalid settings: {msg}"
     field = loc[0]

@@ -133,9 +133,53 @@ def evaluate(
     }
 
 
+def best_so_far(best: dict[str, Any], record: dict[str, Any], on_val: bool) -> dict[str, Any]:
+    """The best evaluated epoch after `record`: by validation top-1 when `on_val`, else by
+    test top-1; the earlier epoch wins a tie. It holds that epoch's test numbers."""
+    key = "val_top1" if on_val else "top1"
+    if key not in record or (best and record[key] <= best[key]):
+        return best
+    out = {"epoch": record["epoch"], "top1": record["top1"], "top5": record["top5"]}
+    if on_val:  # the test split at the best-validation epoch, and what chose it
+        out.update({k: record[k] for k in ("nll", "val_top1", "val_top5", "val_nll")})
+        out["chosen_on"] = "val"
+    return out
+
+
 def lr_at(epoch: int, base: float, decay_epochs: list[int], rate: float) -> float:
     """Multi-step schedule: base * rate ** (number of decay epochs already reached)."""
     return base * rate ** sum(epoch >= e for e in decay_epochs)
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    """The learning rate of every step: a linear warm-up, then step decay or a cosine to 0.
+
+    Set before each step from (epoch, step) alone, so a run resumed mid-epoch continues it
+    exactly. Warm-up step g of W (0-based) trains at base x (g + 1) / W; the cosine then runs
+    over the remaining steps from base towards 0 (its last step stays above 0).
+    """
+
+    base: float
+    epochs: int
+    steps: int  # per epoch
+    decay_epochs: list[int]
+    decay_rate: float
+    kind: str = "step"  # "step" or "cosine"
+    warmup_epochs: int = 0
+
+    def __call__(self, epoch: int, step: int = 0) -> float:
+        g, warm = epoch * self.steps + step, self.warmup_epochs * self.steps
+        if g < warm:
+            peak = self.base if self.kind == "cosine" else self._step(epoch)
+            return peak * (g + 1) / warm
+        if self.kind == "cosine":
+            done = (g - warm) / max(1, self.epochs * self.steps - warm)
+            return self.base * 0.5 * (1.0 + math.cos(math.pi * done))
+        return self._step(epoch)
+
+    def _step(self, epoch: int) -> float:
+        return lr_at(epoch, self.base, self.decay_epochs, self.decay_rate)
 
 
 @dataclass
@@ -164,6 +208,8 @@ class Trainer:
     base_lr: float
     decay_epochs: list[int]
     decay_rate: float
+    schedule: str = "step"  # or "cosine" (LrSchedule)
+    warmup_epochs: int = 0
     precision: str = "fp32"
     channels_last: bool = False
     eval_batch_size: int = 512
@@ -174,17 +220,17 @@ class Trainer:
     stop_requested: Callable[[], bool] = lambda: False
     state: TrainState = field(default_factory=TrainState)
     eval_model: nn.Module | None = None  # the unwrapped model when training through DDP
+    val: Any = None  # a validation split (Split or StreamSplit): best is chosen on it
 
     def run(self) -> TrainState:
         """Train from `state` to the last epoch; returns the final state."""
         st, device = self.state, self.test.device
         steps = len(self.loader)
+        lr_of = self.lr_schedule()
         self.callback("start", {"epochs": self.epochs, "steps": steps, "epoch": st.epoch})
         while st.epoch < self.epochs:
             started = time.perf_counter()
-            lr = lr_at(st.epoch, self.base_lr, self.decay_epochs, self.decay_rate)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            lr = self._set_lr(lr_of(st.epoch, st.step))
             self.model.train()
             self.objective.train()
             sums: dict[str, Tensor] = {
@@ -194,6 +240,7 @@ class Trainer:
             names: list[str] = []
             batches = self.loader.epoch(st.epoch, st.step)
             while (batch := self._next(batches, st, sums, started)) is not None:
+                lr = self._set_lr(lr_of(st.epoch, st.step))  # the record keeps the epoch's last
                 with autocast(device, self.precision):
                     loss, parts = self.objective(self.model, batch, st.epoch)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -232,23 +279,11 @@ class Trainer:
                 st.step * self.loader.batch_size * self.loader.world / max(record["time"], 1e-9)
             )
             if (st.epoch + 1) % self.eval_every == 0 or st.epoch + 1 == self.epochs:
-                model = self.eval_model or self.model
-                # rank 0 evaluates and shares the numbers, so every rank keeps the same history
-                record.update(
-                    dist.from_main(
-                        evaluate,
-                        model,
-                        self.test,
-                        self.spec,
-                        self.eval_batch_size,
-                        self.channels_last,
-                        self.precision,
-                    )
-                )
-                record.pop("n", None)
+                record.update(self._evaluate(self.test))
+                if self.val is not None:  # the test numbers of every epoch stay in history
+                    record.update({f"val_{k}": v for k, v in self._evaluate(self.val).items()})
             st.history.append(record)
-            if "top1" in record and (not st.best or record["top1"] > st.best["top1"]):
-                st.best = {"epoch": record["epoch"], "top1": record["top1"], "top5": record["top5"]}
+            st.best = best_so_far(st.best, record, on_val=self.val is not None)
             st.epoch, st.step, st.sums = st.epoch + 1, 0, {}
             st.elapsed += record["time"]
             self.callback("epoch", record)
@@ -256,6 +291,40 @@ class Trainer:
                 self.save_state(st)
         self.callback("end", {"best": st.best})
         return st
+
+    def _evaluate(self, split: Any) -> dict[str, float]:
+        """top1/top5/nll/ece of the model on a split (n dropped)."""
+        model = self.eval_model or self.model
+        # rank 0 evaluates and shares the numbers, so every rank keeps the same history
+        metrics = dist.from_main(
+            evaluate,
+            model,
+            split,
+            self.spec,
+            self.eval_batch_size,
+            self.channels_last,
+            self.precision,
+        )
+        metrics.pop("n", None)
+        return metrics
+
+    def lr_schedule(self) -> LrSchedule:
+        """The run's learning-rate schedule over its epochs and steps."""
+        return LrSchedule(
+            self.base_lr,
+            self.epochs,
+            len(self.loader),
+            self.decay_epochs,
+            self.decay_rate,
+            self.schedule,
+            self.warmup_epochs,
+        )
+
+    def _set_lr(self, lr: float) -> float:
+        """Give every parameter group this learning rate."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
 
     def _next(
         self, batches: Iterator[Any], st: TrainState, sums: dict[str, Tensor], started: float
@@ -309,7 +378,7 @@ class Trainer:
 
     def _advice(self, part: str) -> str:
         """What to lower: the learning rate, and the weight of the part that broke."""
-        lr = lr_at(self.state.epoch, self.base_lr, self.decay_epochs, self.decay_rate)
+        lr = self.optimizer.param_groups[0]["lr"]  # that of the last step taken
         weights = [f"--{t.name}-weight" for t in self.objective.terms if t.name != "ce"]
         if f"--{part}-weight" in weights:
             weights = [f"--{part}-weight"]

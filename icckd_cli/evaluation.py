@@ -14,7 +14,7 @@ from torch import nn
 
 from icckd_cli.checkpoint import load_any_model
 from icckd_cli.config import RunOptions
-from icckd_cli.data import Dataset, DataSpec, LoadOptions, load_dataset
+from icckd_cli.data import Dataset, DataSpec, Holdout, LoadOptions, load_dataset
 from icckd_cli.engine import channels_last_on, evaluate, resolve_device
 from icckd_cli.errors import UsageError
 from icckd_cli.models import ZooModel
@@ -52,6 +52,21 @@ def check_classes(spec: DataSpec, num_classes: int, meta: dict[str, Any], source
         )
 
 
+def check_input_size(model: ZooModel, spec: DataSpec, option: str, source: str = "") -> None:
+    """A network that takes one image size only (a ViT) must get the data set's size."""
+    fixed = model.fixed_input_size()
+    if fixed is None or fixed == spec.image_size:
+        return
+    what = f"{source} ({model.arch})" if source else model.arch
+    size_arg = "img_size" if model.arch.startswith("timm:") else "image_size"
+    raise UsageError(
+        f"{what} takes {fixed}x{fixed} images but '{spec.name}' has "
+        f"{spec.image_size}x{spec.image_size}; pass {option} {size_arg}={spec.image_size} "
+        "(a weights file: only if its weights were made at that size) or use a data set of "
+        f"{fixed}x{fixed} images"
+    )
+
+
 def open_checkpoint(
     path: Path,
     dataset: str | None,
@@ -71,10 +86,11 @@ def open_checkpoint(
     if data_dir is None and dataset in (None, recorded.get("name")) and recorded.get("data_dir"):
         data_dir = Path(recorded["data_dir"])
     cfg_rec = meta.get("config") or {}
+    options = LoadOptions()
     if dataset is None:  # the recorded subset, so eval sees what training saw
         test_per_class = test_per_class or cfg_rec.get("test_per_class")
         train_per_class = train_per_class or cfg_rec.get("train_per_class")
-    options = LoadOptions()
+        options.holdout = Holdout.of(cfg_rec)  # and the same validation images
     if recorded.get("image_size"):  # a streamed set crops at the size the model learnt
         options.image_size = int(recorded["image_size"])
     if cfg_rec.get("workers") is not None:
@@ -91,6 +107,8 @@ def open_checkpoint(
     if recorded.get("mean"):  # normalise exactly as in training
         data.spec.mean, data.spec.std = recorded["mean"], recorded["std"]
     data.train, data.test = data.train.to(device), data.test.to(device)
+    if data.val is not None:
+        data.val = data.val.to(device)
     if checkpoint_channels_last(meta, device):
         model = model.to(memory_format=torch.channels_last)
     assert isinstance(model, ZooModel)
@@ -116,6 +134,11 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on a split: top1, top5, nll, ece, params and what it is."""
     model, meta, data, dev = open_checkpoint(path, dataset, data_dir, download, device)
+    if split == "val" and data.val is None:
+        raise UsageError(
+            f"{path} was trained without a validation split (--val-per-class or "
+            "--val-fraction), so there is none to evaluate; use --split test or train"
+        )
     cl = checkpoint_channels_last(meta, dev)
     metrics = evaluate(model, getattr(data, split), data.spec, batch_size, channels_last=cl)
     return {

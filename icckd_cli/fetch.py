@@ -1,9 +1,11 @@
-"""Published teachers as icckd checkpoints: the CRD CIFAR-100 zoo and torchvision's weights.
+"""Published teachers as icckd checkpoints: the CRD CIFAR-100 zoo, torchvision's and timm's.
 
 `crd:<arch>` reads `cifar_teachers/<arch>_vanilla/ckpt_epoch_240.pth` from mdistiller's
 release tar (the maintained mirror of RepDistiller's CRD teachers); `torchvision:<weights>`
-reads a torchvision weights enum's file into the matching `tv_` network and records the
-enum's class names and preprocessing. Files are never unpickled (weights_only=True).
+reads a torchvision weights enum's file into the matching `tv_` network (or, for any other
+enum, `torchvision:<builder>`) and records the enum's class names and preprocessing;
+`timm:<name>[.<tag>]` takes a file or the Hugging Face cache (fetch_timm.py). Files are
+never unpickled (weights_only=True).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from icckd_cli.checkpoint import load_state_strict, read_pth_state, save_model
+from icckd_cli.checkpoint import load_state_strict, load_tensors, read_pth_state, save_model
 from icckd_cli.data.registry import cache_dir
 from icckd_cli.download import Progress, download, hash_prefix, is_url, sha256_of, verify
 from icckd_cli.errors import IcckdError, UsageError, suggest
@@ -59,6 +61,8 @@ class Published:
     dataset: dict[str, Any]
     member: str | None = None  # the file inside a tar archive
     extra: dict[str, Any] = field(default_factory=dict)
+    model_args: dict[str, Any] = field(default_factory=dict)  # builder arguments of `arch`
+    hub: dict[str, Any] | None = None  # timm: the Hugging Face repository to look up
 
 
 def _dataset(
@@ -89,11 +93,35 @@ def resolve(name: str) -> Published:
         found = _torchvision(name, rest)
         if found is not None:
             return found
+    if kind == "timm":
+        from icckd_cli.fetch_timm import resolve_timm
+
+        info = resolve_timm(name, rest)
+        return Published(name, info["arch"], f"hf://{info['repo']}", info["dataset"],
+                         extra=info["extra"], model_args=info["model_args"], hub=info)  # fmt: skip
     raise UsageError(
         f"unknown published teacher '{name}'.{suggest(name, known_names())} Choose crd:ARCH "
-        f"({', '.join(CRD_TEACHERS)}) or torchvision:WEIGHTS, e.g. "
-        "torchvision:ResNet34_Weights.IMAGENET1K_V1"
+        f"({', '.join(CRD_TEACHERS)}), torchvision:WEIGHTS, e.g. "
+        "torchvision:ResNet34_Weights.IMAGENET1K_V1, or timm:NAME[.TAG]"
     )
+
+
+def _torchvision_builder(enum_name: str) -> tuple[str, dict[str, Any]] | None:
+    """Our network for a torchvision weights enum: a tv_ name, else torchvision:<builder>."""
+    if enum_name in TORCHVISION_ARCHS:
+        return TORCHVISION_ARCHS[enum_name], {}
+    from torchvision import models
+
+    from icckd_cli.models.torchvision_adapter import names
+
+    for builder in names():
+        try:
+            enum = models.get_model_weights(builder)
+        except (ValueError, KeyError):
+            continue
+        if enum.__name__ == enum_name:
+            return f"torchvision:{builder}", {}
+    return None
 
 
 def _torchvision(name: str, rest: str) -> Published | None:
@@ -101,11 +129,18 @@ def _torchvision(name: str, rest: str) -> Published | None:
     from torchvision import models
 
     enum_name, _, member = rest.partition(".")
-    if enum_name not in TORCHVISION_ARCHS:
+    found = _torchvision_builder(enum_name)
+    if found is None:
         return None
+    arch, args = found
     weights = getattr(getattr(models, enum_name), member, None)
     if weights is None:
         return None
+    if arch.startswith("torchvision:") and "min_size" in weights.meta:
+        from icckd_cli.models.torchvision_adapter import size_arg
+
+        if size_arg(arch.partition(":")[2]) == "image_size":  # ViT weights of 384 px exist
+            args = {"image_size": int(weights.meta["min_size"][0])}
     tf = weights.transforms()  # torchvision's ImageClassification preset
     categories = list(weights.meta["categories"])
     crop = int(tf.crop_size[0])
@@ -121,7 +156,7 @@ def _torchvision(name: str, rest: str) -> Published | None:
         "interpolation": tf.interpolation.value,
     }
     extra = {"preprocessing": preprocessing, "published_metrics": weights.meta.get("_metrics")}
-    return Published(name, TORCHVISION_ARCHS[enum_name], weights.url, dataset, extra=extra)
+    return Published(name, arch, weights.url, dataset, extra=extra, model_args=args)
 
 
 def cached_path(url: str, torchvision: bool) -> Path:
@@ -137,6 +172,11 @@ def cached_path(url: str, torchvision: bool) -> Path:
 
 def obtain(pub: Published, source: str | None, progress: Progress | None) -> tuple[Path, str]:
     """The file on disk (downloaded or given) and the URL or path it came from."""
+    if pub.hub is not None:  # timm: a file given or the Hugging Face cache, never the network
+        from icckd_cli.fetch_timm import locate
+
+        path = locate(pub.name, pub.hub, source)
+        return path, str(path.absolute())  # the snapshot's name, not the blob it links to
     if source is not None and not is_url(source):
         path = Path(source)
         if not path.is_file():
@@ -148,7 +188,9 @@ def obtain(pub: Published, source: str | None, progress: Progress | None) -> tup
 
 
 def _read_state(pub: Published, path: Path) -> dict[str, Any]:
-    """The state dict: from the tar's member (crd), or the `.pth` file itself."""
+    """The state dict: from the tar's member (crd), the `.pth` file, or a safetensors file."""
+    if path.suffix == ".safetensors":
+        return load_tensors(path)
     if pub.member is None or not tarfile.is_tarfile(path):
         return read_pth_state(path)  # a .pth downloaded by hand is taken as it is
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,7 +228,8 @@ def fetch_teacher(
 
     pub = resolve(name)  # an unknown name fails before anything is downloaded
     path, origin = obtain(pub, source, progress)
-    downloaded = source is None or is_url(source)  # ours to remove from the cache if wrong
+    # ours to remove from the cache if wrong (never a file of the Hugging Face cache)
+    downloaded = pub.hub is None and (source is None or is_url(source))
     digest = sha256_of(path)
     verify(path, digest, sha256, str(path), remove=downloaded)
     # torchvision's rule (torch.hub check_hash): the file's own name carries a sha256 prefix;
@@ -194,13 +237,14 @@ def fetch_teacher(
     prefix = hash_prefix(urlparse(origin).path) if pub.name.startswith("torchvision:") else None
     verify(path, digest, prefix, str(path), remove=downloaded)
     state = _read_state(pub, path)
-    model = create_model(pub.arch, pub.dataset["num_classes"])
+    model = create_model(pub.arch, pub.dataset["num_classes"], **pub.model_args)
     load_state_strict(model, state, f"{name} ({path})")
     dataset = {**pub.dataset, "data_dir": str(Path(data_dir).resolve()) if data_dir else None}
     meta = {
         "kind": "teacher",
         "arch": pub.arch,
         "num_classes": pub.dataset["num_classes"],
+        "model_args": pub.model_args,
         "dataset": dataset,
         "config": {},
         "source": {

@@ -48,6 +48,8 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
             parts.append(f"{SHORT.get(name, name)} {train[name]:.3g}")
     if "top1" in record:  # epochs between --eval-every evaluations have none
         parts.append(f"top1 {record['top1']:.2f}")
+    if "val_top1" in record:
+        parts.append(f"val {record['val_top1']:.2f}")
     parts.append(f"lr {record['lr']:.3g}")
     parts.append(f"{record['images_per_s']:.0f} img/s")
     return "  ".join(parts)
@@ -74,6 +76,39 @@ def teacher_cache_line(info: dict[str, Any]) -> str:
     return f"teacher cache: writing {size} to {path} ({info['total']} batches, {info['dtype']})"
 
 
+def _short(x: float) -> str:
+    """A number as a recipe states it: 0.05, 5e-4."""
+    text = f"{x:g}"
+    if "e" not in text and x < 1e-3:
+        text = f"{x:.0e}" if float(f"{x:.0e}") == x else text
+    return text.replace("e-0", "e-")
+
+
+def recipe_line(info: dict[str, Any]) -> str:
+    """The first line of a run: which recipe, why, and what it trains with."""
+    name = "AdamW" if info["optimizer"] == "adamw" else "SGD"
+    lr = f"lr {info['lr']:g}"
+    if info.get("lr_rule"):
+        r = info["lr_rule"]
+        lr += f" ({_short(r['lr'])} x {r['batch']}/{r['per']})"
+    parts = [f"{name} {lr}"]
+    if info["optimizer"] == "sgd":
+        parts.append(f"momentum {info['momentum']:g}")
+    parts.append(f"wd {_short(info['weight_decay'])}")
+    if info["schedule"] == "cosine":
+        parts.append("cosine")
+    elif info["decay_epochs"]:
+        at = ",".join(map(str, info["decay_epochs"]))
+        plural = "s" if len(info["decay_epochs"]) > 1 else ""
+        parts.append(f"x{info['decay_rate']:g} at epoch{plural} {at}")
+    else:
+        parts.append("no decay")
+    warm = info.get("warmup_epochs") or 0
+    if warm:
+        parts.append(f"{warm} warm-up epoch{'s' if warm > 1 else ''}")
+    return f"recipe: {info['name']} ({info['reason']}): " + ", ".join(parts)
+
+
 def progress_bar(first: str, unit: str) -> Progress:
     """A transient bar on stderr (off when stderr is not a terminal): label, bar, count, times."""
     return Progress(
@@ -89,10 +124,16 @@ def progress_bar(first: str, unit: str) -> Progress:
 
 
 class TrainingProgress:
-    """A callback for the engine: a progress bar and one line per epoch, on stderr."""
+    """A callback for the engine: a progress bar and one line per epoch, on stderr.
+
+    The recipe line comes first: at once on a terminal; in a log, just before the first
+    epoch line, so a run that fails in its first epoch writes its one error line alone.
+    """
 
     def __init__(self, title: str, quiet: bool = False) -> None:
         self.title, self.quiet = title, quiet
+        self.recipe: dict[str, Any] = {}  # for the JSON summary
+        self.pending: str | None = None
         self.progress: Progress | None = None
         self.task: Any = None
         self.epochs = 0
@@ -109,6 +150,12 @@ class TrainingProgress:
         elif event == "teacher_cache_pass":
             what = "teacher cache: running the teacher"
             self._decoding({"what": what, **info}, "batches")
+        elif event == "warning":
+            warning(info["message"], self.progress.console if self.progress else err)
+        elif event == "recipe":
+            self.recipe, self.pending = info, recipe_line(info)
+            if err.is_terminal:
+                self._print_pending(err)
         elif event == "start":
             self.epochs = info["epochs"]
             total = info["epochs"] * info["steps"]
@@ -122,10 +169,16 @@ class TrainingProgress:
         elif event == "epoch":
             line = epoch_line(info, self.epochs)
             console = self.progress.console if self.progress else err
+            self._print_pending(console)
             console.print(line, highlight=False, soft_wrap=True)
         elif event == "end" and self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+    def _print_pending(self, console: Console) -> None:
+        if self.pending is not None:
+            console.print(escape(self.pending), highlight=False, soft_wrap=True)
+            self.pending = None
 
     def _decoding(self, info: dict[str, Any], unit: str = "images") -> None:
         """A bar per decoding pass ('decoding 100,000 Tiny-ImageNet train JPEGs in 2 processes')."""
@@ -226,11 +279,28 @@ def run_summary(kind: str, result: Any) -> None:
         ("top-5 (last epoch)", result.final["top5"]),
         ("NLL", result.final["nll"]),
         ("ECE", result.final["ece"]),
-        ("best top-1", f"{result.best['top1']:.2f} (epoch {result.best['epoch']})"),
+        *best_rows(result.best),
         ("parameters", f"{result.params:,}"),
         ("time", f"{result.elapsed:.1f} s"),
     ]
     key_value_table(f"{kind} finished", rows)
+
+
+def best_rows(best: dict[str, Any]) -> list[tuple[str, str]]:
+    """The best epoch's rows: on validation (and the test split there) or on the test split."""
+    if best.get("chosen_on") != "val":
+        return [("best top-1", f"{best['top1']:.2f} (epoch {best['epoch']})")]
+    return [
+        ("best on validation", f"epoch {best['epoch']} (val top-1 {best['val_top1']:.2f})"),
+        ("top-1 at best-val epoch", f"{best['top1']:.2f}"),
+    ]
+
+
+def best_phrase(best: dict[str, Any]) -> str:
+    """'best 71.20 at epoch 9', or '70.10 at epoch 9, the best on validation'."""
+    if best.get("chosen_on") == "val":
+        return f"{best['top1']:.2f} at epoch {best['epoch']}, the best on validation"
+    return f"best {best['top1']:.2f} at epoch {best['epoch']}"
 
 
 def eval_table(m: dict[str, Any]) -> None:
@@ -249,15 +319,22 @@ def eval_table(m: dict[str, Any]) -> None:
     key_value_table("evaluation", rows)
 
 
-def models_table(rows: list[tuple[str, int, int, int]]) -> None:
+def models_table(
+    rows: list[tuple[str, int | None, int | None, int | None]], title: str = "model zoo"
+) -> None:
     """`icckd models`: name, parameters at 100 classes, feature size, intended input size."""
-    table = Table(title="model zoo (parameters at 100 classes)", title_justify="left")
+    table = Table(title=f"{title} (parameters at 100 classes)", title_justify="left")
     table.add_column("architecture")
     table.add_column("parameters", justify="right")
     table.add_column("feature dim", justify="right")
     table.add_column("input", justify="right")
     for name, params, dim, size in rows:
-        table.add_row(name, f"{params:,}", str(dim), f"{size}x{size}")
+        table.add_row(
+            name,
+            "-" if params is None else f"{params:,}",
+            "-" if dim is None else str(dim),
+            "-" if size is None else f"{size}x{size}",
+        )
     out.print(table)
 
 
@@ -269,6 +346,11 @@ def error(message: str) -> None:
 def note(message: str) -> None:
     """A one-line note on stderr."""
     err.print(escape(message), highlight=False, soft_wrap=True)
+
+
+def warning(message: str, console: Console = err) -> None:
+    """A one-line warning on stderr (the run goes on)."""
+    console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- soft labels
@@ -366,6 +448,9 @@ class ExperimentProgress:
         if event == "plan":
             self._start(info["total"], info["done"])
             return
+        if event == "warning":
+            warning(info["message"], self.progress.console if self.progress else err)
+            return
         if self.progress is None:
             return
         if event == "run":
@@ -375,6 +460,8 @@ class ExperimentProgress:
                 return
             verb = "resuming" if info["action"] == "resume" else "training"
             self._print(f"{self.label}: {verb}")
+        elif event == "recipe":
+            self._print(f"  {recipe_line(info)}")
         elif event == "start":
             self.epochs = info["epochs"]
             total = info["epochs"] * info["steps"]
@@ -391,8 +478,8 @@ class ExperimentProgress:
         elif event == "run_end":
             final, best = info["final"], info["best"]
             self._print(
-                f"{self.label}: top-1 {final['top1']:.2f} (best {best['top1']:.2f} at epoch "
-                f"{best['epoch']}), {info['elapsed']:.0f} s"
+                f"{self.label}: top-1 {final['top1']:.2f} ({best_phrase(best)}), "
+                f"{info['elapsed']:.0f} s"
             )
             self.progress.advance(self.matrix)
             if self.run is not None:

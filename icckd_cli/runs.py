@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from icckd_cli import distributed as dist
-from icckd_cli.checkpoint import load_any_model, save_model, weights_hash
+from icckd_cli.checkpoint import load_any_model, load_state_strict, save_model, weights_hash
 from icckd_cli.config import DistillConfig, TrainTeacherConfig
 from icckd_cli.data import (
     Dataset,
     DeviceLoader,
+    Holdout,
     LoadOptions,
     StreamLoader,
     load_dataset,
@@ -35,10 +36,11 @@ from icckd_cli.engine import (
     tune_backends,
 )
 from icckd_cli.errors import DataFileError, UsageError
-from icckd_cli.evaluation import check_classes, count_params
+from icckd_cli.evaluation import check_classes, check_input_size, count_params
 from icckd_cli.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
 from icckd_cli.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
-from icckd_cli.models import ZooModel, create_model, resolve_name
+from icckd_cli.models import ZooModel, create_model, model_args_for, resolve_name
+from icckd_cli.models.registry import probe_model
 from icckd_cli.objectives import (
     DistillObjective,
     Objective,
@@ -46,6 +48,7 @@ from icckd_cli.objectives import (
     TeacherObjective,
     TeacherSource,
 )
+from icckd_cli.recipes import make_optimizer, summary
 from icckd_cli.rundir import CONFIG_FILE as CONFIG_FILE  # moved; kept here
 from icckd_cli.rundir import METRICS_FILE as METRICS_FILE  # moved; kept here
 from icckd_cli.rundir import (
@@ -75,15 +78,19 @@ class RunResult:
     history: list[dict[str, Any]]
     params: int
     elapsed: float
+    validation: dict[str, Any] | None = None  # the held-out split best was chosen on
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
 def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) -> Dataset:
-    """The configured data set with both splits moved to the device (streamed ones: bound)."""
+    """The configured data set with its splits moved to the device (streamed ones: bound)."""
     options = LoadOptions(
-        image_size=cfg.image_size, workers=cfg.workers, memory_limit_gb=cfg.memory_limit_gb
+        image_size=cfg.image_size,
+        workers=cfg.workers,
+        memory_limit_gb=cfg.memory_limit_gb,
+        holdout=Holdout.of(cfg),
     )
     if progress is not None and dist.is_main():
         options.progress = progress
@@ -97,6 +104,8 @@ def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) 
         options=options,
     )
     data.train, data.test = data.train.to(device), data.test.to(device)
+    if data.val is not None:
+        data.val = data.val.to(device)
     return data
 
 
@@ -106,6 +115,8 @@ def resolved_config(cfg: Any) -> dict[str, Any]:
     out["arch"] = resolve_name(cfg.arch)  # the registered spelling: the recipe's lr keys on it
     out["lr"] = cfg.resolved_lr(out["arch"], dist.world_size())
     out["lr_decay_epochs"] = cfg.resolved_decay()
+    out["warmup_epochs"] = cfg.resolved_warmup(out["arch"])
+    out["recipe"] = cfg.recipe(out["arch"]).recipe.name  # recorded only (config.RECORDED_ONLY)
     out["data_seed"] = cfg.resolved_data_seed()
     for key in ("data_dir", "teacher", "init", "teacher_cache"):  # --resume from any folder
         if out.get(key) is not None:
@@ -153,7 +164,9 @@ def _fit(
     """The shared part of train-teacher and distill."""
     out = Path(cfg.out)
     config = resolved_config(cfg)
+    config["model_args"] = dict(getattr(model, "model_args", {}))  # with the defaults filled in
     if dist.is_main():
+        callback("recipe", summary(config, dist.world_size(), lr_given=cfg.lr is not None))
         start_run_dir(out, config, cfg.overwrite, resume)
     tune_backends(device)
     model = model.to(device)
@@ -174,9 +187,8 @@ def _fit(
         train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
         # DDP keeps the model in step; the objective's own heads (projection, CRD) need the same
         dist.broadcast_from_main(objective.parameters())
-    params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
-    opt = torch.optim.SGD(
-        params, lr=config["lr"], momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    opt = make_optimizer(
+        [model, objective], cfg.optimizer, config["lr"], cfg.weight_decay, cfg.momentum
     )
     if dist.is_distributed():
         heads = list(objective.parameters())
@@ -187,7 +199,8 @@ def _fit(
     loader = train_loader(cfg, data, objective.views, channels_last)
     step_fn: nn.Module = torch.compile(train_model) if cfg.compile else train_model  # type: ignore[assignment]
 
-    run = {"arch": config["arch"], "num_classes": data.spec.num_classes, "config": config}
+    run = {"arch": config["arch"], "num_classes": data.spec.num_classes, "config": config,
+           "model_args": config["model_args"]}  # fmt: skip
 
     def on_save(st: TrainState) -> None:
         if dist.is_main():
@@ -209,11 +222,14 @@ def _fit(
             optimizer=opt,
             loader=loader,
             test=data.test,
+            val=data.val,
             spec=data.spec,
             epochs=cfg.epochs,
             base_lr=config["lr"],
             decay_epochs=config["lr_decay_epochs"],
             decay_rate=cfg.lr_decay_rate,
+            schedule=cfg.schedule,
+            warmup_epochs=config["warmup_epochs"],
             precision=cfg.precision,
             channels_last=channels_last,
             eval_batch_size=cfg.eval_batch_size,
@@ -236,17 +252,21 @@ def _fit(
         finally:
             if events is not None:
                 events.close()
-    final = {k: st.history[-1][k] for k in ("top1", "top5", "nll", "ece")}
+    final = {k: v for k, v in st.history[-1].items() if k in FINAL_KEYS}
     checkpoint = out / MODEL_FILE
+    metrics = {"final": final, "best": st.best, "epochs": cfg.epochs}
+    if data.val is not None:  # what "best" was chosen on
+        metrics["validation"] = validation_info(cfg, data)
     if dist.is_main():
         meta = {
             "kind": kind,
             "arch": config["arch"],
             "num_classes": data.spec.num_classes,
+            "model_args": config["model_args"],
             "dataset": data.spec.to_dict(),
             "config": config,
             "seed": cfg.seed,
-            "metrics": {"final": final, "best": st.best, "epochs": cfg.epochs},
+            "metrics": metrics,
             "objective": objective.describe(),
             **extra_meta,
         }
@@ -254,12 +274,29 @@ def _fit(
             save_model(checkpoint, model, meta)
         (out / STATE_FILE).unlink(missing_ok=True)
     dist.barrier()  # under torchrun: return once the checkpoint exists (a student may load it next)
-    return RunResult(out, checkpoint, final, st.best, st.history, count_params(model), st.elapsed)
+    n_params = count_params(model)
+    valid = metrics.get("validation")
+    return RunResult(out, checkpoint, final, st.best, st.history, n_params, st.elapsed, valid)
+
+
+FINAL_KEYS = ("top1", "top5", "nll", "ece", "val_top1", "val_top5", "val_nll", "val_ece")
+
+
+def validation_info(cfg: Any, data: Dataset) -> dict[str, Any]:
+    """The validation split of a run: its setting and size, as checkpoints record it."""
+    return {
+        "val_per_class": cfg.val_per_class,
+        "val_fraction": cfg.val_fraction,
+        "images": len(data.val),
+        "train_images": len(data.train),
+    }
 
 
 def _precheck(cfg: Any, resume: bool) -> torch.device:
     """The cheap checks, before data is loaded and before anything is written."""
     resolve_name(cfg.arch)  # an unknown architecture fails now, not after the data loads
+    if ":" in cfg.arch or cfg.model_args:  # so do builder arguments the builder rejects
+        probe_model(cfg.arch, 2, **model_args_for(cfg.arch, cfg.model_args, None))
     check_tensorboard(cfg.tensorboard)
     out = Path(cfg.out)
     if resume:
@@ -273,28 +310,46 @@ def _precheck(cfg: Any, resume: bool) -> torch.device:
 def train_teacher(cfg: TrainTeacherConfig, callback: Callback, resume: bool = False) -> RunResult:
     """Train a teacher: cross-entropy, or CE + the intra-class contrastive term."""
     device = _precheck(cfg, resume)
+    given = dict(cfg.model_args)
     if cfg.init is not None:
-        source, meta = load_any_model(cfg.init, arch=cfg.arch, option="--arch")
+        source, meta = load_any_model(cfg.init, cfg.arch, option="--arch", model_args=given)
+        given = {**source.model_args, **given}  # fine-tune the model the weights belong to
     data = load_data(cfg, device, callback)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, data.spec.num_classes)
+    model = build_model(cfg.arch, given, data, "--model-arg")
     if cfg.init is not None:
         check_classes(data.spec, source.num_classes, meta, str(cfg.init))
-        model.load_state_dict(source.state_dict())
+        load_state_strict(model, source.state_dict(), str(cfg.init))
     objective = TeacherObjective.from_config(cfg, data.spec.num_classes, model.feature_dim)
     extra = {"init": str(cfg.init)} if cfg.init else {}
     return _fit(cfg, "teacher", data, model, objective, device, callback, resume, extra)
+
+
+def build_model(arch: str, given: dict[str, Any], data: Dataset, option: str) -> ZooModel:
+    """`arch` for this data set: its classes, the given builder arguments over the defaults."""
+    args = model_args_for(arch, given, data.spec.image_size)
+    model = create_model(arch, data.spec.num_classes, **args)
+    check_input_size(model, data.spec, option)
+    return model
 
 
 def load_teacher(cfg: DistillConfig) -> tuple[ZooModel, dict[str, Any], dict[str, Any]]:
     """The frozen teacher, its metadata, and what the student records of it."""
     if cfg.teacher is None:
         raise UsageError("distill needs a teacher: pass --teacher T.safetensors (or T.pth)")
-    teacher, meta = load_any_model(cfg.teacher, arch=cfg.teacher_arch, option="--teacher-arch")
+    teacher, meta = load_any_model(
+        cfg.teacher, cfg.teacher_arch, option="--teacher-arch", model_args=cfg.teacher_model_args
+    )
+    if meta and cfg.teacher_model_args:
+        raise UsageError(
+            f"{cfg.teacher} records the builder arguments of its model; drop "
+            "--teacher-model-arg (it is for weights files without icckd metadata)"
+        )
     info = {
         "path": str(Path(cfg.teacher).resolve()),
         "sha256": weights_hash(teacher.state_dict()),
         "arch": teacher.arch,
+        "model_args": teacher.model_args,
         "kind": meta.get("kind", "pth"),
         "objective": meta.get("objective"),
         "metrics": meta.get("metrics"),
@@ -311,6 +366,7 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
     teacher, meta, info = load_teacher(cfg)  # a bad teacher file fails before the data loads
     data = load_data(cfg, device, callback)
     check_classes(data.spec, teacher.num_classes, meta, str(cfg.teacher))
+    check_input_size(teacher, data.spec, "--teacher-model-arg", str(cfg.teacher))
     recorded = meta.get("dataset") or {}
     if recorded.get("name") == data.spec.name and recorded.get("mean"):
         # the teacher sees inputs normalised as in its training, also where the student's
@@ -318,7 +374,7 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
         data.spec.mean, data.spec.std = list(recorded["mean"]), list(recorded["std"])
     source = teacher_source(cfg, teacher, info, data, device, callback)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, data.spec.num_classes)
+    model = build_model(cfg.arch, cfg.model_args, data, "--model-arg")
     warmup = cfg.resolved_dkd_warmup()
     objective = DistillObjective.from_config(
         cfg, source, model.feature_dim, len(data.train), warmup

@@ -13,8 +13,10 @@ from torch import Tensor, nn
 from icckd_cli.data import DataSpec, DeviceLoader, Split
 from icckd_cli.engine import (
     Diverged,
+    LrSchedule,
     Trainer,
     TrainState,
+    best_so_far,
     channels_last_on,
     evaluate,
     lr_at,
@@ -32,6 +34,28 @@ def test_lr_at_steps_down_at_each_decay_epoch() -> None:
     lrs = [lr_at(e, 0.05, [6, 8, 9], 0.1) for e in range(10)]
     assert lrs == pytest.approx([0.05] * 6 + [0.005] * 2 + [0.0005, 0.00005])
     assert lr_at(100, 0.05, [], 0.1) == 0.05
+
+
+def test_schedule_warms_up_then_follows_the_cosine_to_zero() -> None:
+    """4 epochs of 5 steps, 2 warm-up epochs: 10 ramp steps, then 10 of the cosine."""
+    lr = LrSchedule(0.1, epochs=4, steps=5, decay_epochs=[], decay_rate=0.1, kind="cosine",
+                    warmup_epochs=2)  # fmt: skip
+    assert [lr(0, s) for s in range(5)] == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05])
+    assert lr(1, 4) == pytest.approx(0.1)  # the tenth step reaches the peak
+    assert lr(2, 0) == 0.1  # the cosine's first step: cos(0)
+    assert lr(3, 0) == pytest.approx(0.05)  # its midpoint, 5 of 10: (1 + cos(pi/2)) / 2
+    assert lr(3, 4) == pytest.approx(0.1 * (1 + math.cos(math.pi * 0.9)) / 2)  # 0.00245 > 0
+    assert lr(3, 4) > 0
+    no_warmup = LrSchedule(0.1, 4, 5, [], 0.1, "cosine")
+    assert no_warmup(0, 0) == 0.1 and no_warmup(2, 0) == pytest.approx(0.05)
+
+
+def test_step_schedule_is_the_multi_step_rule_after_its_warm_up() -> None:
+    plain = LrSchedule(0.05, 10, 3, [6, 8, 9], 0.1)
+    assert all(plain(e, s) == lr_at(e, 0.05, [6, 8, 9], 0.1) for e in range(10) for s in range(3))
+    warm = LrSchedule(0.05, 10, 3, [1], 0.1, warmup_epochs=2)  # a decay inside the warm-up
+    assert [warm(0, s) for s in range(3)] == pytest.approx([0.05 / 6, 0.1 / 6, 0.15 / 6])
+    assert warm(1, 0) == pytest.approx(0.005 * 4 / 6) and warm(2, 0) == pytest.approx(0.005)
 
 
 class Lookup(nn.Module):
@@ -189,6 +213,19 @@ def test_healthy_run_saves_after_each_epoch_but_the_last() -> None:
     assert set(st.history[0]) >= {"train_loss", "train_ce", "train_kd", "top1", "lr"}
 
 
+def test_every_step_trains_at_its_scheduled_lr() -> None:
+    used: list[float] = []
+    run = trainer(Boom(None), [], schedule="cosine", warmup_epochs=1,
+                  callback=lambda e, i: used.append(run.optimizer.param_groups[0]["lr"])
+                  if e == "step" else None)  # fmt: skip
+    st = run.run()
+    lr = LrSchedule(0.1, epochs=3, steps=3, decay_epochs=[], decay_rate=0.1, kind="cosine",
+                    warmup_epochs=1)  # fmt: skip
+    assert used == [lr(e, s) for e in range(3) for s in range(3)]
+    assert used[:4] == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1])
+    assert [r["lr"] for r in st.history] == [used[2], used[5], used[8]]  # each epoch's last
+
+
 def test_nan_names_the_part_and_saves_nothing_after_it() -> None:
     saved: list[TrainState] = []
     boom = Boom((1, 5))  # epoch 2, its second step (3 calls per epoch)
@@ -224,3 +261,60 @@ def test_weights_that_overflow_with_finite_losses_are_caught() -> None:
     with pytest.raises(Diverged, match=r"^the weights became NaN or infinite in epoch 2 \(by"):
         run.run()
     assert [(s.epoch, s.step) for s in saved] == [(1, 0)]
+
+
+# ----------------------------------------------------------------------------- best epoch
+
+
+def test_best_is_chosen_on_validation_and_reports_the_test_split_there() -> None:
+    rows = [
+        {"epoch": 1, "top1": 50.0, "top5": 90.0, "nll": 1.5, "val_top1": 40.0,
+         "val_top5": 85.0, "val_nll": 1.7},
+        {"epoch": 2, "lr": 0.1},  # not evaluated (--eval-every)
+        {"epoch": 3, "top1": 60.0, "top5": 92.0, "nll": 1.2, "val_top1": 80.0,
+         "val_top5": 95.0, "val_nll": 0.9},
+        {"epoch": 4, "top1": 70.0, "top5": 93.0, "nll": 1.0, "val_top1": 80.0,
+         "val_top5": 96.0, "val_nll": 0.8},  # a tie on validation: the earlier epoch stays
+        {"epoch": 5, "top1": 75.0, "top5": 94.0, "nll": 0.9, "val_top1": 60.0,
+         "val_top5": 90.0, "val_nll": 1.1},
+    ]  # fmt: skip
+    best: dict[str, Any] = {}
+    for row in rows:
+        best = best_so_far(best, row, on_val=True)
+    assert best == {
+        "epoch": 3, "top1": 60.0, "top5": 92.0, "nll": 1.2, "val_top1": 80.0,
+        "val_top5": 95.0, "val_nll": 0.9, "chosen_on": "val",
+    }  # fmt: skip
+    on_test: dict[str, Any] = {}
+    for row in rows:
+        on_test = best_so_far(on_test, row, on_val=False)
+    assert on_test == {"epoch": 5, "top1": 75.0, "top5": 94.0}  # the flattering pick
+
+
+def test_trainer_evaluates_both_splits_and_keeps_the_best_validation_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    val = split_of(6, list(range(6)))
+    scripted = {"test": iter([50.0, 60.0, 70.0]), "val": iter([40.0, 80.0, 60.0])}
+    seen: list[str] = []
+
+    def scripted_evaluate(model: nn.Module, split: Split, *args: Any) -> dict[str, float]:
+        which = "val" if split is val else "test"
+        seen.append(which)
+        top1 = next(scripted[which])
+        return {"top1": top1, "top5": top1 + 1, "nll": 100 / top1, "ece": 0.1, "n": 6}
+
+    monkeypatch.setattr("icckd_cli.engine.evaluate", scripted_evaluate)
+    ends: list[dict[str, Any]] = []
+    run = trainer(
+        Boom(None), [], val=val, callback=lambda e, i: ends.append(i) if e == "end" else None
+    )
+    st = run.run()
+    assert seen == ["test", "val"] * 3
+    assert [(r["top1"], r["val_top1"]) for r in st.history] == [(50, 40), (60, 80), (70, 60)]
+    assert st.history[1]["val_nll"] == 100 / 80 and "val_n" not in st.history[1]
+    assert st.best["epoch"] == 2 and st.best["top1"] == 60.0 and st.best["val_top1"] == 80.0
+    assert ends == [{"best": st.best}]
+    # the same numbers without a validation split: best follows the test split (epoch 3)
+    scripted = {"test": iter([50.0, 60.0, 70.0])}
+    assert trainer(Boom(None), []).run().best == {"epoch": 3, "top1": 70.0, "top5": 71.0}

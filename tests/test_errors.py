@@ -7,6 +7,8 @@ a few run `python -m icckd_cli` in a subprocess, exactly as a user would.
 from __future__ import annotations
 
 import functools
+import json
+import math
 import os
 import struct
 import subprocess
@@ -97,7 +99,9 @@ def make_imagefolder(root: Path, classes: list[str], per_class: int = 2) -> Path
             folder = root / split / name
             folder.mkdir(parents=True)
             for j in range(per_class):
-                Image.new("RGB", (32, 32), (20 * i, 10 * j, 100)).save(folder / f"{j}.png")
+                Image.new("RGB", (32, 32), (20 * i, 10 * j + 7 * i, 100 + 40 * j + 9 * i)).save(
+                    folder / f"{j}.png"
+                )
     return root
 
 
@@ -238,7 +242,22 @@ BAD_SETTINGS = [
     (["--epochs", "10", "--lr-decay-epochs", "8,6"], "strictly increasing"),
     (["--epochs", "10", "--lr-decay-epochs", "6,12"], "ends at 12, beyond the last epoch (10)"),
     (["--lr-decay-epochs", "6,x"], "invalid value for --lr-decay-epochs ('6,x')"),
+    (["--optimizer", "rmsprop"],
+     "error: invalid value for --optimizer ('rmsprop'): Input should be 'sgd' or 'adamw'"),
+    (["--schedule", "linear"],
+     "error: invalid value for --schedule ('linear'): Input should be 'step' or 'cosine'"),
+    (["--epochs", "10", "--warmup-epochs", "11"],
+     "error: invalid value for --warmup-epochs (11): beyond the last epoch (10); give at most "
+     "--epochs"),
+    (["--epochs", "10", "--schedule", "cosine", "--lr-decay-epochs", "5,8"],
+     "error: invalid value for --lr-decay-epochs (5,8): the cosine schedule has no decay epochs; "
+     "drop --lr-decay-epochs or pass --schedule step"),
     (["--epochs", "many"], "Invalid value for '--epochs'"),
+    (["--val-fraction", "1"], "invalid value for --val-fraction (1.0): Input should be less"),
+    (["--val-per-class", "0"], "invalid value for --val-per-class (0): Input should be greater"),
+    (["--val-per-class", "5", "--val-fraction", "0.1"],
+     "invalid value for --val-fraction (0.1): --val-per-class (5) is given too; hold out by one "
+     "of the two"),
     (["--frobnicate"], "No such option: --frobnicate"),
 ]  # fmt: skip
 
@@ -278,6 +297,12 @@ def test_config_file_missing_or_not_toml(fails: Fails, tmp_path: Path) -> None:
         (("baseline = true", "baseline = true\ntest_per_class = 2"),
          "[student]: 'test_per_class' belongs in [experiment] (runs that are compared must be "
          "evaluated on the same test images)"),
+        (("icc_weight = 0\n", "icc_weight = 0\nval_per_class = 5\n"),
+         "[[teachers]] 'ce': 'val_per_class' belongs in [experiment] (every run of an experiment "
+         "must pick its best epoch on the same validation images)"),
+        (("baseline = true", "baseline = true\nval_fraction = 0.1"),
+         "[student]: 'val_fraction' belongs in [experiment] (every run of an experiment must "
+         "pick its best epoch on the same validation images)"),
     ],
 )  # fmt: skip
 def test_experiment_subset_in_the_wrong_table(
@@ -287,6 +312,73 @@ def test_experiment_subset_in_the_wrong_table(
     config.write_text(tiny_experiment(tmp_path, replace))
     line = fails(tmp_path, USAGE, "experiment", config)
     assert line == f"error: {config}: {says}"
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def test_validation_split_that_empties_a_class(fails: Fails, tmp_path: Path) -> None:
+    from icckd_cli.data import load_dataset
+
+    n = int(torch.bincount(load_dataset("digits").train.labels)[0])
+    args = [*TINY, "--val-per-class", "200", "--out", tmp_path / "r"]
+    line = fails(tmp_path, USAGE, "train-teacher", *args)
+    assert line == (
+        f"error: --val-per-class 200 holds out 200 of the {n} training images of class '0' "
+        "and leaves it none to train on; lower --val-per-class"
+    )
+
+
+def test_experiment_runs_made_with_another_validation_split(fails: Fails, tmp_path: Path) -> None:
+    from icckd_cli.runs import resolved_config
+    from tests.helpers import parse_experiment_text
+
+    # a finished teacher of the same experiment, made without a validation split
+    done = parse_experiment_text(tiny_experiment(tmp_path)).runs[0]
+    done.out.mkdir(parents=True)
+    (done.out / "config.json").write_text(json.dumps(resolved_config(done.config)))
+    (done.out / "model.safetensors").write_bytes(b"")
+    config = tmp_path / "x.toml"
+    config.write_text(
+        tiny_experiment(tmp_path, ('name = "tiny"', 'name = "tiny"\nval_per_class = 2'))
+    )
+    line = fails(tmp_path, USAGE, "experiment", config)
+    assert line == (
+        f"error: {done.out} was run with val_per_class = None but the experiment now asks for "
+        "2; delete that folder to redo it, or choose another out"
+    )
+
+
+def test_eval_of_the_validation_split_of_a_run_without_one(fails: Fails, files: Path) -> None:
+    ckpt = files / "teacher.safetensors"
+    line = fails(files, USAGE, "eval", ckpt, "--split", "val", "--device", "cpu")
+    assert line == (
+        f"error: {ckpt} was trained without a validation split (--val-per-class or "
+        "--val-fraction), so there is none to evaluate; use --split test or train"
+    )
+
+
+def test_a_constant_channel_warns_in_one_line_and_trains(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for split in ("train", "test"):
+        for c in range(2):
+            for k in range(4):
+                path = tmp_path / "data" / split / f"c{c}" / f"{k}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (16, 16), (40 * k + 80 * c, 60 + 30 * k, 0)).save(path)
+    out = tmp_path / "r"
+    r = icckd(capsys, "train-teacher", "--dataset", "imagefolder", "--data-dir", tmp_path / "data",
+              "--arch", "resnet8", "--epochs", "1", "--batch-size", "4", "--icc-weight", "0",
+              "--device", "cpu", "--out", out, "--format", "json")  # fmt: skip
+    assert r.code == 0, r.err
+    warnings = [x for x in r.err.splitlines() if x.startswith("warning:")]
+    assert warnings == [
+        "warning: the blue channel of the imagefolder training images is constant (std 0, under "
+        "one grey level); it is left unscaled (std 1) instead of dividing by ~0"
+    ]
+    record = json.loads((out / "metrics.jsonl").read_text())
+    assert math.isfinite(record["train_loss"]) and math.isfinite(record["nll"])
 
 
 # ----------------------------------------------------------------------------- output, device
@@ -341,3 +433,99 @@ def test_real_console_script(files: Path, args: list[str], code: int) -> None:
     assert proc.returncode == code
     one_error(proc.stderr)
     assert proc.stdout == ""
+
+
+# ----------------------------------------------------------------------------- any model
+
+
+def test_unknown_library_model_suggests_close_names(fails: Fails, tmp_path: Path) -> None:
+    line = fails(tmp_path, USAGE, "train-teacher", "--arch", "timm:vit_tiny_patch16_225", *TINY,
+                 "--out", tmp_path / "r")  # fmt: skip
+    assert line.startswith("error: unknown timm model 'timm:vit_tiny_patch16_225'. Did you mean: ")
+    assert "timm:vit_tiny_patch16_224" in line and line.endswith("--family timm' to list them.")
+
+
+def test_a_model_without_a_classification_head(fails: Fails, tmp_path: Path) -> None:
+    fails(tmp_path, USAGE, "train-teacher", "--arch", "torchvision:squeezenet1_1", *TINY,
+          "--out", tmp_path / "r",
+          says="error: torchvision:squeezenet1_1 has no linear classification head")  # fmt: skip
+    fails(tmp_path, USAGE, "distill", "--teacher", tmp_path / "t.pth", "--arch",
+          "torchvision:raft_small", *TINY, "--out", tmp_path / "r",
+          says="torchvision:raft_small is not an image classifier (it has no classification "
+          "head)")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--arch", "timm:resnet18", "--model-arg", "frobnicate=1"],
+         "error: timm:resnet18 cannot be built with frobnicate=1 (ResNet.__init__() got an "
+         "unexpected keyword argument 'frobnicate'); fix or drop the --model-arg"),
+        (["--arch", "resnet8", "--model-arg", "depth=2"],
+         "error: resnet8 takes no --model-arg (got depth=2); builder arguments are for "
+         "timm:<model> and torchvision:<builder> architectures: drop them"),
+        (["--arch", "timm:resnet18", "--model-arg", "depth"],
+         "error: invalid value for --model-arg ('depth'): give KEY=VALUE, e.g. --model-arg "
+         "drop_path_rate=0.1"),
+        (["--arch", "timm:resnet18", "--model-arg", "num_classes=3"],
+         "error: invalid value for --model-arg (num_classes=3): the data set sets the number of "
+         "classes"),
+        (["--arch", "timm:vit_tiny_patch16_224", "--model-arg", "img_size=64",
+          "--model-arg", "patch_size=8"],
+         "error: timm:vit_tiny_patch16_224 takes 64x64 images but 'digits' has 32x32; pass "
+         "--model-arg img_size=32"),
+    ],
+    ids=["rejected", "zoo", "syntax", "reserved", "size"],
+)  # fmt: skip
+def test_builder_arguments_that_do_not_fit(
+    fails: Fails, tmp_path: Path, args: list[str], says: str
+) -> None:
+    fails(tmp_path, USAGE, "train-teacher", *args, *TINY, "--out", tmp_path / "r", says=says)
+    assert not (tmp_path / "r").exists()
+
+
+def test_weights_of_other_shapes_name_the_builder_arguments(fails: Fails, tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    net = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8)
+    torch.save(net.state_dict(), tmp_path / "vit.pth")
+    teacher = ["--teacher", tmp_path / "vit.pth", "--teacher-arch", "timm:vit_tiny_patch16_224"]
+    line = fails(tmp_path, RUNTIME, "distill", *teacher, "--teacher-model-arg", "img_size=32",
+                 "--teacher-model-arg", "patch_size=4", *TINY, "--out", tmp_path / "r")  # fmt: skip
+    assert line == (
+        f"error: {tmp_path}/vit.pth does not fit a timm:vit_tiny_patch16_224 with 10 classes: 0 "
+        "missing keys, 0 unexpected, 2 of another shape (e.g. pos_embed: (1, 17, 192) in the "
+        "file, (1, 65, 192) here); check the architecture and the number of classes and the "
+        "builder arguments the weights were made with (--model-arg, or --teacher-model-arg for "
+        "a teacher, e.g. img_size=32)"
+    )
+    # weights made at the library's default size (224) cannot see digits' 32x32 images
+    big = timm.create_model("vit_tiny_patch16_224", num_classes=10, patch_size=32)
+    torch.save(big.state_dict(), tmp_path / "vit224.pth")
+    line = fails(tmp_path, USAGE, "distill", "--teacher", tmp_path / "vit224.pth", "--teacher-arch",
+                 "timm:vit_tiny_patch16_224", "--teacher-model-arg", "patch_size=32", *TINY,
+                 "--out", tmp_path / "r")  # fmt: skip
+    assert line == (
+        f"error: {tmp_path}/vit224.pth (timm:vit_tiny_patch16_224) takes 224x224 images but "
+        "'digits' has 32x32; pass --teacher-model-arg img_size=32 (a weights file: only if its "
+        "weights were made at that size) or use a data set of 224x224 images"
+    )
+
+
+def test_timm_missing_names_the_extra(
+    fails: Fails, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icckd_cli.models import timm_adapter
+
+    monkeypatch.setitem(sys.modules, "timm", None)
+    timm_adapter.names.cache_clear()
+    fails(tmp_path, USAGE, "train-teacher", "--arch", "timm:resnet18", *TINY,
+          "--out", tmp_path / "r",
+          says="error: timm:resnet18 needs the timm package; install it with pip install -e "
+          "'.[timm]'")  # fmt: skip
+
+
+def test_teacher_model_args_for_an_icckd_teacher(fails: Fails, files: Path, tmp_path: Path) -> None:
+    fails(tmp_path, USAGE, "distill", "--teacher", files / "teacher.safetensors",
+          "--teacher-model-arg", "img_size=32", *TINY, "--out", tmp_path / "r",
+          says=f"error: {files}/teacher.safetensors records the builder arguments of its model; "
+          "drop --teacher-model-arg (it is for weights files without icckd metadata)")  # fmt: skip

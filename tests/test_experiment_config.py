@@ -26,7 +26,8 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
         (("icc_weight = 0.1", "icc_wieght = 0.1"),
          "x.toml: [[teachers]] 'icc': unknown key 'icc_wieght'. Did you mean: icc_weight?"),
         (("baseline = true", "baseline = true\nepoch = 3"),
-         "x.toml: [student]: unknown key 'epoch'. Did you mean: epochs, lr_decay_epochs?"),
+         "x.toml: [student]: unknown key 'epoch'. Did you mean: epochs, warmup_epochs, "
+         "lr_decay_epochs?"),
         (("[teacher]\n", "[teacher]\ndataset = \"cifar10\"\n"),
          "x.toml: [teacher]: 'dataset' belongs in [experiment] (every run of an experiment uses "
          "the same data, device and tensorboard setting)"),
@@ -65,6 +66,11 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
         (("method = \"kd\"", "method = \"kd\"\ntrain_per_class = 5"),
          "x.toml: [[students]] 'kd': 'train_per_class' belongs in [student] or [experiment] "
          "(every student of an experiment trains on the same images)"),
+        (("baseline = true", "baseline = true\noptimizer = \"rmsprop\""),
+         "x.toml: [student]: invalid optimizer = 'rmsprop': Input should be 'sgd' or 'adamw'"),
+        (("epochs = 1  # teacher", "epochs = 1\nwarmup_epochs = 2"),
+         "x.toml: [[teachers]] 'ce': invalid value for --warmup-epochs (2): beyond the last "
+         "epoch (1); give at most --epochs"),
         (("baseline = true", "baseline = true\ntest_per_class = 2"),
          "x.toml: [student]: 'test_per_class' belongs in [experiment] (runs that are compared "
          "must be evaluated on the same test images)"),
@@ -77,6 +83,20 @@ def test_bad_experiment_files_fail_with_one_line_naming_the_table(
         parse_experiment_text(tiny_experiment(tmp_path, replace))
     assert err.value.message == message
     assert "\n" not in err.value.message
+
+
+def test_teacher_and_student_tables_take_the_optimiser_options(tmp_path: Path) -> None:
+    text = tiny_experiment(tmp_path, ("baseline = true", 'baseline = true\noptimizer = "adamw"'))
+    text = text.replace("epochs = 1  # teacher", 'epochs = 4\nschedule = "cosine"')
+    exp = parse_experiment_text(text.replace("epochs = 1  # student", "epochs = 4"))
+    for t in exp.teachers:  # SGD (a CNN) with a cosine, no warm-up
+        assert (t.config.optimizer, t.config.schedule) == ("sgd", "cosine")
+        assert (t.config.resolved_warmup("resnet8"), t.config.resolved_decay()) == (0, [])
+    cfg = exp.students[0].config  # AdamW asked for: the DeiT recipe for this CNN student
+    assert (cfg.optimizer, cfg.schedule, cfg.weight_decay) == ("adamw", "cosine", 0.05)
+    assert cfg.resolved_warmup("resnet8") == 1 and cfg.resolved_lr("resnet8") == 5e-4 * 16 / 512
+    assert exp.baseline is not None  # the student alone trains as the students do
+    assert (exp.baseline.optimizer, exp.baseline.weight_decay) == ("adamw", 0.05)
 
 
 def test_teachers_must_be_an_array_of_tables_and_exist(tmp_path: Path) -> None:

@@ -14,14 +14,15 @@ from typing import Any
 import pytest
 import torch
 
-from icckd_cli import report
-from icckd_cli.checkpoint import read_metadata
-from icckd_cli.config import TeacherLoss
+from icckd_cli import report, runs
+from icckd_cli.checkpoint import load_tensors, read_metadata
+from icckd_cli.config import TeacherLoss, TrainTeacherConfig, build
 from icckd_cli.data import Batch
-from icckd_cli.engine import TrainState
+from icckd_cli.engine import Interrupted, TrainState
 from icckd_cli.errors import UsageError
 from icckd_cli.models import create_model
 from icckd_cli.objectives import TeacherObjective
+from icckd_cli.recipes import make_optimizer
 from icckd_cli.state import restore_state, save_state
 from tests.helpers import (
     INTERRUPTED,
@@ -84,6 +85,21 @@ def test_state_round_trip_restores_every_tensor(tmp_path: Path) -> None:
     assert all(torch.equal(momentum[i], again[i]) for i in momentum)
 
 
+def test_adamw_state_round_trip(tmp_path: Path) -> None:
+    model, objective, _ = parts(0)
+    opt = make_optimizer([model, objective], "adamw", 1e-3, 0.05, 0.9)
+    one_step(model, objective, opt)
+    save_state(tmp_path, TrainState(epoch=1, step=2), model, objective, opt, RUN, {})
+    fresh_model, fresh_objective, _ = parts(1)
+    fresh = make_optimizer([fresh_model, fresh_objective], "adamw", 1e-3, 0.05, 0.9)
+    restore_state(tmp_path, fresh_model, fresh_objective, fresh, {})
+    saved, again = opt.state_dict()["state"], fresh.state_dict()["state"]
+    assert saved.keys() == again.keys() and saved
+    for i in saved:  # both moments and the step count, for the decayed and undecayed groups
+        assert sorted(saved[i]) == ["exp_avg", "exp_avg_sq", "step"]
+        assert all(torch.equal(saved[i][k], again[i][k]) for k in saved[i])
+
+
 def test_state_of_another_teacher_is_refused(tmp_path: Path) -> None:
     teacher = {"path": "/runs/t/model.safetensors", "sha256": "a" * 64}
     save_state(tmp_path, TrainState(), *parts(0), RUN, {"teacher": teacher})
@@ -142,3 +158,23 @@ def test_interrupted_student_resumes_bit_for_bit(
     ok(capsys, "distill", "--resume", run)
     assert_same_weights(tmp_path / "whole", run)
     assert history(tmp_path / "whole") == history(run)
+
+
+# the DeiT recipe's AdamW and cosine after a warm-up epoch, on the teacher run above
+ADAMW = {**TEACHER, "optimizer": "adamw", "warmup_epochs": 1}
+
+
+@pytest.mark.slow
+def test_interrupted_adamw_cosine_run_resumes_bit_for_bit(capsys: Capsys, tmp_path: Path) -> None:
+    ok(capsys, *args("train-teacher", ADAMW, out=tmp_path / "whole"))
+    run = tmp_path / "resumed"
+    with pytest.raises(Interrupted):  # step 3 of epoch 2: half way down the cosine
+        runs.train_teacher(build(TrainTeacherConfig, {**ADAMW, "out": run}), sigint_at(1, 3))
+    state = run / "state.safetensors"
+    assert (read_metadata(state)["extra"]["epoch"], read_metadata(state)["extra"]["step"]) == (1, 3)
+    assert any(k.endswith("/exp_avg_sq") for k in load_tensors(state))  # AdamW's moments
+    ok(capsys, "train-teacher", "--resume", run)
+    assert_same_weights(tmp_path / "whole", run)
+    assert history(tmp_path / "whole") == history(run)
+    lrs = [r["lr"] for r in history(run)]
+    assert lrs[0] == 5e-4 * 32 / 512 and 0 < lrs[1] < lrs[0] / 10  # the peak, then near 0

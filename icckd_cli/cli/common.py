@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import os
 from collections.abc import Callable
@@ -49,7 +50,18 @@ INTERRUPTED = 130
 
 Opt = typer.Option
 ConfigFile = Annotated[Path | None, Opt("--config", help="TOML file of settings.")]
-Arch = Annotated[str | None, Opt(help="Architecture (see 'icckd models').")]
+Arch = Annotated[
+    str | None,
+    Opt(help="Architecture: a zoo name, timm:<model> or torchvision:<builder> ('icckd models')."),
+]
+ModelArg = Annotated[
+    list[str] | None,
+    Opt(
+        "--model-arg",
+        help="Builder argument KEY=VALUE of a timm:/torchvision: arch, repeatable "
+        "(img_size defaults to the data set's).",
+    ),
+]
 Dataset = Annotated[
     str | None,
     Opt(help="digits, cifar10, cifar100, imagefolder, tinyimagenet or imagenet (streamed)."),
@@ -63,6 +75,13 @@ Flip = Annotated[
 ]
 TrainPC = Annotated[int | None, Opt(help="Keep the first N training images per class.")]
 TestPC = Annotated[int | None, Opt(help="Keep the first N test images per class.")]
+ValPC = Annotated[
+    int | None,
+    Opt(help="Hold out N training images per class for validation; best epoch is chosen there."),
+]
+ValFraction = Annotated[
+    float | None, Opt(help="Hold out this fraction (0-1) of each class instead of N.")
+]
 ImageSize = Annotated[
     int | None, Opt(help="imagenet: crop size in pixels (224; evaluation resizes to /0.875).")
 ]
@@ -72,15 +91,28 @@ MemoryLimit = Annotated[
 ]
 Epochs = Annotated[int | None, Opt(help="Epochs (recipe: 240; imagenet 100).")]
 BatchSize = Annotated[int | None, Opt(help="Batch size per process (recipe: 64; imagenet 256).")]
+Optimizer = Annotated[
+    str | None, Opt(help="sgd or adamw (recipe: adamw for vision Transformers, else sgd).")
+]
 Lr = Annotated[
     float | None,
-    Opt(help="Learning rate (recipe: 0.05; 0.01 MobileNet/Shuffle; imagenet 0.1 x batch/256)."),
+    Opt(
+        help="Learning rate (recipe: 0.05; 0.01 MobileNet/Shuffle; imagenet 0.1 x batch/256; "
+        "Transformers 5e-4 x batch/512)."
+    ),
 ]
 Decay = Annotated[
     str | None, Opt(help="Decay epochs, e.g. 150,180,210 (default: scaled to --epochs).")
 ]
 Momentum = Annotated[float | None, Opt(help="SGD momentum (0.9).")]
-Wd = Annotated[float | None, Opt(help="Weight decay (5e-4; imagenet 1e-4).")]
+Wd = Annotated[float | None, Opt(help="Weight decay (5e-4; imagenet 1e-4; Transformers 0.05).")]
+Schedule = Annotated[
+    str | None, Opt(help="step or cosine (recipe: cosine for vision Transformers, else step).")
+]
+Warmup = Annotated[
+    int | None,
+    Opt(help="Linear warm-up epochs (recipe: 0; Transformers 5/300 of --epochs, at least 1)."),
+]
 Seed = Annotated[
     int | None,
     Opt(
@@ -121,6 +153,36 @@ def _decay(value: str | None) -> list[int] | None:
         ) from None
 
 
+def _literal(raw: str) -> Any:
+    """A --model-arg value: a number, true/false (or True/False), None, a list, else a string."""
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return raw  # a bare word: drop_path="foo" and drop_path=foo mean the same
+    if isinstance(value, tuple):
+        value = list(value)
+    return value if isinstance(value, (int, float, str, list)) else raw
+
+
+def _model_args(items: list[str], option: str) -> dict[str, Any]:
+    """KEY=VALUE items of a repeatable option as a dict (a later KEY wins)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(
+                f"invalid value for {option} ({item!r}): give KEY=VALUE, e.g. "
+                f"{option} drop_path_rate=0.1"
+            )
+        out[key.strip()] = _literal(raw.strip())
+    return out
+
+
 def _format(value: str) -> str:
     if value not in ("table", "json"):
         raise UsageError(f"invalid value for --format ({value!r}): use table or json")
@@ -133,6 +195,10 @@ def _collect(local: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any
     values = {k: v for k, v in local.items() if k not in skip and v is not None}
     if "lr_decay_epochs" in values:
         values["lr_decay_epochs"] = _decay(values["lr_decay_epochs"])
+    for option in ("model_arg", "teacher_model_arg"):
+        items = values.pop(option, None)
+        if items:
+            values[f"{option}s"] = _model_args(items, "--" + option.replace("_", "-"))
     return values
 
 

@@ -30,7 +30,9 @@ def eval_(
     dataset: Dataset = None,
     data_dir: DataDir = None,
     download: Download = None,
-    split: Annotated[str | None, Opt(help="test or train.")] = None,
+    split: Annotated[
+        str | None, Opt(help="test, train or val (the images a run held out).")
+    ] = None,
     device: Device = None,
     batch_size: Annotated[int | None, Opt(help="Evaluation batch size.")] = None,
     fmt: Format = "table",
@@ -131,21 +133,54 @@ def plot(
 
 @app.command("models")
 @handle_errors
-def models(fmt: Format = "table") -> None:
-    """List the model zoo with parameter counts at 100 classes and the intended input size."""
+def models(
+    family: Annotated[
+        str | None,
+        Opt(help="timm or torchvision: what --arch timm:NAME / torchvision:NAME can name."),
+    ] = None,
+    filter: Annotated[
+        str | None, Opt("--filter", help="Glob over the names, e.g. 'vit_*' or '*convnext*'.")
+    ] = None,
+    fmt: Format = "table",
+) -> None:
+    """List the model zoo (or a library's models) with parameter counts at 100 classes."""
     import torch
 
+    from icckd_cli.errors import UsageError
     from icckd_cli.models import create_model, input_size, list_models
+    from icckd_cli.models.registry import COUNT_LIMIT, FAMILIES, describe_family
 
-    rows = []
-    for name in list_models():
-        with torch.device("meta"):  # the structure alone: no memory, no initialisation cost
-            m = create_model(name, 100)
-        params = sum(p.numel() for p in m.parameters())
-        rows.append((name, params, m.feature_dim, input_size(name)))
-    if _format(fmt) == "json":
+    fmt = _format(fmt)
+    rows: list[tuple[str, int | None, int | None, int | None]] = []
+    if family is not None:
+        if family not in FAMILIES:
+            raise UsageError(
+                f"invalid value for --family ({family!r}): use {' or '.join(FAMILIES)}"
+            )
+        rows = describe_family(family, filter)
+        if not rows:
+            raise UsageError(
+                f"no {family} model matches --filter {filter!r}; try a wider glob, e.g. "
+                f"'*{(filter or '').strip('*')}*'"
+            )
+    else:
+        import fnmatch
+
+        for name in list_models():
+            if filter is not None and not fnmatch.fnmatch(name.lower(), filter.lower()):
+                continue
+            with torch.device("meta"):  # the structure alone: no memory, no initialisation
+                m = create_model(name, 100)
+            params = sum(p.numel() for p in m.parameters())
+            rows.append((name, params, m.feature_dim, input_size(name)))
+    if fmt == "json":
         report.print_json(
             [{"arch": n, "params": p, "feature_dim": d, "input_size": s} for n, p, d, s in rows]
         )
-    else:
-        report.models_table(rows)
+        return
+    report.models_table(rows, f"{family} models" if family else "model zoo")
+    if family is not None and len(rows) > COUNT_LIMIT:
+        report.note(
+            f"{len(rows)} models: sizes are shown for {COUNT_LIMIT} or fewer; narrow the list "
+            "with --filter, e.g. --filter 'vit_*'"
+        )

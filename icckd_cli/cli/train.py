@@ -28,18 +28,24 @@ from icckd_cli.cli.common import (
     ImageSize,
     Lr,
     MemoryLimit,
+    ModelArg,
     Momentum,
     Opt,
+    Optimizer,
     Out,
     Overwrite,
     Precision,
     Resume,
     SaveEvery,
+    Schedule,
     Seed,
     SyncBN,
     Tensorboard,
     TestPC,
     TrainPC,
+    ValFraction,
+    ValPC,
+    Warmup,
     Wd,
     Workers,
     _collect,
@@ -47,7 +53,13 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
-from icckd_cli.config import DistillConfig, TrainTeacherConfig, build, option_name
+from icckd_cli.config import (
+    RECORDED_ONLY,
+    DistillConfig,
+    TrainTeacherConfig,
+    build,
+    option_name,
+)
 from icckd_cli.errors import UsageError
 
 
@@ -65,6 +77,8 @@ def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
             "(only --device and --tensorboard may change)"
         )
     saved = json.loads(path.read_text())
+    for key in RECORDED_ONLY:  # derived when the run started, no setting
+        saved.pop(key, None)
     saved.update({"out": str(resume)})
     saved.update({k: given[k] for k in ("device", "tensorboard") if given.get(k) is not None})
     return build(model, saved)
@@ -102,8 +116,10 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
                 "checkpoint": str(result.checkpoint),
                 **result.final,
                 "best": result.best,
+                **({"validation": result.validation} if result.validation else {}),
                 "params": result.params,
                 "elapsed_s": result.elapsed,
+                "recipe": progress.recipe,
             }
         )
     else:
@@ -115,21 +131,27 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
 def train_teacher(
     config: ConfigFile = None,
     arch: Arch = None,
+    model_arg: ModelArg = None,
     dataset: Dataset = None,
     data_dir: DataDir = None,
     download: Download = None,
     flip: Flip = None,
     train_per_class: TrainPC = None,
     test_per_class: TestPC = None,
+    val_per_class: ValPC = None,
+    val_fraction: ValFraction = None,
     image_size: ImageSize = None,
     workers: Workers = None,
     memory_limit_gb: MemoryLimit = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
+    optimizer: Optimizer = None,
     lr: Lr = None,
     lr_decay_epochs: Decay = None,
     momentum: Momentum = None,
     weight_decay: Wd = None,
+    schedule: Schedule = None,
+    warmup_epochs: Warmup = None,
     seed: Seed = None,
     data_seed: DataSeed = None,
     device: Device = None,
@@ -175,9 +197,18 @@ def distill(
         Path | None, Opt(help="Teacher checkpoint (.safetensors, or a CRD-zoo .pth).")
     ] = None,
     teacher_arch: Annotated[
-        str | None, Opt(help="Architecture of a .pth teacher (ours record it).")
+        str | None, Opt(help="Architecture of a weights-file teacher (ours record it).")
+    ] = None,
+    teacher_model_arg: Annotated[
+        list[str] | None,
+        Opt(
+            "--teacher-model-arg",
+            help="Builder argument KEY=VALUE of a weights-file teacher, repeatable "
+            "(ours record theirs).",
+        ),
     ] = None,
     arch: Arch = None,
+    model_arg: ModelArg = None,
     method: Annotated[
         str | None, Opt(help="kd, rkd, kd+rkd, dkd or crd: the published weights.")
     ] = None,
@@ -218,15 +249,20 @@ def distill(
     flip: Flip = None,
     train_per_class: TrainPC = None,
     test_per_class: TestPC = None,
+    val_per_class: ValPC = None,
+    val_fraction: ValFraction = None,
     image_size: ImageSize = None,
     workers: Workers = None,
     memory_limit_gb: MemoryLimit = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
+    optimizer: Optimizer = None,
     lr: Lr = None,
     lr_decay_epochs: Decay = None,
     momentum: Momentum = None,
     weight_decay: Wd = None,
+    schedule: Schedule = None,
+    warmup_epochs: Warmup = None,
     seed: Seed = None,
     data_seed: DataSeed = None,
     device: Device = None,

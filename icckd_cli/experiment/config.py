@@ -34,6 +34,7 @@ MANAGED = {
     "overwrite": "delete a run folder to redo it",
     "teacher": "every student distills from every [[teachers]] entry",
     "teacher_arch": "the teachers record their architecture",
+    "teacher_model_args": "the teachers record their builder arguments",
     "data_seed": "students sharing a teacher cache use its teacher's seed, others their own",
     "teacher_cache": "use teacher_cache = true or false in [experiment]",
 }
@@ -243,6 +244,11 @@ def _check_keys(
             raise UsageError(
                 f"{source}: {where}: '{key}' belongs in [{role}] or [experiment] (every "
                 f"{role} of an experiment trains on the same images)"
+            )
+        if key in ("val_per_class", "val_fraction"):
+            raise UsageError(
+                f"{source}: {where}: '{key}' belongs in [experiment] (every run of an "
+                "experiment must pick its best epoch on the same validation images)"
             )
         if key == "test_per_class":
             raise UsageError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,12 +15,18 @@ class ZooModel(nn.Module):
     arch: str
     num_classes: int
     feature_dim: int
+    model_args: dict[str, Any]  # the builder arguments it was made with ({} for the zoo)
 
     def __init__(self, arch: str, num_classes: int, feature_dim: int) -> None:
         super().__init__()
         self.arch = arch
         self.num_classes = num_classes
         self.feature_dim = feature_dim
+        self.model_args = {}
+
+    def fixed_input_size(self) -> int | None:
+        """The only image side the network accepts (ViTs without dynamic sizes), else None."""
+        return None
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) images -> (B, feature_dim) pooled penultimate features."""
