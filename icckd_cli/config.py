@@ -82,6 +82,10 @@ class DataOptions(_Strict):
     crop_padding: int = Field(4, ge=0, le=32)
     train_per_class: int | None = Field(None, ge=1)
     test_per_class: int | None = Field(None, ge=1)
+    # a validation split held out of the training images (one of the two; None: none). The
+    # images are fixed per data set (data/registry.py split_class), whatever --seed is
+    val_per_class: int | None = Field(None, ge=1)
+    val_fraction: float | None = Field(None, gt=0, lt=1)
     image_size: int = Field(224, ge=16, le=1024)  # streamed sets (imagenet): crop size
     workers: int | None = Field(None, ge=0)  # streamed decoding; None: the cores (0: inline)
     memory_limit_gb: float = Field(16.0, gt=0)  # imagefolder: decoded size allowed in memory
@@ -100,6 +104,15 @@ class DataOptions(_Strict):
         arch = (data.get("arch") or fields["arch"].default) if "arch" in fields else None
         defaults = recipe_defaults(data.get("dataset"), fields, data.get("method"), arch, data)
         return {**defaults, **data}
+
+    @model_validator(mode="after")
+    def _one_validation_rule(self) -> DataOptions:
+        if self.val_per_class is not None and self.val_fraction is not None:
+            raise ValueError(
+                f"invalid value for --val-fraction ({self.val_fraction:g}): --val-per-class "
+                f"({self.val_per_class}) is given too; hold out by one of the two"
+            )
+        return self
 
 
 class OptimOptions(_Strict):
@@ -176,7 +189,8 @@ class RunOptions(_Strict):
     arch: str = "resnet56"
     # builder arguments of a timm:/torchvision: arch (img_size defaults to the data set's)
     model_args: dict[str, Any] = Field(default_factory=dict)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0)  # initialisation, CRD's negatives; the data too unless data_seed
+    data_seed: int | None = Field(None, ge=0)  # data order, crops and flips; None: seed
     device: str = "auto"
     out: Path = Path("runs/run")
     overwrite: bool = False
@@ -188,6 +202,10 @@ class RunOptions(_Strict):
     sync_bn: bool = False
     eval_batch_size: int = Field(512, ge=1)
     tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
+
+    def resolved_data_seed(self) -> int:
+        """The seed of the augmentation stream (data order, crops, flips): data_seed or seed."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     @field_validator("model_args")
     @classmethod
@@ -273,7 +291,23 @@ class StudentLoss(_Strict):
         return out
 
 
-class DistillConfig(DataOptions, OptimOptions, RunOptions, StudentLoss):
+class TeacherCacheOptions(_Strict):
+    """The teacher-output store (teacher_store.py): read the teacher's outputs, never run it."""
+
+    teacher_cache: Path | None = None  # the store's folder; None: the teacher runs every step
+    teacher_cache_dtype: Literal["float16", "float32"] = "float16"
+    teacher_cache_topk: int | None = Field(None, ge=1)  # keep K logits a row; None: all of them
+    teacher_cache_limit_gb: float = Field(32.0, gt=0)  # a bigger store is refused
+    teacher_cache_embeddings: bool | None = None  # None: where a term needs them (RKD, CRD)
+
+    def cache_embeddings(self, weights: dict[str, float]) -> bool:
+        """Whether the store keeps the teacher's pooled features."""
+        if self.teacher_cache_embeddings is not None:
+            return self.teacher_cache_embeddings
+        return bool(weights["rkd_weight"] or weights["crd_weight"])
+
+
+class DistillConfig(DataOptions, OptimOptions, RunOptions, StudentLoss, TeacherCacheOptions):
     """Everything `icckd distill` needs."""
 
     arch: str = "resnet20"
@@ -292,7 +326,7 @@ class EvalConfig(_Strict):
     dataset: str | None = None
     data_dir: Path | None = None
     download: bool = True
-    split: Literal["test", "train"] = "test"
+    split: Literal["test", "train", "val"] = "test"  # val: the run's held-out images
     device: str = "auto"
     batch_size: int = Field(512, ge=1)  # evaluation batch, and the batch of --latency's throughput
     latency: bool = False  # latency_ms at batch 1 and throughput at batch_size

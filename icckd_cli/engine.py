@@ -133,6 +133,19 @@ def evaluate(
     }
 
 
+def best_so_far(best: dict[str, Any], record: dict[str, Any], on_val: bool) -> dict[str, Any]:
+    """The best evaluated epoch after `record`: by validation top-1 when `on_val`, else by
+    test top-1; the earlier epoch wins a tie. It holds that epoch's test numbers."""
+    key = "val_top1" if on_val else "top1"
+    if key not in record or (best and record[key] <= best[key]):
+        return best
+    out = {"epoch": record["epoch"], "top1": record["top1"], "top5": record["top5"]}
+    if on_val:  # the test split at the best-validation epoch, and what chose it
+        out.update({k: record[k] for k in ("nll", "val_top1", "val_top5", "val_nll")})
+        out["chosen_on"] = "val"
+    return out
+
+
 def lr_at(epoch: int, base: float, decay_epochs: list[int], rate: float) -> float:
     """Multi-step schedule: base * rate ** (number of decay epochs already reached)."""
     return base * rate ** sum(epoch >= e for e in decay_epochs)
@@ -207,6 +220,7 @@ class Trainer:
     stop_requested: Callable[[], bool] = lambda: False
     state: TrainState = field(default_factory=TrainState)
     eval_model: nn.Module | None = None  # the unwrapped model when training through DDP
+    val: Any = None  # a validation split (Split or StreamSplit): best is chosen on it
 
     def run(self) -> TrainState:
         """Train from `state` to the last epoch; returns the final state."""
@@ -265,23 +279,11 @@ class Trainer:
                 st.step * self.loader.batch_size * self.loader.world / max(record["time"], 1e-9)
             )
             if (st.epoch + 1) % self.eval_every == 0 or st.epoch + 1 == self.epochs:
-                model = self.eval_model or self.model
-                # rank 0 evaluates and shares the numbers, so every rank keeps the same history
-                record.update(
-                    dist.from_main(
-                        evaluate,
-                        model,
-                        self.test,
-                        self.spec,
-                        self.eval_batch_size,
-                        self.channels_last,
-                        self.precision,
-                    )
-                )
-                record.pop("n", None)
+                record.update(self._evaluate(self.test))
+                if self.val is not None:  # the test numbers of every epoch stay in history
+                    record.update({f"val_{k}": v for k, v in self._evaluate(self.val).items()})
             st.history.append(record)
-            if "top1" in record and (not st.best or record["top1"] > st.best["top1"]):
-                st.best = {"epoch": record["epoch"], "top1": record["top1"], "top5": record["top5"]}
+            st.best = best_so_far(st.best, record, on_val=self.val is not None)
             st.epoch, st.step, st.sums = st.epoch + 1, 0, {}
             st.elapsed += record["time"]
             self.callback("epoch", record)
@@ -289,6 +291,22 @@ class Trainer:
                 self.save_state(st)
         self.callback("end", {"best": st.best})
         return st
+
+    def _evaluate(self, split: Any) -> dict[str, float]:
+        """top1/top5/nll/ece of the model on a split (n dropped)."""
+        model = self.eval_model or self.model
+        # rank 0 evaluates and shares the numbers, so every rank keeps the same history
+        metrics = dist.from_main(
+            evaluate,
+            model,
+            split,
+            self.spec,
+            self.eval_batch_size,
+            self.channels_last,
+            self.precision,
+        )
+        metrics.pop("n", None)
+        return metrics
 
     def lr_schedule(self) -> LrSchedule:
         """The run's learning-rate schedule over its epochs and steps."""

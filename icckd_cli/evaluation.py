@@ -14,7 +14,7 @@ from torch import nn
 
 from icckd_cli.checkpoint import load_any_model
 from icckd_cli.config import RunOptions
-from icckd_cli.data import Dataset, DataSpec, LoadOptions, load_dataset
+from icckd_cli.data import Dataset, DataSpec, Holdout, LoadOptions, load_dataset
 from icckd_cli.engine import channels_last_on, evaluate, resolve_device
 from icckd_cli.errors import UsageError
 from icckd_cli.models import ZooModel, input_size
@@ -83,10 +83,11 @@ def open_checkpoint(
     if data_dir is None and dataset in (None, recorded.get("name")) and recorded.get("data_dir"):
         data_dir = Path(recorded["data_dir"])
     cfg_rec = meta.get("config") or {}
+    options = LoadOptions()
     if dataset is None:  # the recorded subset, so eval sees what training saw
         test_per_class = test_per_class or cfg_rec.get("test_per_class")
         train_per_class = train_per_class or cfg_rec.get("train_per_class")
-    options = LoadOptions()
+        options.holdout = Holdout.of(cfg_rec)  # and the same validation images
     if recorded.get("image_size"):  # a streamed set crops at the size the model learnt
         options.image_size = int(recorded["image_size"])
     if cfg_rec.get("workers") is not None:
@@ -103,6 +104,8 @@ def open_checkpoint(
     if recorded.get("mean"):  # normalise exactly as in training
         data.spec.mean, data.spec.std = recorded["mean"], recorded["std"]
     data.train, data.test = data.train.to(device), data.test.to(device)
+    if data.val is not None:
+        data.val = data.val.to(device)
     if checkpoint_channels_last(meta, device):
         model = model.to(memory_format=torch.channels_last)
     assert isinstance(model, ZooModel)
@@ -168,6 +171,11 @@ def evaluate_checkpoint(
         metrics: dict[str, Any] = {}
     else:
         model, meta, data, dev = open_checkpoint(path, dataset, data_dir, download, device)
+        if split == "val" and data.val is None:
+            raise UsageError(
+                f"{path} was trained without a validation split (--val-per-class or "
+                "--val-fraction), so there is none to evaluate; use --split test or train"
+            )
         cl = checkpoint_channels_last(meta, dev)
         about = {"dataset": data.spec.name, "split": split}
         metrics = evaluate(model, getattr(data, split), data.spec, batch_size, channels_last=cl)

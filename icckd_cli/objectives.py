@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -196,12 +196,48 @@ class TeacherObjective(Objective):
         }
 
 
+class TeacherSource(Protocol):
+    """Where a student's teacher outputs come from: the teacher itself, or a store of them."""
+
+    feature_dim: int
+
+    def __call__(self, batch: Batch, epoch: int) -> tuple[Tensor, Tensor | None]:
+        """(teacher logits (B, C), pooled features (B, D) or None) for batch.views[0]."""
+        ...
+
+    def train(self, mode: bool = True) -> Any:
+        """Follow the objective's train()/eval(); a frozen teacher stays in eval mode."""
+        ...
+
+
+class RunTeacher:
+    """The frozen teacher run on each batch (eval mode, no gradient)."""
+
+    def __init__(self, teacher: nn.Module) -> None:
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.feature_dim = int(getattr(teacher, "feature_dim", 0))
+
+    def __call__(self, batch: Batch, epoch: int) -> tuple[Tensor, Tensor | None]:
+        with torch.inference_mode():
+            t_logits, t_feats = self.teacher(batch.views[0], return_features=True)
+        # clones leave inference mode so autograd may save them for the student's backward
+        return t_logits.clone(), t_feats.clone()
+
+    def train(self, mode: bool = True) -> RunTeacher:
+        self.teacher.eval()
+        return self
+
+
 class DistillObjective(Objective):
-    """CE, KD, RKD, DKD and CRD terms against a frozen teacher (eval mode, no gradient)."""
+    """CE, KD, RKD, DKD and CRD terms against a frozen teacher's outputs.
+
+    They come from a TeacherSource: the teacher run on each batch (an nn.Module given here
+    is wrapped in RunTeacher) or the teacher-output store, which this class cannot tell apart.
+    """
 
     def __init__(
         self,
-        teacher: nn.Module,
+        teacher: nn.Module | TeacherSource,
         weights: dict[str, float],
         *,
         kd_temperature: float,
@@ -214,8 +250,8 @@ class DistillObjective(Objective):
         crd: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        object.__setattr__(self, "teacher", teacher)  # not a submodule: never trained or saved
-        teacher.eval().requires_grad_(False)
+        source = RunTeacher(teacher) if isinstance(teacher, nn.Module) else teacher
+        object.__setattr__(self, "source", source)  # not a submodule: never trained or saved
         self.kd_t, self.rkd_dw, self.rkd_aw = kd_temperature, rkd_distance_weight, rkd_angle_weight
         self.dkd = (dkd_alpha, dkd_beta, dkd_temperature, dkd_warmup)
         self.crd = crd
@@ -229,7 +265,7 @@ class DistillObjective(Objective):
     def from_config(
         cls,
         loss: StudentLoss,
-        teacher: ZooModel,
+        teacher: ZooModel | TeacherSource,
         feature_dim: int,
         train_size: int,
         dkd_warmup: int,
@@ -264,15 +300,12 @@ class DistillObjective(Objective):
 
     def train(self, mode: bool = True) -> DistillObjective:
         super().train(mode)
-        self.teacher.eval()  # type: ignore[union-attr]
+        self.source.train(mode)  # type: ignore[union-attr]
         return self
 
     def outputs(self, model: nn.Module, batch: Batch, epoch: int) -> dict[str, Any]:
         out = super().outputs(model, batch, epoch)
-        with torch.inference_mode():
-            t_logits, t_feats = self.teacher(batch.views[0], return_features=True)  # type: ignore[operator]
-        # clones leave inference mode so autograd may save them for the student's backward
-        out["t_logits"], out["t_features"] = t_logits.clone(), t_feats.clone()
+        out["t_logits"], out["t_features"] = self.source(batch, epoch)  # type: ignore[operator]
         return out
 
     def _kd(self, out: dict[str, Any], stats: Stats) -> Tensor:

@@ -48,9 +48,32 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
             parts.append(f"{SHORT.get(name, name)} {train[name]:.3g}")
     if "top1" in record:  # epochs between --eval-every evaluations have none
         parts.append(f"top1 {record['top1']:.2f}")
+    if "val_top1" in record:
+        parts.append(f"val {record['val_top1']:.2f}")
     parts.append(f"lr {record['lr']:.3g}")
     parts.append(f"{record['images_per_s']:.0f} img/s")
     return "  ".join(parts)
+
+
+def size_text(nbytes: float) -> str:
+    """Bytes in decimal units: '9.6 kB', '1.23 GB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{int(nbytes)} B"
+
+
+def teacher_cache_line(info: dict[str, Any]) -> str:
+    """What the teacher-output store does: its size before it is written, or that it is read."""
+    size, path = size_text(info["bytes"]), info["path"]
+    if info["action"] == "read":
+        return f"teacher cache: reading {path} ({size}); the teacher is not run"
+    if info["action"] == "resume":
+        return (
+            f"teacher cache: resuming {path} at batch {info['done'] + 1} of {info['total']} "
+            f"({size}, {info['dtype']})"
+        )
+    return f"teacher cache: writing {size} to {path} ({info['total']} batches, {info['dtype']})"
 
 
 def _short(x: float) -> str:
@@ -122,6 +145,13 @@ class TrainingProgress:
             return
         if event == "decode":
             self._decoding(info)
+        elif event == "teacher_cache":
+            err.print(escape(teacher_cache_line(info)), highlight=False, soft_wrap=True)
+        elif event == "teacher_cache_pass":
+            what = "teacher cache: running the teacher"
+            self._decoding({"what": what, **info}, "batches")
+        elif event == "warning":
+            warning(info["message"], self.progress.console if self.progress else err)
         elif event == "recipe":
             self.recipe, self.pending = info, recipe_line(info)
             if err.is_terminal:
@@ -150,10 +180,10 @@ class TrainingProgress:
             console.print(escape(self.pending), highlight=False, soft_wrap=True)
             self.pending = None
 
-    def _decoding(self, info: dict[str, Any]) -> None:
+    def _decoding(self, info: dict[str, Any], unit: str = "images") -> None:
         """A bar per decoding pass ('decoding 100,000 Tiny-ImageNet train JPEGs in 2 processes')."""
         if self.decode is None:
-            self.decode = progress_bar(escape(info["what"]), "images")
+            self.decode = progress_bar(escape(info["what"]), unit)
             self.decode.start()
             self.decode_task = self.decode.add_task(info["what"], total=info["total"])
         self.decode.update(self.decode_task, completed=info["done"])
@@ -249,11 +279,28 @@ def run_summary(kind: str, result: Any) -> None:
         ("top-5 (last epoch)", result.final["top5"]),
         ("NLL", result.final["nll"]),
         ("ECE", result.final["ece"]),
-        ("best top-1", f"{result.best['top1']:.2f} (epoch {result.best['epoch']})"),
+        *best_rows(result.best),
         ("parameters", f"{result.params:,}"),
         ("time", f"{result.elapsed:.1f} s"),
     ]
     key_value_table(f"{kind} finished", rows)
+
+
+def best_rows(best: dict[str, Any]) -> list[tuple[str, str]]:
+    """The best epoch's rows: on validation (and the test split there) or on the test split."""
+    if best.get("chosen_on") != "val":
+        return [("best top-1", f"{best['top1']:.2f} (epoch {best['epoch']})")]
+    return [
+        ("best on validation", f"epoch {best['epoch']} (val top-1 {best['val_top1']:.2f})"),
+        ("top-1 at best-val epoch", f"{best['top1']:.2f}"),
+    ]
+
+
+def best_phrase(best: dict[str, Any]) -> str:
+    """'best 71.20 at epoch 9', or '70.10 at epoch 9, the best on validation'."""
+    if best.get("chosen_on") == "val":
+        return f"{best['top1']:.2f} at epoch {best['epoch']}, the best on validation"
+    return f"best {best['top1']:.2f} at epoch {best['epoch']}"
 
 
 def eval_table(m: dict[str, Any]) -> None:
@@ -339,6 +386,11 @@ def note(message: str) -> None:
     err.print(escape(message), highlight=False, soft_wrap=True)
 
 
+def warning(message: str, console: Console = err) -> None:
+    """A one-line warning on stderr (the run goes on)."""
+    console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 # ----------------------------------------------------------------------------- soft labels
 
 SUMMARY_ROWS = (
@@ -415,6 +467,7 @@ class ExperimentProgress:
         self.progress: Progress | None = None
         self.matrix: Any = None
         self.run: Any = None
+        self.cache_pass: Any = None
         self.label = ""
         self.epochs = 0
 
@@ -432,6 +485,9 @@ class ExperimentProgress:
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "plan":
             self._start(info["total"], info["done"])
+            return
+        if event == "warning":
+            warning(info["message"], self.progress.console if self.progress else err)
             return
         if self.progress is None:
             return
@@ -460,8 +516,8 @@ class ExperimentProgress:
         elif event == "run_end":
             final, best = info["final"], info["best"]
             self._print(
-                f"{self.label}: top-1 {final['top1']:.2f} (best {best['top1']:.2f} at epoch "
-                f"{best['epoch']}), {info['elapsed']:.0f} s"
+                f"{self.label}: top-1 {final['top1']:.2f} ({best_phrase(best)}), "
+                f"{info['elapsed']:.0f} s"
             )
             self.progress.advance(self.matrix)
             if self.run is not None:
@@ -472,6 +528,17 @@ class ExperimentProgress:
         elif event == "cost":
             timed = " and batch-1 latency" if info["latency"] else ""
             self._print(f"parameters, MACs{timed} of {info['count']} architecture(s)")
+        elif event == "teacher_cache":
+            self._print(f"{self.label}: {teacher_cache_line(info)}")
+        elif event == "teacher_cache_pass":  # the teacher's one pass before the student trains
+            if self.cache_pass is None:
+                self.cache_pass = self.progress.add_task(
+                    f"{self.label}: teacher cache", total=info["total"], unit="batches"
+                )
+            self.progress.update(self.cache_pass, completed=info["done"])
+            if info["done"] >= info["total"]:
+                self.progress.remove_task(self.cache_pass)
+                self.cache_pass = None
 
     def close(self) -> None:
         """Stop the view (also after an error or Ctrl-C)."""

@@ -17,7 +17,15 @@ from torch import nn
 from icckd_cli import distributed as dist
 from icckd_cli.checkpoint import load_any_model, load_state_strict, save_model, weights_hash
 from icckd_cli.config import DistillConfig, TrainTeacherConfig
-from icckd_cli.data import Dataset, LoadOptions, load_dataset, make_loader
+from icckd_cli.data import (
+    Dataset,
+    DeviceLoader,
+    Holdout,
+    LoadOptions,
+    StreamLoader,
+    load_dataset,
+    make_loader,
+)
 from icckd_cli.engine import (
     Callback,
     Diverged,
@@ -33,7 +41,13 @@ from icckd_cli.evaluation import evaluate_checkpoint as evaluate_checkpoint  # m
 from icckd_cli.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
 from icckd_cli.models import ZooModel, create_model, model_args_for, resolve_name
 from icckd_cli.models.registry import probe_model
-from icckd_cli.objectives import DistillObjective, Objective, TeacherObjective
+from icckd_cli.objectives import (
+    DistillObjective,
+    Objective,
+    RunTeacher,
+    TeacherObjective,
+    TeacherSource,
+)
 from icckd_cli.recipes import make_optimizer, summary
 from icckd_cli.rundir import CONFIG_FILE as CONFIG_FILE  # moved; kept here
 from icckd_cli.rundir import METRICS_FILE as METRICS_FILE  # moved; kept here
@@ -64,15 +78,19 @@ class RunResult:
     history: list[dict[str, Any]]
     params: int
     elapsed: float
+    validation: dict[str, Any] | None = None  # the held-out split best was chosen on
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
 def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) -> Dataset:
-    """The configured data set with both splits moved to the device (streamed ones: bound)."""
+    """The configured data set with its splits moved to the device (streamed ones: bound)."""
     options = LoadOptions(
-        image_size=cfg.image_size, workers=cfg.workers, memory_limit_gb=cfg.memory_limit_gb
+        image_size=cfg.image_size,
+        workers=cfg.workers,
+        memory_limit_gb=cfg.memory_limit_gb,
+        holdout=Holdout.of(cfg),
     )
     if progress is not None and dist.is_main():
         options.progress = progress
@@ -86,6 +104,8 @@ def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) 
         options=options,
     )
     data.train, data.test = data.train.to(device), data.test.to(device)
+    if data.val is not None:
+        data.val = data.val.to(device)
     return data
 
 
@@ -97,10 +117,34 @@ def resolved_config(cfg: Any) -> dict[str, Any]:
     out["lr_decay_epochs"] = cfg.resolved_decay()
     out["warmup_epochs"] = cfg.resolved_warmup(out["arch"])
     out["recipe"] = cfg.recipe(out["arch"]).recipe.name  # recorded only (config.RECORDED_ONLY)
-    for key in ("data_dir", "teacher", "init"):  # so --resume works from any folder
+    out["data_seed"] = cfg.resolved_data_seed()
+    for key in ("data_dir", "teacher", "init", "teacher_cache"):  # --resume from any folder
         if out.get(key) is not None:
             out[key] = str(Path(out[key]).resolve())
     return out
+
+
+def train_loader(
+    cfg: Any, data: Dataset, views: int, channels_last: bool
+) -> DeviceLoader | StreamLoader:
+    """The run's augmentation stream: order, crops and flips from the data seed."""
+    loader = make_loader(
+        data.train,
+        data.spec,
+        cfg.batch_size,
+        views=views,
+        seed=cfg.resolved_data_seed(),
+        padding=cfg.crop_padding,
+        channels_last=channels_last,
+        rank=dist.rank(),
+        world=dist.world_size(),
+    )
+    if len(loader) == 0:
+        raise UsageError(
+            f"--batch-size {cfg.batch_size} leaves no batch of 2 or more images from "
+            f"{len(data.train)} training images; lower --batch-size"
+        )
+    return loader
 
 
 # ----------------------------------------------------------------------------- training
@@ -152,22 +196,7 @@ def _fit(
     state = TrainState()
     if resume:
         state = restore_state(out, model, objective, opt, extra_meta)
-    loader = make_loader(
-        data.train,
-        data.spec,
-        cfg.batch_size,
-        views=objective.views,
-        seed=cfg.seed,
-        padding=cfg.crop_padding,
-        channels_last=channels_last,
-        rank=dist.rank(),
-        world=dist.world_size(),
-    )
-    if len(loader) == 0:
-        raise UsageError(
-            f"--batch-size {cfg.batch_size} leaves no batch of 2 or more images from "
-            f"{len(data.train)} training images; lower --batch-size"
-        )
+    loader = train_loader(cfg, data, objective.views, channels_last)
     step_fn: nn.Module = torch.compile(train_model) if cfg.compile else train_model  # type: ignore[assignment]
 
     run = {"arch": config["arch"], "num_classes": data.spec.num_classes, "config": config,
@@ -193,6 +222,7 @@ def _fit(
             optimizer=opt,
             loader=loader,
             test=data.test,
+            val=data.val,
             spec=data.spec,
             epochs=cfg.epochs,
             base_lr=config["lr"],
@@ -222,8 +252,11 @@ def _fit(
         finally:
             if events is not None:
                 events.close()
-    final = {k: st.history[-1][k] for k in ("top1", "top5", "nll", "ece")}
+    final = {k: v for k, v in st.history[-1].items() if k in FINAL_KEYS}
     checkpoint = out / MODEL_FILE
+    metrics = {"final": final, "best": st.best, "epochs": cfg.epochs}
+    if data.val is not None:  # what "best" was chosen on
+        metrics["validation"] = validation_info(cfg, data)
     if dist.is_main():
         meta = {
             "kind": kind,
@@ -233,7 +266,7 @@ def _fit(
             "dataset": data.spec.to_dict(),
             "config": config,
             "seed": cfg.seed,
-            "metrics": {"final": final, "best": st.best, "epochs": cfg.epochs},
+            "metrics": metrics,
             "objective": objective.describe(),
             **extra_meta,
         }
@@ -241,7 +274,22 @@ def _fit(
             save_model(checkpoint, model, meta)
         (out / STATE_FILE).unlink(missing_ok=True)
     dist.barrier()  # under torchrun: return once the checkpoint exists (a student may load it next)
-    return RunResult(out, checkpoint, final, st.best, st.history, count_params(model), st.elapsed)
+    n_params = count_params(model)
+    valid = metrics.get("validation")
+    return RunResult(out, checkpoint, final, st.best, st.history, n_params, st.elapsed, valid)
+
+
+FINAL_KEYS = ("top1", "top5", "nll", "ece", "val_top1", "val_top5", "val_nll", "val_ece")
+
+
+def validation_info(cfg: Any, data: Dataset) -> dict[str, Any]:
+    """The validation split of a run: its setting and size, as checkpoints record it."""
+    return {
+        "val_per_class": cfg.val_per_class,
+        "val_fraction": cfg.val_fraction,
+        "images": len(data.val),
+        "train_images": len(data.train),
+    }
 
 
 def _precheck(cfg: Any, resume: bool) -> torch.device:
@@ -324,13 +372,34 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
         # the teacher sees inputs normalised as in its training, also where the student's
         # subset has other pixel statistics (digits and imagefolder derive them from it)
         data.spec.mean, data.spec.std = list(recorded["mean"]), list(recorded["std"])
-    teacher = teacher.to(device)
-    if channels_last_on(device, cfg.channels_last):
-        teacher = teacher.to(memory_format=torch.channels_last)
+    source = teacher_source(cfg, teacher, info, data, device, callback)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, cfg.model_args, data, "--model-arg")
     warmup = cfg.resolved_dkd_warmup()
     objective = DistillObjective.from_config(
-        cfg, teacher, model.feature_dim, len(data.train), warmup
+        cfg, source, model.feature_dim, len(data.train), warmup
     )
     return _fit(cfg, "student", data, model, objective, device, callback, resume, {"teacher": info})
+
+
+def teacher_source(
+    cfg: DistillConfig,
+    teacher: ZooModel,
+    info: dict[str, Any],
+    data: Dataset,
+    device: torch.device,
+    callback: Callback,
+) -> TeacherSource:
+    """The teacher run each step, or (--teacher-cache) its store: written first if need be."""
+    channels_last = channels_last_on(device, cfg.channels_last)
+
+    def on_device() -> RunTeacher:
+        moved = teacher.to(device)
+        return RunTeacher(moved.to(memory_format=torch.channels_last) if channels_last else moved)
+
+    if cfg.teacher_cache is None:
+        return on_device()
+    from icckd_cli.teacher_store import cached_teacher
+
+    loader = train_loader(cfg, data, DistillObjective.views, channels_last)
+    return cached_teacher(cfg, loader, data, teacher, info, on_device, device, callback)

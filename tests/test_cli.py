@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from safetensors import safe_open
 
 from icckd_cli.checkpoint import read_metadata
-from tests.helpers import TINY, digits_teacher, icckd
+from tests.helpers import TINY, Result, digits_teacher, icckd
 
 
 def _train(capsys: pytest.CaptureFixture[str], out: Path, *extra: str) -> None:
@@ -61,18 +63,81 @@ def test_label_smoothing_is_recorded_in_the_checkpoint(
     assert json.loads(meta["objective"])["label_smoothing"] == 0.1
 
 
+def _json_run(
+    capsys: pytest.CaptureFixture[str], out: Path, *extra: str
+) -> tuple[Result, list[dict[str, Any]]]:
+    """A cross-entropy resnet8 run with --format json: its summary and metrics.jsonl."""
+    r = icckd(capsys, "train-teacher", "--arch", "resnet8", "--icc-weight", "0", "--out", out,
+              *TINY, "--format", "json", *extra)  # fmt: skip
+    assert r.code == 0, r.err
+    return r, [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_eval_every_evaluates_every_nth_and_the_last_epoch(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     out = tmp_path / "sparse"
-    r = icckd(capsys, "train-teacher", "--arch", "resnet8", "--epochs", "3", "--eval-every", "2",
-              "--icc-weight", "0", "--out", out, *TINY, "--format", "json")  # fmt: skip
-    assert r.code == 0, r.err
-    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    r, records = _json_run(capsys, out, "--epochs", "3", "--eval-every", "2")
     assert [("top1" in rec) for rec in records] == [False, True, True]
     best = json.loads(safe_open(str(out / "model.safetensors"), "pt").metadata()["metrics"])["best"]
     assert best["epoch"] in (2, 3)
     assert r.json()["top1"] == records[-1]["top1"]
+
+
+def test_validation_split_picks_best_and_is_recorded(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "val"
+    r, records = _json_run(capsys, out, "--epochs", "2", "--val-per-class", "4")
+    assert all({"val_top1", "val_nll", "val_top5", "val_ece", "top1"} <= set(x) for x in records)
+    assert f"val {records[0]['val_top1']:.2f}" in r.err  # the epoch lines show it
+    # 40 held-out images: every validation top-1 is a whole number of them
+    assert all(abs(x["val_top1"] * 40 / 100 - round(x["val_top1"] * 40 / 100)) < 1e-6
+               for x in records)  # fmt: skip
+    chosen = max(records, key=lambda x: (x["val_top1"], -x["epoch"]))  # the earliest best
+    summary = r.json()
+    assert summary["best"]["epoch"] == chosen["epoch"] and summary["best"]["chosen_on"] == "val"
+    assert summary["best"]["top1"] == chosen["top1"]  # the test split at that epoch
+    assert summary["best"]["val_top1"] == chosen["val_top1"]
+    assert summary["top1"] == records[-1]["top1"] and summary["val_top1"] == records[-1]["val_top1"]
+    assert summary["validation"] == {
+        "val_per_class": 4, "val_fraction": None, "images": 40, "train_images": 200
+    }  # fmt: skip
+    meta = read_metadata(out / "model.safetensors")
+    assert meta["metrics"]["best"] == summary["best"]
+    assert meta["metrics"]["validation"] == summary["validation"]
+    assert meta["config"]["val_per_class"] == 4 and meta["config"]["val_fraction"] is None
+    assert json.loads((out / "config.json").read_text())["val_per_class"] == 4
+    # eval finds the same held-out images again from the recorded setting
+    r = icckd(capsys, "eval", out / "model.safetensors", "--split", "val", "--device", "cpu",
+              "--format", "json")  # fmt: skip
+    assert r.code == 0, r.err
+    assert r.json()["n"] == 40 and r.json()["top1"] == pytest.approx(records[-1]["val_top1"])
+    r = icckd(capsys, "eval", out / "model.safetensors", "--split", "train", "--device", "cpu",
+              "--format", "json")  # fmt: skip
+    assert r.json()["n"] == 200  # the training images, without the held-out ones
+    # the table after training says what best was chosen on
+    from icckd_cli import report
+    from icckd_cli.runs import RunResult
+
+    capsys.readouterr()
+    final = {k: summary[k] for k in ("top1", "top5", "nll", "ece")}
+    report.run_summary("teacher", RunResult(out, out, final, summary["best"], [], 1, 1.0))
+    table = capsys.readouterr().out
+    assert f"epoch {chosen['epoch']} (val top-1 {chosen['val_top1']:.2f})" in table
+    assert f"top-1 at best-val epoch   {chosen['top1']:.2f}" in " ".join(table.split("│"))
+
+
+def test_validation_images_do_not_depend_on_the_seed(tmp_path: Path) -> None:
+    from icckd_cli.config import TrainTeacherConfig, build
+    from icckd_cli.runs import load_data
+
+    def held(**kw: object) -> object:
+        settings = {"dataset": "digits", "val_fraction": 0.05, "out": tmp_path, **kw}
+        return load_data(build(TrainTeacherConfig, settings), torch.device("cpu")).val
+
+    a, b = held(seed=0), held(seed=7, train_per_class=10)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
 
 
 @pytest.mark.parametrize("method", ["kd", "rkd", "kd+rkd", "dkd", "crd"])

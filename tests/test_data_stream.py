@@ -17,6 +17,7 @@ from icckd_cli import runs
 from icckd_cli.config import TrainTeacherConfig, build
 from icckd_cli.data import (
     IMAGENET_STATS,
+    Holdout,
     LoadOptions,
     StreamLoader,
     StreamSplit,
@@ -24,6 +25,7 @@ from icckd_cli.data import (
     load_dataset,
     make_loader,
 )
+from icckd_cli.data.holdout import split_class
 from icckd_cli.data.stream import centre_box, random_resized_box
 from icckd_cli.errors import DataFileError, UsageError
 from icckd_cli.rundir import STATE_FILE
@@ -102,6 +104,49 @@ def test_train_views_shapes_and_same_order_whatever_the_workers(folder: Path) ->
     assert not torch.equal(next(alone.epoch(2)).index, b.index)
     ordered = torch.cat([x.index for x in batches]).sort().values
     assert ordered.tolist() == list(range(24))
+
+
+def test_validation_files_leave_train_and_are_read_as_the_test_split(folder: Path) -> None:
+    opts = LoadOptions(image_size=SIZE, workers=0, holdout=Holdout(per_class=2))
+    ds = load_dataset("imagenet", folder, options=opts)
+    _, full, _ = _load(folder)
+    assert isinstance(ds.val, StreamSplit) and (len(ds.train), len(ds.val)) == (16, 8)
+    paths = [full.path(i) for i in range(len(full))]
+    val = [ds.val.path(i) for i in range(len(ds.val))]
+    train = [ds.train.path(i) for i in range(len(ds.train))]
+    assert set(train).isdisjoint(val) and sorted(train + val) == sorted(paths)
+    held = [
+        split_class(6, c, name, Holdout(per_class=2), None)[1] for c, name in enumerate(CLASSES)
+    ]
+    assert val == [paths[6 * c + k] for c in range(4) for k in held[c]]  # the shared rule
+    assert ds.val.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    # the same files whatever --train-per-class keeps of the rest
+    small = load_dataset("imagenet", folder, train_per_class=1, options=opts)
+    assert [small.val.path(i) for i in range(8)] == val and len(small.train) == 4
+    # centre crops, never augmented: two passes agree, and each shows its class's colour
+    x, y = (torch.cat(t) for t in zip(*eval_batches(ds.val, ds.spec, 3), strict=True))
+    again = torch.cat([b[0] for b in eval_batches(ds.val, ds.spec, 8)])
+    assert x.shape == (8, 3, SIZE, SIZE) and torch.equal(x, again)
+    for m, label in zip(_pixels(x), y.tolist(), strict=True):
+        if m.max() - m.min() > 5:  # a colour file (greyscale ones keep the luminance only)
+            assert (m - torch.tensor(COLOURS[label], dtype=torch.float)).abs().max() < 6
+
+
+def test_streamed_run_evaluates_on_validation(folder: Path, tmp_path: Path) -> None:
+    settings = {**_run_settings(folder, tmp_path / "run"), "val_per_class": 2, "epochs": 1}
+    settings.update(icc_weight=0, tensorboard=False, eval_batch_size=16)
+    result = runs.train_teacher(build(TrainTeacherConfig, settings), lambda e, i: None)
+    (row,) = history(tmp_path / "run")
+    assert {"val_top1", "val_nll", "top1"} <= set(row)
+    assert 100 * round(row["val_top1"] * 8 / 100) / 8 == pytest.approx(row["val_top1"])  # of 8
+    assert result.best == {
+        "epoch": 1, "top1": row["top1"], "top5": row["top5"], "nll": row["nll"],
+        "val_top1": row["val_top1"], "val_top5": row["val_top5"], "val_nll": row["val_nll"],
+        "chosen_on": "val",
+    }  # fmt: skip
+    assert result.validation == {
+        "val_per_class": 2, "val_fraction": None, "images": 8, "train_images": 16
+    }  # fmt: skip
 
 
 def test_shards_are_disjoint_and_cover_the_split(folder: Path) -> None:

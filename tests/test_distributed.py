@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as tdist
@@ -401,3 +402,51 @@ def test_experiment_under_torchrun_runs_each_run_once_and_prints_once(tmp_path: 
     assert models == ["students/ce/kd/seed0/model.safetensors",
                       "teachers/ce/seed0/model.safetensors"]  # fmt: skip
     assert done.stderr.count("run 2/2: students/ce/kd/seed0: training") == 1
+
+
+CACHE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from icckd_cli import distributed as dist, runs
+    from icckd_cli.config import DistillConfig, build
+
+    dist.init_from_env()
+    base, cache = json.loads(sys.argv[1]), sys.argv[2]
+    for name, more in (("plain", {}), ("cached", {"teacher_cache": cache})):
+        cfg = {**base, "out": base["out"] + "/" + name, **more}
+        runs.distill(build(DistillConfig, cfg), lambda event, info: None)
+    """
+)
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_write_and_read_their_own_teacher_cache_shard(tmp_path: Path) -> None:
+    from icckd_cli import teacher_store
+    from tests.helpers import assert_same_weights, digits_teacher
+
+    digits_teacher(tmp_path / "teacher.safetensors")
+    script = tmp_path / "cache.py"
+    script.write_text(CACHE_SCRIPT)
+    base = {
+        "teacher": str(tmp_path / "teacher.safetensors"), "arch": "resnet8",
+        "dataset": "digits", "train_per_class": 10, "test_per_class": 2, "epochs": 1,
+        "batch_size": 16, "device": "cpu", "method": "crd", "crd_nce_k": 16,
+        "teacher_cache_dtype": "float32", "out": str(tmp_path),
+    }  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cache = tmp_path / "cache"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script), json.dumps(base), str(cache)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_weights(tmp_path / "plain", tmp_path / "cached")
+    shards = [cache / f"rank{r}-of-2" for r in range(WORLD)]
+    assert sorted(p.name for p in cache.iterdir()) == [s.name for s in shards]
+    seen = []
+    for shard in shards:
+        assert teacher_store.status(shard) == "complete"
+        seen.append(set(np.load(shard / "index.npy")[0].tolist()))
+    # 100 images, 50 a rank: disjoint halves of one permutation
+    assert len(seen[0]) == len(seen[1]) == 50 and not seen[0] & seen[1]

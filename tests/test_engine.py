@@ -16,6 +16,7 @@ from icckd_cli.engine import (
     LrSchedule,
     Trainer,
     TrainState,
+    best_so_far,
     channels_last_on,
     evaluate,
     lr_at,
@@ -260,3 +261,60 @@ def test_weights_that_overflow_with_finite_losses_are_caught() -> None:
     with pytest.raises(Diverged, match=r"^the weights became NaN or infinite in epoch 2 \(by"):
         run.run()
     assert [(s.epoch, s.step) for s in saved] == [(1, 0)]
+
+
+# ----------------------------------------------------------------------------- best epoch
+
+
+def test_best_is_chosen_on_validation_and_reports_the_test_split_there() -> None:
+    rows = [
+        {"epoch": 1, "top1": 50.0, "top5": 90.0, "nll": 1.5, "val_top1": 40.0,
+         "val_top5": 85.0, "val_nll": 1.7},
+        {"epoch": 2, "lr": 0.1},  # not evaluated (--eval-every)
+        {"epoch": 3, "top1": 60.0, "top5": 92.0, "nll": 1.2, "val_top1": 80.0,
+         "val_top5": 95.0, "val_nll": 0.9},
+        {"epoch": 4, "top1": 70.0, "top5": 93.0, "nll": 1.0, "val_top1": 80.0,
+         "val_top5": 96.0, "val_nll": 0.8},  # a tie on validation: the earlier epoch stays
+        {"epoch": 5, "top1": 75.0, "top5": 94.0, "nll": 0.9, "val_top1": 60.0,
+         "val_top5": 90.0, "val_nll": 1.1},
+    ]  # fmt: skip
+    best: dict[str, Any] = {}
+    for row in rows:
+        best = best_so_far(best, row, on_val=True)
+    assert best == {
+        "epoch": 3, "top1": 60.0, "top5": 92.0, "nll": 1.2, "val_top1": 80.0,
+        "val_top5": 95.0, "val_nll": 0.9, "chosen_on": "val",
+    }  # fmt: skip
+    on_test: dict[str, Any] = {}
+    for row in rows:
+        on_test = best_so_far(on_test, row, on_val=False)
+    assert on_test == {"epoch": 5, "top1": 75.0, "top5": 94.0}  # the flattering pick
+
+
+def test_trainer_evaluates_both_splits_and_keeps_the_best_validation_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    val = split_of(6, list(range(6)))
+    scripted = {"test": iter([50.0, 60.0, 70.0]), "val": iter([40.0, 80.0, 60.0])}
+    seen: list[str] = []
+
+    def scripted_evaluate(model: nn.Module, split: Split, *args: Any) -> dict[str, float]:
+        which = "val" if split is val else "test"
+        seen.append(which)
+        top1 = next(scripted[which])
+        return {"top1": top1, "top5": top1 + 1, "nll": 100 / top1, "ece": 0.1, "n": 6}
+
+    monkeypatch.setattr("icckd_cli.engine.evaluate", scripted_evaluate)
+    ends: list[dict[str, Any]] = []
+    run = trainer(
+        Boom(None), [], val=val, callback=lambda e, i: ends.append(i) if e == "end" else None
+    )
+    st = run.run()
+    assert seen == ["test", "val"] * 3
+    assert [(r["top1"], r["val_top1"]) for r in st.history] == [(50, 40), (60, 80), (70, 60)]
+    assert st.history[1]["val_nll"] == 100 / 80 and "val_n" not in st.history[1]
+    assert st.best["epoch"] == 2 and st.best["top1"] == 60.0 and st.best["val_top1"] == 80.0
+    assert ends == [{"best": st.best}]
+    # the same numbers without a validation split: best follows the test split (epoch 3)
+    scripted = {"test": iter([50.0, 60.0, 70.0])}
+    assert trainer(Boom(None), []).run().best == {"epoch": 3, "top1": 70.0, "top5": 71.0}

@@ -7,6 +7,8 @@ a few run `python -m icckd_cli` in a subprocess, exactly as a user would.
 from __future__ import annotations
 
 import functools
+import json
+import math
 import os
 import struct
 import subprocess
@@ -97,7 +99,9 @@ def make_imagefolder(root: Path, classes: list[str], per_class: int = 2) -> Path
             folder = root / split / name
             folder.mkdir(parents=True)
             for j in range(per_class):
-                Image.new("RGB", (32, 32), (20 * i, 10 * j, 100)).save(folder / f"{j}.png")
+                Image.new("RGB", (32, 32), (20 * i, 10 * j + 7 * i, 100 + 40 * j + 9 * i)).save(
+                    folder / f"{j}.png"
+                )
     return root
 
 
@@ -249,6 +253,11 @@ BAD_SETTINGS = [
      "error: invalid value for --lr-decay-epochs (5,8): the cosine schedule has no decay epochs; "
      "drop --lr-decay-epochs or pass --schedule step"),
     (["--epochs", "many"], "Invalid value for '--epochs'"),
+    (["--val-fraction", "1"], "invalid value for --val-fraction (1.0): Input should be less"),
+    (["--val-per-class", "0"], "invalid value for --val-per-class (0): Input should be greater"),
+    (["--val-per-class", "5", "--val-fraction", "0.1"],
+     "invalid value for --val-fraction (0.1): --val-per-class (5) is given too; hold out by one "
+     "of the two"),
     (["--frobnicate"], "No such option: --frobnicate"),
 ]  # fmt: skip
 
@@ -288,6 +297,12 @@ def test_config_file_missing_or_not_toml(fails: Fails, tmp_path: Path) -> None:
         (("baseline = true", "baseline = true\ntest_per_class = 2"),
          "[student]: 'test_per_class' belongs in [experiment] (runs that are compared must be "
          "evaluated on the same test images)"),
+        (("icc_weight = 0\n", "icc_weight = 0\nval_per_class = 5\n"),
+         "[[teachers]] 'ce': 'val_per_class' belongs in [experiment] (every run of an experiment "
+         "must pick its best epoch on the same validation images)"),
+        (("baseline = true", "baseline = true\nval_fraction = 0.1"),
+         "[student]: 'val_fraction' belongs in [experiment] (every run of an experiment must "
+         "pick its best epoch on the same validation images)"),
     ],
 )  # fmt: skip
 def test_experiment_subset_in_the_wrong_table(
@@ -297,6 +312,73 @@ def test_experiment_subset_in_the_wrong_table(
     config.write_text(tiny_experiment(tmp_path, replace))
     line = fails(tmp_path, USAGE, "experiment", config)
     assert line == f"error: {config}: {says}"
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def test_validation_split_that_empties_a_class(fails: Fails, tmp_path: Path) -> None:
+    from icckd_cli.data import load_dataset
+
+    n = int(torch.bincount(load_dataset("digits").train.labels)[0])
+    args = [*TINY, "--val-per-class", "200", "--out", tmp_path / "r"]
+    line = fails(tmp_path, USAGE, "train-teacher", *args)
+    assert line == (
+        f"error: --val-per-class 200 holds out 200 of the {n} training images of class '0' "
+        "and leaves it none to train on; lower --val-per-class"
+    )
+
+
+def test_experiment_runs_made_with_another_validation_split(fails: Fails, tmp_path: Path) -> None:
+    from icckd_cli.runs import resolved_config
+    from tests.helpers import parse_experiment_text
+
+    # a finished teacher of the same experiment, made without a validation split
+    done = parse_experiment_text(tiny_experiment(tmp_path)).runs[0]
+    done.out.mkdir(parents=True)
+    (done.out / "config.json").write_text(json.dumps(resolved_config(done.config)))
+    (done.out / "model.safetensors").write_bytes(b"")
+    config = tmp_path / "x.toml"
+    config.write_text(
+        tiny_experiment(tmp_path, ('name = "tiny"', 'name = "tiny"\nval_per_class = 2'))
+    )
+    line = fails(tmp_path, USAGE, "experiment", config)
+    assert line == (
+        f"error: {done.out} was run with val_per_class = None but the experiment now asks for "
+        "2; delete that folder to redo it, or choose another out"
+    )
+
+
+def test_eval_of_the_validation_split_of_a_run_without_one(fails: Fails, files: Path) -> None:
+    ckpt = files / "teacher.safetensors"
+    line = fails(files, USAGE, "eval", ckpt, "--split", "val", "--device", "cpu")
+    assert line == (
+        f"error: {ckpt} was trained without a validation split (--val-per-class or "
+        "--val-fraction), so there is none to evaluate; use --split test or train"
+    )
+
+
+def test_a_constant_channel_warns_in_one_line_and_trains(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for split in ("train", "test"):
+        for c in range(2):
+            for k in range(4):
+                path = tmp_path / "data" / split / f"c{c}" / f"{k}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (16, 16), (40 * k + 80 * c, 60 + 30 * k, 0)).save(path)
+    out = tmp_path / "r"
+    r = icckd(capsys, "train-teacher", "--dataset", "imagefolder", "--data-dir", tmp_path / "data",
+              "--arch", "resnet8", "--epochs", "1", "--batch-size", "4", "--icc-weight", "0",
+              "--device", "cpu", "--out", out, "--format", "json")  # fmt: skip
+    assert r.code == 0, r.err
+    warnings = [x for x in r.err.splitlines() if x.startswith("warning:")]
+    assert warnings == [
+        "warning: the blue channel of the imagefolder training images is constant (std 0, under "
+        "one grey level); it is left unscaled (std 1) instead of dividing by ~0"
+    ]
+    record = json.loads((out / "metrics.jsonl").read_text())
+    assert math.isfinite(record["train_loss"]) and math.isfinite(record["nll"])
 
 
 # ----------------------------------------------------------------------------- output, device

@@ -174,3 +174,30 @@ def test_the_ablation_example_runs_end_to_end_and_resumes(
         lo, hi = d["last"]["ci95"]
         assert d["last"]["n"] == 2 and lo <= d["last"]["mean"] <= hi
         assert 0 <= d["last"]["positive"] <= 2
+
+
+@pytest.mark.slow
+def test_students_of_one_teacher_share_its_cache_written_by_the_first(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from icckd_cli.checkpoint import read_metadata
+
+    config = tmp_path / "tiny.toml"
+    one_seed = ("seeds = [0, 1]", "seeds = [0]")
+    no_icc = ('name = "icc"\nicc_weight = 0.1\nmargin = -1\nqueue_size = 8\n', "")
+    two = ('method = "kd"', 'method = "kd"\n\n[[students]]\nmethod = "crd"\ncrd_nce_k = 16')
+    text = tiny_experiment(tmp_path, one_seed, no_icc, two, ("baseline = true", ""))
+    config.write_text(text.replace("[[teachers]]\n\n", ""))
+    r = icckd(capsys, "experiment", config, "--format", "json")
+    assert r.code == 0, r.err
+    cache = tmp_path / "exp/teacher_cache/ce/seed0"
+    assert not (tmp_path / "exp/teacher_cache").exists()  # deleted once both students finished
+    assert r.err.count("teacher cache: writing ") == 1  # by the first student, KD
+    assert "run 2/3: students/ce/kd/seed0: teacher cache: writing" in r.err
+    assert r.err.count(f"teacher cache: reading {cache}") == 2
+    for method in ("kd", "crd"):
+        meta = read_metadata(tmp_path / f"exp/students/ce/{method}/seed0/model.safetensors")
+        assert meta["teacher"]["cache"] == {"path": str(cache), "dtype": "float16", "topk": None}
+        assert (meta["config"]["seed"], meta["config"]["data_seed"]) == (0, 0)
+    again = icckd(capsys, "experiment", config, "--format", "json")
+    assert again.code == 0 and "teacher cache" not in again.err

@@ -248,3 +248,49 @@ def test_imagenet_example_fine_tunes_published_teachers_and_uses_the_recipe() ->
     )
     assert cfg.resolved_decay() == [30, 60, 90] and cfg.resolved_lr(cfg.arch) == 0.1
     assert cfg.resolved_weights()["kd_weight"] == 0.5 and cfg.kd_temperature == 1.0
+
+
+def test_students_sharing_a_teacher_read_one_teacher_cache(tmp_path: Path) -> None:
+    two = ('method = "kd"', 'method = "kd"\n\n[[students]]\nmethod = "crd"')
+    exp = parse_experiment_text(
+        tiny_experiment(tmp_path, ("seeds = [0, 1]", "seeds = [0, 1, 2]\nteacher_seeds = [5]"))
+    )
+    root = tmp_path / "exp"
+    students = [r for r in exp.runs if r.kind == "student"]
+    # one method, three student seeds on one teacher seed: one store per teacher, whose
+    # seed (5) fixes the students' batches; their own seeds vary only their initialisation
+    for r in students:
+        assert r.config.teacher_cache == root / f"teacher_cache/{r.teacher}/seed5"
+        assert r.config.resolved_data_seed() == 5 and r.config.teacher_cache_embeddings is False
+    assert sorted({r.config.seed for r in students}) == [0, 1, 2]
+    # one teacher seed per student seed and one method: nobody shares, the present behaviour
+    alone = [
+        r for r in parse_experiment_text(tiny_experiment(tmp_path)).runs if r.kind == "student"
+    ]
+    assert all(r.config.teacher_cache is None and r.config.data_seed is None for r in alone)
+    # two methods share each teacher run; CRD needs the embeddings, so KD's store keeps them
+    shared = [r for r in parse_experiment_text(tiny_experiment(tmp_path, two)).runs
+              if r.kind == "student"]  # fmt: skip
+    assert len(shared) == 8
+    for r in shared:
+        assert r.config.teacher_cache == root / f"teacher_cache/{r.teacher}/seed{r.seed}"
+        assert r.config.data_seed == r.seed and r.config.teacher_cache_embeddings is True
+    # a student whose batches differ gets a store of its own, if it has company
+    three = ('method = "kd"', 'method = "kd"\n\n[[students]]\nmethod = "rkd"\n\n'
+             '[[students]]\nname = "kd16"\nmethod = "kd"\nbatch_size = 8\n\n'
+             '[[students]]\nname = "rkd16"\nmethod = "rkd"\nbatch_size = 8')  # fmt: skip
+    mixed = parse_experiment_text(tiny_experiment(tmp_path, three))
+    caches = {
+        r.student: r.config.teacher_cache
+        for r in mixed.runs
+        if r.kind == "student" and (r.teacher, r.seed) == ("ce", 0)
+    }
+    assert caches == {"kd": root / "teacher_cache/ce/seed0", "rkd": root / "teacher_cache/ce/seed0",
+                      "kd16": root / "teacher_cache/ce/seed0-2",
+                      "rkd16": root / "teacher_cache/ce/seed0-2"}  # fmt: skip
+    off = parse_experiment_text(
+        tiny_experiment(tmp_path, two, ('device = "cpu"', 'device = "cpu"\nteacher_cache = false'))
+    )
+    assert all(r.config.teacher_cache is None for r in off.runs if r.kind == "student")
+    with pytest.raises(UsageError, match=r"'teacher_cache' is set by the experiment; use "):
+        parse_experiment_text(tiny_experiment(tmp_path, ('kd"\n', 'kd"\nteacher_cache = "x"\n')))

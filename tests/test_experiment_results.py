@@ -84,7 +84,7 @@ def test_collect_builds_every_cell_and_the_icc_minus_ce_difference(
     assert results["baseline"]["last"]["mean"] == 88.5
 
     tables = ex.result_tables(results)
-    students = next(t for t in tables if t.title.startswith("students on"))
+    students = _students_table(tables)
     rows = {tuple(r[:3]): r[3:] for r in students.rows}
     assert rows[("kd", "resnet8", "icc")] == ["92.00 ± - (1/2 seeds)", "92.50 ± - (1/2 seeds)"]
     assert rows[("", "", "icc minus ce")] == ["+2.00 [-] 1/1 (1/2 seeds)"] * 2
@@ -187,3 +187,33 @@ def test_the_answers_sentence_is_worded_from_the_numbers() -> None:
         "kd from icc against the student alone: no seed finished yet."
     )
     assert answers_sentence([]) == ""
+
+
+def test_with_a_validation_split_the_best_column_is_best_on_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = tiny_experiment(tmp_path, ('name = "tiny"', 'name = "tiny"\nval_per_class = 5'))
+    exp = parse_experiment_text(text)
+    assert {r.config.val_per_class for r in exp.runs} == {5}  # every run holds out the same
+    monkeypatch.setattr(res, "_metric", lambda run, which: 80.0 if which == "best" else 79.0)
+    results = ex.collect(exp, {})
+    assert (results["val_per_class"], results["val_fraction"]) == (5, None)
+    students = _students_table(ex.result_tables(results))
+    assert students.columns[-2:] == ["last epoch", "best on validation"]
+    assert students.notes[-1] == (
+        "best on validation: top-1 on the test split at the epoch of the highest top-1 on 5 "
+        "images per class held out of the training split (never trained on)"
+    )
+    assert not any("flatters" in n for n in students.notes)
+    markdown = ex.results_markdown(results)
+    assert "val per class 5" in markdown and "| best on validation |" in markdown
+    # without one, the column says what it is: best on the test split
+    plain = ex.collect(parse_experiment_text(tiny_experiment(tmp_path)), {})
+    assert _students_table(ex.result_tables(plain)).columns[-1] == "best epoch"
+    assert "flatters" in _students_table(ex.result_tables(plain)).notes[-1]
+    assert res.validation_phrase({"val_fraction": 0.1}) == "10% of each class"
+
+
+def _students_table(tables: list[ex.TableSpec]) -> ex.TableSpec:
+    """The students' table (the accuracy-against-cost table follows it)."""
+    return next(t for t in tables if t.title.startswith("students on"))

@@ -55,6 +55,14 @@ def test_tags_are_stable_names_for_every_logged_figure() -> None:
     }  # fmt: skip
 
 
+def test_validation_figures_have_val_tags() -> None:
+    record = {"epoch": 2, "top1": 61.0, "val_top1": 64.0, "val_top5": 91.0, "val_nll": 1.5,
+              "val_ece": 0.125}  # fmt: skip
+    assert tag_values(record) == {
+        "test/top1": 61.0, "val/top1": 64.0, "val/top5": 91.0, "val/nll": 1.5, "val/ece": 0.125
+    }  # fmt: skip
+
+
 def test_event_files_hold_every_logged_value(reference: Path) -> None:
     # the shared reference run left tensorboard at its default: on, as the package is here
     assert_curves_match_metrics(reference)

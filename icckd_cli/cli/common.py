@@ -75,6 +75,13 @@ Flip = Annotated[
 ]
 TrainPC = Annotated[int | None, Opt(help="Keep the first N training images per class.")]
 TestPC = Annotated[int | None, Opt(help="Keep the first N test images per class.")]
+ValPC = Annotated[
+    int | None,
+    Opt(help="Hold out N training images per class for validation; best epoch is chosen there."),
+]
+ValFraction = Annotated[
+    float | None, Opt(help="Hold out this fraction (0-1) of each class instead of N.")
+]
 ImageSize = Annotated[
     int | None, Opt(help="imagenet: crop size in pixels (224; evaluation resizes to /0.875).")
 ]
@@ -106,7 +113,13 @@ Warmup = Annotated[
     int | None,
     Opt(help="Linear warm-up epochs (recipe: 0; Transformers 5/300 of --epochs, at least 1)."),
 ]
-Seed = Annotated[int | None, Opt(help="Random seed (CPU runs repeat bit for bit).")]
+Seed = Annotated[
+    int | None,
+    Opt(
+        help="Random seed: initialisation, and the data too unless --data-seed (CPU: bit for bit)."
+    ),
+]
+DataSeed = Annotated[int | None, Opt(help="Seed of data order, crops and flips (default: --seed).")]
 Device = Annotated[str | None, Opt(help="auto, cpu, cuda, cuda:N or mps.")]
 Out = Annotated[Path | None, Opt(help="Run folder: model, metrics log, config.")]
 Overwrite = Annotated[bool | None, Opt("--overwrite", help="Replace a finished run in --out.")]

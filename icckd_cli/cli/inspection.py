@@ -30,7 +30,9 @@ def eval_(
     dataset: Dataset = None,
     data_dir: DataDir = None,
     download: Download = None,
-    split: Annotated[str | None, Opt(help="test or train.")] = None,
+    split: Annotated[
+        str | None, Opt(help="test, train or val (the images a run held out).")
+    ] = None,
     device: Device = None,
     batch_size: Annotated[
         int | None, Opt(help="Evaluation batch size, and --latency's throughput batch (512).")

@@ -16,6 +16,7 @@ from icckd_cli.cli.common import (
     Compile,
     ConfigFile,
     DataDir,
+    DataSeed,
     Dataset,
     Decay,
     Device,
@@ -42,6 +43,8 @@ from icckd_cli.cli.common import (
     Tensorboard,
     TestPC,
     TrainPC,
+    ValFraction,
+    ValPC,
     Warmup,
     Wd,
     Workers,
@@ -113,6 +116,7 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
                 "checkpoint": str(result.checkpoint),
                 **result.final,
                 "best": result.best,
+                **({"validation": result.validation} if result.validation else {}),
                 "params": result.params,
                 "elapsed_s": result.elapsed,
                 "recipe": progress.recipe,
@@ -134,6 +138,8 @@ def train_teacher(
     flip: Flip = None,
     train_per_class: TrainPC = None,
     test_per_class: TestPC = None,
+    val_per_class: ValPC = None,
+    val_fraction: ValFraction = None,
     image_size: ImageSize = None,
     workers: Workers = None,
     memory_limit_gb: MemoryLimit = None,
@@ -147,6 +153,7 @@ def train_teacher(
     schedule: Schedule = None,
     warmup_epochs: Warmup = None,
     seed: Seed = None,
+    data_seed: DataSeed = None,
     device: Device = None,
     out: Out = None,
     overwrite: Overwrite = None,
@@ -221,6 +228,19 @@ def distill(
     crd_feat_dim: Annotated[int | None, Opt(help="CRD embedding size.")] = None,
     crd_nce_k: Annotated[int | None, Opt(help="CRD negatives per anchor.")] = None,
     crd_temperature: Annotated[float | None, Opt(help="CRD temperature.")] = None,
+    teacher_cache: Annotated[
+        Path | None,
+        Opt(help="Teacher-output store: written once, then read instead of running the teacher."),
+    ] = None,
+    teacher_cache_dtype: Annotated[
+        str | None, Opt(help="float16 (default) or float32 (the same student bit for bit).")
+    ] = None,
+    teacher_cache_topk: Annotated[
+        int | None, Opt(help="Keep K logits a row; the rest share the remaining mass evenly.")
+    ] = None,
+    teacher_cache_limit_gb: Annotated[
+        float | None, Opt(help="Refuse a teacher cache bigger than this (32 GB).")
+    ] = None,
     dataset: Annotated[
         str | None, Opt(help="Data set (default: the one recorded in --teacher, else cifar100).")
     ] = None,
@@ -229,6 +249,8 @@ def distill(
     flip: Flip = None,
     train_per_class: TrainPC = None,
     test_per_class: TestPC = None,
+    val_per_class: ValPC = None,
+    val_fraction: ValFraction = None,
     image_size: ImageSize = None,
     workers: Workers = None,
     memory_limit_gb: MemoryLimit = None,
@@ -242,6 +264,7 @@ def distill(
     schedule: Schedule = None,
     warmup_epochs: Warmup = None,
     seed: Seed = None,
+    data_seed: DataSeed = None,
     device: Device = None,
     out: Out = None,
     overwrite: Overwrite = None,

@@ -11,6 +11,7 @@ from typing import Any
 
 from icckd_cli.data import sources, tinyimagenet  # noqa: F401  (imported for their registrations)
 from icckd_cli.data.device import Batch, DeviceLoader, augment, eval_batches, normalize
+from icckd_cli.data.holdout import Holdout
 from icckd_cli.data.registry import (
     CACHE_VERSION,
     Dataset,
@@ -75,6 +76,7 @@ __all__ = [
     "DataSpec",
     "Dataset",
     "DeviceLoader",
+    "Holdout",
     "LoadOptions",
     "Loader",
     "Split",

@@ -67,6 +67,7 @@ class Batch:
     views: list[Tensor]
     labels: Tensor
     index: Tensor
+    step: int = -1  # its place in the epoch (the teacher-output store reads by it)
 
 
 class DeviceLoader:
@@ -117,7 +118,7 @@ class DeviceLoader:
                     raw, offsets[v, 0, idx], offsets[v, 1, idx], flips[v, idx], self.padding
                 )
                 views.append(normalize(x, self.mean, self.std, self.channels_last))
-            yield Batch(views, self.split.labels[idx], self.split.index[idx])
+            yield Batch(views, self.split.labels[idx], self.split.index[idx], step)
 
 
 def eval_batches(

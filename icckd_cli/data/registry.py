@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from icckd_cli.checkpoint import atomic_write
+from icckd_cli.data.holdout import Holdout, split_class
 from icckd_cli.errors import UsageError, suggest
 
 CACHE_VERSION = 1
@@ -61,11 +62,12 @@ class Split:
 
 @dataclass
 class Dataset:
-    """A data set: its spec and both splits (on the CPU until moved; streamed ones stay on disk)."""
+    """A data set: its spec and splits (on the CPU until moved; streamed ones stay on disk)."""
 
     spec: DataSpec
     train: Any  # Split, or a StreamSplit (data/stream.py) for the streamed sets
     test: Any
+    val: Any = None  # images held out of the training split (--val-per-class/--val-fraction)
 
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -79,12 +81,14 @@ class LoadOptions:
     workers: int | None = None  # None: the cores this process may use
     memory_limit_gb: float = 16.0
     progress: Progress = field(default=lambda event, info: None)
+    holdout: Holdout | None = None  # the validation split; None: no validation split
 
 
 # ----------------------------------------------------------------------------- registry
 
+# a loader returns (spec, train, test, val); val is None unless options.holdout asks for it
 Loader = Callable[
-    [Path | None, bool, int | None, int | None, LoadOptions], tuple[DataSpec, Any, Any]
+    [Path | None, bool, int | None, int | None, LoadOptions], tuple[DataSpec, Any, Any, Any]
 ]
 _REGISTRY: dict[str, Loader] = {}
 
@@ -120,30 +124,57 @@ def load_dataset(
     flip: bool | None = None,
     options: LoadOptions | None = None,
 ) -> Dataset:
-    """Load a registered data set, optionally keeping the first N images of each class."""
+    """Load a registered data set, optionally keeping the first N images of each class.
+
+    With `options.holdout` the validation images leave the training split first (see
+    split_class); --train-per-class then keeps the first N of the rest.
+    """
     if name not in _REGISTRY:
         raise UsageError(
             f"unknown data set '{name}'.{suggest(name, _REGISTRY)} "
             f"Choose one of: {', '.join(_REGISTRY)}."
         )
     opts = options or LoadOptions()
-    spec, train, test = _REGISTRY[name](data_dir, download, train_per_class, test_per_class, opts)
+    loaded = _REGISTRY[name](data_dir, download, train_per_class, test_per_class, opts)
+    spec, train, test, val = loaded
+    if opts.holdout is not None and val is None:  # a loader that ignored it would train on it
+        raise UsageError(f"data set '{name}' cannot hold out a validation split; drop --val-*")
     if flip is not None:
         spec.flip = flip
-    train.index = torch.arange(len(train))
-    test.index = torch.arange(len(test))
-    return Dataset(spec, train, test)
+    for split in (train, test, val):
+        if split is not None:
+            split.index = torch.arange(len(split))
+    return Dataset(spec, train, test, val)
 
 
 def per_class_subset(split: Split, limit: int | None) -> Split:
     """The first `limit` images of every class, in their original order."""
-    if limit is None:
-        return split
+    return hold_out(split, [], None, limit)[0]
+
+
+def hold_out(
+    split: Split, classes: list[str], holdout: Holdout | None, limit: int | None
+) -> tuple[Split, Split | None]:
+    """(training, validation or None) images of an in-memory split, each in original order."""
+    if holdout is None and limit is None:
+        return split, None
     keep = torch.zeros(len(split), dtype=torch.bool)
-    for c in split.labels.unique():
-        where = (split.labels == c).nonzero().flatten()[:limit]
-        keep[where] = True
-    return Split(split.images[keep], split.labels[keep])
+    held = torch.zeros(len(split), dtype=torch.bool)
+    for c in split.labels.unique().tolist():
+        where = (split.labels == c).nonzero().flatten()
+        name = classes[c] if c < len(classes) else str(c)
+        train_pos, val_pos = split_class(len(where), c, name, holdout, limit)
+        keep[where[train_pos]] = True
+        held[where[val_pos]] = True
+    train = Split(split.images[keep], split.labels[keep])
+    return train, (Split(split.images[held], split.labels[held]) if holdout else None)
+
+
+# A channel whose std is under one grey level is (nearly) constant: dividing by it would
+# blow its few deviations (or any test image's) up to huge inputs, and a std of 0 gives NaN
+# at the first step. Such a channel is left unscaled (std 1), and a warning says so.
+MIN_STD = 1 / 255
+CHANNELS = ("red", "green", "blue")
 
 
 def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
@@ -152,8 +183,29 @@ def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
     return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
 
 
-def _cached(key: dict, build: Callable[[], tuple[dict, Split, Split]]) -> tuple[dict, Split, Split]:
-    """Decode once: later calls with the same key read the tensors back from disk."""
+def floor_std(std: list[float], name: str, progress: Progress) -> list[float]:
+    """std with every (nearly) constant channel set to 1, each reported as a 'warning' event."""
+    out = []
+    for c, s in enumerate(std):
+        if not s >= MIN_STD:  # NaN too (a single image of one pixel)
+            progress(
+                "warning",
+                {
+                    "message": f"the {CHANNELS[c] if c < 3 else c} channel of the {name} "
+                    f"training images is constant (std {s:.2g}, under one grey level); it is "
+                    "left unscaled (std 1) instead of dividing by ~0"
+                },
+            )
+            s = 1.0
+        out.append(s)
+    return out
+
+
+Splits = dict[str, Split]
+
+
+def _cached(key: dict, build: Callable[[], tuple[dict, Splits]]) -> tuple[dict, Splits]:
+    """Decode once: later calls with the same key read the named splits back from disk."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir() / f"{key['name']}-{digest}.safetensors"
     if path.is_file():
@@ -163,20 +215,19 @@ def _cached(key: dict, build: Callable[[], tuple[dict, Split, Split]]) -> tuple[
 
             with safe_open(str(path), "pt") as fh:
                 info = json.loads(fh.metadata()["info"])
-            return info, Split(t["train_x"], t["train_y"]), Split(t["test_x"], t["test_y"])
+            names = [k[:-2] for k in t if k.endswith("_x")]
+            return info, {n: Split(t[f"{n}_x"], t[f"{n}_y"]) for n in names}
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
             pass
-    info, train, test = build()
-    tensors = {
-        "train_x": train.images.contiguous(),
-        "train_y": train.labels.contiguous(),
-        "test_x": test.images.contiguous(),
-        "test_y": test.labels.contiguous(),
-    }
+    info, splits = build()
+    tensors = {}
+    for n, split in splits.items():
+        tensors[f"{n}_x"] = split.images.contiguous()
+        tensors[f"{n}_y"] = split.labels.contiguous()
     try:
         # a private temporary name, then a rename: a concurrent reader never sees half a file
         meta = {"info": json.dumps(info)}
         atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
     except Exception:  # noqa: BLE001 - no writable cache: still works, decodes again next time
         pass
-    return info, train, test
+    return info, splits

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from icckd_cli.data.decode import decode_files
+from icckd_cli.data.holdout import Holdout, split_lists
 from icckd_cli.data.registry import (
     CACHE_VERSION,
     DataSpec,
@@ -23,6 +24,8 @@ from icckd_cli.data.registry import (
     _cached,
     cache_dir,
     channel_stats,
+    floor_std,
+    hold_out,
     per_class_subset,
     register,
 )
@@ -41,13 +44,13 @@ def _digits(
     train_pc: int | None,
     test_pc: int | None,
     opts: LoadOptions,
-) -> tuple[DataSpec, Split, Split]:
+) -> tuple[DataSpec, Split, Split, Split | None]:
     """scikit-learn's 1,797 handwritten digits, 8x8 -> 32x32, grey -> 3 channels.
 
     Fixed stratified split: 20% test (360 images), 80% train (1,437), random_state 0.
     """
 
-    def build() -> tuple[dict, Split, Split]:
+    def build() -> tuple[dict, dict[str, Split]]:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 
@@ -61,14 +64,16 @@ def _digits(
             idx, test_size=DIGITS_TEST_FRACTION, stratify=y.numpy(), random_state=DIGITS_SPLIT_SEED
         )
         tr_t, te_t = torch.as_tensor(sorted(tr)), torch.as_tensor(sorted(te))
-        train, test = Split(x[tr_t], y[tr_t]), Split(x[te_t], y[te_t])
-        return {"classes": [str(i) for i in range(10)]}, train, test
+        splits = {"train": Split(x[tr_t], y[tr_t]), "test": Split(x[te_t], y[te_t])}
+        return {"classes": [str(i) for i in range(10)]}, splits
 
-    info, train, test = _cached({"name": "digits", "v": CACHE_VERSION}, build)
-    train, test = per_class_subset(train, train_pc), per_class_subset(test, test_pc)
+    info, splits = _cached({"name": "digits", "v": CACHE_VERSION}, build)
+    train, val = hold_out(splits["train"], info["classes"], opts.holdout, train_pc)
+    test = per_class_subset(splits["test"], test_pc)
     mean, std = channel_stats(train.images)
+    std = floor_std(std, "digits", opts.progress)
     spec = DataSpec("digits", 10, info["classes"], mean, std, 32, flip=False)
-    return spec, train, test
+    return spec, train, test, val
 
 
 # ----------------------------------------------------------------------------- CIFAR
@@ -86,7 +91,7 @@ def _cifar(name: str) -> Loader:
         train_pc: int | None,
         test_pc: int | None,
         opts: LoadOptions,
-    ) -> tuple[DataSpec, Split, Split]:
+    ) -> tuple[DataSpec, Split, Split, Split | None]:
         from torchvision import datasets
 
         cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
@@ -110,12 +115,12 @@ def _cifar(name: str) -> Loader:
         for s in sets:
             x = torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous()
             splits.append(Split(x, torch.tensor(s.targets, dtype=torch.long)))
-        train = per_class_subset(splits[0], train_pc)
+        classes = list(sets[0].classes)
+        train, val = hold_out(splits[0], classes, opts.holdout, train_pc)
         test = per_class_subset(splits[1], test_pc)
         mean, std = CIFAR_STATS[name]
-        classes = list(sets[0].classes)
         spec = DataSpec(name, len(classes), classes, mean, std, 32, True, str(root))
-        return spec, train, test
+        return spec, train, test, val
 
     return load
 
@@ -149,10 +154,21 @@ def _decode(
     return Split(x, torch.tensor(labels, dtype=torch.long))
 
 
+Files = dict[str, list[Path]]
+
+
 def folder_layout(
-    data_dir: Path | None, name: str, train_pc: int | None, test_pc: int | None
-) -> tuple[Path, list[str], dict[str, list[Path]], dict[str, list[Path]]]:
-    """(root, classes, train files, test files) of DIR/train/<class>/ and DIR/test|val/<class>/."""
+    data_dir: Path | None,
+    name: str,
+    train_pc: int | None,
+    test_pc: int | None,
+    holdout: Holdout | None = None,
+) -> tuple[Path, list[str], Files, Files, Files | None]:
+    """(root, classes, train, test, validation files or None) of DIR/train|test|val/<class>/.
+
+    The validation files are held out of DIR/train/ by split_class (DIR/val/ is the test
+    split when DIR/test/ is absent, as in ILSVRC's layout).
+    """
     if data_dir is None:
         raise UsageError(
             f"--dataset {name} needs --data-dir DIR holding train/ and test/ (or val/) "
@@ -167,7 +183,7 @@ def folder_layout(
             f"data directory {root} must hold train/ and test/ (or val/) folders with one "
             "sub-folder per class; check --data-dir"
         )
-    train_files = _class_files(root / "train", train_pc)
+    train_files = _class_files(root / "train", None)
     test_files = _class_files(test_dir, test_pc)
     classes = [c for c, fs in train_files.items() if fs]
     if len(classes) < 2:
@@ -183,7 +199,9 @@ def folder_layout(
         )
     if not any(test_files.values()):
         raise UsageError(f"{test_dir} holds no images; put <class>/<image> files there")
-    return root, classes, train_files, test_files
+    kept, held = split_lists([train_files[c] for c in classes], classes, holdout, train_pc)
+    val_files = None if held is None else dict(zip(classes, held, strict=True))
+    return root, classes, dict(zip(classes, kept, strict=True)), test_files, val_files
 
 
 def check_memory(root: Path, count: int, size: int, limit_gb: float) -> None:
@@ -204,43 +222,50 @@ def _imagefolder(
     train_pc: int | None,
     test_pc: int | None,
     opts: LoadOptions,
-) -> tuple[DataSpec, Split, Split]:
+) -> tuple[DataSpec, Split, Split, Split | None]:
     """DIR/train/<class>/*.jpg and DIR/test/<class>/ (or val/): CIFAR JPEGs, small images."""
-    root, classes, train_files, test_files = folder_layout(
-        data_dir, "imagefolder", train_pc, test_pc
+    root, classes, train_files, test_files, val_files = folder_layout(
+        data_dir, "imagefolder", train_pc, test_pc, opts.holdout
     )
-    stamp = [
-        (str(f), f.stat().st_size, f.stat().st_mtime_ns)
-        for fs in (*train_files.values(), *test_files.values())
-        for f in fs
-    ]
+    parts = {"train": train_files, "test": test_files}
+    if val_files is not None:
+        parts["val"] = val_files
+    stamps = {
+        split: [
+            (str(f), f.stat().st_size, f.stat().st_mtime_ns) for fs in files.values() for f in fs
+        ]
+        for split, files in parts.items()
+    }
+    stamp = stamps["train"] + stamps["test"]
     key = {
         "name": "imagefolder",
         "v": CACHE_VERSION,
         "files": hashlib.sha256(json.dumps(stamp).encode()).hexdigest(),
     }
+    if "val" in stamps:
+        key["val"] = hashlib.sha256(json.dumps(stamps["val"]).encode()).hexdigest()
 
     from PIL import Image
 
     with Image.open(train_files[classes[0]][0]) as im:
         size = max(im.size)
-    check_memory(root, len(stamp), size, opts.memory_limit_gb)
+    check_memory(root, sum(map(len, stamps.values())), size, opts.memory_limit_gb)
 
-    def build() -> tuple[dict, Split, Split]:
-        train = _decode(train_files, classes, size, opts, "training images")
-        test = _decode(test_files, classes, size, opts, "test images")
-        mean, std = channel_stats(train.images)
-        return {"classes": classes, "mean": mean, "std": std, "size": size}, train, test
+    def build() -> tuple[dict, dict[str, Split]]:
+        what = {"train": "training images", "test": "test images", "val": "validation images"}
+        splits = {k: _decode(fs, classes, size, opts, what[k]) for k, fs in parts.items()}
+        mean, std = channel_stats(splits["train"].images)
+        return {"classes": classes, "mean": mean, "std": std, "size": size}, splits
 
-    info, train, test = _cached(key, build)
+    info, splits = _cached(key, build)
     spec = DataSpec(
         "imagefolder",
         len(classes),
         info["classes"],
         info["mean"],
-        info["std"],
+        floor_std(info["std"], "imagefolder", opts.progress),  # also for caches made before
         info["size"],
         True,
         str(root.resolve()),
     )
-    return spec, train, test
+    return spec, splits["train"], splits["test"], splits.get("val")

@@ -240,12 +240,12 @@ class StreamLoader:
             seed=self.seed,
             epoch=epoch,
         )
-        for x, y, idx in _deliver(self.split, images, batches):
+        for step, (x, y, idx) in enumerate(_deliver(self.split, images, batches), start_step):
             views = [
                 normalize(x[:, v].permute(0, 3, 1, 2), self.mean, self.std, self.channels_last)
                 for v in range(self.views)
             ]
-            yield Batch(views, y, idx)
+            yield Batch(views, y, idx, step)
 
 
 @register("imagenet")
@@ -255,21 +255,22 @@ def _imagenet(
     train_pc: int | None,
     test_pc: int | None,
     opts: LoadOptions,
-) -> tuple[DataSpec, StreamSplit, StreamSplit]:
-    """Any ILSVRC-style folder (train/<class>/*, val/<class>/*), streamed from disk."""
-    root, classes, train_files, test_files = folder_layout(data_dir, "imagenet", train_pc, test_pc)
-    splits = []
-    for per_class in (train_files, test_files):
+) -> tuple[DataSpec, StreamSplit, StreamSplit, StreamSplit | None]:
+    """Any ILSVRC-style folder (train/<class>/*, val/<class>/*), streamed from disk.
+
+    Held-out validation images (opts.holdout) come out of train/ and are read as the test
+    split is: resized and centre-cropped, never augmented.
+    """
+    root, classes, train_files, test_files, val_files = folder_layout(
+        data_dir, "imagenet", train_pc, test_pc, opts.holdout
+    )
+
+    def stream(per_class: dict[str, list[Path]]) -> StreamSplit:
         files = [str(f).encode() for c in classes for f in per_class.get(c, [])]
         labels = [i for i, c in enumerate(classes) for _ in per_class.get(c, [])]
-        splits.append(
-            StreamSplit(
-                np.array(files),
-                torch.tensor(labels, dtype=torch.long),
-                opts.image_size,
-                opts.workers,
-            )
-        )
+        labelled = torch.tensor(labels, dtype=torch.long)
+        return StreamSplit(np.array(files), labelled, opts.image_size, opts.workers)
+
     mean, std = IMAGENET_STATS
     spec = DataSpec(
         "imagenet",
@@ -281,7 +282,8 @@ def _imagenet(
         True,
         str(root.resolve()),
     )
-    return spec, splits[0], splits[1]
+    val = None if val_files is None else stream(val_files)
+    return spec, stream(train_files), stream(test_files), val
 
 
 def is_streamed(split: Any) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from icckd_cli.data.decode import decode_files
+from icckd_cli.data.holdout import split_lists
 from icckd_cli.data.registry import (
     CACHE_VERSION,
     DataSpec,
@@ -63,7 +64,7 @@ def read_words(root: Path, wnids: list[str]) -> list[str]:
 
 
 def train_files(root: Path, wnids: list[str], limit: int | None) -> list[list[Path]]:
-    """train/<wnid>/images/*.JPEG per class, sorted, the first `limit` of each."""
+    """train/<wnid>/images/*.JPEG per class, sorted, the first `limit` of each (None: all)."""
     train = root / "train"
     if not train.is_dir():
         raise UsageError(f"{train} is missing; point --data-dir at tiny-imagenet-200/")
@@ -128,7 +129,7 @@ def _tinyimagenet(
     train_pc: int | None,
     test_pc: int | None,
     opts: LoadOptions,
-) -> tuple[DataSpec, Split, Split]:
+) -> tuple[DataSpec, Split, Split, Split | None]:
     """Tiny-ImageNet-200 from its unpacked zip: 100,000 train and 10,000 val images, 64x64."""
     if data_dir is None:
         raise UsageError(
@@ -139,30 +140,42 @@ def _tinyimagenet(
     if not root.is_dir():
         raise UsageError(f"data directory {root} does not exist; check --data-dir")
     wnids = read_wnids(root)
-    tr_files, tr_labels = _labelled(train_files(root, wnids, train_pc))
-    te_files, te_labels = _labelled(val_files(root, wnids, test_pc))
-    stamp = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in (*tr_files, *te_files)]
+    # the validation images leave train/ first; then --train-per-class keeps the first N
+    kept, held = split_lists(train_files(root, wnids, None), wnids, opts.holdout, train_pc)
+    parts = {"train": _labelled(kept), "test": _labelled(val_files(root, wnids, test_pc))}
+    if held is not None:
+        parts["val"] = _labelled(held)
+    stamp = [
+        (str(f), f.stat().st_size, f.stat().st_mtime_ns)
+        for f in (*parts["train"][0], *parts["test"][0])
+    ]
     key = {
         "name": "tinyimagenet",
         "v": CACHE_VERSION,
         "files": hashlib.sha256(json.dumps([wnids, stamp]).encode()).hexdigest(),
     }
+    if held is not None:
+        key["val"] = hashlib.sha256(
+            json.dumps([str(f) for f in parts["val"][0]]).encode()
+        ).hexdigest()
+    # the folder's own val/ is our test split; held-out training images are "validation"
+    what = {"train": "train", "test": "val", "val": "held-out train"}
 
-    def build() -> tuple[dict, Split, Split]:
-        splits = []
-        for files, labels, what in ((tr_files, tr_labels, "train"), (te_files, te_labels, "val")):
+    def build() -> tuple[dict, dict[str, Split]]:
+        splits = {}
+        for name, (files, labels) in parts.items():
             arrays = decode_files(
                 files,
                 TINY_SIZE,
                 workers=opts.workers,
                 progress=opts.progress,
-                what=f"Tiny-ImageNet {what} JPEGs",
+                what=f"Tiny-ImageNet {what[name]} JPEGs",
             )
             x = torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
-            splits.append(Split(x, labels))
-        return {"classes": read_words(root, wnids)}, splits[0], splits[1]
+            splits[name] = Split(x, labels)
+        return {"classes": read_words(root, wnids)}, splits
 
-    info, train, test = _cached(key, build)
+    info, splits = _cached(key, build)
     mean, std = TINY_STATS
     spec = DataSpec(
         "tinyimagenet",
@@ -174,4 +187,4 @@ def _tinyimagenet(
         True,
         str(root.resolve()),
     )
-    return spec, train, test
+    return spec, splits["train"], splits["test"], splits.get("val")

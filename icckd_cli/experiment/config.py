@@ -5,6 +5,7 @@ Every cell of the matrix is a plain train-teacher or distill run in its own fold
     OUT/teachers/<teacher>/seed<k>/               cross-entropy or intra-class teacher
     OUT/students/<teacher>/<student>/seed<k>/     distilled from the teacher of seed k
     OUT/baseline/seed<k>/                         the student architecture alone (optional)
+    OUT/teacher_cache/<teacher>/seed<k>/          its outputs, where two or more students share it
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ MANAGED = {
     "teacher": "every student distills from every [[teachers]] entry",
     "teacher_arch": "the teachers record their architecture",
     "teacher_model_args": "the teachers record their builder arguments",
+    "data_seed": "students sharing a teacher cache use its teacher's seed, others their own",
+    "teacher_cache": "use teacher_cache = true or false in [experiment]",
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -50,6 +53,8 @@ class ExperimentOptions(DataOptions):
     device: str = "auto"
     temperature: float = Field(4.0, gt=0)  # T of the soft-label diversity columns
     latency: bool = True  # time each architecture's batch-1 latency for the cost table
+    # students that share a teacher read its outputs from one store (teacher_store.py)
+    teacher_cache: bool = True
     tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
 
     @field_validator("seeds", "teacher_seeds")
@@ -95,6 +100,7 @@ class Run:
     config: TrainTeacherConfig | DistillConfig
     teacher: str | None = None
     student: str | None = None
+    teacher_seed: int | None = None  # a student's: the seed of the teacher run it distills from
 
     @property
     def out(self) -> Path:
@@ -240,6 +246,11 @@ def _check_keys(
                 f"{source}: {where}: '{key}' belongs in [{role}] or [experiment] (every "
                 f"{role} of an experiment trains on the same images)"
             )
+        if key in ("val_per_class", "val_fraction"):
+            raise UsageError(
+                f"{source}: {where}: '{key}' belongs in [experiment] (every run of an "
+                "experiment must pick its best epoch on the same validation images)"
+            )
         if key == "test_per_class":
             raise UsageError(
                 f"{source}: {where}: 'test_per_class' belongs in [experiment] (runs that are "
@@ -322,11 +333,15 @@ def plan(exp: Experiment) -> list[Run]:
                 label = f"students/{t.name}/{s.name}/seed{seed}"
                 update = {"seed": seed, "out": root / label, "teacher": weights}
                 student = s.config.model_copy(update=update)
-                runs.append(Run("student", label, seed, student, teacher=t.name, student=s.name))
+                runs.append(
+                    Run("student", label, seed, student, t.name, s.name, teacher_seed=tseed)
+                )
         if exp.baseline is not None:
             label = f"baseline/seed{seed}"
             cfg = exp.baseline.model_copy(update={"seed": seed, "out": root / label})
             runs.append(Run("baseline", label, seed, cfg))
+    if exp.options.teacher_cache:
+        share_teacher_outputs(runs, root)
     # teacher seeds beyond the student seeds still get their teachers
     for tseed in teacher_seeds[len(exp.options.seeds) :]:
         for t in exp.teachers:
@@ -334,3 +349,36 @@ def plan(exp: Experiment) -> list[Run]:
             cfg = t.config.model_copy(update={"seed": tseed, "out": root / label})
             runs.append(Run("teacher", label, tseed, cfg, teacher=t.name))
     return runs
+
+
+def share_teacher_outputs(runs: list[Run], root: Path) -> None:
+    """Students of one teacher run on one augmentation stream read one teacher-output store.
+
+    Students that would see the same batches (batch size, epochs, padding) and keep the same
+    outputs (dtype, top-k) form a group; a group of two or more gets the store, in
+    OUT/teacher_cache/<teacher>/seed<k> (with a suffix where one teacher has several), and
+    the data seed of that teacher's run; the first student to run writes it.
+    """
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if run.kind != "student":
+            continue
+        cfg = run.config
+        assert isinstance(cfg, DistillConfig)
+        stream = (cfg.batch_size, cfg.epochs, cfg.crop_padding)
+        kept = (cfg.teacher_cache_dtype, cfg.teacher_cache_topk)
+        groups.setdefault((run.teacher, run.teacher_seed, stream, kept), []).append(run)
+    count: dict[tuple, int] = {}
+    for (teacher, tseed, _, _), members in groups.items():
+        if len(members) < 2:
+            continue
+        n = count[teacher, tseed] = count.get((teacher, tseed), 0) + 1
+        folder = root / "teacher_cache" / str(teacher) / f"seed{tseed}{f'-{n}' if n > 1 else ''}"
+        embeddings = any(
+            m.config.cache_embeddings(m.config.resolved_weights())  # type: ignore[union-attr]
+            for m in members
+        )
+        for m in members:
+            update = {"teacher_cache": folder, "data_seed": tseed}
+            update["teacher_cache_embeddings"] = embeddings
+            m.config = m.config.model_copy(update=update)

@@ -6,6 +6,7 @@ is resumed; so running the same command again after Ctrl-C only does what is lef
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -22,7 +23,7 @@ Callback = Callable[[str, dict[str, Any]], None]
 # Execution details that may change between invocations without invalidating a finished run.
 IGNORED_ON_REUSE = set(
     "device overwrite download save_every eval_batch_size out teacher data_dir precision "
-    "compile channels_last tensorboard".split()
+    "compile channels_last tensorboard teacher_cache teacher_cache_embeddings".split()
 )
 DIVERSITY_FILE = "diversity.json"
 # Panels of the learning-curve figures: the unweighted training CE compares every kind of
@@ -94,6 +95,8 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
             "run_end",
             {**info, "final": result.final, "best": result.best, "elapsed": result.elapsed},
         )
+        if run.kind == "student":
+            drop_finished_cache(exp, run)
     if not dist.is_main():  # under torchrun process 0 alone measures and writes the results
         return {}
     diversity = measure_diversity(exp, callback)
@@ -103,6 +106,24 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
     write_results(exp, results)
     callback("finish", {"out": str(exp.options.out)})
     return results
+
+
+def drop_finished_cache(exp: Experiment, run: Run) -> None:
+    """Delete this process's shard of a teacher-output store once all its students are done."""
+    import shutil
+
+    from icckd_cli import distributed as dist
+    from icckd_cli.teacher_store import shard_folder
+
+    cache = getattr(run.config, "teacher_cache", None)
+    if cache is None:
+        return
+    readers = [r for r in exp.runs if getattr(r.config, "teacher_cache", None) == cache]
+    if all(r.status() == "done" for r in readers):
+        shutil.rmtree(shard_folder(cache, dist.rank(), dist.world_size()), ignore_errors=True)
+        for folder in (Path(cache), Path(cache).parent, Path(cache).parent.parent):
+            with contextlib.suppress(OSError):  # each only once empty (other ranks' shards)
+                folder.rmdir()
 
 
 def write_curves(exp: Experiment) -> list[dict[str, str]]:

@@ -155,7 +155,8 @@ def collect(
     out = dict(name=o.name, dataset=o.dataset, train_per_class=o.train_per_class,
                 teacher_train_per_class=exp.teachers[0].config.train_per_class,
                 student_train_per_class=student_cfg.train_per_class if student_cfg else None,
-                test_per_class=o.test_per_class, seeds=list(o.seeds), out=str(o.out),
+                test_per_class=o.test_per_class, val_per_class=o.val_per_class,
+                val_fraction=o.val_fraction, seeds=list(o.seeds), out=str(o.out),
                 teacher_seeds=o.resolved_teacher_seeds(),
                 temperature=o.temperature, command=exp.command, answers=answers,
                 answers_summary=answers_sentence(answers), teachers=teachers,
@@ -204,20 +205,38 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
     if results["baseline"] is not None:
         b = results["baseline"]
         rows.append(["alone (CE)", b["arch"], "none", cell(b["last"]), cell(b["best"])])
+    held = validation_phrase(results)
+    best_note = (
+        f"best on validation: top-1 on the test split at the epoch of the highest top-1 on "
+        f"{held} held out of the training split (never trained on)"
+        if held
+        else "best epoch is picked on the test split itself, so it flatters; last epoch is "
+        "the honest number"
+    )
     notes = [
         "'minus' rows: the paired difference per seed (student seed k from teacher seed k); "
         + DIFF_NOTE,
-        "best epoch is picked on the test split itself, so it flatters; last epoch is the "
-        "honest number",
+        best_note,
     ]
     if rows:
         title = f"students on {results['dataset']} (top-1 %, {over})"
-        columns = ["student", "arch", "teacher", "last epoch", "best epoch"]
+        best = "best on validation" if held else "best epoch"
+        columns = ["student", "arch", "teacher", "last epoch", best]
         tables.append(TableSpec(title, columns, rows, notes))
     cost = cost_table(results)
     if cost is not None:
         tables.append(cost)
     return tables
+
+
+def validation_phrase(results: Mapping[str, Any]) -> str:
+    """'5 images per class' or '10% of each class' held out for validation; '' for none."""
+    if results.get("val_per_class"):
+        n = results["val_per_class"]
+        return f"{n} image{'s' if n > 1 else ''} per class"
+    if results.get("val_fraction"):
+        return f"{100 * results['val_fraction']:g}% of each class"
+    return ""
 
 
 def _images(per_class: int | None) -> str:
@@ -237,8 +256,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     """The tables as Markdown, with what was run."""
     subset = ", ".join(
         f"{k.replace('_', ' ')} {results[k]}"
-        for k in ("train_per_class", "test_per_class")
-        if results[k]
+        for k in ("train_per_class", "test_per_class", "val_per_class", "val_fraction")
+        if results.get(k)
     )
     teacher_pc = results.get("teacher_train_per_class", results["train_per_class"])
     student_pc = results.get("student_train_per_class", results["train_per_class"])
@@ -246,6 +265,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         roles = f"teachers on {_images(teacher_pc)}, students on {_images(student_pc)}"
         test = results["test_per_class"]
         subset = roles + (f", test per class {test}" if test else "")
+        if validation_phrase(results):
+            subset += f", {validation_phrase(results)} held out for validation"
     lines = [
         f"# {results['name']}",
         "",
