@@ -19,13 +19,12 @@ from torch import Tensor, nn
 
 from icckd_cli import distributed as dist
 from icckd_cli.data import DataSpec, DeviceLoader, Split, StreamLoader, eval_batches
+
+# Diverged and Interrupted live in errors.py, which distributed.py imports too; callers that
+# import them from here still find them
 from icckd_cli.errors import DataFileError, Diverged, Interrupted, UsageError
 from icckd_cli.losses import expected_calibration_error
 from icckd_cli.objectives import Objective
-
-# Diverged and Interrupted live in errors.py (distributed.py needs them too); importing them
-# from here keeps working
-
 
 Callback = Callable[[str, dict[str, Any]], None]
 CHECK_EVERY = 50  # steps between reads of the loss accumulators (NaN guard)
