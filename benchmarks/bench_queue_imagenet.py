@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import Variant, device_sync, interleave, machine_info  # noqa: E402
 
-from icckd_cli.config import TeacherLoss  # noqa: E402
 from icckd_cli.data.device import Batch  # noqa: E402
 from icckd_cli.losses import icc_terms  # noqa: E402
 from icckd_cli.models import create_model  # noqa: E402
-from icckd_cli.objectives import TeacherObjective  # noqa: E402
+from icckd_cli.settings.config import TeacherLoss  # noqa: E402
+from icckd_cli.training.objectives import TeacherObjective  # noqa: E402
 
 CLASSES = 1000  # --classes changes them for the loss part (e.g. 100 and 64: CIFAR-100,
 DIM = 512  # resnet56); the step part always runs tv_resnet18 on 1,000 classes

@@ -31,7 +31,7 @@ DEFAULT_ARCHS = ("resnet8,resnet20,resnet56,resnet8x4,resnet32x4,wrn_16_2,wrn_40
 
 def cost_rows(archs: list[str], size: int, classes: int, batch: int) -> None:
     from icckd_cli.models import create_model
-    from icckd_cli.shipping.cost import count_macs, count_params, measure_latency, si
+    from icckd_cli.work.cost import count_macs, count_params, measure_latency, si
 
     dev = torch.device("cpu")
     print(
@@ -48,10 +48,10 @@ def cost_rows(archs: list[str], size: int, classes: int, batch: int) -> None:
 
 
 def quickstart_added() -> None:
-    from icckd_cli import experiment as ex
-    from icckd_cli.checkpoint import save_model
+    from icckd_cli.base.checkpoint import save_model
     from icckd_cli.data import load_dataset
     from icckd_cli.models import create_model
+    from icckd_cli.work import experiment as ex
 
     with tempfile.TemporaryDirectory() as tmp:
         exp = ex.quickstart_experiment({"out": Path(tmp) / "qs", "device": "cpu"})

@@ -123,7 +123,7 @@ class Clock:
 
 def run_once(data: Path, work: Path, cache: bool, args: argparse.Namespace) -> dict:
     """One whole experiment in a fresh folder, in this process."""
-    from icckd_cli import experiment as ex
+    from icckd_cli.work import experiment as ex
 
     out = work / f"exp-{'cache' if cache else 'plain'}"
     shutil.rmtree(out, ignore_errors=True)

@@ -66,9 +66,9 @@ from harness import (  # noqa: E402
     Setup,
 )
 
-from icckd_cli.config import RunOptions  # noqa: E402
 from icckd_cli.data import load_dataset  # noqa: E402
-from icckd_cli.engine import resolve_device, tune_backends  # noqa: E402
+from icckd_cli.settings.config import RunOptions  # noqa: E402
+from icckd_cli.training.engine import resolve_device, tune_backends  # noqa: E402
 
 # ----------------------------------------------------------------------------- main
 

@@ -32,12 +32,12 @@ from harness import (
 )
 from torch import nn
 
-from icckd_cli.config import StudentLoss, TeacherLoss
 from icckd_cli.data import CIFAR_STATS, Batch, DataSpec, Split, load_dataset
-from icckd_cli.engine import TrainState, autocast, evaluate, predict
+from icckd_cli.metrics.softlabels import SoftLabelAccumulator
 from icckd_cli.models import create_model
-from icckd_cli.objectives import DistillObjective, TeacherObjective
-from icckd_cli.softlabels import SoftLabelAccumulator
+from icckd_cli.settings.config import StudentLoss, TeacherLoss
+from icckd_cli.training.engine import TrainState, autocast, evaluate, predict
+from icckd_cli.training.objectives import DistillObjective, TeacherObjective
 
 # ----------------------------------------------------------------------------- (a)
 

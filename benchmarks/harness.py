@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from benchlib import Timing, pair_ratios
 from torch import Tensor, nn
 
-from icckd_cli.config import TeacherLoss
 from icckd_cli.data import CIFAR_STATS, Batch, DataSpec, DeviceLoader, Split
-from icckd_cli.engine import Trainer, TrainState, autocast
-from icckd_cli.objectives import TeacherObjective
+from icckd_cli.settings.config import TeacherLoss
+from icckd_cli.training.engine import Trainer, TrainState, autocast
+from icckd_cli.training.objectives import TeacherObjective
 
 BATCH = 64  # the recipe's batch size, used everywhere below
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from icckd_cli.crd import CRDLoss
+from icckd_cli.methods.crd import CRDLoss
 
 __all__ = [
     "CRDLoss",

@@ -17,11 +17,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from icckd_cli.checkpoint import save_model
+from icckd_cli.base.checkpoint import save_model
 from icckd_cli.cli import main
 from icckd_cli.data import load_dataset
-from icckd_cli.experiment import Experiment, parse_experiment
 from icckd_cli.models import ZooModel, create_model
+from icckd_cli.work.experiment import Experiment, parse_experiment
 
 if sys.version_info >= (3, 11):
     import tomllib

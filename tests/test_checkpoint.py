@@ -13,20 +13,17 @@ import torch
 from safetensors.torch import save_file
 
 from icckd_cli import __version__
-from icckd_cli.checkpoint import (
+from icckd_cli.base.atomic import atomic_write, write_text_atomic
+from icckd_cli.base.checkpoint import (
     FORMAT_VERSION,
-    atomic_write,
-    load_any_model,
-    load_model,
     read_metadata,
-    read_pth_state,
     save_model,
     save_tensors,
     weights_hash,
-    write_text_atomic,
 )
-from icckd_cli.errors import IcckdError, UsageError
+from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.models import create_model
+from icckd_cli.models.loading import load_any_model, load_model, read_pth_state
 
 META = {
     "kind": "teacher",

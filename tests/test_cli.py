@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from icckd_cli.checkpoint import read_metadata
+from icckd_cli.base.checkpoint import read_metadata
 from tests.helpers import TINY, Result, digits_teacher, icckd
 
 
@@ -117,8 +117,8 @@ def test_validation_split_picks_best_and_is_recorded(
               "--format", "json")  # fmt: skip
     assert r.json()["n"] == 200  # the training images, without the held-out ones
     # the table after training says what best was chosen on
-    from icckd_cli import report
-    from icckd_cli.runs import RunResult
+    from icckd_cli.presentation import report
+    from icckd_cli.work.runs import RunResult
 
     capsys.readouterr()
     final = {k: summary[k] for k in ("top1", "top5", "nll", "ece")}
@@ -129,8 +129,8 @@ def test_validation_split_picks_best_and_is_recorded(
 
 
 def test_validation_images_do_not_depend_on_the_seed(tmp_path: Path) -> None:
-    from icckd_cli.config import TrainTeacherConfig, build
-    from icckd_cli.runs import load_data
+    from icckd_cli.settings.config import TrainTeacherConfig, build
+    from icckd_cli.work.runs import load_data
 
     def held(**kw: object) -> object:
         settings = {"dataset": "digits", "val_fraction": 0.05, "out": tmp_path, **kw}

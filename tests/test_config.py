@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from icckd_cli.config import DistillConfig, TrainTeacherConfig, build
-from icckd_cli.errors import UsageError
-from icckd_cli.runs import resolved_config
+from icckd_cli.base.errors import UsageError
+from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig, build
+from icckd_cli.work.runs import resolved_config
 
 
 def test_command_line_over_file_over_defaults(tmp_path: Path) -> None:

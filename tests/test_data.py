@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from icckd_cli.base.errors import UsageError
 from icckd_cli.data import Split, load_dataset, per_class_subset, sources
-from icckd_cli.errors import UsageError
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tgz"
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from icckd_cli import runs
-from icckd_cli.config import TrainTeacherConfig, build
+from icckd_cli.base.errors import DataFileError, UsageError
 from icckd_cli.data import (
     IMAGENET_STATS,
     Holdout,
@@ -27,8 +26,9 @@ from icckd_cli.data import (
 )
 from icckd_cli.data.holdout import split_class
 from icckd_cli.data.stream import centre_box, random_resized_box
-from icckd_cli.errors import DataFileError, UsageError
-from icckd_cli.rundir import STATE_FILE
+from icckd_cli.settings.config import TrainTeacherConfig, build
+from icckd_cli.training.rundir import STATE_FILE
+from icckd_cli.work import runs
 from tests.helpers import history, icckd
 from tests.imagesets import COLOURS, image_folder
 
@@ -249,7 +249,7 @@ SHARD_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import torch.distributed as tdist
-    from icckd_cli import distributed as dist
+    from icckd_cli.training import distributed as dist
     from icckd_cli.data import LoadOptions, load_dataset, make_loader
 
     dist.init_from_env()

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
+from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.data import LoadOptions, load_dataset
 from icckd_cli.data import decode as decode_module
-from icckd_cli.errors import IcckdError, UsageError
 from tests.helpers import icckd
 from tests.imagesets import COLOURS, tiny_imagenet
 
@@ -67,7 +67,7 @@ def test_parallel_decoding_matches_one_process_and_reports_progress(
 
 
 def test_progress_display_shows_one_bar_per_decoding_pass() -> None:
-    from icckd_cli.report import TrainingProgress
+    from icckd_cli.presentation.report import TrainingProgress
 
     progress = TrainingProgress("teacher resnet8")
     what = "decoding 9 Tiny-ImageNet train JPEGs in 2 processes"

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+from icckd_cli.base.errors import UsageError
 from icckd_cli.data import Holdout, LoadOptions, Split, load_dataset
 from icckd_cli.data.holdout import split_class
 from icckd_cli.data.registry import MIN_STD, hold_out
-from icckd_cli.errors import UsageError
 from tests.imagesets import tiny_imagenet
 
 

@@ -18,12 +18,12 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icckd_cli import distributed as dist
+from icckd_cli.base.errors import IcckdError
 from icckd_cli.data import Batch
-from icckd_cli.errors import IcckdError
 from icckd_cli.losses import icc_terms
-from icckd_cli.objectives import TeacherObjective
-from icckd_cli.queue import ClassQueue
+from icckd_cli.methods.queue import ClassQueue
+from icckd_cli.training import distributed as dist
+from icckd_cli.training.objectives import TeacherObjective
 
 WORLD = 2
 CLASSES, DIM, PIXELS = 4, 5, 12
@@ -227,8 +227,9 @@ PROBE_SCRIPT = textwrap.dedent(
     """
     import os, runpy, signal
     import torch
-    from icckd_cli import distributed as dist, runs
-    from icckd_cli.errors import IcckdError
+    from icckd_cli.training import distributed as dist
+    from icckd_cli.work import runs
+    from icckd_cli.base.errors import IcckdError
 
     FAULT = os.environ.get("PROBE_FAULT", "")
 
@@ -407,8 +408,9 @@ def test_experiment_under_torchrun_runs_each_run_once_and_prints_once(tmp_path: 
 CACHE_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    from icckd_cli import distributed as dist, runs
-    from icckd_cli.config import DistillConfig, build
+    from icckd_cli.training import distributed as dist
+    from icckd_cli.work import runs
+    from icckd_cli.settings.config import DistillConfig, build
 
     dist.init_from_env()
     base, cache = json.loads(sys.argv[1]), sys.argv[2]
@@ -421,7 +423,7 @@ CACHE_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_torchrun_ranks_write_and_read_their_own_teacher_cache_shard(tmp_path: Path) -> None:
-    from icckd_cli import teacher_store
+    from icckd_cli.training import store as teacher_store
     from tests.helpers import assert_same_weights, digits_teacher
 
     digits_teacher(tmp_path / "teacher.safetensors")

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from icckd_cli.base.errors import UsageError
 from icckd_cli.data import DataSpec, DeviceLoader, Split
-from icckd_cli.engine import (
+from icckd_cli.training.engine import (
     Diverged,
     LrSchedule,
     Trainer,
@@ -24,8 +25,7 @@ from icckd_cli.engine import (
     resolve_device,
     tune_backends,
 )
-from icckd_cli.errors import UsageError
-from icckd_cli.objectives import Objective
+from icckd_cli.training.objectives import Objective
 
 SPEC = DataSpec("toy", 6, list("abcdef"), [0.0] * 3, [1.0] * 3, 4, False)
 
@@ -304,7 +304,7 @@ def test_trainer_evaluates_both_splits_and_keeps_the_best_validation_epoch(
         top1 = next(scripted[which])
         return {"top1": top1, "top5": top1 + 1, "nll": 100 / top1, "ece": 0.1, "n": 6}
 
-    monkeypatch.setattr("icckd_cli.engine.evaluate", scripted_evaluate)
+    monkeypatch.setattr("icckd_cli.training.engine.evaluate", scripted_evaluate)
     ends: list[dict[str, Any]] = []
     run = trainer(
         Boom(None), [], val=val, callback=lambda e, i: ends.append(i) if e == "end" else None

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from icckd_cli.base.errors import UsageError
 from icckd_cli.data import DataSpec
-from icckd_cli.errors import UsageError
-from icckd_cli.evaluation import (
+from icckd_cli.work.evaluation import (
     check_classes,
     checkpoint_channels_last,
     count_params,

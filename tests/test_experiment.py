@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from icckd_cli import experiment as ex
-from icckd_cli.engine import Interrupted
+from icckd_cli.training.engine import Interrupted
+from icckd_cli.work import experiment as ex
 from tests.helpers import icckd, tiny_experiment
 
 
@@ -180,7 +180,7 @@ def test_the_ablation_example_runs_end_to_end_and_resumes(
 def test_students_of_one_teacher_share_its_cache_written_by_the_first(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from icckd_cli.checkpoint import read_metadata
+    from icckd_cli.base.checkpoint import read_metadata
 
     config = tmp_path / "tiny.toml"
     one_seed = ("seeds = [0, 1]", "seeds = [0]")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from icckd_cli import experiment as ex
-from icckd_cli.config import read_toml
-from icckd_cli.errors import UsageError
+from icckd_cli.base.errors import UsageError
+from icckd_cli.settings.config import read_toml
+from icckd_cli.work import experiment as ex
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from icckd_cli import experiment as ex
-from icckd_cli.checkpoint import save_model
+from icckd_cli.base.checkpoint import save_model
 from icckd_cli.data import load_dataset
-from icckd_cli.experiment.costs import FIGURE
 from icckd_cli.models import create_model
-from icckd_cli.shipping.cost import count_macs, count_params
+from icckd_cli.work import experiment as ex
+from icckd_cli.work.cost import count_macs, count_params
+from icckd_cli.work.experiment.costs import FIGURE
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment
 
 TOP1 = {"teachers/ce": 90.0, "teachers/icc": 92.0, "students/ce/kd": 80.0,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from icckd_cli import experiment as ex
+from icckd_cli.work import experiment as ex
 from tests.helpers import icckd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,9 +50,9 @@ def test_cli_quickstart_runs_the_built_in_experiment_into_out(
 def test_reduced_quickstart_trains_each_role_on_its_own_subset(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from icckd_cli.checkpoint import read_metadata
+    from icckd_cli.base.checkpoint import read_metadata
     from icckd_cli.data import load_dataset
-    from icckd_cli.experiment import quickstart as qs
+    from icckd_cli.work.experiment import quickstart as qs
 
     built_in = ex.quickstart_experiment()
     assert built_in.baseline is not None

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from icckd_cli import experiment as ex
-from icckd_cli.experiment import results as res
+from icckd_cli.work import experiment as ex
+from icckd_cli.work.experiment import results as res
 from tests.helpers import parse_experiment_text, tiny_experiment
 
 
@@ -164,7 +164,7 @@ def _answer(values: dict[int, float | None], reference: str | None = None) -> di
 
 
 def test_the_answers_sentence_is_worded_from_the_numbers() -> None:
-    from icckd_cli.experiment.answers import answers_sentence
+    from icckd_cli.work.experiment.answers import answers_sentence
 
     # resolved gain: 4, 6, 5, 7 -> mean 5.5, s = 1.29099, t(0.975, 3) = 3.18245 -> [3.45, 7.55]
     up = _answer({0: 4.0, 1: 6.0, 2: 5.0, 3: 7.0})

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from icckd_cli.crd import CRDLoss, nce_criterion
 from icckd_cli.losses import (
     dkd_loss,
     dkd_parts,
@@ -22,6 +21,7 @@ from icckd_cli.losses import (
     rkd_distance,
     rkd_loss,
 )
+from icckd_cli.methods.crd import CRDLoss, nce_criterion
 
 E = math.e
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from icckd_cli.checkpoint import read_metadata, weights_hash
+from icckd_cli.base.checkpoint import read_metadata, weights_hash
 from icckd_cli.cli.common import _literal, _model_args
-from icckd_cli.config import TrainTeacherConfig, build
+from icckd_cli.settings.config import TrainTeacherConfig, build
 from tests.helpers import digits_teacher, icckd, ok
 
 timm = pytest.importorskip("timm")
@@ -131,7 +131,7 @@ def test_init_fine_tunes_the_recorded_model_with_more_args(
 
 
 def test_experiment_files_name_library_models() -> None:
-    from icckd_cli.errors import UsageError
+    from icckd_cli.base.errors import UsageError
     from tests.helpers import parse_experiment_text, tiny_experiment
 
     text = tiny_experiment(

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from icckd_cli.errors import UsageError
+from icckd_cli.base.errors import UsageError
 from icckd_cli.models import ZooModel, create_model, feature_dim, list_models
 
 # name -> (parameters at 100 classes, feature_dim, state-dict entries, layout fingerprint).

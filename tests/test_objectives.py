@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from icckd_cli.data import Batch
 from icckd_cli.models import create_model
-from icckd_cli.objectives import DistillObjective, TeacherObjective
+from icckd_cli.training.objectives import DistillObjective, TeacherObjective
 from tests.helpers import TINY, icckd
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from icckd_cli.queue import ClassQueue
+from icckd_cli.methods.queue import ClassQueue
 
 # 2-D inputs of various lengths; after normalisation they are the unit vectors below
 A, B, C, D, E = [3.0, 0.0], [0.0, 0.5], [-2.0, 0.0], [0.0, -1.0], [1.0, 1.0]

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from icckd_cli import recipes
-from icckd_cli.config import DistillConfig, TrainTeacherConfig, build
 from icckd_cli.models import create_model
-from icckd_cli.recipes import TRANSFORMERS, choose, is_transformer, make_optimizer, summary
-from icckd_cli.report import recipe_line
-from icckd_cli.runs import resolved_config
+from icckd_cli.presentation.report import recipe_line
+from icckd_cli.settings import recipes
+from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig, build
+from icckd_cli.settings.recipes import TRANSFORMERS, choose, is_transformer, make_optimizer, summary
+from icckd_cli.work.runs import resolved_config
 from tests.helpers import TINY, ok
 
 VIT = "timm:vit_tiny_patch16_224"
@@ -213,7 +213,7 @@ def test_a_run_says_which_recipe_and_records_it(
     assert (config["lr"], config["weight_decay"], config["lr_decay_epochs"]) == (
         1.5625e-05, 0.05, []
     )  # fmt: skip
-    from icckd_cli.checkpoint import read_metadata
+    from icckd_cli.base.checkpoint import read_metadata
 
     assert read_metadata(out / "model.safetensors")["config"]["recipe"] == "DeiT"
     # 30 images, batch 16: 2 steps an epoch, each epoch logs its last: the warm-up's second

@@ -17,10 +17,16 @@ from typing import Any
 import pytest
 import torch
 
-from icckd_cli import runs
-from icckd_cli.checkpoint import read_metadata, save_tensors
-from icckd_cli.errors import IcckdError
-from icckd_cli.rundir import decay_epochs, kept_state, read_metrics, stop_on_signals, writing
+from icckd_cli.base.checkpoint import read_metadata, save_tensors
+from icckd_cli.base.errors import IcckdError
+from icckd_cli.training.rundir import (
+    decay_epochs,
+    kept_state,
+    read_metrics,
+    stop_on_signals,
+    writing,
+)
+from icckd_cli.work import runs
 from tests.helpers import TEACHER, args, assert_same_weights, copy, history, icckd, ok
 from tests.test_errors import check_fails, one_error
 

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from icckd_cli.errors import IcckdError
-from icckd_cli.softlabels import (
+from icckd_cli.base.errors import IcckdError
+from icckd_cli.metrics.softlabels import (
     SoftLabelAccumulator,
     effective_rank_from_gram,
     mean_pairwise_distance,

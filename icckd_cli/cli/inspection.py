@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from icckd_cli import report
 from icckd_cli.cli.common import (
     DataDir,
     Dataset,
@@ -20,7 +19,8 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
-from icckd_cli.config import EvalConfig, InspectConfig, PlotConfig, build
+from icckd_cli.presentation import report
+from icckd_cli.settings.config import EvalConfig, InspectConfig, PlotConfig, build
 
 
 @app.command("eval")
@@ -49,7 +49,7 @@ def eval_(
 ) -> None:
     """Evaluate a checkpoint on its data set's test split, with what it costs to run."""
     cfg = build(EvalConfig, {**_collect(locals()), "format": _format(fmt)})
-    from icckd_cli.evaluation import evaluate_checkpoint
+    from icckd_cli.work.evaluation import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
         cfg.checkpoint,
@@ -90,12 +90,12 @@ def inspect_softlabels(
 ) -> None:
     """Measure how much intra-class knowledge the soft labels carry, side by side."""
     cfg = build(InspectConfig, {**_collect(locals()), "format": _format(fmt)})
-    from icckd_cli.inspect import inspect_checkpoints
+    from icckd_cli.work.inspect import inspect_checkpoints
 
     results = inspect_checkpoints(cfg)
     figures = []
     if cfg.plot is not None:
-        from icckd_cli.plots import write_figures
+        from icckd_cli.presentation.plots import write_figures
 
         figures = write_figures(
             [(r.name, r.stats) for r in results], cfg.plot, class_names=results[0].classes
@@ -133,7 +133,7 @@ def plot(
 ) -> None:
     """Learning curves of several runs side by side, one panel per metric."""
     cfg = build(PlotConfig, {"runs": runs, "out": out, "metrics": metric or None})
-    from icckd_cli.curves import plot_runs
+    from icckd_cli.work.curves import plot_runs
 
     drawn = plot_runs(cfg.runs, cfg.out, cfg.metrics)
     if _format(fmt) == "json":
@@ -158,7 +158,7 @@ def models(
     """List the model zoo (or a library's models) with parameter counts at 100 classes."""
     import torch
 
-    from icckd_cli.errors import UsageError
+    from icckd_cli.base.errors import UsageError
     from icckd_cli.models import create_model, input_size, list_models
     from icckd_cli.models.registry import COUNT_LIMIT, FAMILIES, describe_family
 

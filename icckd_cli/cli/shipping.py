@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from icckd_cli import report
 from icckd_cli.cli.common import DataDir, Opt, _collect, app, handle_errors
-from icckd_cli.config import ExportConfig, build
+from icckd_cli.presentation import report
+from icckd_cli.settings.config import ExportConfig, build
 
 
 @app.command("export")
@@ -41,7 +41,7 @@ def export(
 ) -> None:
     """Export a checkpoint with its normalisation inside, run it, compare with the checkpoint."""
     cfg = build(ExportConfig, _collect(locals()))
-    from icckd_cli.shipping.export import export_checkpoint
+    from icckd_cli.work.shipping.export import export_checkpoint
 
     result = export_checkpoint(cfg)
     if cfg.as_json:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from icckd_cli import report
+from icckd_cli.base.errors import UsageError
 from icckd_cli.cli.common import (
     INTERRUPTED,
     Arch,
@@ -53,19 +53,19 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
-from icckd_cli.config import (
+from icckd_cli.presentation import report
+from icckd_cli.settings.config import (
     RECORDED_ONLY,
     DistillConfig,
     TrainTeacherConfig,
     build,
     option_name,
 )
-from icckd_cli.errors import UsageError
 
 
 def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
     """The saved config of an interrupted run; only --device and --tensorboard may change."""
-    from icckd_cli.rundir import CONFIG_FILE
+    from icckd_cli.training.rundir import CONFIG_FILE
 
     path = Path(resume) / CONFIG_FILE
     if not path.is_file():
@@ -86,9 +86,9 @@ def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
 
 def _train(kind: str, model: type, local: dict[str, Any]) -> None:
     """Shared body of train-teacher and distill."""
-    from icckd_cli import distributed as dist
-    from icckd_cli import runs
-    from icckd_cli.engine import Interrupted
+    from icckd_cli.training import distributed as dist
+    from icckd_cli.training.engine import Interrupted
+    from icckd_cli.work import runs
 
     run = runs.train_teacher if kind == "teacher" else runs.distill
     fmt = _format(local["fmt"])

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from icckd_cli.errors import IcckdError
+from icckd_cli.base.errors import IcckdError
 
 CHUNK = 256  # files per task: large enough to amortise the hand-over, small for progress
 PARALLEL_MIN = 2048  # below this many files one process decodes faster than starting a pool

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from icckd_cli.errors import UsageError
+from icckd_cli.base.errors import UsageError
 
 VAL_SEED = "icckd-validation"  # the hold-out rule's own seed: never --seed
 

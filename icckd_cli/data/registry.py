@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from icckd_cli.checkpoint import atomic_write
+from icckd_cli.base.atomic import atomic_write
+from icckd_cli.base.errors import UsageError, suggest
 from icckd_cli.data.holdout import Holdout, split_class
-from icckd_cli.errors import UsageError, suggest
 
 CACHE_VERSION = 1
 

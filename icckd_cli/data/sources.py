@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.data.decode import decode_files
 from icckd_cli.data.holdout import Holdout, split_lists
 from icckd_cli.data.registry import (
@@ -29,7 +30,6 @@ from icckd_cli.data.registry import (
     per_class_subset,
     register,
 )
-from icckd_cli.errors import IcckdError, UsageError
 
 # ----------------------------------------------------------------------------- digits
 

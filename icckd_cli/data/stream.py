@@ -23,11 +23,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from icckd_cli.base.errors import DataFileError
 from icckd_cli.data.decode import unreadable, usable_cores
 from icckd_cli.data.device import Batch, batch_count, epoch_order, normalize
 from icckd_cli.data.registry import DataSpec, LoadOptions, register
 from icckd_cli.data.sources import folder_layout
-from icckd_cli.errors import DataFileError
 
 IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 CROP_SCALE = (0.08, 1.0)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from icckd_cli.base.errors import UsageError
 from icckd_cli.data.decode import decode_files
 from icckd_cli.data.holdout import split_lists
 from icckd_cli.data.registry import (
@@ -25,7 +26,6 @@ from icckd_cli.data.registry import (
     _cached,
     register,
 )
-from icckd_cli.errors import UsageError
 
 TINY_SIZE = 64
 # the channel statistics of Tiny-ImageNet's training set, as mdistiller normalises it

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from icckd_cli.errors import UsageError
+from icckd_cli.base.errors import UsageError
 from icckd_cli.models.base import ZooModel
 
 # the builder argument that sets the input side, per library (timm ViTs, torchvision vit_*)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from icckd_cli.errors import UsageError, suggest
+from icckd_cli.base.errors import UsageError, suggest
 from icckd_cli.models.base import ZooModel
 
 if TYPE_CHECKING:

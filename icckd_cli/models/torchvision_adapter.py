@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from icckd_cli.errors import UsageError
+from icckd_cli.base.errors import UsageError
 from icckd_cli.models.library import (
     Family,
     LibraryModel,

@@ -1,0 +1,1 @@
+"""methods: see docs/architecture.md for what lives in this layer."""

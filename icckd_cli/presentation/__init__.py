@@ -1,0 +1,1 @@
+"""presentation: see docs/architecture.md for what lives in this layer."""

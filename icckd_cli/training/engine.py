@@ -1,0 +1,389 @@
+"""One training loop for teachers and students, evaluation and output extraction.
+
+The engine never prints: progress goes to a callback. Loss values stay on the device and
+are read once per logging interval, so the step has no host-device synchronisation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Diverged and Interrupted live in errors.py, which distributed.py imports too; callers that
+# import them from here still find them
+from icckd_cli.base.errors import DataFileError, Diverged, Interrupted, UsageError
+from icckd_cli.data import DataSpec, DeviceLoader, Split, StreamLoader, eval_batches
+from icckd_cli.losses import expected_calibration_error
+from icckd_cli.training import distributed as dist
+from icckd_cli.training.objectives import Objective
+
+Callback = Callable[[str, dict[str, Any]], None]
+CHECK_EVERY = 50  # steps between reads of the loss accumulators (NaN guard)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda, mps or cpu; an unavailable device is a one-line error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps")
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise UsageError(f"--device {name}: Apple's MPS is not available here; use --device cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} asked for CUDA but none is available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(
+            f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices"
+        )
+    return dev
+
+
+def channels_last_on(device: torch.device, wanted: bool) -> bool:
+    """Whether models run channels-last: where the run asks for it, except on Apple's MPS."""
+    return wanted and device.type != "mps"
+
+
+def tune_backends(device: torch.device) -> None:
+    """On CUDA, cuDNN picks the fastest convolutions per shape unless determinism is on."""
+    # training's shapes are fixed (batch and image size; the last batch and evaluation add
+    # one or two), so timing the algorithms once per shape is repaid within the first epoch;
+    # the config has no determinism option, so honour the process-wide switches
+    if device.type != "cuda":
+        return
+    if torch.are_deterministic_algorithms_enabled() or torch.backends.cudnn.deterministic:
+        return
+    torch.backends.cudnn.benchmark = True
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA by default; fp32 elsewhere unless asked."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def predict(
+    model: nn.Module,
+    split: Split,
+    spec: DataSpec,
+    batch_size: int = 512,
+    channels_last: bool = False,
+    precision: str = "fp32",
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """(logits (B, C), features (B, D), labels (B,)) in order, in eval mode, no gradient."""
+    was_training = model.training
+    model.eval()
+    device = split.device
+    try:
+        with torch.inference_mode(), autocast(device, precision):
+            for x, y in eval_batches(split, spec, batch_size, channels_last):
+                logits, feats = model(x, return_features=True)
+                yield logits.float(), feats.float(), y
+    finally:
+        model.train(was_training)
+
+
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    spec: DataSpec,
+    batch_size: int = 512,
+    channels_last: bool = False,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """top1/top5 (percent), nll, ece and n over a split."""
+    logits_all, labels_all = [], []
+    for logits, _, y in predict(model, split, spec, batch_size, channels_last, precision):
+        logits_all.append(logits)
+        labels_all.append(y)
+    logits = torch.cat(logits_all)
+    labels = torch.cat(labels_all)
+    k = min(5, logits.shape[1])
+    topk = logits.topk(k, dim=1).indices
+    hit = topk == labels[:, None]
+    return {
+        "top1": 100.0 * hit[:, 0].float().mean().item(),
+        "top5": 100.0 * hit.any(dim=1).float().mean().item(),
+        "nll": F.cross_entropy(logits, labels).item(),
+        "ece": float(expected_calibration_error(logits, labels)),
+        "n": int(labels.numel()),
+    }
+
+
+def best_so_far(best: dict[str, Any], record: dict[str, Any], on_val: bool) -> dict[str, Any]:
+    """The best evaluated epoch after `record`: by validation top-1 when `on_val`, else by
+    test top-1; the earlier epoch wins a tie. It holds that epoch's test numbers."""
+    key = "val_top1" if on_val else "top1"
+    if key not in record or (best and record[key] <= best[key]):
+        return best
+    out = {"epoch": record["epoch"], "top1": record["top1"], "top5": record["top5"]}
+    if on_val:  # the test split at the best-validation epoch, and what chose it
+        out.update({k: record[k] for k in ("nll", "val_top1", "val_top5", "val_nll")})
+        out["chosen_on"] = "val"
+    return out
+
+
+def lr_at(epoch: int, base: float, decay_epochs: list[int], rate: float) -> float:
+    """Multi-step schedule: base * rate ** (number of decay epochs already reached)."""
+    return base * rate ** sum(epoch >= e for e in decay_epochs)
+
+
+@dataclass(frozen=True)
+class LrSchedule:
+    """The learning rate of every step: a linear warm-up, then step decay or a cosine to 0.
+
+    Set before each step from (epoch, step) alone, so a run resumed mid-epoch continues it
+    exactly. Warm-up step g of W (0-based) trains at base x (g + 1) / W; the cosine then runs
+    over the remaining steps from base towards 0 (its last step stays above 0).
+    """
+
+    base: float
+    epochs: int
+    steps: int  # per epoch
+    decay_epochs: list[int]
+    decay_rate: float
+    kind: str = "step"  # "step" or "cosine"
+    warmup_epochs: int = 0
+
+    def __call__(self, epoch: int, step: int = 0) -> float:
+        g, warm = epoch * self.steps + step, self.warmup_epochs * self.steps
+        if g < warm:
+            peak = self.base if self.kind == "cosine" else self._step(epoch)
+            return peak * (g + 1) / warm
+        if self.kind == "cosine":
+            done = (g - warm) / max(1, self.epochs * self.steps - warm)
+            return self.base * 0.5 * (1.0 + math.cos(math.pi * done))
+        return self._step(epoch)
+
+    def _step(self, epoch: int) -> float:
+        return lr_at(epoch, self.base, self.decay_epochs, self.decay_rate)
+
+
+@dataclass
+class TrainState:
+    """Where a run stands; enough with the modules and optimiser to continue exactly."""
+
+    epoch: int = 0  # the epoch in progress (or next to start)
+    step: int = 0  # batches of `epoch` already done
+    history: list[dict[str, Any]] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)  # partial epoch loss sums
+    best: dict[str, Any] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+
+@dataclass
+class Trainer:
+    """Runs the epochs: objective -> backward -> step -> cache update -> eval -> log."""
+
+    model: nn.Module
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    loader: DeviceLoader | StreamLoader  # in memory, or streamed: one interface
+    test: Split
+    spec: DataSpec
+    epochs: int
+    base_lr: float
+    decay_epochs: list[int]
+    decay_rate: float
+    schedule: str = "step"  # or "cosine" (LrSchedule)
+    warmup_epochs: int = 0
+    precision: str = "fp32"
+    channels_last: bool = False
+    eval_batch_size: int = 512
+    callback: Callback = lambda event, info: None
+    save_state: Callable[[TrainState], None] = lambda state: None
+    save_every: int = 1
+    eval_every: int = 1  # the last epoch is always evaluated
+    stop_requested: Callable[[], bool] = lambda: False
+    state: TrainState = field(default_factory=TrainState)
+    eval_model: nn.Module | None = None  # the unwrapped model when training through DDP
+    val: Any = None  # a validation split (Split or StreamSplit): best is chosen on it
+
+    def run(self) -> TrainState:
+        """Train from `state` to the last epoch; returns the final state."""
+        st, device = self.state, self.test.device
+        steps = len(self.loader)
+        lr_of = self.lr_schedule()
+        self.callback("start", {"epochs": self.epochs, "steps": steps, "epoch": st.epoch})
+        while st.epoch < self.epochs:
+            started = time.perf_counter()
+            lr = self._set_lr(lr_of(st.epoch, st.step))
+            self.model.train()
+            self.objective.train()
+            sums: dict[str, Tensor] = {
+                k: torch.tensor(v, device=device) for k, v in st.sums.items()
+            }
+            bad = torch.full((2,), -1, dtype=torch.long, device=device)  # (step, part)
+            names: list[str] = []
+            batches = self.loader.epoch(st.epoch, st.step)
+            while (batch := self._next(batches, st, sums, started)) is not None:
+                lr = self._set_lr(lr_of(st.epoch, st.step))  # the record keeps the epoch's last
+                with autocast(device, self.precision):
+                    loss, parts = self.objective(self.model, batch, st.epoch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.objective.after_step()
+                parts = {"loss": loss.detach(), **parts}
+                # the named parts first: the total breaks whenever one of them does
+                names = [*list(parts)[1:], "loss"]
+                for k, v in parts.items():
+                    sums[k] = sums[k] + v.float() if k in sums else v.float().clone()
+                finite = torch.stack([torch.isfinite(parts[k]).all() for k in names])
+                first = (bad[0] < 0) & ~finite.all()
+                here = torch.stack(
+                    [torch.full((), st.step, device=device), (~finite).int().argmax()]
+                )
+                bad = torch.where(first, here, bad)
+                st.step += 1
+                self.callback("step", {"epoch": st.epoch, "step": st.step, "steps": steps})
+                if st.step % CHECK_EVERY == 0 or st.step == steps:
+                    self._check(bad, names, st)
+                if self.stop_requested():
+                    # never let a state with NaN in it replace the last good one
+                    self._check(bad, names, st)
+                    self._check_weights(st)
+                    st.sums = {k: v.item() for k, v in sums.items()}
+                    st.elapsed += time.perf_counter() - started
+                    self.save_state(st)
+                    raise Interrupted()
+            self._check(bad, names, st)
+            self._check_weights(st)
+            record: dict[str, Any] = {"epoch": st.epoch + 1, "lr": lr}
+            record.update({f"train_{k}": v.item() / max(st.step, 1) for k, v in sums.items()})
+            record["time"] = time.perf_counter() - started
+            record["images_per_s"] = (
+                st.step * self.loader.batch_size * self.loader.world / max(record["time"], 1e-9)
+            )
+            if (st.epoch + 1) % self.eval_every == 0 or st.epoch + 1 == self.epochs:
+                record.update(self._evaluate(self.test))
+                if self.val is not None:  # the test numbers of every epoch stay in history
+                    record.update({f"val_{k}": v for k, v in self._evaluate(self.val).items()})
+            st.history.append(record)
+            st.best = best_so_far(st.best, record, on_val=self.val is not None)
+            st.epoch, st.step, st.sums = st.epoch + 1, 0, {}
+            st.elapsed += record["time"]
+            self.callback("epoch", record)
+            if self.save_every and st.epoch % self.save_every == 0 and st.epoch < self.epochs:
+                self.save_state(st)
+        self.callback("end", {"best": st.best})
+        return st
+
+    def _evaluate(self, split: Any) -> dict[str, float]:
+        """top1/top5/nll/ece of the model on a split (n dropped)."""
+        model = self.eval_model or self.model
+        # rank 0 evaluates and shares the numbers, so every rank keeps the same history
+        metrics = dist.from_main(
+            evaluate,
+            model,
+            split,
+            self.spec,
+            self.eval_batch_size,
+            self.channels_last,
+            self.precision,
+        )
+        metrics.pop("n", None)
+        return metrics
+
+    def lr_schedule(self) -> LrSchedule:
+        """The run's learning-rate schedule over its epochs and steps."""
+        return LrSchedule(
+            self.base_lr,
+            self.epochs,
+            len(self.loader),
+            self.decay_epochs,
+            self.decay_rate,
+            self.schedule,
+            self.warmup_epochs,
+        )
+
+    def _set_lr(self, lr: float) -> float:
+        """Give every parameter group this learning rate."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _next(
+        self, batches: Iterator[Any], st: TrainState, sums: dict[str, Tensor], started: float
+    ) -> Any:
+        """The next batch, or None at the end of the epoch.
+
+        A streamed file that cannot be read stops the run; alone, the state after the last
+        finished step is saved first, so --resume continues once the file is fixed. Under
+        torchrun the other ranks are mid-step, so the last periodic save is what remains.
+        """
+        try:
+            return next(batches, None)
+        except DataFileError:
+            if not dist.is_distributed():
+                self._check_weights(st)  # never let broken weights replace the last good state
+                st.sums = {k: v.item() for k, v in sums.items()}
+                st.elapsed += time.perf_counter() - started
+                self.save_state(st)
+            raise
+
+    def _check(self, bad: Tensor, names: list[str], st: TrainState) -> None:
+        """Stop with a clear message once any loss part went NaN or infinite."""
+        who, (step, part) = dist.first_flagged(bad)  # every rank stops on any rank's NaN
+        if step < 0:
+            return
+        name = names[part] if part < len(names) else "loss"
+        where = f" on rank {who}" if dist.is_distributed() else ""
+        raise Diverged(
+            f"the loss part '{name}' became NaN or infinite at epoch {st.epoch + 1}, step "
+            f"{step + 1}{where}; {self._advice(name)}",
+            name,
+            st.epoch + 1,
+            step + 1,
+        )
+
+    def _check_weights(self, st: TrainState) -> None:
+        """Stop before a checkpoint is written if a weight or buffer is NaN or infinite."""
+        model = self.eval_model or self.model
+        tensors = [*model.state_dict().values(), *self.objective.state_dict().values()]
+        floats = [t for t in tensors if t.is_floating_point()]
+        finite = not floats or bool(torch.stack([torch.isfinite(t).all() for t in floats]).all())
+        if not dist.any_rank(not finite):  # buffers differ by rank: all stop if one breaks
+            return
+        raise Diverged(
+            f"the weights became NaN or infinite in epoch {st.epoch + 1} (by step {st.step}) "
+            f"while every loss part stayed finite; {self._advice('weights')}",
+            "weights",
+            st.epoch + 1,
+            st.step,
+        )
+
+    def _advice(self, part: str) -> str:
+        """What to lower: the learning rate, and the weight of the part that broke."""
+        lr = self.optimizer.param_groups[0]["lr"]  # that of the last step taken
+        weights = [f"--{t.name}-weight" for t in self.objective.terms if t.name != "ce"]
+        if f"--{part}-weight" in weights:
+            weights = [f"--{part}-weight"]
+        also = f" or a lower {' / '.join(weights)}" if weights else ""
+        return f"try a lower --lr (it was {lr:g}){also}"
+
+
+def is_finite_number(x: float) -> bool:
+    """True for a real, finite float."""
+    return isinstance(x, float) and math.isfinite(x)

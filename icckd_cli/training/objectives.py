@@ -1,0 +1,340 @@
+"""Training objectives as named, weighted terms (a weight of 0 removes a term).
+
+An objective owns whatever runs beside the model (projection head, intra-class cache,
+frozen teacher, CRD heads and memory) and returns the total loss with every part by name;
+the engine only sums, steps and logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from icckd_cli.data import Batch
+from icckd_cli.losses import (
+    dkd_loss,
+    icc_terms,
+    kd_loss,
+    prediction_margin,
+    rkd_loss,
+)
+from icckd_cli.methods.queue import ClassQueue
+from icckd_cli.training import distributed as dist
+
+if TYPE_CHECKING:
+    from icckd_cli.models import ZooModel
+    from icckd_cli.settings.config import StudentLoss, TeacherLoss
+
+Stats = dict[str, Tensor]
+
+
+@dataclass
+class Term:
+    """One weighted part of an objective: fn(outputs) -> scalar, may add stats."""
+
+    name: str
+    weight: float
+    fn: Callable[[dict[str, Any], Stats], Tensor]
+
+
+class Objective(nn.Module):
+    """Base: sums weighted terms and reports each one by name."""
+
+    views: int = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.terms: list[Term] = []
+
+    def add(self, name: str, weight: float, fn: Callable[[dict[str, Any], Stats], Tensor]) -> None:
+        """Add a term unless its weight is 0."""
+        if weight:
+            self.terms.append(Term(name, float(weight), fn))
+
+    def outputs(self, model: nn.Module, batch: Batch, epoch: int) -> dict[str, Any]:
+        """What the terms read: logits (V*B, C), features (V*B, D), labels (V*B,) ..."""
+        x = batch.views[0] if len(batch.views) == 1 else torch.cat(batch.views)
+        logits, feats = model(x, return_features=True)
+        y = batch.labels.repeat(len(batch.views))
+        return {"logits": logits, "features": feats, "labels": y, "batch": batch, "epoch": epoch}
+
+    def forward(self, model: nn.Module, batch: Batch, epoch: int) -> tuple[Tensor, Stats]:
+        """(total loss, {part name: unweighted value, stat name: value})."""
+        out = self.outputs(model, batch, epoch)
+        stats: Stats = {}
+        total: Tensor | float = 0.0
+        for term in self.terms:
+            value = term.fn(out, stats)
+            stats[term.name] = value.detach()
+            total = total + term.weight * value
+        assert isinstance(total, Tensor)
+        return total, stats
+
+    def after_step(self) -> None:
+        """Called once after every optimiser step (caches are filled here)."""
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved terms, stored in checkpoints."""
+        return {"terms": {t.name: t.weight for t in self.terms}}
+
+
+def _ce(out: dict[str, Any], stats: Stats) -> Tensor:
+    return F.cross_entropy(out["logits"], out["labels"])
+
+
+class TeacherObjective(Objective):
+    """CE + icc_weight * L_intra (METHOD.md), two views when the intra-class term is on."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        feature_dim: int,
+        *,
+        icc_weight: float,
+        margin: float,
+        temperature: float,
+        queue_size: int,
+        embedding: str,
+        projection_dim: int = 128,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.margin, self.temperature, self.embedding = margin, temperature, embedding
+        self.label_smoothing = label_smoothing
+        self.views = 2 if icc_weight > 0 else 1
+        dim = {"features": feature_dim, "logits": num_classes, "projection": projection_dim}
+        self.projection: nn.Module | None = None
+        if embedding == "projection" and icc_weight > 0:
+            self.projection = nn.Sequential(
+                nn.Linear(feature_dim, feature_dim),
+                nn.ReLU(inplace=True),
+                nn.Linear(feature_dim, projection_dim),
+            )
+        self.queue = ClassQueue(num_classes, queue_size if icc_weight > 0 else 0, dim[embedding])
+        self._pending: tuple[Tensor, Tensor] | None = None
+        self.add("ce", 1.0, self._smoothed_ce if label_smoothing else _ce)
+        self.add("icc", icc_weight, self._icc)
+
+    @classmethod
+    def from_config(cls, loss: TeacherLoss, num_classes: int, feature_dim: int) -> TeacherObjective:
+        """The objective the config's teacher-loss settings describe."""
+        return cls(
+            num_classes,
+            feature_dim,
+            icc_weight=loss.icc_weight,
+            margin=loss.margin,
+            temperature=loss.icc_temperature,
+            queue_size=loss.queue_size,
+            embedding=loss.embedding,
+            projection_dim=loss.projection_dim,
+            label_smoothing=loss.label_smoothing,
+        )
+
+    def _smoothed_ce(self, out: dict[str, Any], stats: Stats) -> Tensor:
+        """CE against (1 - eps) one-hot + eps / C uniform targets (a teacher-side baseline)."""
+        return F.cross_entropy(out["logits"], out["labels"], label_smoothing=self.label_smoothing)
+
+    def _icc(self, out: dict[str, Any], stats: Stats) -> Tensor:
+        """Margin-gated intra-class InfoNCE over same-class negatives and the cache."""
+        if self.embedding == "features":
+            z = out["features"]
+        elif self.embedding == "logits":
+            z = out["logits"]
+        else:
+            assert self.projection is not None
+            z = self.projection(out["features"])
+        z1, z2 = z.chunk(2)  # (B, D) each: view 1 and view 2 of the same images
+        labels = out["batch"].labels
+        gate = None
+        if self.margin > -1:
+            gate = prediction_margin(out["logits"], out["labels"]) > self.margin  # (2B,)
+        # under torchrun the other processes' share of the global batch joins the negatives
+        z_all, z_others = dist.gather_rows(F.normalize(z.detach().float(), dim=1))
+        y_all, y_others = dist.gather_rows(out["labels"])
+        # the cache per class, fixed shape (no host-device sync): each anchor reads only its
+        # own class's K slots, so the cost does not grow with the number of classes
+        bank, bank_labels = self.queue.padded()  # (C*K, D), (C*K,) with -1 where empty
+        c, k = self.queue.num_classes, self.queue.size
+        loss, counted, negatives = icc_terms(
+            z1,
+            z2,
+            labels,
+            temperature=self.temperature,
+            queue=z_others if len(z_others) else None,  # (W-1)*2B rows of the other processes
+            queue_labels=y_others if len(z_others) else None,
+            anchor_mask=gate,
+            class_bank=bank.view(c, k, -1) if k else None,
+            class_filled=(bank_labels >= 0).view(c, k) if k else None,
+        )
+        n = float(z.shape[0])
+        # new_ones, not new_tensor(1.0): a tensor made from a Python number is a host copy
+        stats["icc_gate_pass"] = gate.float().mean() if gate is not None else z.new_ones(())
+        stats["icc_counted"] = counted.float() / n
+        stats["icc_negatives"] = negatives.float()
+        self._pending = (z_all, y_all)  # every process's embeddings, in rank order
+        return loss
+
+    def after_step(self) -> None:
+        if self._pending is not None:
+            self.queue.push(*self._pending)
+            self._pending = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "label_smoothing": self.label_smoothing,
+            "margin": self.margin,
+            "icc_temperature": self.temperature,
+            "queue_size": self.queue.size,
+            "embedding": self.embedding,
+            "views": self.views,
+        }
+
+
+class TeacherSource(Protocol):
+    """Where a student's teacher outputs come from: the teacher itself, or a store of them."""
+
+    feature_dim: int
+
+    def __call__(self, batch: Batch, epoch: int) -> tuple[Tensor, Tensor | None]:
+        """(teacher logits (B, C), pooled features (B, D) or None) for batch.views[0]."""
+        ...
+
+    def train(self, mode: bool = True) -> Any:
+        """Follow the objective's train()/eval(); a frozen teacher stays in eval mode."""
+        ...
+
+
+class RunTeacher:
+    """The frozen teacher run on each batch (eval mode, no gradient)."""
+
+    def __init__(self, teacher: nn.Module) -> None:
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.feature_dim = int(getattr(teacher, "feature_dim", 0))
+
+    def __call__(self, batch: Batch, epoch: int) -> tuple[Tensor, Tensor | None]:
+        with torch.inference_mode():
+            t_logits, t_feats = self.teacher(batch.views[0], return_features=True)
+        # clones leave inference mode so autograd may save them for the student's backward
+        return t_logits.clone(), t_feats.clone()
+
+    def train(self, mode: bool = True) -> RunTeacher:
+        self.teacher.eval()
+        return self
+
+
+class DistillObjective(Objective):
+    """CE, KD, RKD, DKD and CRD terms against a frozen teacher's outputs.
+
+    They come from a TeacherSource: the teacher run on each batch (an nn.Module given here
+    is wrapped in RunTeacher) or the teacher-output store, which this class cannot tell apart.
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module | TeacherSource,
+        weights: dict[str, float],
+        *,
+        kd_temperature: float,
+        rkd_distance_weight: float,
+        rkd_angle_weight: float,
+        dkd_alpha: float,
+        dkd_beta: float,
+        dkd_temperature: float,
+        dkd_warmup: int,
+        crd: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        source = RunTeacher(teacher) if isinstance(teacher, nn.Module) else teacher
+        object.__setattr__(self, "source", source)  # not a submodule: never trained or saved
+        self.kd_t, self.rkd_dw, self.rkd_aw = kd_temperature, rkd_distance_weight, rkd_angle_weight
+        self.dkd = (dkd_alpha, dkd_beta, dkd_temperature, dkd_warmup)
+        self.crd = crd
+        self.add("ce", weights["ce_weight"], _ce)
+        self.add("kd", weights["kd_weight"], self._kd)
+        self.add("rkd", weights["rkd_weight"], self._rkd)
+        self.add("dkd", weights["dkd_weight"], self._dkd)
+        self.add("crd", weights["crd_weight"], self._crd)
+
+    @classmethod
+    def from_config(
+        cls,
+        loss: StudentLoss,
+        teacher: ZooModel | TeacherSource,
+        feature_dim: int,
+        train_size: int,
+        dkd_warmup: int,
+    ) -> DistillObjective:
+        """The configured terms for a student of `feature_dim` trained on `train_size` images."""
+        weights = loss.resolved_weights()
+        crd = None
+        if weights["crd_weight"]:
+            from icckd_cli.methods.crd import CRDLoss
+
+            crd = CRDLoss(
+                feature_dim,
+                teacher.feature_dim,
+                train_size,
+                feat_dim=loss.crd_feat_dim,
+                nce_k=loss.crd_nce_k,
+                nce_t=loss.crd_temperature,
+                momentum=loss.crd_momentum,
+            )
+        return cls(
+            teacher,
+            weights,
+            kd_temperature=loss.kd_temperature,
+            rkd_distance_weight=loss.rkd_distance_weight,
+            rkd_angle_weight=loss.rkd_angle_weight,
+            dkd_alpha=loss.dkd_alpha,
+            dkd_beta=loss.dkd_beta,
+            dkd_temperature=loss.dkd_temperature,
+            dkd_warmup=dkd_warmup,
+            crd=crd,
+        )
+
+    def train(self, mode: bool = True) -> DistillObjective:
+        super().train(mode)
+        self.source.train(mode)  # type: ignore[union-attr]
+        return self
+
+    def outputs(self, model: nn.Module, batch: Batch, epoch: int) -> dict[str, Any]:
+        out = super().outputs(model, batch, epoch)
+        out["t_logits"], out["t_features"] = self.source(batch, epoch)  # type: ignore[operator]
+        return out
+
+    def _kd(self, out: dict[str, Any], stats: Stats) -> Tensor:
+        return kd_loss(out["logits"], out["t_logits"], self.kd_t)
+
+    def _rkd(self, out: dict[str, Any], stats: Stats) -> Tensor:
+        return rkd_loss(out["features"], out["t_features"], self.rkd_dw, self.rkd_aw)
+
+    def _dkd(self, out: dict[str, Any], stats: Stats) -> Tensor:
+        alpha, beta, temp, warmup = self.dkd
+        ramp = min((out["epoch"] + 1) / warmup, 1.0) if warmup else 1.0
+        loss = dkd_loss(
+            out["logits"], out["t_logits"], out["labels"], alpha=alpha, beta=beta, temperature=temp
+        )
+        return ramp * loss
+
+    def _crd(self, out: dict[str, Any], stats: Stats) -> Tensor:
+        assert self.crd is not None
+        return self.crd(out["features"], out["t_features"], out["batch"].index)
+
+    def describe(self) -> dict[str, Any]:
+        alpha, beta, temp, warmup = self.dkd
+        return {
+            **super().describe(),
+            "kd_temperature": self.kd_t,
+            "rkd_distance_weight": self.rkd_dw,
+            "rkd_angle_weight": self.rkd_aw,
+            "dkd_alpha": alpha,
+            "dkd_beta": beta,
+            "dkd_temperature": temp,
+            "dkd_warmup": warmup,
+        }

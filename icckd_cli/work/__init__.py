@@ -1,0 +1,1 @@
+"""work: see docs/architecture.md for what lives in this layer."""

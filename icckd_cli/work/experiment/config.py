@@ -1,0 +1,384 @@
+"""The experiment file: [experiment], [teacher]/[[teachers]], [student]/[[students]], validated.
+
+Every cell of the matrix is a plain train-teacher or distill run in its own folder:
+
+    OUT/teachers/<teacher>/seed<k>/               cross-entropy or intra-class teacher
+    OUT/students/<teacher>/<student>/seed<k>/     distilled from the teacher of seed k
+    OUT/baseline/seed<k>/                         the student architecture alone (optional)
+    OUT/teacher_cache/<teacher>/seed<k>/          its outputs, where two or more students share it
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from icckd_cli.base.errors import UsageError, suggest
+from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig, read_toml
+
+TABLES = ("experiment", "teacher", "teachers", "student", "students")
+# Settings every run of an experiment shares: they live in [experiment] only...
+SHARED = (*DataOptions.model_fields, "device", "tensorboard")
+# ...except these, which [teacher] (for the teachers) and [student] (for the students and
+# the student alone) may set for their role; [experiment]'s value is the default of both.
+ROLE_SHARED = ("train_per_class",)
+# Settings the experiment sets per run.
+MANAGED = {
+    "seed": "use seeds = [...] in [experiment]",
+    "out": "runs go under out of [experiment]",
+    "overwrite": "delete a run folder to redo it",
+    "teacher": "every student distills from every [[teachers]] entry",
+    "teacher_arch": "the teachers record their architecture",
+    "teacher_model_args": "the teachers record their builder arguments",
+    "data_seed": "students sharing a teacher cache use its teacher's seed, others their own",
+    "teacher_cache": "use teacher_cache = true or false in [experiment]",
+}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+class ExperimentOptions(DataOptions):
+    """The [experiment] table: the data every run shares, the seeds and the output folder."""
+
+    name: str = "experiment"
+    out: Path = Path("experiment")
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    # teachers cost most: fewer teacher seeds than student seeds; student seed i (in order)
+    # distills from teacher_seeds[i mod n]. None: the teachers use `seeds` too
+    teacher_seeds: list[int] | None = Field(None, min_length=1)
+    device: str = "auto"
+    temperature: float = Field(4.0, gt=0)  # T of the soft-label diversity columns
+    latency: bool = True  # time each architecture's batch-1 latency for the cost table
+    # students that share a teacher read its outputs from one store (teacher_store.py)
+    teacher_cache: bool = True
+    tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
+
+    @field_validator("seeds", "teacher_seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and (any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds)):
+            raise ValueError("seeds must be distinct whole numbers >= 0, e.g. [0, 1, 2]")
+        return seeds
+
+    def resolved_teacher_seeds(self) -> list[int]:
+        """The teachers' seeds: teacher_seeds, or the seeds of the whole experiment."""
+        return list(self.teacher_seeds or self.seeds)
+
+
+@dataclass
+class Teacher:
+    """One [[teachers]] entry, resolved."""
+
+    name: str
+    config: TrainTeacherConfig  # seed and out are filled in per run
+
+    @property
+    def cross_entropy(self) -> bool:
+        """Plain cross-entropy (no intra-class term, no label smoothing) is the baseline."""
+        return self.config.icc_weight == 0 and self.config.label_smoothing == 0
+
+
+@dataclass
+class Student:
+    """One [[students]] entry, resolved."""
+
+    name: str
+    config: DistillConfig  # teacher, seed and out are filled in per run
+
+
+@dataclass
+class Run:
+    """One cell of the matrix: an ordinary run in its own folder."""
+
+    kind: str  # teacher, student or baseline
+    label: str  # its folder under OUT, e.g. students/icc/kd/seed1
+    seed: int
+    config: TrainTeacherConfig | DistillConfig
+    teacher: str | None = None
+    student: str | None = None
+    teacher_seed: int | None = None  # a student's: the seed of the teacher run it distills from
+
+    @property
+    def out(self) -> Path:
+        """The run folder."""
+        return Path(self.config.out)
+
+    def status(self) -> str:
+        """done (model saved), partial (resumable state saved) or new."""
+        from icckd_cli.training.rundir import MODEL_FILE, STATE_FILE
+
+        if (self.out / MODEL_FILE).exists():
+            return "done"
+        return "partial" if (self.out / STATE_FILE).exists() else "new"
+
+
+@dataclass
+class Experiment:
+    """A validated experiment file."""
+
+    options: ExperimentOptions
+    teachers: list[Teacher]
+    students: list[Student]
+    baseline: TrainTeacherConfig | None
+    source: str = "experiment"
+    command: str = "icckd experiment"
+    runs: list[Run] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.runs = plan(self)
+
+    def teacher_runs(self, name: str) -> dict[int, Run]:
+        """The runs of one teacher by seed."""
+        return {r.seed: r for r in self.runs if r.kind == "teacher" and r.teacher == name}
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def load_experiment(path: Path, overrides: Mapping[str, Any] | None = None) -> Experiment:
+    """Read and validate an experiment file; overrides (out, device, ...) replace [experiment]."""
+    if not Path(path).is_file():
+        raise UsageError(
+            f"experiment file {path} does not exist; check the path (examples/ holds "
+            "ready-made ones)"
+        )
+    exp = parse_experiment(read_toml(Path(path)), str(path), overrides)
+    exp.command = f"icckd experiment {path}"
+    return exp
+
+
+def parse_experiment(
+    raw: dict[str, Any], source: str, overrides: Mapping[str, Any] | None = None
+) -> Experiment:
+    """Validate the whole experiment before any work starts; one-line errors name the table."""
+    for key in raw:
+        if key not in TABLES:
+            hint = suggest(key, TABLES) or f" The tables are: {', '.join(TABLES)}."
+            raise UsageError(f"{source}: unknown table [{key}].{hint}")
+    exp_raw = _table(raw, "experiment", source)
+    exp_raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    options = _validate(ExperimentOptions, exp_raw, {}, source, "[experiment]", "[experiment]")
+    shared = {k: getattr(options, k) for k in SHARED}
+    teachers = [Teacher(*e) for e in _section(raw, "teacher", TrainTeacherConfig, shared, source)]
+    if not teachers:
+        raise UsageError(
+            f'{source}: no teachers; add [[teachers]] entries, e.g. name = "ce" with '
+            'icc_weight = 0 and name = "icc" with icc_weight = 0.05'
+        )
+    raw = {**raw, "student": _table(raw, "student", source)}
+    baseline_wanted = raw["student"].pop("baseline", False)
+    if not isinstance(baseline_wanted, bool):
+        raise UsageError(f"{source}: [student]: baseline must be true or false")
+    students = [Student(*e) for e in _section(raw, "student", DistillConfig, shared, source)]
+    baseline = None
+    if baseline_wanted:
+        values = {**shared, **raw["student"]}
+        recipe = _validate(DistillConfig, values, {}, source, "[student]", "", raw["student"])
+        # the student's data, optimiser and run settings, without any distillation term
+        common = [k for k in TrainTeacherConfig.model_fields if k in DistillConfig.model_fields]
+        baseline = TrainTeacherConfig(**{k: getattr(recipe, k) for k in common}, icc_weight=0.0)
+    return Experiment(options, teachers, students, baseline, source)
+
+
+def _section(
+    raw: dict[str, Any], key: str, model: type[BaseModel], shared: dict[str, Any], source: str
+) -> list[tuple[str, Any]]:
+    """(name, config) of each [[<key>s]] entry over the [<key>] table over the defaults."""
+    allowed = [k for k in model.model_fields if k not in SHARED and k not in MANAGED]
+    common = _table(raw, key, source)
+    _check_keys(common, allowed, source, f"[{key}]", ROLE_SHARED)
+    out = []
+    for i, entry in enumerate(_entries(raw, f"{key}s", source)):
+        if key == "student":  # a student is named after its method unless named
+            entry = {"name": entry.get("method", common.get("method", "kd")), **entry}
+        name, where = _entry_name(entry, f"{key}s", i, source)
+        _check_keys(entry, allowed, source, where, ("name",), role=key)
+        values = {**shared, **common, **{k: v for k, v in entry.items() if k != "name"}}
+        out.append((name, _validate(model, values, entry, source, where, f"[{key}]", common)))
+    _unique([name for name, _ in out], source, f"[[{key}s]]")
+    return out
+
+
+def _table(raw: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise UsageError(f"{source}: [{key}] must be a table of settings (a [{key}] header)")
+    return dict(value)
+
+
+def _entries(raw: dict[str, Any], key: str, source: str) -> list[dict[str, Any]]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise UsageError(
+            f"{source}: write one [[{key}]] header per entry (an array of tables), not [{key}]"
+        )
+    return [dict(v) for v in value]
+
+
+def _entry_name(entry: dict[str, Any], key: str, i: int, source: str) -> tuple[str, str]:
+    name = entry.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        example = "icc" if key == "teachers" else "kd"
+        raise UsageError(
+            f"{source}: [[{key}]] entry {i + 1} needs a name of letters, digits, '_', '-', "
+            f"'+' or '.' (it names its folder), e.g. name = \"{example}\""
+        )
+    return name, f"[[{key}]] '{name}'"
+
+
+def _check_keys(
+    values: dict[str, Any],
+    allowed: list[str],
+    source: str,
+    where: str,
+    extra: tuple = (),
+    role: str = "",
+) -> None:
+    for key in values:
+        if key in allowed or key in extra:
+            continue
+        if key in ROLE_SHARED:  # in an entry: every teacher (student) sees the same images
+            raise UsageError(
+                f"{source}: {where}: '{key}' belongs in [{role}] or [experiment] (every "
+                f"{role} of an experiment trains on the same images)"
+            )
+        if key in ("val_per_class", "val_fraction"):
+            raise UsageError(
+                f"{source}: {where}: '{key}' belongs in [experiment] (every run of an "
+                "experiment must pick its best epoch on the same validation images)"
+            )
+        if key == "test_per_class":
+            raise UsageError(
+                f"{source}: {where}: 'test_per_class' belongs in [experiment] (runs that are "
+                "compared must be evaluated on the same test images)"
+            )
+        if key in SHARED:
+            raise UsageError(
+                f"{source}: {where}: '{key}' belongs in [experiment] (every run of an experiment "
+                "uses the same data, device and tensorboard setting)"
+            )
+        if key in MANAGED:
+            raise UsageError(f"{source}: {where}: '{key}' is set by the experiment; {MANAGED[key]}")
+        hint = suggest(key, [*allowed, *extra]) or " Check the spelling."
+        raise UsageError(f"{source}: {where}: unknown key '{key}'.{hint}")
+
+
+def _validate(
+    model: type,
+    values: dict[str, Any],
+    entry: dict[str, Any],
+    source: str,
+    where: str,
+    shared: str,
+    common: Mapping[str, Any] | None = None,
+) -> Any:
+    """model(**values), or a one-line error naming the table the bad value came from."""
+    try:
+        cfg = model(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
+        msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+        if not loc:
+            raise UsageError(f"{source}: {where}: {msg}") from None
+        key = loc[0]
+        table = where if key in entry or not shared else shared
+        if key in SHARED and key not in (common or {}) and model is not ExperimentOptions:
+            table = "[experiment]"
+        shown = f" = {values[key]!r}" if key in values else ""
+        raise UsageError(f"{source}: {table}: invalid {key}{shown}: {msg}") from None
+    if "arch" in getattr(model, "model_fields", {}):
+        from icckd_cli.models import resolve_name
+
+        try:
+            resolve_name(cfg.arch)
+        except UsageError as exc:
+            raise UsageError(f"{source}: {where}: {exc.message}") from None
+    return cfg
+
+
+def _unique(names: list[str], source: str, where: str) -> None:
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UsageError(f"{source}: {where}: the name '{dup[0]}' is used twice; names must differ")
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def plan(exp: Experiment) -> list[Run]:
+    """Every run in order: per seed the teachers, then their students, then the baseline.
+
+    Student seed i (in order) distills from teacher seed teacher_seeds[i mod n], so each
+    teacher is trained before the first student that needs it.
+    """
+    root = Path(exp.options.out)
+    teacher_seeds = exp.options.resolved_teacher_seeds()
+    runs = []
+    for i, seed in enumerate(exp.options.seeds):
+        if i < len(teacher_seeds):
+            for t in exp.teachers:
+                tseed = teacher_seeds[i]
+                label = f"teachers/{t.name}/seed{tseed}"
+                cfg = t.config.model_copy(update={"seed": tseed, "out": root / label})
+                runs.append(Run("teacher", label, tseed, cfg, teacher=t.name))
+        tseed = teacher_seeds[i % len(teacher_seeds)]
+        for t in exp.teachers:
+            weights = root / f"teachers/{t.name}/seed{tseed}/model.safetensors"
+            for s in exp.students:
+                label = f"students/{t.name}/{s.name}/seed{seed}"
+                update = {"seed": seed, "out": root / label, "teacher": weights}
+                student = s.config.model_copy(update=update)
+                runs.append(
+                    Run("student", label, seed, student, t.name, s.name, teacher_seed=tseed)
+                )
+        if exp.baseline is not None:
+            label = f"baseline/seed{seed}"
+            cfg = exp.baseline.model_copy(update={"seed": seed, "out": root / label})
+            runs.append(Run("baseline", label, seed, cfg))
+    if exp.options.teacher_cache:
+        share_teacher_outputs(runs, root)
+    # teacher seeds beyond the student seeds still get their teachers
+    for tseed in teacher_seeds[len(exp.options.seeds) :]:
+        for t in exp.teachers:
+            label = f"teachers/{t.name}/seed{tseed}"
+            cfg = t.config.model_copy(update={"seed": tseed, "out": root / label})
+            runs.append(Run("teacher", label, tseed, cfg, teacher=t.name))
+    return runs
+
+
+def share_teacher_outputs(runs: list[Run], root: Path) -> None:
+    """Students of one teacher run on one augmentation stream read one teacher-output store.
+
+    Students that would see the same batches (batch size, epochs, padding) and keep the same
+    outputs (dtype, top-k) form a group; a group of two or more gets the store, in
+    OUT/teacher_cache/<teacher>/seed<k> (with a suffix where one teacher has several), and
+    the data seed of that teacher's run; the first student to run writes it.
+    """
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if run.kind != "student":
+            continue
+        cfg = run.config
+        assert isinstance(cfg, DistillConfig)
+        stream = (cfg.batch_size, cfg.epochs, cfg.crop_padding)
+        kept = (cfg.teacher_cache_dtype, cfg.teacher_cache_topk)
+        groups.setdefault((run.teacher, run.teacher_seed, stream, kept), []).append(run)
+    count: dict[tuple, int] = {}
+    for (teacher, tseed, _, _), members in groups.items():
+        if len(members) < 2:
+            continue
+        n = count[teacher, tseed] = count.get((teacher, tseed), 0) + 1
+        folder = root / "teacher_cache" / str(teacher) / f"seed{tseed}{f'-{n}' if n > 1 else ''}"
+        embeddings = any(
+            m.config.cache_embeddings(m.config.resolved_weights())  # type: ignore[union-attr]
+            for m in members
+        )
+        for m in members:
+            update = {"teacher_cache": folder, "data_seed": tseed}
+            update["teacher_cache_embeddings"] = embeddings
+            m.config = m.config.model_copy(update=update)

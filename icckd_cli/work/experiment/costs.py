@@ -1,0 +1,137 @@
+"""Accuracy against cost: every teacher and student with its parameters, MACs and latency.
+
+Cost belongs to an architecture, not to a run: it is measured once per architecture on a
+finished checkpoint of it (the first in the plan), on the experiment's device, with a few
+timed runs (the quickstart's resnet8 takes well under a second). Top-1 is the mean over
+seeds at the last epoch; a student's speed-up is its teacher's batch-1 latency over its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from icckd_cli.work.experiment.config import Experiment
+from icckd_cli.work.experiment.tables import TableSpec, cell
+
+# timed runs per architecture: batch-1 latency of a small net is a fraction of a millisecond,
+# and the median of 10 after a warm-up is stable to a few percent where nothing else runs
+EXPERIMENT_REPS = 10
+FIGURE = "accuracy_latency.png"
+COST_KEYS = ("params", "size_mb", "macs", "image_size", "latency_ms")
+
+
+def measure_costs(
+    exp: Experiment, callback: Callable[[str, dict[str, Any]], None]
+) -> dict[str, Any]:
+    """{arch: cost} for every architecture with a finished run, and how latency was timed."""
+    import torch
+
+    from icckd_cli.models.loading import load_any_model
+    from icckd_cli.training.engine import resolve_device
+    from icckd_cli.training.rundir import MODEL_FILE
+    from icckd_cli.work.evaluation import checkpoint_channels_last, checkpoint_cost
+
+    first: dict[str, Path] = {}
+    for run in exp.runs:
+        if run.status() == "done":
+            first.setdefault(run.config.arch, run.out / MODEL_FILE)
+    if not first:
+        return {"latency": exp.options.latency, "timing": None, "archs": {}}
+    callback("cost", {"count": len(first), "latency": exp.options.latency})
+    device = resolve_device(exp.options.device)
+    archs, timing = {}, None
+    for arch, path in first.items():
+        model, meta = load_any_model(path, device=device, option=None)
+        if checkpoint_channels_last(meta, device):
+            model = model.to(memory_format=torch.channels_last)
+        cost = checkpoint_cost(path, model, meta, device, exp.options.latency, None,
+                               EXPERIMENT_REPS)  # fmt: skip
+        timing = cost.pop("timing") or timing
+        archs[arch] = {k: cost[k] for k in COST_KEYS} | {"checkpoint": str(path)}
+    return {"latency": exp.options.latency, "timing": timing, "archs": archs}
+
+
+def cost_rows(results: Mapping[str, Any], costs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The table's numbers: one row per teacher, per student (per teacher), and the baseline."""
+    archs = (costs or {}).get("archs", {})
+
+    def row(role: str, name: str, arch: str, top1: Any, **more: Any) -> dict[str, Any]:
+        cost = archs.get(arch, {})
+        return {"role": role, "name": name, "arch": arch, "top1": top1,
+                **{k: cost.get(k) for k in COST_KEYS}, **more}  # fmt: skip
+
+    rows = [row("teacher", t["name"], t["arch"], t["top1"]) for t in results["teachers"]]
+    teacher_arch = {t["name"]: t["arch"] for t in results["teachers"]}
+    for s in results["students"]:
+        label = f"{s['student']} from {s['teacher']}"
+        rows.append(row("student", label, s["arch"], s["last"], teacher=s["teacher"]))
+    if results.get("baseline"):
+        rows.append(row("baseline", "alone (CE)", results["baseline"]["arch"],
+                        results["baseline"]["last"]))  # fmt: skip
+    for r in rows:
+        mine = r["latency_ms"]
+        theirs = archs.get(teacher_arch.get(r.get("teacher", "")), {}).get("latency_ms")
+        r["speedup"] = theirs / mine if r["role"] == "student" and theirs and mine else None
+    return {
+        "latency": (costs or {}).get("latency"),
+        "timing": (costs or {}).get("timing"),
+        "rows": rows,
+    }
+
+
+def cost_table(results: Mapping[str, Any]) -> TableSpec | None:
+    """The accuracy-against-cost table, or None for results made before it existed."""
+    from icckd_cli.work.cost import si, timing_note
+
+    cost = results.get("cost")
+    if not cost:
+        return None
+    timing = cost.get("timing")
+    measured = "" if timing is None else f"; latency on {timing_note(timing)}"
+    rows = []
+    for r in cost["rows"]:
+        rows.append([
+            r["name"], r["arch"], cell(r["top1"]),
+            "n/a" if r["params"] is None else f"{r['params']:,}",
+            "n/a" if r["macs"] is None else si(r["macs"]),
+            "n/a" if r["latency_ms"] is None else f"{r['latency_ms']:.3f}",
+            "" if r["speedup"] is None else f"{r['speedup']:.2f}x",
+        ])  # fmt: skip
+    size = next((r["image_size"] for r in cost["rows"] if r["image_size"]), None)
+    notes = [
+        f"MACs: multiply-accumulates of one {size}x{size} image (torch.utils.flop_counter, "
+        "FLOPs / 2); cost is per architecture, measured on one finished checkpoint of it"
+        if size
+        else "cost is per architecture: n/a until a run of it has finished",
+        "speed-up: the teacher's batch-1 latency over the student's, on this machine"
+        if cost.get("latency")
+        else "latency not measured (latency = false in [experiment], or --no-latency)",
+    ]
+    title = f"accuracy against cost (top-1 % at the last epoch, mean ± std over seeds{measured})"
+    columns = ["model", "arch", "top-1", "params", "MACs", "latency ms (batch 1)", "speed-up"]
+    figure = cost.get("figure")
+    return TableSpec(title, columns, rows, notes, figure, "top-1 against latency")
+
+
+def cost_figure(exp: Experiment, results: Mapping[str, Any]) -> str | None:
+    """accuracy_latency.png beside results.md (None when no latency was measured)."""
+    from icckd_cli.presentation.plots import CostPoint, write_accuracy_latency
+
+    cost = results.get("cost") or {}
+    points = [
+        CostPoint(r["name"], r["role"], r["latency_ms"], r["top1"]["mean"], r["top1"]["std"])
+        for r in cost.get("rows", [])
+        if r["latency_ms"] is not None and r["top1"]["mean"] is not None
+    ]
+    if not points:
+        return None
+    timing = cost.get("timing") or {}
+    from icckd_cli.work.cost import timing_note
+
+    title = f"top-1 against latency ({exp.options.name}, {exp.options.dataset}; " + (
+        f"{timing_note(timing)})" if timing else "this machine)"
+    )
+    write_accuracy_latency(points, Path(exp.options.out) / FIGURE, title)
+    return FIGURE

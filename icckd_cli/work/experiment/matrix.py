@@ -1,0 +1,218 @@
+"""Running the matrix: every run not finished yet, then the teachers' soft-label diversity.
+
+A folder holding model.safetensors is finished and skipped; one holding state.safetensors
+is resumed; so running the same command again after Ctrl-C only does what is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from icckd_cli.base.errors import UsageError
+from icckd_cli.settings.config import DistillConfig
+from icckd_cli.work.experiment.config import Experiment, Run
+from icckd_cli.work.experiment.costs import cost_figure, measure_costs
+from icckd_cli.work.experiment.results import collect, write_results
+
+Callback = Callable[[str, dict[str, Any]], None]
+# Execution details that may change between invocations without invalidating a finished run.
+IGNORED_ON_REUSE = set(
+    "device overwrite download save_every eval_batch_size out teacher data_dir precision "
+    "compile channels_last tensorboard teacher_cache teacher_cache_embeddings".split()
+)
+DIVERSITY_FILE = "diversity.json"
+# Panels of the learning-curve figures: the unweighted training CE compares every kind of
+# run (their weighted sums do not); the gate's pass rate only where a run logs it.
+CURVE_METRICS = ("train_ce", "top1", "nll", "train_icc_gate_pass")
+
+
+def check_reusable(run: Run) -> None:
+    """A finished or partial run must have been made with the settings asked for now."""
+    from icckd_cli.training.rundir import CONFIG_FILE
+    from icckd_cli.work.runs import resolved_config
+
+    saved_file = run.out / CONFIG_FILE
+    if run.status() == "new" or not saved_file.is_file():
+        return
+    saved = json.loads(saved_file.read_text())
+    wanted = json.loads(json.dumps(resolved_config(run.config)))
+    for key, value in wanted.items():
+        if key not in IGNORED_ON_REUSE and saved.get(key, value) != value:
+            raise UsageError(
+                f"{run.out} was run with {key} = {saved.get(key)!r} but the experiment now asks "
+                f"for {value!r}; delete that folder to redo it, or choose another out"
+            )
+
+
+def check_student_teacher(run: Run, cache: dict[Path, str]) -> None:
+    """A finished student must come from the teacher now in its teacher's folder."""
+    from icckd_cli.base.checkpoint import load_tensors, read_metadata, weights_hash
+    from icckd_cli.training.rundir import MODEL_FILE
+
+    recorded = (read_metadata(run.out / MODEL_FILE).get("teacher") or {}).get("sha256")
+    assert isinstance(run.config, DistillConfig) and run.config.teacher is not None
+    teacher = Path(run.config.teacher)
+    if teacher not in cache:
+        cache[teacher] = weights_hash(load_tensors(teacher))
+    if recorded and recorded != cache[teacher]:
+        raise UsageError(
+            f"{run.out} was distilled from other weights than {teacher} (the teacher was "
+            "retrained); delete the student folder to redo it"
+        )
+
+
+def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
+    """Do every run not finished yet, then measure the teachers and write the results."""
+    from icckd_cli.base.errors import IcckdError
+    from icckd_cli.training import distributed as dist
+    from icckd_cli.work import runs as runner
+
+    for run in exp.runs:
+        check_reusable(run)
+    total = len(exp.runs)
+    callback("plan", {"total": total, "done": sum(r.status() == "done" for r in exp.runs)})
+    hashes: dict[Path, str] = {}
+    for i, run in enumerate(exp.runs, 1):
+        status = run.status()
+        info = {"index": i, "total": total, "label": run.label, "kind": run.kind}
+        if status == "done":
+            if run.kind == "student":
+                check_student_teacher(run, hashes)
+            callback("run", {**info, "action": "skip"})
+            continue
+        callback("run", {**info, "action": "resume" if status == "partial" else "train"})
+        train = runner.distill if run.kind == "student" else runner.train_teacher
+        try:
+            result = train(run.config, callback, resume=status == "partial")  # type: ignore[arg-type]
+        except IcckdError as exc:
+            raise type(exc)(f"run {run.label}: {exc.message}") from None
+        callback(
+            "run_end",
+            {**info, "final": result.final, "best": result.best, "elapsed": result.elapsed},
+        )
+        if run.kind == "student":
+            drop_finished_cache(exp, run)
+    if not dist.is_main():  # under torchrun process 0 alone measures and writes the results
+        return {}
+    diversity = measure_diversity(exp, callback)
+    results = collect(exp, diversity, measure_costs(exp, callback))
+    results["figures"] = write_curves(exp)
+    results["cost"]["figure"] = cost_figure(exp, results)
+    write_results(exp, results)
+    callback("finish", {"out": str(exp.options.out)})
+    return results
+
+
+def drop_finished_cache(exp: Experiment, run: Run) -> None:
+    """Delete this process's shard of a teacher-output store once all its students are done."""
+    import shutil
+
+    from icckd_cli.training import distributed as dist
+    from icckd_cli.training.store import shard_folder
+
+    cache = getattr(run.config, "teacher_cache", None)
+    if cache is None:
+        return
+    readers = [r for r in exp.runs if getattr(r.config, "teacher_cache", None) == cache]
+    if all(r.status() == "done" for r in readers):
+        shutil.rmtree(shard_folder(cache, dist.rank(), dist.world_size()), ignore_errors=True)
+        for folder in (Path(cache), Path(cache).parent, Path(cache).parent.parent):
+            with contextlib.suppress(OSError):  # each only once empty (other ranks' shards)
+                folder.rmdir()
+
+
+def write_curves(exp: Experiment) -> list[dict[str, str]]:
+    """A learning-curve figure per group next to results.md: teachers, students per method."""
+    from icckd_cli.presentation.plots import Curve, write_learning_curves
+    from icckd_cli.training.rundir import METRICS_FILE, decay_epochs, read_metrics
+
+    baseline = [r for r in exp.runs if r.kind == "baseline"]
+    groups = [("teachers", "curves_teachers.png", [r for r in exp.runs if r.kind == "teacher"])]
+    for s in exp.students:  # the student alone beside each method: does distilling pay?
+        runs = [r for r in exp.runs if r.kind == "student" and r.student == s.name]
+        groups.append((f"students: {s.name}", f"curves_students_{s.name}.png", runs + baseline))
+    figures = []
+    for title, file, runs in groups:
+        curves = [
+            Curve(_curve_label(r), read_metrics(r.out), decay_epochs(r.out), r.teacher or r.kind)
+            for r in runs
+            if (r.out / METRICS_FILE).is_file()
+        ]
+        logged = {k for c in curves for rec in c.history for k in rec}
+        metrics = [m for m in CURVE_METRICS if m in logged]
+        if not curves or not metrics:
+            continue
+        full = f"{title} ({exp.options.name}, {exp.options.dataset})"
+        write_learning_curves(curves, metrics, Path(exp.options.out) / file, full)
+        figures.append({"title": title, "file": file})
+    return figures
+
+
+def _curve_label(run: Run) -> str:
+    if run.kind == "teacher":
+        return f"{run.teacher} seed {run.seed}"
+    if run.kind == "student":
+        return f"from {run.teacher}, seed {run.seed}"
+    return f"alone (CE), seed {run.seed}"
+
+
+def measure_diversity(exp: Experiment, callback: Callback) -> dict[str, dict[int, dict]]:
+    """Soft-label statistics of every finished teacher on the test split, cached per run."""
+    from icckd_cli.settings.config import InspectConfig
+    from icckd_cli.training.rundir import MODEL_FILE
+    from icckd_cli.work.inspect import inspect_checkpoints
+
+    temperature = exp.options.temperature
+    found: dict[str, dict[int, dict]] = {t.name: {} for t in exp.teachers}
+    todo: list[Run] = []
+    for run in (r for r in exp.runs if r.kind == "teacher" and r.status() == "done"):
+        stamp = (run.out / MODEL_FILE).stat().st_mtime_ns
+        cached = _read_json(run.out / DIVERSITY_FILE)
+        if cached.get("temperature") == temperature and cached.get("model_mtime_ns") == stamp:
+            found[run.teacher][run.seed] = cached["overall"]  # type: ignore[index]
+        else:
+            todo.append(run)
+    if todo:
+        callback("diversity", {"count": len(todo)})
+        cfg = InspectConfig.model_validate(
+            {
+                "checkpoints": [r.out / MODEL_FILE for r in todo],
+                "temperature": temperature,
+                "device": exp.options.device,
+                "download": exp.options.download,
+            }
+        )
+        for run, res in zip(todo, inspect_checkpoints(cfg), strict=True):
+            overall = {k: _finite(v) for k, v in res.stats.overall.items()}
+            stamp = (run.out / MODEL_FILE).stat().st_mtime_ns
+            record = {
+                "temperature": temperature,
+                "split": "test",
+                "model_mtime_ns": stamp,
+                "overall": overall,
+            }
+            _write_json(run.out / DIVERSITY_FILE, record)
+            found[run.teacher][run.seed] = overall  # type: ignore[index]
+    return found
+
+
+def _finite(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from icckd_cli.base.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

@@ -1,0 +1,406 @@
+"""The work behind each command: build data, model and objective, run the engine, save.
+
+train-teacher, distill and experiment go through here, so they share one data path, one
+training loop and one checkpoint format. The run folder lives in rundir.py, the resumable
+state in state.py, opening and evaluating checkpoints in evaluation.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from icckd_cli.base.checkpoint import save_model, weights_hash
+from icckd_cli.base.errors import DataFileError, UsageError
+from icckd_cli.data import (
+    Dataset,
+    DeviceLoader,
+    Holdout,
+    LoadOptions,
+    StreamLoader,
+    load_dataset,
+    make_loader,
+)
+from icckd_cli.models import ZooModel, create_model, model_args_for, resolve_name
+from icckd_cli.models.loading import load_any_model, load_state_strict
+from icckd_cli.models.registry import probe_model
+from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig
+from icckd_cli.settings.recipes import make_optimizer, summary
+from icckd_cli.training import distributed as dist
+from icckd_cli.training.engine import (
+    Callback,
+    Diverged,
+    Trainer,
+    TrainState,
+    channels_last_on,
+    resolve_device,
+    tune_backends,
+)
+from icckd_cli.training.objectives import (
+    DistillObjective,
+    Objective,
+    RunTeacher,
+    TeacherObjective,
+    TeacherSource,
+)
+from icckd_cli.training.rundir import CONFIG_FILE as CONFIG_FILE  # moved; kept here
+from icckd_cli.training.rundir import METRICS_FILE as METRICS_FILE  # moved; kept here
+from icckd_cli.training.rundir import (
+    MODEL_FILE,
+    STATE_FILE,
+    check_resumable,
+    kept_state,
+    prepare_out_dir,
+    resume_hint,
+    start_run_dir,
+    stop_on_signals,
+    write_metrics,
+    writing,
+)
+from icckd_cli.training.state import restore_state, save_state
+from icckd_cli.training.tensorboard_log import check_tensorboard, open_event_log
+from icckd_cli.work.evaluation import check_classes, check_input_size, count_params
+from icckd_cli.work.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
+from icckd_cli.work.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
+
+
+@dataclass
+class RunResult:
+    """What a finished training run reports back to the CLI."""
+
+    out: Path
+    checkpoint: Path
+    final: dict[str, Any]
+    best: dict[str, Any]
+    history: list[dict[str, Any]]
+    params: int
+    elapsed: float
+    validation: dict[str, Any] | None = None  # the held-out split best was chosen on
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) -> Dataset:
+    """The configured data set with its splits moved to the device (streamed ones: bound)."""
+    options = LoadOptions(
+        image_size=cfg.image_size,
+        workers=cfg.workers,
+        memory_limit_gb=cfg.memory_limit_gb,
+        holdout=Holdout.of(cfg),
+    )
+    if progress is not None and dist.is_main():
+        options.progress = progress
+    data = load_dataset(
+        cfg.dataset,
+        cfg.data_dir,
+        download=cfg.download,
+        flip=cfg.flip,
+        train_per_class=cfg.train_per_class,
+        test_per_class=cfg.test_per_class,
+        options=options,
+    )
+    data.train, data.test = data.train.to(device), data.test.to(device)
+    if data.val is not None:
+        data.val = data.val.to(device)
+    return data
+
+
+def resolved_config(cfg: Any) -> dict[str, Any]:
+    """The config as JSON-ready values, with the recipe's derived values filled in."""
+    out = cfg.model_dump(mode="json")
+    out["arch"] = resolve_name(cfg.arch)  # the registered spelling: the recipe's lr keys on it
+    out["lr"] = cfg.resolved_lr(out["arch"], dist.world_size())
+    out["lr_decay_epochs"] = cfg.resolved_decay()
+    out["warmup_epochs"] = cfg.resolved_warmup(out["arch"])
+    out["recipe"] = cfg.recipe(out["arch"]).recipe.name  # recorded only (config.RECORDED_ONLY)
+    out["data_seed"] = cfg.resolved_data_seed()
+    for key in ("data_dir", "teacher", "init", "teacher_cache"):  # --resume from any folder
+        if out.get(key) is not None:
+            out[key] = str(Path(out[key]).resolve())
+    return out
+
+
+def train_loader(
+    cfg: Any, data: Dataset, views: int, channels_last: bool
+) -> DeviceLoader | StreamLoader:
+    """The run's augmentation stream: order, crops and flips from the data seed."""
+    loader = make_loader(
+        data.train,
+        data.spec,
+        cfg.batch_size,
+        views=views,
+        seed=cfg.resolved_data_seed(),
+        padding=cfg.crop_padding,
+        channels_last=channels_last,
+        rank=dist.rank(),
+        world=dist.world_size(),
+    )
+    if len(loader) == 0:
+        raise UsageError(
+            f"--batch-size {cfg.batch_size} leaves no batch of 2 or more images from "
+            f"{len(data.train)} training images; lower --batch-size"
+        )
+    return loader
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _fit(
+    cfg: Any,
+    kind: str,
+    data: Dataset,
+    model: nn.Module,
+    objective: Objective,
+    device: torch.device,
+    callback: Callback,
+    resume: bool,
+    extra_meta: dict[str, Any],
+) -> RunResult:
+    """The shared part of train-teacher and distill."""
+    out = Path(cfg.out)
+    config = resolved_config(cfg)
+    config["model_args"] = dict(getattr(model, "model_args", {}))  # with the defaults filled in
+    if dist.is_main():
+        callback("recipe", summary(config, dist.world_size(), lr_given=cfg.lr is not None))
+        start_run_dir(out, config, cfg.overwrite, resume)
+    tune_backends(device)
+    model = model.to(device)
+    objective = objective.to(device)
+    # one answer for the model, the batches and evaluation (never channels-last on MPS)
+    channels_last = channels_last_on(device, cfg.channels_last)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_model: nn.Module = model
+    if dist.is_distributed():
+        if cfg.sync_bn and device.type != "cuda":
+            raise UsageError(
+                "--sync-bn needs GPUs (SyncBatchNorm runs on CUDA only); drop --sync-bn on CPU"
+            )
+        if cfg.sync_bn:
+            train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
+        # DDP keeps the model in step; the objective's own heads (projection, CRD) need the same
+        dist.broadcast_from_main(objective.parameters())
+    opt = make_optimizer(
+        [model, objective], cfg.optimizer, config["lr"], cfg.weight_decay, cfg.momentum
+    )
+    if dist.is_distributed():
+        heads = list(objective.parameters())
+        opt.register_step_pre_hook(lambda *_: dist.average_gradients(heads))
+    state = TrainState()
+    if resume:
+        state = restore_state(out, model, objective, opt, extra_meta)
+    loader = train_loader(cfg, data, objective.views, channels_last)
+    step_fn: nn.Module = torch.compile(train_model) if cfg.compile else train_model  # type: ignore[assignment]
+
+    run = {"arch": config["arch"], "num_classes": data.spec.num_classes, "config": config,
+           "model_args": config["model_args"]}  # fmt: skip
+
+    def on_save(st: TrainState) -> None:
+        if dist.is_main():
+            save_state(out, st, model, objective, opt, run, extra_meta)
+
+    def on_event(event: str, info: dict[str, Any]) -> None:
+        if event == "epoch" and dist.is_main():
+            write_metrics(out, trainer.state.history)
+            if events is not None:
+                events.epoch(info)
+        if dist.is_main():
+            callback(event, info)
+
+    with stop_on_signals() as flag:
+        # Trainer and save_model are this module's names, read at each run: tests swap them
+        trainer = Trainer(
+            model=step_fn,
+            objective=objective,
+            optimizer=opt,
+            loader=loader,
+            test=data.test,
+            val=data.val,
+            spec=data.spec,
+            epochs=cfg.epochs,
+            base_lr=config["lr"],
+            decay_epochs=config["lr_decay_epochs"],
+            decay_rate=cfg.lr_decay_rate,
+            schedule=cfg.schedule,
+            warmup_epochs=config["warmup_epochs"],
+            precision=cfg.precision,
+            channels_last=channels_last,
+            eval_batch_size=cfg.eval_batch_size,
+            callback=on_event,
+            save_state=on_save,
+            save_every=cfg.save_every,
+            eval_every=cfg.eval_every,
+            stop_requested=lambda: dist.any_rank(flag[0]),  # all ranks stop together
+            state=state,
+            eval_model=model,
+        )
+        # process 0 alone writes, as for metrics.jsonl; a resumed run continues its curves
+        events = open_event_log(cfg.tensorboard, out, state.history) if dist.is_main() else None
+        try:
+            st = trainer.run()
+        except Diverged as exc:
+            raise Diverged(exc.message + kept_state(out), exc.part, exc.epoch, exc.step) from None
+        except DataFileError as exc:
+            raise DataFileError(exc.message + resume_hint(out, kind)) from None
+        finally:
+            if events is not None:
+                events.close()
+    final = {k: v for k, v in st.history[-1].items() if k in FINAL_KEYS}
+    checkpoint = out / MODEL_FILE
+    metrics = {"final": final, "best": st.best, "epochs": cfg.epochs}
+    if data.val is not None:  # what "best" was chosen on
+        metrics["validation"] = validation_info(cfg, data)
+    if dist.is_main():
+        meta = {
+            "kind": kind,
+            "arch": config["arch"],
+            "num_classes": data.spec.num_classes,
+            "model_args": config["model_args"],
+            "dataset": data.spec.to_dict(),
+            "config": config,
+            "seed": cfg.seed,
+            "metrics": metrics,
+            "objective": objective.describe(),
+            **extra_meta,
+        }
+        with writing(out, MODEL_FILE):
+            save_model(checkpoint, model, meta)
+        (out / STATE_FILE).unlink(missing_ok=True)
+    dist.barrier()  # under torchrun: return once the checkpoint exists (a student may load it next)
+    n_params = count_params(model)
+    valid = metrics.get("validation")
+    return RunResult(out, checkpoint, final, st.best, st.history, n_params, st.elapsed, valid)
+
+
+FINAL_KEYS = ("top1", "top5", "nll", "ece", "val_top1", "val_top5", "val_nll", "val_ece")
+
+
+def validation_info(cfg: Any, data: Dataset) -> dict[str, Any]:
+    """The validation split of a run: its setting and size, as checkpoints record it."""
+    return {
+        "val_per_class": cfg.val_per_class,
+        "val_fraction": cfg.val_fraction,
+        "images": len(data.val),
+        "train_images": len(data.train),
+    }
+
+
+def _precheck(cfg: Any, resume: bool) -> torch.device:
+    """The cheap checks, before data is loaded and before anything is written."""
+    resolve_name(cfg.arch)  # an unknown architecture fails now, not after the data loads
+    if ":" in cfg.arch or cfg.model_args:  # so do builder arguments the builder rejects
+        probe_model(cfg.arch, 2, **model_args_for(cfg.arch, cfg.model_args, None))
+    check_tensorboard(cfg.tensorboard)
+    out = Path(cfg.out)
+    if resume:
+        check_resumable(out)
+    if dist.is_main():
+        prepare_out_dir(out, cfg.overwrite, resume)
+    return dist.local_device(resolve_device(cfg.device))
+
+
+@dist.fail_together
+def train_teacher(cfg: TrainTeacherConfig, callback: Callback, resume: bool = False) -> RunResult:
+    """Train a teacher: cross-entropy, or CE + the intra-class contrastive term."""
+    device = _precheck(cfg, resume)
+    given = dict(cfg.model_args)
+    if cfg.init is not None:
+        source, meta = load_any_model(cfg.init, cfg.arch, option="--arch", model_args=given)
+        given = {**source.model_args, **given}  # fine-tune the model the weights belong to
+    data = load_data(cfg, device, callback)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, given, data, "--model-arg")
+    if cfg.init is not None:
+        check_classes(data.spec, source.num_classes, meta, str(cfg.init))
+        load_state_strict(model, source.state_dict(), str(cfg.init))
+    objective = TeacherObjective.from_config(cfg, data.spec.num_classes, model.feature_dim)
+    extra = {"init": str(cfg.init)} if cfg.init else {}
+    return _fit(cfg, "teacher", data, model, objective, device, callback, resume, extra)
+
+
+def build_model(arch: str, given: dict[str, Any], data: Dataset, option: str) -> ZooModel:
+    """`arch` for this data set: its classes, the given builder arguments over the defaults."""
+    args = model_args_for(arch, given, data.spec.image_size)
+    model = create_model(arch, data.spec.num_classes, **args)
+    check_input_size(model, data.spec, option)
+    return model
+
+
+def load_teacher(cfg: DistillConfig) -> tuple[ZooModel, dict[str, Any], dict[str, Any]]:
+    """The frozen teacher, its metadata, and what the student records of it."""
+    if cfg.teacher is None:
+        raise UsageError("distill needs a teacher: pass --teacher T.safetensors (or T.pth)")
+    teacher, meta = load_any_model(
+        cfg.teacher, cfg.teacher_arch, option="--teacher-arch", model_args=cfg.teacher_model_args
+    )
+    if meta and cfg.teacher_model_args:
+        raise UsageError(
+            f"{cfg.teacher} records the builder arguments of its model; drop "
+            "--teacher-model-arg (it is for weights files without icckd metadata)"
+        )
+    info = {
+        "path": str(Path(cfg.teacher).resolve()),
+        "sha256": weights_hash(teacher.state_dict()),
+        "arch": teacher.arch,
+        "model_args": teacher.model_args,
+        "kind": meta.get("kind", "pth"),
+        "objective": meta.get("objective"),
+        "metrics": meta.get("metrics"),
+    }
+    return teacher, meta, info
+
+
+@dist.fail_together
+def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> RunResult:
+    """Train a student from a frozen teacher with the configured terms."""
+    if cfg.teacher is None:
+        raise UsageError("distill needs a teacher: pass --teacher T.safetensors (or T.pth)")
+    device = _precheck(cfg, resume)
+    teacher, meta, info = load_teacher(cfg)  # a bad teacher file fails before the data loads
+    data = load_data(cfg, device, callback)
+    check_classes(data.spec, teacher.num_classes, meta, str(cfg.teacher))
+    check_input_size(teacher, data.spec, "--teacher-model-arg", str(cfg.teacher))
+    recorded = meta.get("dataset") or {}
+    if recorded.get("name") == data.spec.name and recorded.get("mean"):
+        # the teacher sees inputs normalised as in its training, also where the student's
+        # subset has other pixel statistics (digits and imagefolder derive them from it)
+        data.spec.mean, data.spec.std = list(recorded["mean"]), list(recorded["std"])
+    source = teacher_source(cfg, teacher, info, data, device, callback)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, cfg.model_args, data, "--model-arg")
+    warmup = cfg.resolved_dkd_warmup()
+    objective = DistillObjective.from_config(
+        cfg, source, model.feature_dim, len(data.train), warmup
+    )
+    return _fit(cfg, "student", data, model, objective, device, callback, resume, {"teacher": info})
+
+
+def teacher_source(
+    cfg: DistillConfig,
+    teacher: ZooModel,
+    info: dict[str, Any],
+    data: Dataset,
+    device: torch.device,
+    callback: Callback,
+) -> TeacherSource:
+    """The teacher run each step, or (--teacher-cache) its store: written first if need be."""
+    channels_last = channels_last_on(device, cfg.channels_last)
+
+    def on_device() -> RunTeacher:
+        moved = teacher.to(device)
+        return RunTeacher(moved.to(memory_format=torch.channels_last) if channels_last else moved)
+
+    if cfg.teacher_cache is None:
+        return on_device()
+    from icckd_cli.training.store import cached_teacher
+
+    loader = train_loader(cfg, data, DistillObjective.views, channels_last)
+    return cached_teacher(cfg, loader, data, teacher, info, on_device, device, callback)
