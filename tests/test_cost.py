@@ -11,16 +11,10 @@ import torch
 from torch import nn
 
 from icckd_cli.base.checkpoint import save_model
+from icckd_cli.base.units import si
 from icckd_cli.data import load_dataset
 from icckd_cli.models import create_model
-from icckd_cli.work.cost import (
-    REPS,
-    count_macs,
-    count_params,
-    measure_latency,
-    si,
-    stored_bytes,
-)
+from icckd_cli.work.cost import REPS, count_macs, count_params, measure_latency, stored_bytes
 from tests.helpers import digits_teacher, icckd
 
 

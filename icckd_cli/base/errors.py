@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 USAGE = 2
 RUNTIME = 1
+INTERRUPTED = 130  # a run stopped by Ctrl-C (SIGINT) or SIGTERM, as shells count 128 + 2
 
 
 class IcckdError(Exception):

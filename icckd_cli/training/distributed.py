@@ -18,11 +18,10 @@ import torch
 import torch.distributed as tdist
 from torch import Tensor, nn
 
-from icckd_cli.base.errors import Diverged, IcckdError, Interrupted
+from icckd_cli.base.errors import INTERRUPTED, Diverged, IcckdError, Interrupted
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-INTERRUPTED = 130  # the exit code of a run stopped by SIGINT/SIGTERM, as the CLI uses
 _CPU = torch.device("cpu")
 
 

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from icckd_cli.base.atomic import write_text_atomic
-from icckd_cli.base.errors import IcckdError, UsageError
+from icckd_cli.base.errors import INTERRUPTED, IcckdError, UsageError
 from icckd_cli.data import Batch, Dataset, DataSpec
 from icckd_cli.training import distributed as dist
 from icckd_cli.training.engine import Callback, autocast
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 HEADER, PROGRESS, COMPLETE = "header.json", "progress.json", "complete.json"
 SAVE_EVERY = 64  # batches between progress records while writing
-INTERRUPTED = 130
 GB = 1e9
 TeacherFn = Callable[[Batch, int], tuple[Tensor, Tensor | None]]
 

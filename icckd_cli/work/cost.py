@@ -164,19 +164,3 @@ def _device_name(device: torch.device) -> str:
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return device.type
 
-
-def si(n: float, unit: str = "") -> str:
-    """1_814_073_344 -> '1.81 G', 272_474 -> '272.5 k': a count in SI prefixes for tables."""
-    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
-            value = n / scale
-            return f"{value:.{2 if value < 100 else 1}f} {prefix}{unit}"
-    return f"{n:g} {unit}".rstrip()
-
-
-def timing_note(timing: dict[str, Any]) -> str:
-    """'cpu, 2 threads, float32, channels_last': what a latency was measured with."""
-    return (
-        f"{timing['device']}, {timing['threads']} thread{'s' if timing['threads'] != 1 else ''}, "
-        f"{timing['dtype']}, {timing['memory_format']}"
-    )

@@ -83,7 +83,7 @@ def cost_rows(results: Mapping[str, Any], costs: Mapping[str, Any] | None) -> di
 
 def cost_table(results: Mapping[str, Any]) -> TableSpec | None:
     """The accuracy-against-cost table, or None for results made before it existed."""
-    from icckd_cli.work.cost import si, timing_note
+    from icckd_cli.base.units import si, timing_note
 
     cost = results.get("cost")
     if not cost:
@@ -128,7 +128,7 @@ def cost_figure(exp: Experiment, results: Mapping[str, Any]) -> str | None:
     if not points:
         return None
     timing = cost.get("timing") or {}
-    from icckd_cli.work.cost import timing_note
+    from icckd_cli.base.units import timing_note
 
     title = f"top-1 against latency ({exp.options.name}, {exp.options.dataset}; " + (
         f"{timing_note(timing)})" if timing else "this machine)"
