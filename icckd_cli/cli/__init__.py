@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from icckd_cli.base.errors import USAGE, IcckdError
-from icckd_cli.cli.common import INTERRUPTED, _reports, app
-from icckd_cli.presentation import report
+from icckd_cli.base.errors import INTERRUPTED, USAGE, IcckdError
+from icckd_cli.cli.common import _reports, app
+from icckd_cli.presentation import console
 
 # isort: off
 from icckd_cli.cli import train  # noqa: F401  train-teacher, distill
@@ -29,19 +29,19 @@ def main() -> None:
         code = app(standalone_mode=False)
     except IcckdError as exc:
         if _reports(exc):
-            report.error(exc.message)
+            console.error(exc.message)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        report.error("interrupted")
+        console.error("interrupted")
         sys.exit(INTERRUPTED)
     except Exception as exc:
         # click's (or Typer's vendored click's) usage errors: bad option, missing argument
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             if _reports(exc):
-                report.error(f"{exc.format_message()} (see 'icckd --help')")
+                console.error(f"{exc.format_message()} (see 'icckd --help')")
             sys.exit(USAGE)
         if type(exc).__name__ == "Abort":
-            report.error("aborted")
+            console.error("aborted")
             sys.exit(INTERRUPTED)
         raise
     sys.exit(code if isinstance(code, int) else 0)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from icckd_cli.base.errors import IcckdError, UsageError
-from icckd_cli.presentation import report
+from icckd_cli.presentation import console
 
 app = typer.Typer(
     help="Intra-class contrastive teachers and knowledge distillation.",
@@ -42,8 +42,6 @@ def _root(
 ) -> None:
     """Intra-class contrastive teachers and knowledge distillation."""
 
-
-INTERRUPTED = 130
 
 # ----------------------------------------------------------------------------- options
 # Every option defaults to None ("not given") so the config file and defaults can fill in.
@@ -220,7 +218,7 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except IcckdError as exc:
             if _reports(exc):
-                report.error(exc.message)
+                console.error(exc.message)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from icckd_cli.base.errors import INTERRUPTED
 from icckd_cli.cli.common import (
-    INTERRUPTED,
     Device,
     Format,
     Opt,
@@ -17,7 +17,8 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
-from icckd_cli.presentation import report
+from icckd_cli.presentation import console, tables
+from icckd_cli.presentation.experiment_progress import ExperimentProgress
 
 Latency = Annotated[
     bool | None,
@@ -35,10 +36,10 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     from icckd_cli.work import experiment as ex
 
     if dry_run:
-        report.experiment_plan([(r.label, r.status()) for r in exp.runs])
+        tables.experiment_plan([(r.label, r.status()) for r in exp.runs])
         return
     dist.init_from_env()  # under torchrun every run of the matrix is data-parallel
-    progress = report.ExperimentProgress(exp.options.name)
+    progress = ExperimentProgress(exp.options.name)
     quiet = not dist.is_main()
     try:
         results = ex.run_experiment(exp, (lambda event, info: None) if quiet else progress)
@@ -46,7 +47,7 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
         progress.close()
         if quiet:
             raise typer.Exit(INTERRUPTED) from None
-        report.note(
+        console.note(
             "interrupted: finished runs are kept and the current one saved its state; run the "
             "same command again to continue"
         )
@@ -56,13 +57,13 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     if quiet:
         return
     if fmt == "json":
-        report.print_json(results)
+        console.print_json(results)
         return
     files = ["results.json", "results.md", *(f["file"] for f in results.get("figures", []))]
     if (results.get("cost") or {}).get("figure"):
         files.append(results["cost"]["figure"])
     written = [str(Path(exp.options.out) / f) for f in files]
-    report.experiment_tables(ex.result_tables(results), written)
+    tables.experiment_tables(ex.result_tables(results), written)
 
 
 @app.command()

@@ -9,7 +9,8 @@ import typer
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.cli.common import DataDir, Device, Format, Opt, _format, app, handle_errors
-from icckd_cli.presentation import report
+from icckd_cli.presentation import console, tables
+from icckd_cli.presentation.progress import DownloadProgress
 from icckd_cli.settings.config import FetchConfig, build
 
 
@@ -45,7 +46,7 @@ def fetch_teacher(
     from icckd_cli.work.fetch import evaluate_if_present
     from icckd_cli.work.fetch import fetch_teacher as fetch
 
-    progress = report.DownloadProgress()
+    progress = DownloadProgress()
     try:
         meta = fetch(cfg.name, cfg.out, cfg.source, cfg.sha256, progress, cfg.data_dir)
     finally:
@@ -65,11 +66,11 @@ def fetch_teacher(
         "top1": metrics["top1"] if metrics else None,
     }
     if cfg.format == "json":
-        report.print_json(result)
+        console.print_json(result)
         return
-    report.fetched_table(result)
+    tables.fetched_table(result)
     if why is not None:
-        report.note(
+        console.note(
             f"top-1 not measured ({why}); once the data set is here: icckd eval {cfg.out} "
             "--data-dir DIR"
         )

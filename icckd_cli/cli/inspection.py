@@ -19,7 +19,7 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
-from icckd_cli.presentation import report
+from icckd_cli.presentation import console, softlabel_tables, tables
 from icckd_cli.settings.config import EvalConfig, InspectConfig, PlotConfig, build
 
 
@@ -63,9 +63,9 @@ def eval_(
         cost_only=cfg.cost_only,
     )
     if cfg.format == "json":
-        report.print_json(metrics)
+        console.print_json(metrics)
     else:
-        report.eval_table(metrics)
+        tables.eval_table(metrics)
 
 
 @app.command("inspect-softlabels")
@@ -101,7 +101,7 @@ def inspect_softlabels(
             [(r.name, r.stats) for r in results], cfg.plot, class_names=results[0].classes
         )
     if cfg.format == "json":
-        report.print_json(
+        console.print_json(
             {
                 "split": cfg.split,
                 "temperature": cfg.temperature,
@@ -110,11 +110,11 @@ def inspect_softlabels(
             }
         )
         return
-    report.softlabel_summary(results, cfg.temperature, cfg.split)
+    softlabel_tables.softlabel_summary(results, cfg.temperature, cfg.split)
     if cfg.per_class or cfg.all_classes:
-        report.softlabel_per_class(results, cfg.all_classes)
+        softlabel_tables.softlabel_per_class(results, cfg.all_classes)
     for f in figures:
-        report.note(f"wrote {f}")
+        console.note(f"wrote {f}")
 
 
 @app.command("plot")
@@ -137,10 +137,10 @@ def plot(
 
     drawn = plot_runs(cfg.runs, cfg.out, cfg.metrics)
     if _format(fmt) == "json":
-        report.print_json(drawn)
+        console.print_json(drawn)
         return
     runs_drawn = ", ".join(f"{r['label']} ({r['epochs']} epochs)" for r in drawn["runs"])
-    report.note(f"wrote {drawn['figure']}: {', '.join(drawn['metrics'])} of {runs_drawn}")
+    console.note(f"wrote {drawn['figure']}: {', '.join(drawn['metrics'])} of {runs_drawn}")
 
 
 @app.command("models")
@@ -186,13 +186,13 @@ def models(
             params = sum(p.numel() for p in m.parameters())
             rows.append((name, params, m.feature_dim, input_size(name)))
     if fmt == "json":
-        report.print_json(
+        console.print_json(
             [{"arch": n, "params": p, "feature_dim": d, "input_size": s} for n, p, d, s in rows]
         )
         return
-    report.models_table(rows, f"{family} models" if family else "model zoo")
+    tables.models_table(rows, f"{family} models" if family else "model zoo")
     if family is not None and len(rows) > COUNT_LIMIT:
-        report.note(
+        console.note(
             f"{len(rows)} models: sizes are shown for {COUNT_LIMIT} or fewer; narrow the list "
             "with --filter, e.g. --filter 'vit_*'"
         )

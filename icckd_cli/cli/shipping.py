@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from icckd_cli.cli.common import DataDir, Opt, _collect, app, handle_errors
-from icckd_cli.presentation import report
+from icckd_cli.presentation import console, tables
 from icckd_cli.settings.config import ExportConfig, build
 
 
@@ -45,6 +45,6 @@ def export(
 
     result = export_checkpoint(cfg)
     if cfg.as_json:
-        report.print_json(result)
+        console.print_json(result)
     else:
-        report.export_table(result)
+        tables.export_table(result)

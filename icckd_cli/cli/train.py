@@ -8,9 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from icckd_cli.base.errors import UsageError
+from icckd_cli.base.errors import INTERRUPTED, UsageError
 from icckd_cli.cli.common import (
-    INTERRUPTED,
     Arch,
     BatchSize,
     Compile,
