@@ -9,7 +9,8 @@ import torch
 
 from icckd_cli.base.errors import IcckdError
 from icckd_cli.metrics.softlabels import SoftLabelAccumulator, SoftLabelStats
-from icckd_cli.presentation.plots import Curve, learning_curves_figure, panel_grid, write_figures
+from icckd_cli.presentation.plots import write_figures
+from icckd_cli.presentation.run_plots import Curve, learning_curves_figure, panel_grid
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ["plane", "car", "bird", "cat"]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from icckd_cli.base.errors import IcckdError, UsageError, suggest
-from icckd_cli.presentation.plots import Curve, write_learning_curves
+from icckd_cli.presentation.run_plots import Curve, write_learning_curves
 from icckd_cli.training.rundir import METRICS_FILE, decay_epochs, read_metrics
 from icckd_cli.training.tensorboard_log import TAGS
 

@@ -117,7 +117,7 @@ def cost_table(results: Mapping[str, Any]) -> TableSpec | None:
 
 def cost_figure(exp: Experiment, results: Mapping[str, Any]) -> str | None:
     """accuracy_latency.png beside results.md (None when no latency was measured)."""
-    from icckd_cli.presentation.plots import CostPoint, write_accuracy_latency
+    from icckd_cli.presentation.run_plots import CostPoint, write_accuracy_latency
 
     cost = results.get("cost") or {}
     points = [

@@ -128,7 +128,7 @@ def drop_finished_cache(exp: Experiment, run: Run) -> None:
 
 def write_curves(exp: Experiment) -> list[dict[str, str]]:
     """A learning-curve figure per group next to results.md: teachers, students per method."""
-    from icckd_cli.presentation.plots import Curve, write_learning_curves
+    from icckd_cli.presentation.run_plots import Curve, write_learning_curves
     from icckd_cli.training.rundir import METRICS_FILE, decay_epochs, read_metrics
 
     baseline = [r for r in exp.runs if r.kind == "baseline"]
