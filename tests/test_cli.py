@@ -297,3 +297,22 @@ def test_torchvision_pth_teacher_distills_into_tv_resnet18(
     got = ev.json()
     assert (got["arch"], got["dataset"], got["n"]) == ("tv_resnet18", "imagefolder", 6)
     assert 0.0 <= got["top1"] <= 100.0
+
+
+def test_inspect_columns_are_named_by_the_shortest_distinct_end_of_each_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Two runs whose paths differ only deep down: each column can be told apart (issue 27)."""
+    deep = tmp_path / ("a-long-folder-name-that-fills-a-column-" * 3) / "exp" / "teachers"
+    paths = [deep / method / "seed0" / "model.safetensors" for method in ("ce", "icc")]
+    for path in paths:
+        path.parent.mkdir(parents=True)
+        digits_teacher(path)
+    r = icckd(capsys, "inspect-softlabels", *paths, "--device", "cpu")
+    assert r.code == 0, r.err
+    header = next(line for line in r.out.splitlines() if "statistic" in line)
+    assert header.split("┃")[2:4] == [" ce/seed0 ", " icc/seed0 "]
+    # the full paths once, below the table
+    assert r.out.splitlines()[-2:] == [f"  ce/seed0: {paths[0]}", f"  icc/seed0: {paths[1]}"]
+    r = icckd(capsys, "inspect-softlabels", *paths, "--device", "cpu", "--format", "json")
+    assert [c["name"] for c in r.json()["checkpoints"]] == ["ce/seed0", "icc/seed0"]

@@ -27,14 +27,9 @@ def fmt(value: Any, digits: int = 2) -> str:
 
 def print_json(obj: Any) -> None:
     """One JSON object on stdout, nothing else."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    # paths and other objects as their text; a float NaN is written as JSON's NaN, as always
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return str(obj)
 
 
 def error(message: str) -> None:

@@ -38,10 +38,19 @@ class Inspected:
 
 
 def short_names(paths: list[Path]) -> list[str]:
-    """Column titles: the run folder's name for OUT/model.safetensors, else the file stem."""
-    names = [p.parent.name if p.stem == "model" and p.parent.name else p.stem for p in paths]
-    if len(set(names)) < len(names):  # ambiguous: fall back to the full paths
-        return [str(p) for p in paths]
+    """Column titles: the shortest end of each path that no other path ends with.
+
+    OUT/model.safetensors ends in its run folder's name, any other file in its stem:
+    runs/ce/seed0/model.safetensors and runs/icc/seed0/model.safetensors are ce/seed0 and
+    icc/seed0. A file named twice keeps its whole path.
+    """
+    ends = [p.parts[:-1] if p.stem == "model" and p.parent.name else (*p.parts[:-1], p.stem)
+            for p in map(Path, paths)]  # fmt: skip
+    names = []
+    for i, (path, end) in enumerate(zip(paths, ends, strict=True)):
+        others = [e for j, e in enumerate(ends) if j != i]
+        k = next((k for k in range(1, len(end) + 1) if all(e[-k:] != end[-k:] for e in others)), 0)
+        names.append(str(Path(*end[-k:])) if k else str(path))
     return names
 
 

@@ -1,0 +1,49 @@
+"""Presentation's modules: the old face names the same objects, soft-label paths below the table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from icckd_cli.presentation import (
+    console,
+    experiment_progress,
+    lines,
+    progress,
+    report,
+    softlabel_tables,
+    tables,
+)
+
+
+def test_report_is_a_face_of_the_focused_modules() -> None:
+    homes = (console, experiment_progress, lines, progress, softlabel_tables, tables)
+    for name in report.__all__:
+        if name == "size_text":  # from base/units, below presentation
+            continue
+        assert any(getattr(m, name, None) is getattr(report, name) for m in homes), name
+
+
+def test_json_is_one_document_with_paths_as_text(capsys: pytest.CaptureFixture[str]) -> None:
+    console.print_json({"top1": 71.5, "path": Path("a/b")})
+    assert json.loads(capsys.readouterr().out) == {"top1": 71.5, "path": "a/b"}
+
+
+def test_softlabel_paths_are_printed_once_below_the_table(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stats = SimpleNamespace(overall={"accuracy": 50.0, "ratio": 1.25})
+    results = [
+        SimpleNamespace(name=n, path=Path(f"/x/[{n}]/model.safetensors"), arch="resnet8",
+                        objective={"terms": {"ce": 1.0, "icc": 0.1}}, stats=stats)
+        for n in ("ce", "icc")
+    ]  # fmt: skip
+    softlabel_tables.softlabel_summary(results, 4.0, "test")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "soft-label diversity (test split, T = 4)"
+    assert "ce + 0.1 icc" in next(line for line in out if "objective" in line)
+    # rich markup in a path ([ce]) is printed as it is
+    assert out[-2:] == ["  ce: /x/[ce]/model.safetensors", "  icc: /x/[icc]/model.safetensors"]
