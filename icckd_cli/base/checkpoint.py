@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -21,9 +23,6 @@ from torch import Tensor, nn
 from icckd_cli import __version__
 from icckd_cli.base.atomic import atomic_write
 from icckd_cli.base.errors import IcckdError, UsageError, first_line
-
-if TYPE_CHECKING:
-    pass
 
 FORMAT = "icckd"
 FORMAT_VERSION = 1
@@ -139,17 +138,23 @@ def check_file(path: Path) -> None:
         )
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The decoded metadata of an icckd checkpoint, without loading its tensors."""
-    check_file(path)
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Read a file check_file passed: whatever safetensors then fails on is one damaged line."""
     try:
-        with safe_open(str(path), "pt") as fh:
-            raw = fh.metadata() or {}
+        yield
     except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt file
         raise IcckdError(
             f"{path} is damaged or truncated ({first_line(exc)}); re-create it or use "
             "another checkpoint"
         ) from None
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The decoded metadata of an icckd checkpoint, without loading its tensors."""
+    check_file(path)
+    with reading(path), safe_open(str(path), "pt") as fh:
+        raw = fh.metadata() or {}
     if raw.get("format") != FORMAT:
         raise IcckdError(
             f"{path} has no icckd metadata (format, arch, classes); it was not written by "
@@ -170,13 +175,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
 def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, Tensor]:
     """All tensors of a checkpoint, after the header checks."""
     check_file(path)
-    try:
+    with reading(path):
         return load_file(str(path), device=str(device))
-    except Exception as exc:  # noqa: BLE001
-        raise IcckdError(
-            f"{path} is damaged or truncated ({first_line(exc)}); re-create it or use "
-            "another checkpoint"
-        ) from None
 
 
 def weights_hash(state: dict[str, Tensor]) -> str:
