@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from icckd_cli.base.errors import INTERRUPTED, USAGE, IcckdError
-from icckd_cli.cli.common import _reports, app
+from icckd_cli.cli.common import _reports, app, show_error
 from icckd_cli.presentation import console
 
 # isort: off
@@ -28,9 +28,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except IcckdError as exc:
-        if _reports(exc):
-            console.error(exc.message)
-        sys.exit(exc.exit_code)
+        sys.exit(show_error(exc))
     except KeyboardInterrupt:
         console.error("interrupted")
         sys.exit(INTERRUPTED)

@@ -209,6 +209,13 @@ def _reports(exc: BaseException) -> bool:
     return reports(exc)
 
 
+def show_error(exc: IcckdError) -> int:
+    """A user error as its one line on stderr (once under torchrun); returns its exit code."""
+    if _reports(exc):
+        console.error(exc.message)
+    return exc.exit_code
+
+
 def handle_errors(fn: F) -> F:
     """Turn a user error into one line on stderr and its exit code."""
 
@@ -217,8 +224,6 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except IcckdError as exc:
-            if _reports(exc):
-                console.error(exc.message)
-            raise typer.Exit(exc.exit_code) from None
+            raise typer.Exit(show_error(exc)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -9,17 +9,16 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from icckd_cli.base.errors import UsageError
+from icckd_cli.base.events import Callback
 from icckd_cli.settings.config import DistillConfig
 from icckd_cli.work.experiment.config import Experiment, Run
 from icckd_cli.work.experiment.costs import cost_figure, measure_costs
 from icckd_cli.work.experiment.results import collect, write_results
 
-Callback = Callable[[str, dict[str, Any]], None]
 # Execution details that may change between invocations without invalidating a finished run.
 IGNORED_ON_REUSE = set(
     "device overwrite download save_every eval_batch_size out teacher data_dir precision "
