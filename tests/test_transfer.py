@@ -137,5 +137,5 @@ def test_an_npz_or_missing_file_is_refused(tmp_path: Path) -> None:
         read_predictions(path)
     with open(path, "wb") as fh:
         np.savez(fh, a=np.zeros(3, np.int16))
-    with pytest.raises(IcckdError, match="holds NpzFile"):
+    with pytest.raises(IcckdError, match="is not a .npy file"):
         read_predictions(path)

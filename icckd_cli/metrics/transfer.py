@@ -29,6 +29,7 @@ from icckd_cli.base.errors import IcckdError, first_line
 
 PREDICTIONS_FILE = "predictions.npy"
 DTYPES = (np.dtype(np.int16), np.dtype(np.int32))
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def _as_labels(x: Any, name: str) -> np.ndarray:
@@ -111,13 +112,16 @@ def read_predictions(
     fix = "delete it and re-run the run that wrote it"
     if not path.is_file():
         raise IcckdError(f"{path} is missing: the run kept no test predictions; {fix}")
+    with open(path, "rb") as fh:
+        if fh.read(6) != NPY_MAGIC:  # numpy's own message for this talks of unpickling
+            raise IcckdError(f"{path} is not a .npy file (damaged or overwritten); {fix}")
     try:
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         msg = f"{path} is not a readable predictions file ({first_line(exc)}); {fix}"
         raise IcckdError(msg) from exc
-    if not isinstance(a, np.ndarray) or a.dtype not in DTYPES or a.ndim != 1:
-        what = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+    if a.dtype not in DTYPES or a.ndim != 1:
+        what = f"{a.dtype} {a.shape}"
         raise IcckdError(f"{path} holds {what}, not one int16/int32 label per image; {fix}")
     if n is not None and a.shape[0] != n:
         raise IcckdError(f"{path} holds {a.shape[0]} predictions for {n} test images; {fix}")
