@@ -60,7 +60,7 @@ def open_corruptions_dir(path: Path) -> CorruptionsDir:
     files = sorted(p for p in path.glob("*.npy") if p.name != LABELS_FILE)
     if not files:
         raise UsageError(f"{path} has no <corruption>.npy file besides {LABELS_FILE}; {layout}")
-    total, size = None, None
+    shape: tuple[int, ...] | None = None
     for f in files:
         a = _load(f)
         if a.dtype != np.uint8 or a.ndim != 4 or a.shape[3] != 3 or a.shape[0] % 5:
@@ -68,14 +68,15 @@ def open_corruptions_dir(path: Path) -> CorruptionsDir:
                 f"{f} holds {a.dtype} {a.shape}; a corruption file is uint8 (5 x N, H, W, 3): "
                 "five severities of N RGB images"
             )
-        if total is None:
-            total, size = a.shape[0], (a.shape[1], a.shape[2])
-        elif (a.shape[0], (a.shape[1], a.shape[2])) != (total, size):
+        if shape is None:
+            shape = a.shape
+        elif a.shape != shape:
             raise UsageError(
-                f"{f} holds {a.shape} but {files[0].name} holds ({total}, {size[0]}, {size[1]}, 3)"
-                "; every corruption file of a release has the same images"
+                f"{f} holds {a.shape} but {files[0].name} holds {shape}; every corruption "
+                "file of a release holds the same images"
             )
-    assert total is not None and size is not None
+    assert shape is not None
+    total, size = shape[0], (shape[1], shape[2])
     n = total // 5
     labels = _load(path / LABELS_FILE)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
