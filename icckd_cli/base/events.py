@@ -30,6 +30,11 @@ class Event(str, Enum):
     # data/
     DECODE = "decode"  # images decoded so far in a decoding pass: what, done, total
     WARNING = "warning"  # something the user should know; the run goes on: message
+    TRAIN_SPLIT = "train_split"  # a long-tailed training split: factor, largest, smallest, total
+    # work/corruptions.py
+    CORRUPTION = (
+        "corruption"  # one corruption at one severity evaluated: corruption, severity, top1
+    )
     # base/download.py
     DOWNLOAD = "download"  # bytes downloaded so far: url, done, total (None when unknown)
     # work/experiment/

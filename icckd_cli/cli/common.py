@@ -80,6 +80,10 @@ ValPC = Annotated[
 ValFraction = Annotated[
     float | None, Opt(help="Hold out this fraction (0-1) of each class instead of N.")
 ]
+ImbalanceFactor = Annotated[
+    float | None,
+    Opt(help="Long-tailed training split: class i keeps n_max * F^(-i/(C-1)) images (1: off)."),
+]
 ImageSize = Annotated[
     int | None, Opt(help="imagenet: crop size in pixels (224; evaluation resizes to /0.875).")
 ]

@@ -77,3 +77,12 @@ def best_phrase(best: dict[str, Any]) -> str:
     if best.get("chosen_on") == "val":
         return f"{best['top1']:.2f} at epoch {best['epoch']}, the best on validation"
     return f"best {best['top1']:.2f} at epoch {best['epoch']}"
+
+
+def train_split_line(info: dict[str, Any]) -> str:
+    """'long-tailed training split (--imbalance-factor 10): 100 to 10 images per class, 395'."""
+    return (
+        f"long-tailed training split (--imbalance-factor {info['factor']:g}): "
+        f"{info['largest']:,} to {info['smallest']:,} images per class, "
+        f"{info['total']:,} in all"
+    )

@@ -24,7 +24,12 @@ from rich.progress import (
 
 from icckd_cli.base.events import Event
 from icckd_cli.presentation.console import err, warning
-from icckd_cli.presentation.lines import epoch_line, recipe_line, teacher_cache_line
+from icckd_cli.presentation.lines import (
+    epoch_line,
+    recipe_line,
+    teacher_cache_line,
+    train_split_line,
+)
 
 Handler = Callable[[dict[str, Any]], None]
 
@@ -84,7 +89,7 @@ class TrainingProgress(View):
 
     # what an experiment, a download or the matrix reports is not a single run's
     IGNORED = frozenset({Event.DOWNLOAD, Event.PLAN, Event.RUN, Event.RUN_END,
-                         Event.DIVERSITY, Event.COST, Event.FINISH})  # fmt: skip
+                         Event.DIVERSITY, Event.COST, Event.FINISH, Event.CORRUPTION})  # fmt: skip
 
     def __init__(self, title: str, quiet: bool = False) -> None:
         self.title, self.quiet = title, quiet
@@ -106,6 +111,9 @@ class TrainingProgress(View):
                 {"what": "teacher cache: running the teacher", **info}, "batches"
             ),
             Event.WARNING: self._warning,
+            Event.TRAIN_SPLIT: lambda info: err.print(
+                escape(train_split_line(info)), highlight=False, soft_wrap=True
+            ),
             Event.RECIPE: self._recipe,
             Event.START: self._start,
             Event.STEP: self._step,

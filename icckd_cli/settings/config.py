@@ -86,6 +86,8 @@ class DataOptions(_Strict):
     # images are fixed per data set (data/registry.py split_class), whatever --seed is
     val_per_class: int | None = Field(None, ge=1)
     val_fraction: float | None = Field(None, gt=0, lt=1)
+    # long-tailed training split (data/longtail.py): class i keeps n_max * F^(-i/(C-1))
+    imbalance_factor: float = 1.0
     image_size: int = Field(224, ge=16, le=1024)  # streamed sets (imagenet): crop size
     workers: int | None = Field(None, ge=0)  # streamed decoding; None: the cores (0: inline)
     memory_limit_gb: float = Field(16.0, gt=0)  # imagefolder: decoded size allowed in memory
@@ -104,6 +106,13 @@ class DataOptions(_Strict):
         arch = (data.get("arch") or fields["arch"].default) if "arch" in fields else None
         defaults = recipe_defaults(data.get("dataset"), fields, data.get("method"), arch, data)
         return {**defaults, **data}
+
+    @field_validator("imbalance_factor")
+    @classmethod
+    def _imbalance(cls, value: float) -> float:
+        from icckd_cli.data.longtail import check_imbalance_factor
+
+        return check_imbalance_factor(value)
 
     @model_validator(mode="after")
     def _one_validation_rule(self) -> DataOptions:

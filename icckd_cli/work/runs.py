@@ -25,6 +25,7 @@ from icckd_cli.data import (
     load_dataset,
     make_loader,
 )
+from icckd_cli.data.imbalance import apply_imbalance, imbalance_meta
 from icckd_cli.models import ZooModel, create_model, model_args_for, resolve_name
 from icckd_cli.models.loading import load_any_model, load_state_strict
 from icckd_cli.models.registry import probe_model
@@ -104,6 +105,7 @@ def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) 
         test_per_class=cfg.test_per_class,
         options=options,
     )
+    apply_imbalance(data, cfg.imbalance_factor, options.progress)  # F = 1: untouched
     data.train, data.test = data.train.to(device), data.test.to(device)
     if data.val is not None:
         data.val = data.val.to(device)
@@ -264,7 +266,7 @@ def _fit(
             "arch": config["arch"],
             "num_classes": data.spec.num_classes,
             "model_args": config["model_args"],
-            "dataset": data.spec.to_dict(),
+            "dataset": {**data.spec.to_dict(), **imbalance_meta(cfg.imbalance_factor, data)},
             "config": config,
             "seed": cfg.seed,
             "metrics": metrics,
