@@ -19,7 +19,7 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
-from icckd_cli.presentation import console, softlabel_tables, tables
+from icckd_cli.presentation import console, robustness, softlabel_tables, tables
 from icckd_cli.settings.config import EvalConfig, InspectConfig, PlotConfig, build
 
 
@@ -45,6 +45,14 @@ def eval_(
         bool | None,
         Opt("--cost-only", help="Parameters, size, MACs (and --latency) without the data set."),
     ] = None,
+    corruptions: Annotated[
+        bool | None,
+        Opt("--corruptions", help="Top-1 under 10 corruptions x 5 severities (built-in suite)."),
+    ] = None,
+    corruptions_dir: Annotated[
+        Path | None,
+        Opt(help="A CIFAR-10-C / CIFAR-100-C folder (<corruption>.npy, labels.npy) instead."),
+    ] = None,
     fmt: Format = "table",
 ) -> None:
     """Evaluate a checkpoint on its data set's test split, with what it costs to run."""
@@ -61,11 +69,14 @@ def eval_(
         cfg.batch_size,
         latency=cfg.latency,
         cost_only=cfg.cost_only,
+        corruptions=cfg.corruptions,
+        corruptions_dir=cfg.corruptions_dir,
     )
     if cfg.format == "json":
         console.print_json(metrics)
     else:
         tables.eval_table(metrics)
+        robustness.eval_extra_tables(metrics)
 
 
 @app.command("inspect-softlabels")

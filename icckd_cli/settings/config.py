@@ -340,6 +340,8 @@ class EvalConfig(_Strict):
     batch_size: int = Field(512, ge=1)  # evaluation batch, and the batch of --latency's throughput
     latency: bool = False  # latency_ms at batch 1 and throughput at batch_size
     cost_only: bool = False  # params, size_mb, macs (and latency) without loading the data set
+    corruptions: bool = False  # top-1 under corruptions: the built-in suite or corruptions_dir
+    corruptions_dir: Path | None = None  # a CIFAR-10-C / CIFAR-100-C release folder
     format: Literal["table", "json"] = "table"
 
 

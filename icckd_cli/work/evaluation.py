@@ -156,12 +156,16 @@ def evaluate_checkpoint(
     batch_size: int = 512,
     latency: bool = False,
     cost_only: bool = False,
+    corruptions: bool = False,
+    corruptions_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on a split (top1, top5, nll, ece, n) and its cost.
 
     cost_only: the cost alone (params, size_mb, macs; with latency, latency_ms and
     throughput at batch_size), without loading the data set.
     """
+    if cost_only and (corruptions or corruptions_dir is not None):
+        raise UsageError("--corruptions evaluates the test split; drop --cost-only")
     if cost_only:
         dev = resolve_device(device)
         model, meta = load_any_model(path, device=dev, option=None)
@@ -179,6 +183,14 @@ def evaluate_checkpoint(
         cl = checkpoint_channels_last(meta, dev)
         about = {"dataset": data.spec.name, "split": split}
         metrics = evaluate(model, getattr(data, split), data.spec, batch_size, channels_last=cl)
+        from icckd_cli.work import eval_extra  # per-class top-1, groups, corruptions
+
+        metrics.update(eval_extra.class_metrics(model, getattr(data, split), data.spec, meta,
+                                                batch_size, cl))  # fmt: skip
+        if corruptions or corruptions_dir is not None:
+            metrics["corruptions"] = eval_extra.corruption_metrics(
+                model, data, dev, path, corruptions_dir, batch_size, cl
+            )
     cost = checkpoint_cost(path, model, meta, dev, latency, batch_size)
     return {
         "checkpoint": str(path),

@@ -67,6 +67,7 @@ from icckd_cli.training.tensorboard_log import check_tensorboard, open_event_log
 from icckd_cli.work.evaluation import check_classes, check_input_size, count_params
 from icckd_cli.work.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
 from icckd_cli.work.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
+from icckd_cli.work.predictions import save_test_predictions
 
 
 @dataclass
@@ -273,6 +274,7 @@ def _fit(
             "objective": objective.describe(),
             **extra_meta,
         }
+        save_test_predictions(out, model, data, cfg, channels_last)  # before the model: "done"
         with writing(out, MODEL_FILE):
             save_model(checkpoint, model, meta)
         (out / STATE_FILE).unlink(missing_ok=True)

@@ -1,0 +1,62 @@
+"""What `eval` adds to top-1: per-class top-1, balanced top-1, the long-tail groups, and
+corruption robustness (`--corruptions`, `--corruptions-dir`).
+
+per_class_top1 and balanced_top1 come with every evaluation; train_counts and groups
+{many, medium, few} with a checkpoint that records its training counts (a run trained with
+--imbalance-factor). The corruptions key holds work/corruptions.py's summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from icckd_cli.data import Dataset, DataSpec
+from icckd_cli.metrics.perclass import per_class_report
+from icckd_cli.training.engine import predict
+from icckd_cli.work.corruptions import corruption_robustness
+
+
+def class_metrics(
+    model: nn.Module,
+    split: Any,
+    spec: DataSpec,
+    meta: dict[str, Any],
+    batch_size: int = 512,
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """per_class_top1, balanced_top1 (and train_counts, groups when recorded) over a split."""
+    preds, labels = [], []
+    for logits, _, y in predict(model, split, spec, batch_size, channels_last):
+        preds.append(logits.argmax(dim=1).cpu())
+        labels.append(y.cpu())
+    pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    true = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+    counts = (meta.get("dataset") or {}).get("train_counts")
+    if counts is not None and len(counts) != spec.num_classes:
+        counts = None  # recorded for another class list (a --dataset override): no groups
+    return per_class_report(pred, true, spec.num_classes, counts)
+
+
+def corruption_metrics(
+    model: nn.Module,
+    data: Dataset,
+    device: torch.device,
+    path: Path,
+    corruptions_dir: Path | None,
+    batch_size: int = 512,
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """The `corruptions` key of eval's JSON: {suite, clean_top1, mean_top1, relative, results}."""
+    return corruption_robustness(
+        model,
+        data,
+        device,
+        corruptions_dir,
+        source=str(path),
+        batch_size=batch_size,
+        channels_last=channels_last,
+    )

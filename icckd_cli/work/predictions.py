@@ -1,0 +1,39 @@
+"""A finished run's test predictions: predictions.npy beside model.safetensors.
+
+One predicted label per test image in the test split's order (metrics/transfer.py's format),
+from the final model, so an experiment can count negative flips and teacher agreement later
+without running any model again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from icckd_cli.data import Dataset
+from icckd_cli.metrics.transfer import PREDICTIONS_FILE, write_predictions
+from icckd_cli.training.engine import predict
+
+
+def test_predictions(
+    model: nn.Module, data: Dataset, batch_size: int = 512, channels_last: bool = False
+) -> torch.Tensor:
+    """Predicted labels (N,) of the test split, in order (eval mode, no gradient)."""
+    parts = [
+        logits.argmax(dim=1).cpu()
+        for logits, _, _ in predict(model, data.test, data.spec, batch_size, channels_last)
+    ]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+
+
+def save_test_predictions(
+    out: Path, model: nn.Module, data: Dataset, cfg: Any, channels_last: bool
+) -> Path:
+    """Write OUT/predictions.npy of the final model on the test split; its path."""
+    pred = test_predictions(model, data, cfg.eval_batch_size, channels_last)
+    path = Path(out) / PREDICTIONS_FILE
+    write_predictions(path, pred, data.spec.num_classes)
+    return path
