@@ -43,7 +43,8 @@ def per_class_table(m: dict[str, Any]) -> None:
 def corruption_table(c: dict[str, Any]) -> None:
     """Top-1 by corruption (rows) and severity (columns), then mean, clean and their ratio."""
     severities = sorted({r["severity"] for r in c["results"]})
-    table = Table(title=f"top-1 % under corruptions ({c['suite']}; s1-s5: severity)", title_justify="left")
+    title = f"top-1 % under corruptions ({c['suite']}; s1-s5: severity)"
+    table = Table(title=title, title_justify="left")
     table.add_column("corruption", style="bold")
     for s in severities:
         table.add_column(f"s{s}", justify="right")

@@ -56,6 +56,9 @@ class ExperimentOptions(DataOptions):
     # students that share a teacher read its outputs from one store (teacher_store.py)
     teacher_cache: bool = True
     tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
+    # the students' top-1 under corruptions in the answers (experiment/robustness.py)
+    corruptions: bool = False
+    corruptions_dir: Path | None = None  # a CIFAR-10-C folder; None: the built-in suite
 
     @field_validator("seeds", "teacher_seeds")
     @classmethod

@@ -18,6 +18,8 @@ from icckd_cli.settings.config import DistillConfig
 from icckd_cli.work.experiment.config import Experiment, Run
 from icckd_cli.work.experiment.costs import cost_figure, measure_costs
 from icckd_cli.work.experiment.results import collect, write_results
+from icckd_cli.work.experiment.robustness import measure_corruptions
+from icckd_cli.work.experiment.transfer import add_transfer
 
 # Execution details that may change between invocations without invalidating a finished run.
 IGNORED_ON_REUSE = set(
@@ -99,7 +101,9 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
     if not dist.is_main():  # under torchrun process 0 alone measures and writes the results
         return {}
     diversity = measure_diversity(exp, callback)
+    measure_corruptions(exp, callback)  # corruptions = true: each student once, kept on disk
     results = collect(exp, diversity, measure_costs(exp, callback))
+    add_transfer(exp, results)  # negative transfer, robustness and long-tail answers
     results["figures"] = write_curves(exp)
     results["cost"]["figure"] = cost_figure(exp, results)
     write_results(exp, results)

@@ -20,6 +20,7 @@ from icckd_cli.work.experiment.answers import answers_sentence, answers_table
 from icckd_cli.work.experiment.config import Experiment, Run
 from icckd_cli.work.experiment.costs import cost_rows, cost_table
 from icckd_cli.work.experiment.tables import TableSpec, cell, diff_cell
+from icckd_cli.work.experiment.transfer_tables import transfer_table
 
 DIVERSITY_KEYS = ("ratio", "feature_ratio", "target_prob")
 DIFF_NOTE = (
@@ -223,6 +224,8 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
         best = "best on validation" if held else "best epoch"
         columns = ["student", "arch", "teacher", "last epoch", best]
         tables.append(TableSpec(title, columns, rows, notes))
+    transfer = transfer_table(results)  # negative transfer (experiment/transfer.py)
+    tables += [] if transfer is None else [transfer]
     cost = cost_table(results)
     if cost is not None:
         tables.append(cost)
@@ -267,6 +270,8 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         subset = roles + (f", test per class {test}" if test else "")
         if validation_phrase(results):
             subset += f", {validation_phrase(results)} held out for validation"
+    if results.get("imbalance_factor", 1) != 1:  # experiment/transfer.py: long-tailed training
+        subset += f"{', ' if subset else ''}imbalance factor {results['imbalance_factor']:g}"
     lines = [
         f"# {results['name']}",
         "",
