@@ -1,0 +1,183 @@
+"""Issue 26 through the commands: --imbalance-factor, eval's per-class keys and groups,
+eval --corruptions (built-in and a CIFAR-10-C-layout folder), and predictions.npy."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from icckd_cli.cli import main
+from icckd_cli.data import load_dataset
+from icckd_cli.data.longtail import longtail_counts
+from icckd_cli.metrics.transfer import read_predictions
+from tests.helpers import icckd
+
+RUN = ["--arch", "resnet8", "--dataset", "digits", "--test-per-class", "2", "--epochs", "1",
+       "--batch-size", "16", "--device", "cpu"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lt_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A teacher trained on a long-tailed digits split (F = 10, n_max = 30), and its stderr."""
+    out = tmp_path_factory.mktemp("lt") / "run"
+    args = ["train-teacher", *RUN, "--train-per-class", "30", "--imbalance-factor", "10",
+            "--out", str(out)]  # fmt: skip
+    err, old = io.StringIO(), sys.argv
+    sys.argv = ["icckd", *args]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            main()
+    except SystemExit as exc:
+        assert not exc.code, err.getvalue()
+    finally:
+        sys.argv = old
+    return out, err.getvalue()
+
+
+EXPECTED = longtail_counts(30, 10, 10)  # [30, 23, 17, 13, 10, 8, 6, 5, 3, 3]
+
+
+def test_a_factor_below_one_is_a_one_line_error_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for command in ("train-teacher", "distill"):
+        r = icckd(capsys, command, *RUN, "--imbalance-factor", "0.5", "--out", tmp_path / "x")
+        assert r.code == 2
+        assert r.err.strip() == (
+            "error: invalid value for --imbalance-factor: 0.5; give a factor of at least 1 "
+            "(1 is balanced; 100 is the CIFAR-LT standard)"
+        )
+        assert not (tmp_path / "x").exists()
+
+
+def test_the_first_line_says_the_counts_and_the_checkpoint_records_them(
+    lt_run: tuple[Path, str],
+) -> None:
+    out, err = lt_run
+    assert EXPECTED == [30, 23, 17, 13, 10, 8, 6, 5, 3, 3]  # by hand: floor(30 * 10^(-i/9))
+    first = err.splitlines()[0]
+    assert first == (
+        "long-tailed training split (--imbalance-factor 10): 30 to 3 images per class, "
+        f"{sum(EXPECTED)} in all"
+    )
+    from icckd_cli.base.checkpoint import read_metadata
+
+    dataset = read_metadata(out / "model.safetensors")["dataset"]
+    assert dataset["train_counts"] == EXPECTED and dataset["imbalance_factor"] == 10
+
+
+def test_eval_json_has_per_class_balanced_and_groups_from_known_counts(
+    capsys: pytest.CaptureFixture[str], lt_run: tuple[Path, str]
+) -> None:
+    out, _ = lt_run
+    r = icckd(capsys, "eval", out / "model.safetensors", "--device", "cpu", "--format", "json")
+    assert r.code == 0, r.err
+    m = r.json()
+    per_class = m["per_class_top1"]
+    assert len(per_class) == 10 and all(a in (0.0, 50.0, 100.0) for a in per_class)  # 2 each
+    assert m["balanced_top1"] == pytest.approx(sum(per_class) / 10)
+    assert m["balanced_top1"] == pytest.approx(m["top1"])  # a balanced test split
+    assert m["train_counts"] == EXPECTED
+    medium = [a for a, n in zip(per_class, EXPECTED, strict=True) if 20 <= n <= 100]
+    few = [a for a, n in zip(per_class, EXPECTED, strict=True) if n < 20]
+    assert m["groups"] == {
+        "many": None,  # no class has more than 100 training images
+        "medium": pytest.approx(sum(medium) / len(medium)),  # classes 0 and 1
+        "few": pytest.approx(sum(few) / len(few)),
+    }
+
+
+def test_predictions_npy_holds_the_final_models_test_predictions(
+    lt_run: tuple[Path, str],
+) -> None:
+    out, _ = lt_run
+    labels = load_dataset("digits", test_per_class=2, train_per_class=1).test.labels.numpy()
+    pred = read_predictions(out / "predictions.npy", len(labels), 10)
+    final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 100.0 * float((pred == labels).mean()) == pytest.approx(final["top1"])
+
+
+def test_eval_corruptions_json_keys_on_the_builtin_suite(
+    capsys: pytest.CaptureFixture[str], lt_run: tuple[Path, str]
+) -> None:
+    out, _ = lt_run
+    args = ["eval", out / "model.safetensors", "--device", "cpu", "--corruptions"]
+    r = icckd(capsys, *args, "--format", "json")
+    assert r.code == 0, r.err
+    c = r.json()["corruptions"]
+    assert set(c) == {"suite", "clean_top1", "mean_top1", "relative", "results"}
+    assert c["suite"] == "icckd-builtin"
+    assert len(c["results"]) == 50 and set(c["results"][0]) == {"corruption", "severity", "top1"}
+    assert c["mean_top1"] == pytest.approx(sum(x["top1"] for x in c["results"]) / 50)
+    assert c["clean_top1"] == pytest.approx(r.json()["top1"])
+    table = icckd(capsys, *args)
+    assert table.code == 0 and "mean / clean" in table.out and "gaussian_noise" in table.out
+
+
+def _release(folder: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    folder.mkdir()
+    np.save(folder / "gaussian_noise.npy", np.concatenate([images] * 5))
+    np.save(folder / "labels.npy", labels)
+    return folder
+
+
+def test_a_release_of_clean_images_scores_the_clean_top1_at_every_severity(
+    capsys: pytest.CaptureFixture[str], lt_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    out, _ = lt_run
+    test = load_dataset("digits", test_per_class=2, train_per_class=1).test
+    images = test.images.permute(0, 2, 3, 1).numpy()  # (N, 32, 32, 3) uint8, as released
+    folder = _release(tmp_path / "c", images, test.labels.numpy())
+    r = icckd(capsys, "eval", out / "model.safetensors", "--device", "cpu",
+              "--corruptions-dir", folder, "--format", "json")  # fmt: skip
+    assert r.code == 0, r.err
+    c = r.json()["corruptions"]
+    assert c["suite"] == str(folder)
+    assert [x["top1"] for x in c["results"]] == [c["clean_top1"]] * 5
+    assert c["relative"] in (None, pytest.approx(1.0))
+
+
+def test_bad_corruption_folders_are_one_line_errors(
+    capsys: pytest.CaptureFixture[str], lt_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    out, _ = lt_run
+    ckpt = out / "model.safetensors"
+    ok = np.zeros((4, 32, 32, 3), np.uint8)
+    labels = np.arange(4) % 10
+    no_labels = _release(tmp_path / "a", ok, labels)
+    (no_labels / "labels.npy").unlink()
+    wrong_shape = _release(tmp_path / "b", ok[:, :, :, :2].copy(), labels)
+    small = _release(tmp_path / "d", np.zeros((4, 16, 16, 3), np.uint8), labels)
+    many = _release(tmp_path / "e", ok, np.arange(4) * 30)  # labels past digits' 10 classes
+    wanted = {
+        no_labels: f"{no_labels} has no labels.npy",
+        wrong_shape: "a corruption file is uint8 (5 x N, H, W, 3)",
+        small: "takes 32x32 images with 3 channels but",
+        many: "predicts 10 classes but",
+    }
+    for folder, text in wanted.items():
+        r = icckd(capsys, "eval", ckpt, "--device", "cpu", "--corruptions-dir", folder)
+        assert r.code != 0 and r.err.count("\n") == 1, r.err
+        assert r.err.startswith("error: ") and text in r.err
+        assert "Traceback" not in r.err
+
+
+@pytest.mark.slow
+def test_factor_one_trains_bit_identical_weights(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    tiny = [*RUN, "--train-per-class", "3"]
+    assert icckd(capsys, "train-teacher", *tiny, "--out", tmp_path / "a").code == 0
+    r = icckd(capsys, "train-teacher", *tiny, "--imbalance-factor", "1", "--out", tmp_path / "b")
+    assert r.code == 0 and "long-tailed" not in r.err
+    a = load_file(str(tmp_path / "a/model.safetensors"))
+    b = load_file(str(tmp_path / "b/model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(a[k].equal(b[k]) for k in a)
