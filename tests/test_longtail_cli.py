@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
+from icckd_cli.base.errors import UsageError
 from icckd_cli.cli import main
 from icckd_cli.data import load_dataset
 from icckd_cli.data.longtail import longtail_counts
@@ -92,6 +93,9 @@ def test_eval_json_has_per_class_balanced_and_groups_from_known_counts(
         "medium": pytest.approx(sum(medium) / len(medium)),  # classes 0 and 1
         "few": pytest.approx(sum(few) / len(few)),
     }
+    train = icckd(capsys, "eval", out / "model.safetensors", "--device", "cpu", "--split",
+                  "train", "--format", "json")  # fmt: skip
+    assert train.code == 0 and train.json()["n"] == sum(EXPECTED)  # the images it trained on
 
 
 def test_predictions_npy_holds_the_final_models_test_predictions(
@@ -181,3 +185,20 @@ def test_factor_one_trains_bit_identical_weights(
     b = load_file(str(tmp_path / "b/model.safetensors"))
     assert a.keys() == b.keys()
     assert all(a[k].equal(b[k]) for k in a)
+
+
+def test_the_experiment_passes_its_factor_to_teachers_and_students(tmp_path: Path) -> None:
+    from tests.helpers import parse_experiment_text, tiny_experiment
+
+    lt = ('device = "cpu"', 'device = "cpu"\nimbalance_factor = 10')
+    exp = parse_experiment_text(tiny_experiment(tmp_path, lt))
+    assert {r.kind for r in exp.runs} == {"teacher", "student", "baseline"}
+    assert all(r.config.imbalance_factor == 10 for r in exp.runs)
+    bad = ('device = "cpu"', 'device = "cpu"\nimbalance_factor = 0.5')
+    with pytest.raises(UsageError) as err:
+        parse_experiment_text(tiny_experiment(tmp_path, bad))
+    assert err.value.message == (
+        "x.toml: [experiment]: invalid imbalance_factor = 0.5: invalid value for "
+        "--imbalance-factor: 0.5; give a factor of at least 1 (1 is balanced; 100 is the "
+        "CIFAR-LT standard)"
+    )

@@ -112,7 +112,10 @@ class DataOptions(_Strict):
     def _imbalance(cls, value: float) -> float:
         from icckd_cli.data.longtail import check_imbalance_factor
 
-        return check_imbalance_factor(value)
+        try:
+            return check_imbalance_factor(value)
+        except UsageError as exc:  # a ValueError names the TOML table in an experiment
+            raise ValueError(exc.message) from None
 
     @model_validator(mode="after")
     def _one_validation_rule(self) -> DataOptions:

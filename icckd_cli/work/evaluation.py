@@ -14,6 +14,7 @@ from torch import nn
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.data import Dataset, DataSpec, Holdout, LoadOptions, load_dataset
+from icckd_cli.data.imbalance import apply_imbalance
 from icckd_cli.models import ZooModel, input_size
 from icckd_cli.models.loading import load_any_model
 from icckd_cli.settings.config import RunOptions
@@ -100,6 +101,8 @@ def open_checkpoint(
         test_per_class=test_per_class,
         options=options,
     )
+    if dataset is None:  # --split train of a long-tailed run: the images it trained on
+        apply_imbalance(data, float(cfg_rec.get("imbalance_factor") or 1))
     check_classes(data.spec, model.num_classes, meta, str(path))
     if recorded.get("mean"):  # normalise exactly as in training
         data.spec.mean, data.spec.std = recorded["mean"], recorded["std"]
