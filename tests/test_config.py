@@ -61,7 +61,7 @@ def test_method_presets_and_overrides() -> None:
     kd = build(DistillConfig, {"method": "kd"})
     assert kd.resolved_weights() == {
         "ce_weight": 0.1, "kd_weight": 0.9, "rkd_weight": 0.0, "dkd_weight": 0.0,
-        "crd_weight": 0.0,
+        "crd_weight": 0.0, "dist_weight": 0.0,
     }  # fmt: skip
     mdistiller = build(DistillConfig, {"method": "kd", "weights": "mdistiller"})
     assert mdistiller.resolved_weights()["ce_weight"] == 1.0

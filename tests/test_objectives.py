@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from icckd_cli.data import Batch
 from icckd_cli.models import create_model
+from icckd_cli.settings.config import DistillConfig, build
 from icckd_cli.training.objectives import DistillObjective, TeacherObjective
 from tests.helpers import TINY, icckd
 
@@ -99,11 +100,9 @@ def test_projection_head_is_trained_but_not_part_of_the_model() -> None:
 
 def test_distill_objective_keeps_teacher_frozen_and_out_of_its_state() -> None:
     teacher = create_model("resnet8", 3)
-    weights = {"ce_weight": 0.1, "kd_weight": 0.9, "rkd_weight": 0.0, "dkd_weight": 0.0,
-               "crd_weight": 0.0}  # fmt: skip
-    obj = DistillObjective(teacher, weights, kd_temperature=4.0, rkd_distance_weight=25,
-                           rkd_angle_weight=50, dkd_alpha=1, dkd_beta=8, dkd_temperature=4,
-                           dkd_warmup=1)  # fmt: skip
+    cfg = build(DistillConfig, {"method": "kd"})
+    weights = cfg.resolved_weights()
+    obj = DistillObjective(teacher, weights, {**cfg.model_dump(), "dkd_warmup": 1})
     assert list(obj.parameters()) == [] and obj.state_dict() == {}
     obj.train()
     assert not teacher.training
