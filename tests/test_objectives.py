@@ -94,8 +94,36 @@ def test_projection_head_is_trained_but_not_part_of_the_model() -> None:
                            embedding="projection", projection_dim=16)  # fmt: skip
     assert obj.projection is not None and len(list(obj.parameters())) == 4
     model = create_model("resnet8", 3)
-    _, stats = obj(model, _batch([0, 0, 1, 1]), 0)
+    loss, stats = obj(model, _batch([0, 0, 1, 1]), 0)
     assert torch.isfinite(stats["icc"])
+    loss.backward()
+    # the head is trained: every one of its parameters gets a non-zero gradient ...
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.projection.parameters())
+    # ... and it lives on the objective, not in the model's weights (model.safetensors)
+    assert not any(k.startswith("projection") for k in model.state_dict())
+    assert set(obj.state_dict()) >= {
+        f"projection.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")
+    }
+
+
+def test_the_objective_gates_with_the_one_margin_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The teacher's objective calls methods.icc.margin_gate; the pass rate is its mean."""
+    from icckd_cli.methods import icc
+    from icckd_cli.training import objectives
+
+    seen: list[torch.Tensor] = []
+
+    def spy(logits: torch.Tensor, labels: torch.Tensor, delta: float) -> torch.Tensor:
+        seen.append(icc.margin_gate(logits, labels, delta))
+        return seen[-1]
+
+    monkeypatch.setattr(objectives, "margin_gate", spy)
+    torch.manual_seed(0)
+    for margin, want in ((-1.0, 1.0), (0.999, 0.0)):
+        obj = _teacher_objective(margin=margin)
+        _, stats = obj(create_model("resnet8", 3), _batch([0, 0, 1, 1]), 0)
+        assert seen[-1].shape == (8,) and stats["icc_gate_pass"].item() == want
+    assert len(seen) == 2
 
 
 def test_distill_objective_keeps_teacher_frozen_and_out_of_its_state() -> None:
