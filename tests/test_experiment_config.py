@@ -40,7 +40,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
          "x.toml: [student]: invalid epochs = 0: Input should be greater than or equal to 1"),
         (("method = \"kd\"", "method = \"kdd\""),
          "x.toml: [[students]] 'kdd': invalid method = 'kdd': Input should be 'kd', 'rkd', "
-         "'kd+rkd', 'dkd' or 'crd'"),
+         "'kd+rkd', 'dkd', 'crd' or 'dist'"),
         (("seeds = [0, 1]", "seeds = [0, 0]"),
          "x.toml: [experiment]: invalid seeds = [0, 0]: seeds must be distinct whole numbers "
          ">= 0, e.g. [0, 1, 2]"),

@@ -284,7 +284,7 @@ def _method_options() -> list[inspect.Parameter]:
             kind = next(a for a in kinds if a is not type(None))
             flag = (option_name(name),) if kind is bool else ()  # a flag: given means on
             opt = Opt(*flag, help=field.description)
-            annotation = Annotated[kind | None, opt]  # type: ignore[operator]
+            annotation = Annotated[kind | None, opt]  # type: ignore[operator,valid-type]
             params.append(inspect.Parameter(name, KEYWORD, default=None, annotation=annotation))
     return params
 

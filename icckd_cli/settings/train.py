@@ -45,6 +45,7 @@ METHOD_PRESETS: dict[str, dict[str, float]] = {
     name: registry.preset_weights(name) for name in registry.choices()
 }
 
+
 class _Teacher(_Strict):
     """Which teacher, which method; the methods' own settings follow (StudentLoss)."""
 
@@ -52,7 +53,7 @@ class _Teacher(_Strict):
     teacher_arch: str | None = None
     # builder arguments of a weights-file teacher (an icckd checkpoint records its own)
     teacher_model_args: dict[str, Any] = Field(default_factory=dict)
-    method: Method = "kd"
+    method: Method = "kd"  # type: ignore[valid-type]
     weights: Literal["crd", "mdistiller"] = "crd"
     ce_weight: float | None = Field(None, ge=0)
 
