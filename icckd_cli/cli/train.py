@@ -65,6 +65,7 @@ from icckd_cli.settings.config import (
 )
 
 _CHOICES = ", ".join(registry.choices()[:-1]) + " or " + registry.choices()[-1]
+_NAMES = ", ".join(m.name.upper() for m in registry.methods())
 KEYWORD = inspect.Parameter.POSITIONAL_OR_KEYWORD
 
 
@@ -267,7 +268,6 @@ def distill(
     fmt: Format = "table",
     **methods: Any,
 ) -> None:
-    """Distill a student from a frozen teacher (KD, RKD, DKD, CRD, DIST, combined)."""
     given = dict(locals())
     given.update(given.pop("methods"))  # the methods' options (_method_options)
     _train("student", DistillConfig, given)
@@ -290,11 +290,10 @@ def _method_options() -> list[inspect.Parameter]:
 
 
 # the methods' options stand after --ce-weight, in method order
-_params = [
-    p for p in inspect.signature(distill, eval_str=True).parameters.values() if p.name != "methods"
-]
+_params = list(inspect.signature(distill, eval_str=True).parameters.values())[:-1]  # no **
 _at = [p.name for p in _params].index("ce_weight") + 1
 distill.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     _params[:_at] + _method_options() + _params[_at:]
 )
+distill.__doc__ = f"Distill a student from a frozen teacher ({_NAMES}, combined)."
 app.command()(handle_errors(distill))
