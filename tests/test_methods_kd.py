@@ -104,6 +104,21 @@ def test_standardization_reaches_dkd() -> None:
     assert not torch.equal(on, dkd_loss(s, t.double(), y, **kw))
 
 
+def test_standardization_without_a_logit_term_is_refused() -> None:
+    from icckd_cli.base.errors import UsageError
+    from icckd_cli.settings.config import DistillConfig, build
+
+    with pytest.raises(UsageError) as err:
+        build(DistillConfig, {"method": "crd", "logit_standardization": True})
+    assert str(err.value.message) == (
+        "invalid value for --logit-standardization: it standardises the logits of the kd and "
+        "dkd terms and --method crd has neither; use --method kd or dkd, or give --kd-weight"
+    )
+    both = build(DistillConfig, {"method": "kd+rkd", "logit_standardization": True})
+    assert both.logit_standardization is True
+    build(DistillConfig, {"method": "dist", "kd_weight": 1.0, "logit_standardization": True})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["kd", "dkd"])
 def test_distill_with_logit_standardization_end_to_end(

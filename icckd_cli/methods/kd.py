@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from torch import Tensor
 
 from icckd_cli.methods.registry import Context, Method, Part, register
@@ -82,6 +82,23 @@ class KDSettings(BaseModel):
         description="Standardise student and teacher logits per row before the temperature "
         "(kd, dkd; Sun et al. 2024).",
     )
+
+    @model_validator(mode="after")
+    def _standardization_needs_a_logit_term(self) -> KDSettings:
+        """--logit-standardization acts on the kd and dkd terms: refuse it where neither runs."""
+        weights: dict[str, float] = getattr(self, "resolved_weights", dict)()  # StudentLoss's
+        if (
+            self.logit_standardization
+            and weights
+            and not any(weights.get(k) for k in ("kd_weight", "dkd_weight"))
+        ):
+            method = getattr(self, "method", "")
+            raise ValueError(
+                "invalid value for --logit-standardization: it standardises the logits of the "
+                f"kd and dkd terms and --method {method} has neither; use --method kd or dkd, "
+                "or give --kd-weight"
+            )
+        return self
 
 
 def _build(settings: Mapping[str, Any], context: Context) -> dict[str, Part]:
