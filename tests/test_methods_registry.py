@@ -97,3 +97,17 @@ def test_every_method_builds_its_objective_and_trains_a_step(name: str) -> None:
     assert all(moved[:1]) and sum(moved) > len(moved) // 2
     record = obj.describe()
     assert all(key in record for m in registry.methods() for key in m.recorded)
+
+
+def test_the_cli_and_the_settings_start_without_torch() -> None:
+    """The registry reads the methods' settings without importing torch (`icckd --help`)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, icckd_cli.cli.train, icckd_cli.settings.config; "
+        "from icckd_cli.methods import registry; registry.choices(); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -17,12 +17,14 @@ beta and gamma carry the paper's factor 2.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
-from torch import Tensor
 
 from icckd_cli.methods.registry import Context, Method, Part, register
+
+if TYPE_CHECKING:  # torch is imported where a loss runs: the CLI starts without it
+    from torch import Tensor
 
 # added to the product of the norms, so a constant row or column gives 0, not 0/0
 PEARSON_EPS = 1e-8

@@ -9,15 +9,15 @@ standardises both sides' logits first, as Sun et al. 2024 do for DKD.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, Field
-from torch import Tensor
 
 from icckd_cli.methods.kd import Reduction, kl_rows, reduce, standardize
 from icckd_cli.methods.registry import Context, Method, Part, register
+
+if TYPE_CHECKING:  # torch is imported where a loss runs: the CLI starts without it
+    from torch import Tensor
 
 # the paper's warm-up: 20 epochs of its 240-epoch CIFAR-100 schedule
 WARMUP_EPOCHS, SCHEDULE_EPOCHS = 20, 240
@@ -32,6 +32,9 @@ def warmup_epochs(given: int | None, epochs: int) -> int:
 
 def _binary_log_probs(logits: Tensor, target: Tensor) -> Tensor:
     """log [p_y, 1 - p_y] computed in log space, stable for confident logits: (N, C) -> (N, 2)."""
+    import torch
+    import torch.nn.functional as F
+
     lse = logits.logsumexp(dim=1)
     log_target = logits.gather(1, target[:, None]).squeeze(1) - lse
     log_rest = logits.masked_fill(F.one_hot(target, logits.shape[1]).bool(), float("-inf"))
@@ -47,6 +50,9 @@ def dkd_parts(
     reduction: Reduction = "batchmean",
 ) -> tuple[Tensor, Tensor]:
     """DKD's (TCKD, NCKD), each scaled by T^2: (N, C), (N, C), (N,) -> () or (N,) each."""
+    import torch
+    import torch.nn.functional as F
+
     s = student_logits / temperature
     t = teacher_logits.detach() / temperature
     target = labels.to(s.device).long()

@@ -14,13 +14,14 @@ weight 9, CE weight 0.1) is in docs/methods.md.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch.nn.functional as F
 from pydantic import BaseModel, Field, model_validator
-from torch import Tensor
 
 from icckd_cli.methods.registry import Context, Method, Part, register
+
+if TYPE_CHECKING:  # torch is imported where a loss runs: the CLI starts without it
+    from torch import Tensor
 
 Reduction = Literal["batchmean", "none"]
 
@@ -46,6 +47,8 @@ def reduce(per_sample: Tensor, reduction: Reduction) -> Tensor:
 
 def kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
     """KL(p || q) per row from log-probabilities: (N, K), (N, K) -> (N,)."""
+    import torch.nn.functional as F
+
     return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=1)
 
 
@@ -61,6 +64,8 @@ def kd_loss(
 
     With `standardize`, both sides' rows are standardised first (Sun et al. 2024).
     """
+    import torch.nn.functional as F
+
     t, s = logits_t.detach(), logits_s
     if standardize:
         t, s = _standardize(t), _standardize(s)

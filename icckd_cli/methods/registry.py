@@ -66,6 +66,9 @@ class Preset:
     preset: Mapping[str, float] = field(default_factory=dict)
 
 
+# modules of this folder that hold no method: imported where they are used (with torch)
+HELPERS = frozenset({"registry", "queue", "icc", "crd_nce"})
+
 _METHODS: dict[str, Method] = {}
 _PRESETS: dict[str, Preset | Method] = {}
 _LOADED = False
@@ -89,7 +92,8 @@ def _load() -> None:
     _LOADED = True
     package = __name__.rsplit(".", 1)[0]
     for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
-        importlib.import_module(f"{package}.{info.name}")
+        if info.name not in HELPERS and not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
 
 
 def methods() -> list[Method]:

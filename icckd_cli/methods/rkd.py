@@ -8,18 +8,20 @@ term enters with weight 1 beside CE 1. `kd+rkd` adds it to KD's CE 0.1 / KD 0.9.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, Field
-from torch import Tensor
 
 from icckd_cli.methods.registry import Context, Method, Part, Preset, register
+
+if TYPE_CHECKING:  # torch is imported where a loss runs: the CLI starts without it
+    from torch import Tensor
 
 
 def _pairwise_distances(x: Tensor) -> Tensor:
     """Euclidean distances with an exact-zero diagonal: (N, D) -> (N, N)."""
+    import torch
+
     sq = x.pow(2).sum(dim=1)
     d2 = sq[:, None] + sq[None, :] - 2 * x @ x.T
     # the clamp keeps sqrt's gradient finite where two rows coincide
@@ -36,12 +38,17 @@ def _normalised_distances(x: Tensor) -> Tensor:
 
 def _angles(x: Tensor) -> Tensor:
     """Cosine of the angle at vertex i between rows j and k, flattened: (N, D) -> (N^3,)."""
+    import torch
+    import torch.nn.functional as F
+
     diff = F.normalize(x[None, :, :] - x[:, None, :], dim=2)  # (N, N, D): row j minus row i
     return torch.bmm(diff, diff.transpose(1, 2)).flatten()
 
 
 def rkd_distance(f_s: Tensor, f_t: Tensor) -> Tensor:
     """RKD distance term, smooth L1 on mean-normalised pairwise distances: (N, ...) x2 -> ()."""
+    import torch.nn.functional as F
+
     s, t = f_s.flatten(1), f_t.detach().flatten(1)
     if s.shape[0] < 2:
         return f_s.sum() * 0.0  # no pair to compare
@@ -50,6 +57,8 @@ def rkd_distance(f_s: Tensor, f_t: Tensor) -> Tensor:
 
 def rkd_angle(f_s: Tensor, f_t: Tensor) -> Tensor:
     """RKD angle term, smooth L1 on the cosines of all triplets: (N, ...) x2 -> ()."""
+    import torch.nn.functional as F
+
     s, t = f_s.flatten(1), f_t.detach().flatten(1)
     return F.smooth_l1_loss(_angles(s), _angles(t))
 
