@@ -85,6 +85,8 @@ def test_every_method_builds_its_objective_and_trains_a_step(name: str) -> None:
     obj = DistillObjective.from_config(cfg, teacher, student.feature_dim, 6, dkd_warmup=1)
     expected = {k.removesuffix("_weight") for k, v in weights.items() if v}
     assert {t.name for t in obj.terms} == expected
+    # a term's module sits under the part's name (resumable state keys: objective/crd.*)
+    assert {k.split(".")[0] for k in obj.state_dict()} == ({"crd"} if name == "crd" else set())
     params = [*student.parameters(), *obj.parameters()]
     opt = torch.optim.SGD(params, lr=0.1)
     before = [p.detach().clone() for p in student.parameters()]
