@@ -32,7 +32,7 @@ STANDARDIZE_EPS = 1e-7
 def standardize(logits: Tensor) -> Tensor:
     """Each row as (z - mean) / (unbiased std + 1e-7): (N, C) -> (N, C)."""
     mean = logits.mean(dim=1, keepdim=True)
-    std = logits.std(dim=1, keepdim=True)  # unbiased (C - 1), as the paper's code
+    std = logits.std(dim=1, keepdim=True)  # unbiased: divides by C - 1
     return (logits - mean) / (std + STANDARDIZE_EPS)
 
 

@@ -1,7 +1,7 @@
 """Relational KD (Park et al., "Relational Knowledge Distillation", CVPR 2019).
 
-Distance and angle terms on the pooled features, weighted 25 and 50 as in the paper (its
-metric-learning setting, Sec. 4.1) and in the CRD benchmark's CIFAR-100 RKD runs; the RKD
+Distance and angle terms on the pooled features, weighted 25 and 50 as in the paper's
+experiments and in the CRD benchmark's CIFAR-100 RKD runs (Tian et al., ICLR 2020); the RKD
 term enters with weight 1 beside CE 1. `kd+rkd` adds it to KD's CE 0.1 / KD 0.9.
 """
 
