@@ -19,8 +19,7 @@ from icckd_cli.settings.config import DistillConfig, build
 from icckd_cli.training import store
 from icckd_cli.training.objectives import RunTeacher
 from icckd_cli.work import runs
-from tests.helpers import assert_same_weights, digits_teacher, history, icckd, ok
-from tests.test_errors import one_error
+from tests.helpers import assert_same_weights, digits_teacher, history, icckd, ok, one_error
 
 Capsys = pytest.CaptureFixture[str]
 # 100 digits, 7 batches an epoch (the last of 4), 1 epoch

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 # import them from here still find them
 from icckd_cli.base.errors import DataFileError, Diverged, Interrupted, UsageError
 from icckd_cli.data import DataSpec, DeviceLoader, Split, StreamLoader, eval_batches
-from icckd_cli.losses import expected_calibration_error
+from icckd_cli.metrics.calibration import expected_calibration_error
 from icckd_cli.training import distributed as dist
 from icckd_cli.training.objectives import Objective
 
