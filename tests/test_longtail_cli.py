@@ -168,7 +168,7 @@ def test_bad_corruption_folders_are_one_line_errors(
     }
     for folder, text in wanted.items():
         r = icckd(capsys, "eval", ckpt, "--device", "cpu", "--corruptions-dir", folder)
-        assert r.code != 0 and r.err.count("\n") == 1, r.err
+        assert r.code == 2 and r.err.count("\n") == 1, r.err
         assert r.err.startswith("error: ") and text in r.err
         assert "Traceback" not in r.err
 
