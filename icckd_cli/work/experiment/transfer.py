@@ -43,14 +43,20 @@ CORRUPTIONS_FILE = "corruptions.json"
 
 
 def test_labels(exp: Experiment) -> np.ndarray | None:
-    """The test split's labels as the runs saw them; None when the data cannot be read."""
-    from icckd_cli.data import LoadOptions, load_dataset
+    """The test split's labels as the runs saw them; None when the data cannot be read.
 
-    o = exp.options
+    Loaded with a student's (else a teacher's) data settings, so a decoded folder is read
+    back from the decode cache, not decoded again.
+    """
+    from icckd_cli.data import Holdout, LoadOptions, load_dataset
+
+    cfg: Any = exp.students[0].config if exp.students else exp.teachers[0].config
+    options = LoadOptions(image_size=cfg.image_size, workers=cfg.workers,
+                          memory_limit_gb=cfg.memory_limit_gb, holdout=Holdout.of(cfg))  # fmt: skip
     try:
         data = load_dataset(
-            o.dataset, o.data_dir, download=False, test_per_class=o.test_per_class,
-            train_per_class=1, options=LoadOptions(image_size=o.image_size, workers=0),
+            cfg.dataset, cfg.data_dir, download=False, train_per_class=cfg.train_per_class,
+            test_per_class=cfg.test_per_class, options=options,
         )  # fmt: skip
     except (IcckdError, OSError):
         return None
