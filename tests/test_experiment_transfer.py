@@ -55,3 +55,38 @@ def test_results_carry_the_transfer_keys_computed_from_the_prediction_files(
     assert icc["kd_worse_seeds"] is not None  # from the checkpoints' top-1
     assert ce["negative_flip_rate"] is not None
     assert "n/a" in ex.results_markdown(again)
+
+
+def test_corruption_and_long_tail_answers_are_paired_icc_minus_ce(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from icckd_cli.work.experiment import transfer
+    from icckd_cli.work.experiment.answers import answer_label
+    from tests.helpers import parse_experiment_text
+
+    extra = ('device = "cpu"', 'device = "cpu"\nimbalance_factor = 4\ncorruptions = true')
+    exp = parse_experiment_text(tiny_experiment(tmp_path, extra))
+    monkeypatch.setattr(ex.Run, "status", lambda self: "done")
+    # seed 0: icc 2 above ce; seed 1: icc 1 below (corruption); by hand: mean 0.5, 1 of 2
+    corr = {("ce", 0): 50.0, ("icc", 0): 52.0, ("ce", 1): 60.0, ("icc", 1): 59.0}
+    monkeypatch.setattr(transfer, "corruption_mean", lambda r: corr[r.teacher, r.seed])
+    by_run = {("ce", 0): (40.0, 10.0), ("icc", 0): (43.0, 20.0),
+              ("ce", 1): (41.0, 10.0), ("icc", 1): (44.0, 30.0)}  # fmt: skip
+    monkeypatch.setattr(
+        transfer,
+        "student_class_metrics",
+        lambda r, labels: dict(
+            zip(("balanced_top1", "few"), by_run[r.teacher, r.seed], strict=True)
+        ),
+    )
+    answers = transfer.extra_answers(exp, None)
+    assert [a["metric"] for a in answers] == [
+        "mean corruption top-1", "balanced top-1", "few-shot top-1"
+    ]  # fmt: skip
+    assert all((a["teacher"], a["reference"]) == ("icc", "ce") for a in answers)
+    corruption, balanced, few = (a["last"] for a in answers)
+    assert corruption["values"] == {"0": 2.0, "1": -1.0} and corruption["positive"] == 1
+    assert corruption["mean"] == pytest.approx(0.5) and corruption["ci95"] is not None
+    assert balanced["values"] == {"0": 3.0, "1": 3.0} and balanced["positive"] == 2
+    assert few["mean"] == pytest.approx(15.0)
+    assert answer_label(answers[0]) == "kd from icc (mean corruption top-1) minus kd from ce"
