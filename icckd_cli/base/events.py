@@ -39,6 +39,8 @@ class Event(str, Enum):
     DIVERSITY = "diversity"  # soft-label statistics of the teachers are measured: count
     COST = "cost"  # parameters, MACs (and latency) are measured: count, latency
     FINISH = "finish"  # the whole matrix is done and its results written: out
+    # work/corruptions.py
+    CORRUPTION = "corruption"  # a corruption at a severity evaluated: corruption, severity, top1
 
     def __str__(self) -> str:
         return self.value
