@@ -165,7 +165,7 @@ def test_a_killed_write_is_never_read_and_resumes_to_the_same_student(
 ) -> None:
     shutil.copy(made / "teacher.safetensors", tmp_path / "teacher.safetensors")
     events: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(store, "SAVE_EVERY", 2)  # progress after batches 2, 4, 6 and 7
+    monkeypatch.setattr(store.writer, "SAVE_EVERY", 2)  # progress after batches 2, 4, 6 and 7
 
     def killed(event: str, info: dict[str, Any]) -> None:
         events.append((event, info))
