@@ -20,7 +20,8 @@ from torch import Tensor
 from icckd_cli.base.atomic import write_text_atomic
 from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.data import Batch
-from icckd_cli.training.engine import Callback, autocast
+from icckd_cli.training.devices import autocast
+from icckd_cli.training.engine import Callback
 from icckd_cli.training.store.format import (
     COMPLETE,
     FORMAT_VERSION,
