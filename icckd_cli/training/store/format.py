@@ -207,12 +207,21 @@ def check_match(
 def chunk_sums(path: Path, chunk: int = CHUNK) -> list[str]:
     """SHA-256 (hex) of each `chunk` bytes of a file, read once, one chunk in memory."""
     sums = []
-    buf = bytearray(min(chunk, max(path.stat().st_size, 1)))
-    view = memoryview(buf)
+    view = memoryview(bytearray(min(chunk, max(path.stat().st_size, 1))))
     with path.open("rb", buffering=0) as f:
-        while n := f.readinto(view):
+        while n := _fill(f, view):
             sums.append(hashlib.sha256(view[:n]).hexdigest())
+            if n < len(view):
+                break
     return sums
+
+
+def _fill(f: Any, view: memoryview) -> int:
+    """Read into the whole of `view` (a short read is continued); bytes read, 0 at the end."""
+    n = 0
+    while n < len(view) and (got := f.readinto(view[n:])):
+        n += got
+    return n
 
 
 def checksums(folder: Path, stems: list[str]) -> dict[str, Any]:
