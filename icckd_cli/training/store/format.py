@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,8 @@ from icckd_cli.data import DataSpec
 FORMAT_VERSION = 2  # 2: complete.json holds checksums
 HEADER, PROGRESS, COMPLETE = "header.json", "progress.json", "complete.json"
 CHUNK = 1 << 26  # bytes an array file's checksum covers (the last chunk: the rest)
+PIECE = 1 << 23  # bytes read at a time while hashing a chunk
+WORKERS = min(4, os.cpu_count() or 1)  # chunks hashed at once
 GB = 1e9
 
 
@@ -204,24 +208,27 @@ def check_match(
 # ----------------------------------------------------------------------------- checksums
 
 
+def _chunk_sum(fd: int, start: int, length: int) -> str:
+    """SHA-256 (hex) of `length` bytes of an open file from `start`, read PIECE at a time."""
+    h, pos, end = hashlib.sha256(), start, start + length
+    while pos < end and (data := os.pread(fd, min(PIECE, end - pos), pos)):
+        h.update(data)
+        pos += len(data)
+    return h.hexdigest()
+
+
 def chunk_sums(path: Path, chunk: int = CHUNK) -> list[str]:
-    """SHA-256 (hex) of each `chunk` bytes of a file, read once, one chunk in memory."""
-    sums = []
-    view = memoryview(bytearray(min(chunk, max(path.stat().st_size, 1))))
-    with path.open("rb", buffering=0) as f:
-        while n := _fill(f, view):
-            sums.append(hashlib.sha256(view[:n]).hexdigest())
-            if n < len(view):
-                break
-    return sums
-
-
-def _fill(f: Any, view: memoryview) -> int:
-    """Read into the whole of `view` (a short read is continued); bytes read, 0 at the end."""
-    n = 0
-    while n < len(view) and (got := f.readinto(view[n:])):
-        n += got
-    return n
+    """SHA-256 (hex) of each `chunk` bytes of a file: every byte read once, chunks hashed on
+    up to WORKERS threads (reads and hashing release the GIL), PIECE bytes each in memory."""
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(WORKERS) as pool:
+            parts = pool.map(lambda lo: _chunk_sum(fd, lo, min(chunk, size - lo)),
+                             range(0, size, chunk))  # fmt: skip
+            return list(parts)
+    finally:
+        os.close(fd)
 
 
 def checksums(folder: Path, stems: list[str]) -> dict[str, Any]:
