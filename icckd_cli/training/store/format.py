@@ -13,13 +13,14 @@ One store folder per process (under torchrun rank r of w uses DIR/rank{r}-of-{w}
                       the store read
 
 Checksums (format 2): SHA-256 of each array file in chunks of CHUNK bytes (64 MiB), the
-.npy header included, and of header.json whole. Per chunk rather than per file so a check
-holds one chunk in memory at a time, names the damaged byte range, and could verify only
-the chunks a reader maps; the reader checks every chunk once before the student's first
-step (docs/performance.md gives the cost: about 1 s a GB on one core). SHA-256 because the
-hash runs at about 1.9 GB/s with the CPU's SHA instructions, as fast as CRC-32 needs to be
-here, and is the hash the checkpoints use. A store written before format 2 holds no
-checksums and is refused in one line that says to rebuild it.
+.npy header included, and of header.json whole. Per chunk rather than per file: a check
+holds PIECE bytes (8 MiB) a thread in memory, hashes up to WORKERS chunks at once, and
+names the damaged byte range. The reader checks every chunk once, before the student's
+first step, so a damaged store is refused before anything is written into --out; for a
+CIFAR-100 store (2.5 GB) that is about 1.5 CPU s (docs/performance.md). SHA-256 because it
+runs at about 1.9 GB/s a core with the CPU's SHA instructions, enough here, and is the hash
+the checkpoints use. A store written before format 2 holds no checksums and is refused in
+one line that says to rebuild it.
 """
 
 from __future__ import annotations
