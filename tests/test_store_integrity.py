@@ -112,6 +112,21 @@ def test_the_message_names_the_damaged_bytes(made: Path, tmp_path: Path) -> None
     )
 
 
+def test_a_header_edited_into_other_valid_json_is_refused(
+    capsys: Capsys, made: Path, tmp_path: Path
+) -> None:
+    cache = Path(shutil.copytree(made / "full", tmp_path / "cache"))
+    header = json.loads((cache / store.HEADER).read_text())
+    header["layout"]["feature_dim"] = 1  # parses, and would mis-shape the features
+    (cache / store.HEADER).write_text(json.dumps(header, indent=2) + "\n")
+    r = student(capsys, made, cache, tmp_path / "s", "full")
+    assert r.code == 1
+    assert one_error(r.err) == (
+        f"error: teacher cache file {cache / store.HEADER} is damaged (its checksum differs "
+        f"from complete.json's); delete {cache} to rebuild the store"
+    )
+
+
 def test_checksums_cover_each_chunk(made: Path, tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(bytes(range(256)) * 5)  # 1280 bytes: chunks of 512, 512 and 256

@@ -156,6 +156,14 @@ def damaged(folder: Path, path: Path, why: str) -> IcckdError:
     )
 
 
+def layout_of(folder: Path, header: dict[str, Any]) -> Layout:
+    """The layout a header records; a header without a whole one is damaged."""
+    try:
+        return Layout(**header["layout"])
+    except (KeyError, TypeError):
+        raise damaged(folder, folder / HEADER, "it records no layout") from None
+
+
 # ----------------------------------------------------------------------------- checks
 
 
@@ -239,8 +247,11 @@ def checksums(folder: Path, stems: list[str]) -> dict[str, Any]:
     return {"algorithm": "sha256", "chunk_bytes": CHUNK, "header": header, "files": files}
 
 
-def verify(folder: Path, stems: list[str], done: dict[str, Any]) -> None:
-    """Refuse, naming the file and byte range, a store whose bytes differ from its checksums."""
+def verify_header(folder: Path, done: dict[str, Any]) -> None:
+    """Refuse a store without checksums, or whose header.json differs from its checksum.
+
+    Run before the header is read, so a damaged header is never trusted.
+    """
     sums = done.get("checksums")
     if not isinstance(sums, dict):
         raise IcckdError(
@@ -249,6 +260,12 @@ def verify(folder: Path, stems: list[str], done: dict[str, Any]) -> None:
         )
     if hashlib.sha256((folder / HEADER).read_bytes()).hexdigest() != sums.get("header"):
         raise damaged(folder, folder / HEADER, "its checksum differs from complete.json's")
+
+
+def verify(folder: Path, stems: list[str], done: dict[str, Any]) -> None:
+    """Refuse, naming the file and byte range, a store whose bytes differ from its checksums."""
+    verify_header(folder, done)
+    sums = done["checksums"]
     chunk = int(sums.get("chunk_bytes") or CHUNK)
     for stem in stems:
         path = folder / f"{stem}.npy"

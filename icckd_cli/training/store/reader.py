@@ -18,9 +18,11 @@ from icckd_cli.training.store.format import (
     Layout,
     check_match,
     damaged,
+    layout_of,
     read_json,
     status,
     verify,
+    verify_header,
 )
 
 
@@ -117,14 +119,16 @@ def open_store(folder: Path, ident: dict[str, Any], layout: Layout, device: Any)
             f"teacher cache {folder} is not complete (its writing was stopped); run the same "
             "command again to finish it"
         )
+    done = read_json(folder / COMPLETE)
+    if done is None or not isinstance(done.get("sizes"), dict):
+        raise damaged(folder, folder / COMPLETE, "unreadable")
+    if (folder / HEADER).is_file():
+        verify_header(folder, done)  # the header is trusted only once it checks out
     header = read_json(folder / HEADER)
     if header is None:
         raise damaged(folder, folder / HEADER, "unreadable")
     check_match(folder, header, ident, layout)
-    done = read_json(folder / COMPLETE)
-    if done is None or not isinstance(done.get("sizes"), dict):
-        raise damaged(folder, folder / COMPLETE, "unreadable")
-    stored = Layout(**header["layout"])
+    stored = layout_of(folder, header)
     reader = StoreReader(folder, stored, done["sizes"], device)  # sizes and shapes first
     verify(folder, list(stored.arrays()), done)
     return reader

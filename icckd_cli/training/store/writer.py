@@ -32,6 +32,7 @@ from icckd_cli.training.store.format import (
     check_match,
     checksums,
     damaged,
+    layout_of,
     read_json,
     status,
 )
@@ -167,7 +168,7 @@ def _write(
     done = 0
     if header is not None:
         check_match(folder, header, ident, layout)
-        layout = Layout(**header["layout"])  # keep what it holds (embeddings)
+        layout = layout_of(folder, header)  # keep what it holds (embeddings)
         try:
             arrays = open_arrays(folder, layout, None, "r+")
             done = int((read_json(folder / PROGRESS) or {}).get("batches", 0))
