@@ -108,7 +108,7 @@ class TrainState:
 
 @dataclass
 class Trainer:
-    """Runs the epochs: objective -> backward -> step -> cache update -> eval -> log."""
+    """Runs the epochs: objective -> backward -> step -> queue update -> eval -> log."""
 
     model: nn.Module
     objective: Objective
