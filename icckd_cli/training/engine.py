@@ -6,8 +6,6 @@ are read once per logging interval, so the step has no host-device synchronisati
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,69 +16,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # Diverged and Interrupted live in errors.py, which distributed.py imports too; callers that
-# import them from here still find them
-from icckd_cli.base.errors import DataFileError, Diverged, Interrupted, UsageError
+# import them from here still find them, as they find the device helpers and the schedule
+from icckd_cli.base.errors import DataFileError, Diverged, Interrupted
 from icckd_cli.data import DataSpec, DeviceLoader, Split, StreamLoader, eval_batches
 from icckd_cli.metrics.calibration import expected_calibration_error
 from icckd_cli.training import distributed as dist
+from icckd_cli.training.devices import autocast
+from icckd_cli.training.devices import channels_last_on as channels_last_on
+from icckd_cli.training.devices import resolve_device as resolve_device
+from icckd_cli.training.devices import tune_backends as tune_backends
 from icckd_cli.training.objectives import Objective
+from icckd_cli.training.schedule import LrSchedule
+from icckd_cli.training.schedule import lr_at as lr_at
 
 Callback = Callable[[str, dict[str, Any]], None]
 CHECK_EVERY = 50  # steps between reads of the loss accumulators (NaN guard)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda, mps or cpu; an unavailable device is a one-line error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps")
-    if dev.type == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise UsageError(f"--device {name}: Apple's MPS is not available here; use --device cpu")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} asked for CUDA but none is available; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(
-            f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices"
-        )
-    return dev
-
-
-def channels_last_on(device: torch.device, wanted: bool) -> bool:
-    """Whether models run channels-last: where the run asks for it, except on Apple's MPS."""
-    return wanted and device.type != "mps"
-
-
-def tune_backends(device: torch.device) -> None:
-    """On CUDA, cuDNN picks the fastest convolutions per shape unless determinism is on."""
-    # training's shapes are fixed (batch and image size; the last batch and evaluation add
-    # one or two), so timing the algorithms once per shape is repaid within the first epoch;
-    # the config has no determinism option, so honour the process-wide switches
-    if device.type != "cuda":
-        return
-    if torch.are_deterministic_algorithms_enabled() or torch.backends.cudnn.deterministic:
-        return
-    torch.backends.cudnn.benchmark = True
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA by default; fp32 elsewhere unless asked."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def predict(
@@ -144,42 +94,6 @@ def best_so_far(best: dict[str, Any], record: dict[str, Any], on_val: bool) -> d
     return out
 
 
-def lr_at(epoch: int, base: float, decay_epochs: list[int], rate: float) -> float:
-    """Multi-step schedule: base * rate ** (number of decay epochs already reached)."""
-    return base * rate ** sum(epoch >= e for e in decay_epochs)
-
-
-@dataclass(frozen=True)
-class LrSchedule:
-    """The learning rate of every step: a linear warm-up, then step decay or a cosine to 0.
-
-    Set before each step from (epoch, step) alone, so a run resumed mid-epoch continues it
-    exactly. Warm-up step g of W (0-based) trains at base x (g + 1) / W; the cosine then runs
-    over the remaining steps from base towards 0 (its last step stays above 0).
-    """
-
-    base: float
-    epochs: int
-    steps: int  # per epoch
-    decay_epochs: list[int]
-    decay_rate: float
-    kind: str = "step"  # "step" or "cosine"
-    warmup_epochs: int = 0
-
-    def __call__(self, epoch: int, step: int = 0) -> float:
-        g, warm = epoch * self.steps + step, self.warmup_epochs * self.steps
-        if g < warm:
-            peak = self.base if self.kind == "cosine" else self._step(epoch)
-            return peak * (g + 1) / warm
-        if self.kind == "cosine":
-            done = (g - warm) / max(1, self.epochs * self.steps - warm)
-            return self.base * 0.5 * (1.0 + math.cos(math.pi * done))
-        return self._step(epoch)
-
-    def _step(self, epoch: int) -> float:
-        return lr_at(epoch, self.base, self.decay_epochs, self.decay_rate)
-
-
 @dataclass
 class TrainState:
     """Where a run stands; enough with the modules and optimiser to continue exactly."""
@@ -194,7 +108,7 @@ class TrainState:
 
 @dataclass
 class Trainer:
-    """Runs the epochs: objective -> backward -> step -> cache update -> eval -> log."""
+    """Runs the epochs: objective -> backward -> step -> queue update -> eval -> log."""
 
     model: nn.Module
     objective: Objective
@@ -382,8 +296,3 @@ class Trainer:
             weights = [f"--{part}-weight"]
         also = f" or a lower {' / '.join(weights)}" if weights else ""
         return f"try a lower --lr (it was {lr:g}){also}"
-
-
-def is_finite_number(x: float) -> bool:
-    """True for a real, finite float."""
-    return isinstance(x, float) and math.isfinite(x)
