@@ -1,0 +1,215 @@
+"""The study and its storage: a journal file in OUT, or any SQLAlchemy URL (PostgreSQL).
+
+Workers share a study by its name in one storage. `n_trials` counts the trials of the whole
+study: a trial counts when it is running, complete, pruned or failed by its own settings
+(diverged); one a worker lost (interrupted, killed) does not, so rerunning replaces it. A
+trial that finds n_trials others counted before it (two workers asked at the same moment)
+steps aside unrun, so the workers finish exactly n_trials between them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from icckd_cli.base.errors import IcckdError, UsageError, first_line
+from icckd_cli.work.tune.config import TuneFile
+
+INSTALL = "pip install -e '.[tune]'"
+JOURNAL_FILE = "study.journal"
+# RDB storage: a worker proves it is alive every HEARTBEAT s; a trial silent for GRACE s is
+# failed by the next worker that starts a trial (optuna's fail_stale_trials)
+HEARTBEAT, GRACE = 10, 60
+# user attributes of a trial
+RUN_DIR, HOST, PID, REASON, UNCOUNTED = "run_dir", "host", "pid", "fail_reason", "uncounted"
+FINGERPRINT = "icckd_fingerprint"
+
+
+def optuna_module() -> Any:
+    """Optuna, or a one-line error naming the install command."""
+    try:
+        import optuna
+    except ImportError:
+        raise UsageError(f"icckd tune needs Optuna; install it with {INSTALL}") from None
+    return optuna
+
+
+class Storage:
+    """Where the study lives, how it is shown, and the storage object optuna opens."""
+
+    def __init__(self, url: str | None, out: Path) -> None:
+        self.url = url
+        self.journal = None if url else (Path(out) / JOURNAL_FILE).resolve()
+
+    @property
+    def shown(self) -> str:
+        """The storage as printed and in JSON: the journal's path, or the URL sans password."""
+        if self.journal is not None:
+            return str(self.journal)
+        try:
+            from sqlalchemy.engine import make_url
+
+            return make_url(str(self.url)).render_as_string(hide_password=True)
+        except Exception:
+            return str(self.url)
+
+    def open(self) -> Any:
+        """The optuna storage; a bad URL, a missing driver or no server: one line."""
+        optuna = optuna_module()
+        if self.journal is not None:
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(self.journal)))
+        url = str(self.url)
+        if "://" not in url:
+            raise UsageError(
+                f"invalid value for --storage ({url!r}): give a database URL, e.g. "
+                "postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+            )
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT,
+                grace_period=GRACE,
+                failed_trial_callback=_lost,
+                engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None,
+            )
+        except ModuleNotFoundError as exc:
+            raise UsageError(
+                f"--storage {self.shown} needs the database driver {exc.name}; install it with "
+                f"{INSTALL}"
+            ) from None
+        except Exception as exc:
+            raise _storage_error(exc, self.shown) from None
+
+
+def _storage_error(exc: Exception, shown: str) -> IcckdError:
+    name = type(exc).__name__
+    if name in ("ArgumentError", "NoSuchModuleError") or isinstance(exc, ValueError):
+        return UsageError(
+            f"invalid value for --storage ({shown}): {first_line(exc)}; give a database URL, "
+            "e.g. postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+        )
+    return IcckdError(
+        f"cannot open the study storage {shown}: {first_line(exc)}; check that the server "
+        "runs and the URL's host, port, user and database"
+    )
+
+
+def _lost(study: Any, trial: Any) -> None:
+    """RDB: a trial whose worker stopped sending heartbeats was failed; say so, uncount it."""
+    study._storage.set_trial_user_attr(trial._trial_id, UNCOUNTED, True)
+    study._storage.set_trial_user_attr(
+        trial._trial_id, REASON, "its worker stopped (no heartbeat); rerun to replace it"
+    )
+
+
+def open_study(tune: TuneFile, storage: Storage, name: str) -> Any:
+    """Create the study or join it; a study made from another file is refused."""
+    optuna = optuna_module()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # icckd prints its own lines
+    opened = storage.open()
+    o = tune.options
+    try:
+        study = optuna.create_study(
+            storage=opened,
+            sampler=make_sampler(tune, 0),
+            pruner=make_pruner(o.pruner),
+            study_name=name,
+            direction="maximize",
+            load_if_exists=True,
+        )
+    except IcckdError:
+        raise
+    except Exception as exc:
+        raise _storage_error(exc, storage.shown) from None
+    mark = study.user_attrs.get(FINGERPRINT)
+    if mark is None:
+        study.set_user_attr(FINGERPRINT, tune.fingerprint())
+        study.set_user_attr("target", o.target)
+    elif mark != tune.fingerprint():
+        raise UsageError(
+            f"study '{name}' in {storage.shown} was made from another file (another space or "
+            "target); pass another --study-name or --out, or use the file it was made from"
+        )
+    return study
+
+
+def make_sampler(tune: TuneFile, salt: int) -> Any:
+    """The sampler of the next trial: seeded by [tune]'s seed and `salt` (see next_sampler)."""
+    samplers = optuna_module().samplers
+    seed = (tune.options.seed * 1_000_003 + salt) % 2**32
+    if tune.options.sampler == "random":
+        return samplers.RandomSampler(seed=seed)
+    return samplers.TPESampler(seed=seed)
+
+
+def next_sampler(study: Any, tune: TuneFile) -> Any:
+    """A fresh sampler for the next trial (TPE reads the history from the storage, so it keeps
+    no state worth keeping). Seeded by the study's trial count, so one worker repeats a study
+    exactly; where other trials run at the time (other workers), the process id is mixed in,
+    so workers do not propose the same points."""
+    trials = study.get_trials(deepcopy=False)
+    salt = len(trials)
+    if any(t.state.name == "RUNNING" for t in trials):
+        salt += 7919 * os.getpid()
+    return make_sampler(tune, salt)
+
+
+def make_pruner(name: str) -> Any:
+    """optuna's pruner of that name, with its defaults."""
+    pruners = optuna_module().pruners
+    if name == "median":
+        return pruners.MedianPruner()
+    if name == "hyperband":
+        return pruners.HyperbandPruner()
+    return pruners.NopPruner()
+
+
+def counted(trial: Any) -> bool:
+    """Whether a trial counts towards n_trials (see the module's note)."""
+    state = trial.state.name
+    if state == "WAITING" or trial.user_attrs.get(UNCOUNTED):
+        return False
+    return state in ("RUNNING", "COMPLETE", "PRUNED", "FAIL")
+
+
+def taken(study: Any, before: int | None = None) -> int:
+    """The counted trials of the study (with a number below `before`, if given)."""
+    trials = study.get_trials(deepcopy=False)
+    return sum(counted(t) for t in trials if before is None or t.number < before)
+
+
+def fail_lost_workers(study: Any) -> None:
+    """Journal storage: RUNNING trials of this machine whose process is gone become FAIL."""
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(study_state("RUNNING"),)):
+        pid = t.user_attrs.get(PID)
+        if t.user_attrs.get(HOST) != host or not isinstance(pid, int) or _alive(pid):
+            continue
+        storage = study._storage
+        storage.set_trial_user_attr(t._trial_id, UNCOUNTED, True)
+        storage.set_trial_user_attr(
+            t._trial_id, REASON, f"its worker (process {pid}) stopped mid-trial"
+        )
+        storage.set_trial_state_values(t._trial_id, study_state("FAIL"))
+
+
+def study_state(name: str) -> Any:
+    """optuna's TrialState by name."""
+    return getattr(optuna_module().trial.TrialState, name)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
