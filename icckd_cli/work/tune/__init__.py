@@ -52,7 +52,8 @@ def claim_out(out: Path, name: str, storage: Storage, write: bool) -> None:
     """OUT holds the trial folders of one study; another study is refused before any work
     (write: mark OUT as this study's, once its storage opened)."""
     mark = Path(out) / MARK_FILE
-    here = {"study_name": name, "storage": storage.shown}
+    # a journal lives in OUT itself: a moved or copied OUT keeps its study
+    here = {"study_name": name, "storage": storage.shown if storage.url else JOURNAL_FILE}
     if mark.is_file():
         try:
             found = json.loads(mark.read_text())

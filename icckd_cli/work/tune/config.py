@@ -110,10 +110,10 @@ def parse_tune(
     space: dict[str, dict[str, Param]] = {}
     for role in ROLES:
         allowed = [k for k in MODELS[role].model_fields if k not in SHARED and k not in MANAGED]
-        _check_keys(fixed[role], allowed, source, f"[{role}]")
+        _check_keys(fixed[role], allowed, source, f"[{role}]", role)
         searched = _table(space_raw, role, source, f"space.{role}")
         where = f"[space.{role}]"
-        _check_keys(searched, [k for k in allowed if k != "seed"], source, where)
+        _check_keys(searched, [k for k in allowed if k != "seed"], source, where, role)
         space[role] = {k: _param(v, source, where, k) for k, v in searched.items()}
         for key in space[role]:
             if key in fixed[role]:
@@ -139,7 +139,13 @@ def _table(raw: dict[str, Any], key: str, source: str, name: str = "") -> dict[s
     return dict(value)
 
 
-def _check_keys(values: Mapping[str, Any], allowed: list[str], source: str, where: str) -> None:
+COMMANDS = {"teacher": "train-teacher", "student": "distill"}
+
+
+def _check_keys(
+    values: Mapping[str, Any], allowed: list[str], source: str, where: str, role: str
+) -> None:
+    other = "student" if role == "teacher" else "teacher"
     for key in values:
         if key in allowed or (key in ROLE_SHARED and not where.startswith("[space")):
             continue
@@ -154,6 +160,11 @@ def _check_keys(values: Mapping[str, Any], allowed: list[str], source: str, wher
             raise UsageError(
                 f"{source}: {where}: 'seed' is not searched (a seed is no setting to choose); "
                 "fix it in [teacher] or [student]"
+            )
+        if key in MODELS[other].model_fields:
+            raise UsageError(
+                f"{source}: {where}: '{key}' is a setting of {COMMANDS[other]}, not "
+                f"{COMMANDS[role]}; put it under {where.replace(role, other)}"
             )
         hint = suggest(key, allowed) or " Check the spelling."
         raise UsageError(f"{source}: {where}: unknown key '{key}'.{hint}")

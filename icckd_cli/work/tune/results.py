@@ -8,7 +8,14 @@ from typing import Any
 
 from icckd_cli.base.errors import IcckdError, first_line
 from icckd_cli.work.tune.config import TuneFile
-from icckd_cli.work.tune.study import REASON, RUN_DIR, UNCOUNTED, Storage, optuna_module
+from icckd_cli.work.tune.study import (
+    REASON,
+    RUN_DIR,
+    UNCOUNTED,
+    Storage,
+    lost_trials,
+    optuna_module,
+)
 
 TEST_TOP1 = "icckd_test_top1"  # study user attribute: {"trial": n, "value": top-1 or None}
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
@@ -39,7 +46,8 @@ def trial_row(t: Any) -> dict[str, Any]:
 
 def reasons(study: Any) -> dict[int, str]:
     """Why each failed or pruned trial ended so, by trial number."""
-    return {t.number: t.user_attrs[REASON] for t in shown_trials(study) if REASON in t.user_attrs}
+    found = {t.number: t.user_attrs[REASON] for t in shown_trials(study) if REASON in t.user_attrs}
+    return {**found, **lost_trials(study)}
 
 
 def importances(study: Any) -> dict[str, float]:

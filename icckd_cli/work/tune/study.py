@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ HEARTBEAT, GRACE = 10, 60
 # user attributes of a trial
 RUN_DIR, HOST, PID, REASON, UNCOUNTED = "run_dir", "host", "pid", "fail_reason", "uncounted"
 FINGERPRINT = "icckd_fingerprint"
+LOST = "icckd_lost_"  # study user attribute per trial failed for a lost worker
 
 
 def optuna_module() -> Any:
@@ -55,6 +57,37 @@ class Storage:
         except Exception:
             return str(self.url)
 
+    def damaged(self, exc: Exception) -> IcckdError:
+        """A journal optuna cannot replay, as one line."""
+        return IcckdError(
+            f"the study journal {self.journal} cannot be read ({type(exc).__name__}: "
+            f"{first_line(exc)}); move it away to start a new study (the trial folders stay)"
+        )
+
+    def check_journal(self) -> None:
+        """A journal cut in the middle of a record is refused: optuna would skip the partial
+        record, then append the next one to it and lose both. Checked under the journal's
+        own lock, so a record another worker is writing is never taken for a cut one."""
+        from optuna.storages.journal import JournalFileSymlinkLock
+
+        path = self.journal
+        assert path is not None
+        if not path.is_file() or path.stat().st_size == 0:
+            return
+        lock = JournalFileSymlinkLock(str(path))
+        lock.acquire()
+        try:
+            with path.open("rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                whole = fh.read(1) == b"\n"
+        finally:
+            lock.release()
+        if not whole:
+            raise IcckdError(
+                f"the study journal {path} ends in a partial record (the file was cut short); "
+                "restore it from a copy, or delete its last line to keep the trials before it"
+            )
+
     def open(self) -> Any:
         """The optuna storage; a bad URL, a missing driver or no server: one line."""
         optuna = optuna_module()
@@ -62,21 +95,28 @@ class Storage:
             from optuna.storages.journal import JournalFileBackend, JournalStorage
 
             self.journal.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(self.journal)))
+            self.check_journal()
+            try:
+                return JournalStorage(JournalFileBackend(str(self.journal)))
+            except Exception as exc:
+                raise self.damaged(exc) from None
         url = str(self.url)
         if "://" not in url:
             raise UsageError(
                 f"invalid value for --storage ({url!r}): give a database URL, e.g. "
                 "postgresql://USER:PASSWORD@HOST:5432/DATABASE"
             )
+        import inspect
+
+        rdb = optuna.storages.RDBStorage
+        # optuna >= 4.9 renamed the callback a stale trial gets
+        stale = "heartbeat_stale_trial_callback"
+        if stale not in inspect.signature(rdb).parameters:
+            stale = "failed_trial_callback"
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT,
-                grace_period=GRACE,
-                failed_trial_callback=_lost,
-                engine_kwargs={"pool_pre_ping": True} if url.startswith("postgresql") else None,
-            )
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in optuna 4-5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return rdb(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE, **{stale: _lost})
         except ModuleNotFoundError as exc:
             raise UsageError(
                 f"--storage {self.shown} needs the database driver {exc.name}; install it with "
@@ -100,11 +140,15 @@ def _storage_error(exc: Exception, shown: str) -> IcckdError:
 
 
 def _lost(study: Any, trial: Any) -> None:
-    """RDB: a trial whose worker stopped sending heartbeats was failed; say so, uncount it."""
-    study._storage.set_trial_user_attr(trial._trial_id, UNCOUNTED, True)
-    study._storage.set_trial_user_attr(
-        trial._trial_id, REASON, "its worker stopped (no heartbeat); rerun to replace it"
-    )
+    """RDB: a trial whose worker stopped sending heartbeats was failed: say so, uncount it.
+    (The trial is finished by now and takes no attribute: the study keeps the note.)"""
+    study.set_user_attr(LOST + str(trial.number), "its worker stopped (no heartbeat)")
+
+
+def lost_trials(study: Any) -> dict[int, str]:
+    """Trials failed for a lost worker (RDB heartbeat), by number: why."""
+    attrs = study.user_attrs
+    return {int(k[len(LOST) :]): v for k, v in attrs.items() if k.startswith(LOST)}
 
 
 def open_study(tune: TuneFile, storage: Storage, name: str) -> Any:
@@ -125,6 +169,8 @@ def open_study(tune: TuneFile, storage: Storage, name: str) -> Any:
     except IcckdError:
         raise
     except Exception as exc:
+        if storage.journal is not None:
+            raise storage.damaged(exc) from None
         raise _storage_error(exc, storage.shown) from None
     mark = study.user_attrs.get(FINGERPRINT)
     if mark is None:
@@ -169,10 +215,10 @@ def make_pruner(name: str) -> Any:
     return pruners.NopPruner()
 
 
-def counted(trial: Any) -> bool:
+def counted(trial: Any, lost: Any = ()) -> bool:
     """Whether a trial counts towards n_trials (see the module's note)."""
     state = trial.state.name
-    if state == "WAITING" or trial.user_attrs.get(UNCOUNTED):
+    if state == "WAITING" or trial.user_attrs.get(UNCOUNTED) or trial.number in lost:
         return False
     return state in ("RUNNING", "COMPLETE", "PRUNED", "FAIL")
 
@@ -180,7 +226,8 @@ def counted(trial: Any) -> bool:
 def taken(study: Any, before: int | None = None) -> int:
     """The counted trials of the study (with a number below `before`, if given)."""
     trials = study.get_trials(deepcopy=False)
-    return sum(counted(t) for t in trials if before is None or t.number < before)
+    lost = lost_trials(study)
+    return sum(counted(t, lost) for t in trials if before is None or t.number < before)
 
 
 def fail_lost_workers(study: Any) -> None:
