@@ -19,6 +19,7 @@ import pytest
 from icckd_cli.settings.config import TrainTeacherConfig, build
 from icckd_cli.work import runs
 from icckd_cli.work.experiment import load_experiment
+from icckd_cli.work.tune import sampling
 from icckd_cli.work.tune import study as study_mod
 from tests.helpers import icckd
 
@@ -72,7 +73,9 @@ def worker(path: Path, out: Path, *more: str) -> subprocess.Popen[str]:
     """`icckd tune` in its own process, as a user starts a worker."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "icckd_cli", "tune", str(path), "--out", str(out), *more]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finished(proc: subprocess.Popen[str]) -> tuple[str, str]:
@@ -124,10 +127,14 @@ def test_a_three_trial_study_reports_its_trials_as_json(
     assert sum(line.startswith("trial ") for line in err.splitlines()) == 3
     for t in result["trials"]:  # ordinary runs, in OUT/trials/NNNN/{teacher,student}
         run_dir = Path(t["run_dir"])
-        assert run_dir.is_absolute() and run_dir == (out / "trials" / f"{t['number']:04d}").resolve()
+        assert (
+            run_dir.is_absolute() and run_dir == (out / "trials" / f"{t['number']:04d}").resolve()
+        )
         for role in ("teacher", "student"):
             assert (run_dir / role / "model.safetensors").is_file()
-            rows = [json.loads(x) for x in (run_dir / role / "metrics.jsonl").read_text().splitlines()]
+            rows = [
+                json.loads(x) for x in (run_dir / role / "metrics.jsonl").read_text().splitlines()
+            ]
             # the search never read the test split: validation numbers only
             assert all("val_top1" in r and "top1" not in r and "nll" not in r for r in rows)
         last = json.loads((run_dir / "student" / "metrics.jsonl").read_text().splitlines()[-1])
@@ -210,7 +217,7 @@ class AlwaysPrune(optuna.pruners.BasePruner):  # type: ignore[misc]
 def test_a_pruned_trial_keeps_its_folder_and_is_listed(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(study_mod, "make_pruner", lambda name: AlwaysPrune())
+    monkeypatch.setattr(sampling, "make_pruner", lambda name: AlwaysPrune())
     path = tune_file(tmp_path, "teacher", n=1, epochs=2)
     r = icckd(capsys, "tune", str(path), "--out", str(tmp_path / "out"), "--format", "json")
     assert r.code == 0, r.err

@@ -97,7 +97,8 @@ def test_a_file_without_a_validation_split_is_refused_to_the_letter(
          "OUT/trials/NNNN/teacher and OUT/trials/NNNN/student"),
         ("", "", "seed = [0, 1]", "[space.teacher]: 'seed' is not searched (a seed is no setting "
          "to choose); fix it in [teacher] or [student]"),
-        ("n_trails = 3", "", SPACE, "[tune]: unknown key 'n_trails'. Did you mean: n_trials, train_per_class?"),
+        ("n_trails = 3", "", SPACE,
+         "[tune]: unknown key 'n_trails'. Did you mean: n_trials, train_per_class?"),
         ('sampler = "grid"', "", SPACE,
          "[tune]: invalid sampler = 'grid': Input should be 'tpe' or 'random'"),
         ('target = "teacher"', "", SPACE + "\n[space.student]\nkd_temperature = [2.0]",
@@ -126,7 +127,10 @@ def test_bad_files_are_refused_in_one_line_before_any_work(
 def test_an_unknown_table_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write(tmp_path)
     path.write_text(path.read_text() + "\n[studnet]\narch = 'resnet8'\n")
-    assert refused(capsys, path) == f"error: {path}: unknown table [studnet]. Did you mean: student, tune?"
+    assert (
+        refused(capsys, path)
+        == f"error: {path}: unknown table [studnet]. Did you mean: student, tune?"
+    )
     path.write_text(write(tmp_path).read_text() + "\n[space.studnt]\nlr = [0.1]\n")
     assert refused(capsys, path) == (
         f"error: {path}: unknown table [space.studnt]. Did you mean: student?"
@@ -136,7 +140,8 @@ def test_an_unknown_table_is_refused(capsys: pytest.CaptureFixture[str], tmp_pat
 def test_ranges_and_choices_become_the_right_kinds(tmp_path: Path) -> None:
     space = (
         "margin = { low = -1.0, high = 0.9 }\nqueue_size = { low = 0, high = 64, step = 16 }\n"
-        "icc_temperature = { low = 0.05, high = 0.5, log = true }\nembedding = ['features', 'logits']"
+        "icc_temperature = { low = 0.05, high = 0.5, log = true }\n"
+        "embedding = ['features', 'logits']"
     )
     tune = load_tune(write(tmp_path, space=space))
     p = tune.space["teacher"]

@@ -42,16 +42,16 @@ def tune(
     ] = None,
     storage: Annotated[
         str | None,
-        Opt(help="SQLAlchemy URL of a shared study, e.g. postgresql://u:p@host/db "
-            "(default: a journal file in OUT)."),  # fmt: skip
+        Opt(
+            help="SQLAlchemy URL of a shared study, e.g. postgresql://u:p@host/db "
+            "(default: a journal file in OUT)."
+        ),  # fmt: skip
     ] = None,
     study_name: Annotated[
         str | None, Opt(help="The study's name in its storage (default: the file's stem).")
     ] = None,
     device: Device = None,
-    plot: Annotated[
-        Path | None, Opt(help="Folder of the figures (default: OUT).")
-    ] = None,
+    plot: Annotated[Path | None, Opt(help="Folder of the figures (default: OUT).")] = None,
     fmt: Format = "table",
 ) -> None:
     """Search teacher and student settings on the validation split (Optuna); workers share it."""

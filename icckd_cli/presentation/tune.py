@@ -72,8 +72,10 @@ def trials_table(result: Mapping[str, Any], reasons: Mapping[int, str]) -> None:
         out.print("no trial completed: no best setting yet", highlight=False)
     else:
         test = best["test_top1"]
-        shown = "not evaluated here (its folder is on another machine)" if test is None else (
-            f"{test:.2f}"
+        shown = (
+            "not evaluated here (its folder is on another machine)"
+            if test is None
+            else (f"{test:.2f}")
         )
         out.print(
             f"best: trial {best['number']}, {target} validation top-1 {best['value']:.2f}; "

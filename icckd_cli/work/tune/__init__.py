@@ -17,13 +17,13 @@ from typing import Any
 
 from icckd_cli.base.atomic import write_text_atomic
 from icckd_cli.base.errors import UsageError
+from icckd_cli.work.tune import sampling
 from icckd_cli.work.tune.config import VAL_REFUSAL, TuneFile, load_tune, parse_tune
 from icckd_cli.work.tune.files import BEST_TEACHER, CONFIRM, write_best_files
 from icckd_cli.work.tune.results import reasons, summary
 from icckd_cli.work.tune.study import (
     JOURNAL_FILE,
     Storage,
-    fail_lost_workers,
     open_study,
     optuna_module,
 )
@@ -58,7 +58,9 @@ def claim_out(out: Path, name: str, storage: Storage, write: bool) -> None:
         try:
             found = json.loads(mark.read_text())
         except (OSError, ValueError):
-            raise UsageError(f"{mark} is damaged; delete it if {out} holds no other study") from None
+            raise UsageError(
+                f"{mark} is damaged; delete it if {out} holds no other study"
+            ) from None
         if found != here:
             raise UsageError(
                 f"{out} holds the trials of study '{found.get('study_name')}' in "
@@ -82,11 +84,12 @@ def run_tune(
     optuna_module()  # a missing extra fails before anything is written
     storage = Storage(storage_url, tune.options.out)
     claim_out(tune.options.out, study_name, storage, write=False)
-    study = open_study(tune, storage, study_name)
+    sampler = sampling.make_sampler(tune, 0)
+    study = open_study(
+        tune, storage, study_name, sampler, sampling.make_pruner(tune.options.pruner)
+    )
     claim_out(tune.options.out, study_name, storage, write=True)
-    if storage.journal is not None:
-        fail_lost_workers(study)
-    run_trials(study, tune, progress)
+    run_trials(study, tune, storage, progress)
     return finish(study, tune, storage, plot)
 
 
@@ -98,9 +101,7 @@ def finish(study: Any, tune: TuneFile, storage: Storage, plot: Path | None) -> T
     files: list[Path] = []
     if result["best"] is not None:
         files += write_best_files(tune, result["best"], study.study_name)
-    log = {
-        param_name(role, key): p.log for role, ps in tune.space.items() for key, p in ps.items()
-    }
+    log = {param_name(role, key): p.log for role, ps in tune.space.items() for key, p in ps.items()}
     if any(t["value"] is not None for t in result["trials"]):
         files += write_figures(result, plot or Path(tune.options.out), log)
     return Tuned(result, reasons(study), files)

@@ -101,7 +101,9 @@ def best_test_top1(study: Any, tune: TuneFile, best: Any) -> float | None:
     try:
         metrics = evaluate_checkpoint(path, split="test", device=tune.options.device)
     except IcckdError as exc:
-        raise IcckdError(f"evaluating the best trial on the test split: {first_line(exc)}") from None
+        raise IcckdError(
+            f"evaluating the best trial on the test split: {first_line(exc)}"
+        ) from None
     value = float(metrics["top1"])
     study.set_user_attr(TEST_TOP1, {"trial": best.number, "value": value})
     return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ JOURNAL_FILE = "study.journal"
 HEARTBEAT, GRACE = 10, 60
 # user attributes of a trial
 RUN_DIR, HOST, PID, REASON, UNCOUNTED = "run_dir", "host", "pid", "fail_reason", "uncounted"
+SCHEMA_TRIES = 5
 FINGERPRINT = "icckd_fingerprint"
 LOST = "icckd_lost_"  # study user attribute per trial failed for a lost worker
 
@@ -44,6 +46,7 @@ class Storage:
     def __init__(self, url: str | None, out: Path) -> None:
         self.url = url
         self.journal = None if url else (Path(out) / JOURNAL_FILE).resolve()
+        self.opened: Any = None  # optuna's storage object, once open() made it
 
     @property
     def shown(self) -> str:
@@ -97,7 +100,8 @@ class Storage:
             self.journal.parent.mkdir(parents=True, exist_ok=True)
             self.check_journal()
             try:
-                return JournalStorage(JournalFileBackend(str(self.journal)))
+                self.opened = JournalStorage(JournalFileBackend(str(self.journal)))
+                return self.opened
             except Exception as exc:
                 raise self.damaged(exc) from None
         url = str(self.url)
@@ -113,17 +117,41 @@ class Storage:
         stale = "heartbeat_stale_trial_callback"
         if stale not in inspect.signature(rdb).parameters:
             stale = "failed_trial_callback"
-        try:
-            with warnings.catch_warnings():  # the heartbeat is "experimental" in optuna 4-5
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return rdb(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE, **{stale: _lost})
-        except ModuleNotFoundError as exc:
-            raise UsageError(
-                f"--storage {self.shown} needs the database driver {exc.name}; install it with "
-                f"{INSTALL}"
-            ) from None
-        except Exception as exc:
-            raise _storage_error(exc, self.shown) from None
+        for attempt in range(SCHEMA_TRIES):
+            try:
+                with warnings.catch_warnings():  # the heartbeat is "experimental" in optuna 4-5
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self.opened = rdb(
+                        with_driver(url), heartbeat_interval=HEARTBEAT, grace_period=GRACE,
+                        **{stale: _lost},
+                    )  # fmt: skip
+                    return self.opened
+            except ImportError:
+                raise UsageError(
+                    f"--storage {self.shown} needs its database driver; install it with "
+                    f"{INSTALL} (PostgreSQL: psycopg)"
+                ) from None
+            except Exception as exc:
+                # workers started together on an empty database race to create optuna's
+                # tables; the loser finds them made and opens the storage again
+                if type(exc).__name__ != "IntegrityError" or attempt + 1 == SCHEMA_TRIES:
+                    raise _storage_error(exc, self.shown) from None
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+
+def with_driver(url: str) -> str:
+    """postgresql://... with the PostgreSQL driver that is installed (psycopg 3, else psycopg2):
+    SQLAlchemy 2.0 means psycopg2 by a bare postgresql://, 2.1 psycopg 3."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}{sep}{rest}"
+    return url
 
 
 def _storage_error(exc: Exception, shown: str) -> IcckdError:
@@ -151,8 +179,11 @@ def lost_trials(study: Any) -> dict[int, str]:
     return {int(k[len(LOST) :]): v for k, v in attrs.items() if k.startswith(LOST)}
 
 
-def open_study(tune: TuneFile, storage: Storage, name: str) -> Any:
-    """Create the study or join it; a study made from another file is refused."""
+def open_study(
+    tune: TuneFile, storage: Storage, name: str, sampler: Any = None, pruner: Any = None
+) -> Any:
+    """Create the study or join it; a study made from another file is refused. The sampler
+    and pruner are this worker's (sampling.py); None: optuna's defaults."""
     optuna = optuna_module()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # icckd prints its own lines
     opened = storage.open()
@@ -160,8 +191,8 @@ def open_study(tune: TuneFile, storage: Storage, name: str) -> Any:
     try:
         study = optuna.create_study(
             storage=opened,
-            sampler=make_sampler(tune, 0),
-            pruner=make_pruner(o.pruner),
+            sampler=sampler,
+            pruner=pruner,
             study_name=name,
             direction="maximize",
             load_if_exists=True,
@@ -184,37 +215,6 @@ def open_study(tune: TuneFile, storage: Storage, name: str) -> Any:
     return study
 
 
-def make_sampler(tune: TuneFile, salt: int) -> Any:
-    """The sampler of the next trial: seeded by [tune]'s seed and `salt` (see next_sampler)."""
-    samplers = optuna_module().samplers
-    seed = (tune.options.seed * 1_000_003 + salt) % 2**32
-    if tune.options.sampler == "random":
-        return samplers.RandomSampler(seed=seed)
-    return samplers.TPESampler(seed=seed)
-
-
-def next_sampler(study: Any, tune: TuneFile) -> Any:
-    """A fresh sampler for the next trial (TPE reads the history from the storage, so it keeps
-    no state worth keeping). Seeded by the study's trial count, so one worker repeats a study
-    exactly; where other trials run at the time (other workers), the process id is mixed in,
-    so workers do not propose the same points."""
-    trials = study.get_trials(deepcopy=False)
-    salt = len(trials)
-    if any(t.state.name == "RUNNING" for t in trials):
-        salt += 7919 * os.getpid()
-    return make_sampler(tune, salt)
-
-
-def make_pruner(name: str) -> Any:
-    """optuna's pruner of that name, with its defaults."""
-    pruners = optuna_module().pruners
-    if name == "median":
-        return pruners.MedianPruner()
-    if name == "hyperband":
-        return pruners.HyperbandPruner()
-    return pruners.NopPruner()
-
-
 def counted(trial: Any, lost: Any = ()) -> bool:
     """Whether a trial counts towards n_trials (see the module's note)."""
     state = trial.state.name
@@ -230,19 +230,29 @@ def taken(study: Any, before: int | None = None) -> int:
     return sum(counted(t, lost) for t in trials if before is None or t.number < before)
 
 
-def fail_lost_workers(study: Any) -> None:
+def fail_lost_trials(study: Any, storage: Storage) -> None:
+    """Trials whose worker is gone stop counting as running: by heartbeat (RDB), or (journal)
+    by their process id on this machine."""
+    optuna = optuna_module()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a storage without heartbeat: nothing
+    if storage.journal is not None:
+        fail_lost_workers(study, storage.opened)
+
+
+def fail_lost_workers(study: Any, opened: Any) -> None:
     """Journal storage: RUNNING trials of this machine whose process is gone become FAIL."""
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(study_state("RUNNING"),)):
         pid = t.user_attrs.get(PID)
         if t.user_attrs.get(HOST) != host or not isinstance(pid, int) or _alive(pid):
             continue
-        storage = study._storage
-        storage.set_trial_user_attr(t._trial_id, UNCOUNTED, True)
-        storage.set_trial_user_attr(
+        opened.set_trial_user_attr(t._trial_id, UNCOUNTED, True)
+        opened.set_trial_user_attr(
             t._trial_id, REASON, f"its worker (process {pid}) stopped mid-trial"
         )
-        storage.set_trial_state_values(t._trial_id, study_state("FAIL"))
+        opened.set_trial_state_values(t._trial_id, study_state("FAIL"))
 
 
 def study_state(name: str) -> Any:

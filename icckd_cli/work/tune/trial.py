@@ -18,7 +18,16 @@ from icckd_cli.base.errors import Diverged, IcckdError, Interrupted, first_line
 from icckd_cli.settings.tune import Param
 from icckd_cli.work import runs
 from icckd_cli.work.tune.config import TuneFile
-from icckd_cli.work.tune.study import HOST, PID, REASON, RUN_DIR, UNCOUNTED, optuna_module, taken
+from icckd_cli.work.tune.study import (
+    HOST,
+    PID,
+    REASON,
+    RUN_DIR,
+    UNCOUNTED,
+    Storage,
+    optuna_module,
+    taken,
+)
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -109,14 +118,18 @@ class Objective:
         return value
 
 
-def run_trials(study: Any, tune: TuneFile, progress: Progress) -> None:
+def run_trials(study: Any, tune: TuneFile, storage: Storage, progress: Progress) -> None:
     """Trials until the study holds n_trials counted ones or [tune]'s timeout passes."""
-    from icckd_cli.work.tune.study import next_sampler
+    from icckd_cli.work.tune.sampling import next_sampler
+    from icckd_cli.work.tune.study import fail_lost_trials
 
     objective = Objective(tune, progress)
     o = tune.options
     deadline = None if o.timeout is None else time.monotonic() + o.timeout
-    while taken(study) < o.n_trials:
+    while True:
+        fail_lost_trials(study, storage)
+        if taken(study) >= o.n_trials:
+            break
         if deadline is not None and time.monotonic() >= deadline:
             progress("timeout", {"timeout": o.timeout})
             break
