@@ -217,7 +217,7 @@ class AlwaysPrune(optuna.pruners.BasePruner):  # type: ignore[misc]
 def test_a_pruned_trial_keeps_its_folder_and_is_listed(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sampling, "make_pruner", lambda name: AlwaysPrune())
+    monkeypatch.setattr(sampling, "make_pruner", lambda *args: AlwaysPrune())
     path = tune_file(tmp_path, "teacher", n=1, epochs=2)
     r = icckd(capsys, "tune", str(path), "--out", str(tmp_path / "out"), "--format", "json")
     assert r.code == 0, r.err
@@ -315,3 +315,24 @@ def test_a_damaged_journal_is_refused_in_one_line(
     assert r.code == 1 and len(r.err.strip().splitlines()) == 1, r.err
     assert r.err.startswith(f"error: the study journal {journal.resolve()} ")
     assert journal.read_bytes() == bad[damage]  # nothing appended to it
+
+
+def test_a_trial_that_finds_n_trials_before_it_steps_aside(tmp_path: Path) -> None:
+    from icckd_cli.work.tune import load_tune
+    from icckd_cli.work.tune.trial import Objective, Surplus
+
+    spec = load_tune(tune_file(tmp_path, "teacher", n=2), {"out": tmp_path / "out"})
+    study = study_mod.open_study(spec, study_mod.Storage(None, tmp_path / "out"), "tiny")
+    first, second = study.ask(), study.ask()  # two trials running on other workers
+    third = study.ask()  # asked at the same moment as the second: one too many
+    assert study_mod.taken(study, before=third.number) == 2
+    with pytest.raises(Surplus):
+        Objective(spec, lambda event, info: None)(third)
+    assert third.user_attrs["uncounted"] is True
+    assert third.user_attrs["fail_reason"].startswith("surplus")
+    assert not (tmp_path / "out" / "trials").exists()  # nothing run
+    study.tell(third, state=optuna.trial.TrialState.FAIL)
+    study.tell(first, 50.0)
+    assert study_mod.taken(study) == 2  # the second still running counts; the third never
+    assert [t.number for t in study.get_trials() if study_mod.counted(t)] == [0, 1]
+    assert second.number == 1

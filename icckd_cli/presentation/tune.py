@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -16,6 +17,11 @@ from icckd_cli.presentation.plots import panel_grid, save_atomic
 from icckd_cli.presentation.report import err, out
 
 HISTORY_FIGURE, PARAMS_FIGURE = "optimization-history.png", "parameters.png"
+
+
+def _short(x: Any) -> str:
+    """A table cell: 3 significant digits."""
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
 def _value(x: Any) -> str:
@@ -44,42 +50,53 @@ def trial_line(row: Mapping[str, Any], reason: str | None, seconds: float) -> No
     )
 
 
+def _header(name: str, names: Sequence[str]) -> str:
+    """teacher.margin -> margin where no other role searches a `margin`; else on two lines."""
+    role, _, key = name.partition(".")
+    if sum(n.partition(".")[2] == key for n in names) > 1:
+        return f"{role}\n{key}"
+    return key
+
+
 def trials_table(result: Mapping[str, Any], reasons: Mapping[int, str]) -> None:
-    """The trials, best first, then the best trial's test top-1 and the importances."""
+    """The trials, best first; why trials failed or were pruned; the best trial's test top-1
+    (read once, after the search); the importances."""
     names = list(dict.fromkeys(k for r in result["trials"] for k in r["params"]))
     target = result["target"]
     table = Table(
         title=f"study {result['study_name']}: {target} validation top-1 (last epoch), best first",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
     )
     table.add_column("trial", justify="right")
     table.add_column("state")
-    table.add_column("val top-1", justify="right")
+    table.add_column("val\ntop-1", justify="right")
     for name in names:
-        table.add_column(name.replace(".", "\n", 1), justify="right")
+        table.add_column(_header(name, names), justify="right")
     table.add_column("time", justify="right")
     for r in result["trials"]:
-        state = r["state"]
-        if r["number"] in reasons and state != "complete":
-            state = f"{state}: {reasons[r['number']]}"
         value = "" if r["value"] is None else f"{r['value']:.2f}"
-        seconds = "" if r["duration_s"] is None else f"{r['duration_s']:.0f} s"
-        cells = [_value(r["params"][n]) if n in r["params"] else "" for n in names]
-        table.add_row(str(r["number"]), escape(state), value, *cells, seconds)
+        seconds = "" if r["duration_s"] is None else f"{r['duration_s']:.0f}s"
+        cells = [_short(r["params"][n]) if n in r["params"] else "" for n in names]
+        table.add_row(str(r["number"]), r["state"], value, *cells, seconds)
     out.print(table)
+    shown = {r["number"]: r["state"] for r in result["trials"]}
+    for number, reason in sorted(reasons.items()):
+        if shown.get(number) not in (None, "complete"):
+            out.print(f"trial {number} {shown[number]}: {escape(reason)}", highlight=False)
     best = result["best"]
     if best is None:
         out.print("no trial completed: no best setting yet", highlight=False)
     else:
         test = best["test_top1"]
-        shown = (
+        text = (
             "not evaluated here (its folder is on another machine)"
             if test is None
             else (f"{test:.2f}")
         )
         out.print(
             f"best: trial {best['number']}, {target} validation top-1 {best['value']:.2f}; "
-            f"test top-1 of that trial, read once after the search: {shown}",
+            f"test top-1 of that trial, read once after the search: {text}",
             highlight=False,
         )
     importance_table(result["importances"])

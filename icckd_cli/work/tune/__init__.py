@@ -93,6 +93,19 @@ def run_tune(
     return finish(study, tune, storage, plot)
 
 
+def steps(tune: TuneFile) -> int:
+    """The pruner's axis: the teacher's epochs, then (target student) the student's."""
+    epochs = tune.config("teacher", lowest(tune, "teacher")).epochs
+    if tune.options.target == "student":
+        epochs += tune.config("student", lowest(tune, "student"), teacher=Path("t")).epochs
+    return int(epochs)
+
+
+def lowest(tune: TuneFile, role: str) -> dict[str, Any]:
+    """Each searched setting of `role` at its first edge (epochs may be searched too)."""
+    return {k: p.extremes()[0] for k, p in tune.space[role].items()}
+
+
 def finish(study: Any, tune: TuneFile, storage: Storage, plot: Path | None) -> Tuned:
     """The summary, the best trial's files and the figures."""
     from icckd_cli.presentation.tune import write_figures

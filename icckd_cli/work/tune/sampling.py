@@ -30,11 +30,13 @@ def next_sampler(study: Any, tune: TuneFile) -> Any:
     return make_sampler(tune, salt)
 
 
-def make_pruner(name: str) -> Any:
-    """optuna's pruner of that name, with its defaults."""
+def make_pruner(name: str, steps: int = 0) -> Any:
+    """optuna's pruner of that name. The median pruner judges no trial in the first half of
+    its `steps` (the teacher's epochs and the student's): early epochs are noisy, and a
+    teacher whose extra term makes it start slower would be cut for it."""
     pruners = optuna_module().pruners
     if name == "median":
-        return pruners.MedianPruner()
+        return pruners.MedianPruner(n_warmup_steps=steps // 2)
     if name == "hyperband":
         return pruners.HyperbandPruner()
     return pruners.NopPruner()
