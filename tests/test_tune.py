@@ -223,7 +223,7 @@ def test_a_pruned_trial_keeps_its_folder_and_is_listed(
     assert r.code == 0, r.err
     (t,) = r.json()["trials"]
     assert t["state"] == "pruned" and t["value"] is None and r.json()["best"] is None
-    assert "-> pruned (pruned at step 1)" in r.err
+    assert "-> pruned (at step 1, val top-1 " in r.err
     run = Path(t["run_dir"]) / "teacher"
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # stopped after epoch 1 of 2
     assert (run / "config.json").is_file()
@@ -336,3 +336,44 @@ def test_a_trial_that_finds_n_trials_before_it_steps_aside(tmp_path: Path) -> No
     assert study_mod.taken(study) == 2  # the second still running counts; the third never
     assert [t.number for t in study.get_trials() if study_mod.counted(t)] == [0, 1]
     assert second.number == 1
+
+
+def test_an_interrupted_trial_does_not_count_and_a_rerun_replaces_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icckd_cli.base.errors import Interrupted
+
+    real = runs.train_teacher
+
+    def interrupted(*args: Any, **kw: Any) -> Any:
+        raise Interrupted()  # what Ctrl-C in the middle of a run raises
+
+    monkeypatch.setattr(runs, "train_teacher", interrupted)
+    path, out = tune_file(tmp_path, "teacher", n=1), tmp_path / "out"
+    r = icckd(capsys, "tune", str(path), "--out", str(out))
+    assert r.code == 130
+    assert "interrupted: the current trial does not count" in r.err
+    monkeypatch.setattr(runs, "train_teacher", real)
+    r = icckd(capsys, "tune", str(path), "--out", str(out), "--format", "json")
+    assert r.code == 0, r.err
+    states = {t["number"]: t["state"] for t in r.json()["trials"]}
+    assert states == {0: "failed", 1: "complete"}
+    assert journal_study(out).trials[0].user_attrs["fail_reason"] == "interrupted"
+
+
+def test_another_study_in_the_same_out_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path, out = tune_file(tmp_path, "teacher"), tmp_path / "out"
+    spec_out = {"out": out}
+    from icckd_cli.work.tune import claim_out, load_tune
+
+    storage = study_mod.Storage(None, out)
+    study_mod.open_study(load_tune(path, spec_out), storage, "first")
+    claim_out(out, "first", storage, write=True)
+    r = icckd(capsys, "tune", str(path), "--out", str(out), "--study-name", "second")
+    assert r.code == 2
+    assert r.err.strip() == (
+        f"error: {out} holds the trials of study 'first' in study.journal; pass another --out "
+        "for study 'second'"
+    )

@@ -210,3 +210,14 @@ def test_parse_tune_keeps_the_fixed_settings_and_builds_run_configs() -> None:
     assert (cfg.train_per_class, cfg.margin, cfg.epochs, cfg.val_per_class) == (8, 0.25, 2, 5)
     student = tune.config("student", {}, out=Path("y"), teacher=Path("t.safetensors"))
     assert student.method == "dkd" and student.train_per_class == 10
+
+
+def test_the_median_pruner_judges_no_trial_in_its_first_half(tmp_path: Path) -> None:
+    from icckd_cli.work.tune import sampling, steps
+
+    path = write(tmp_path, space=SPACE + "\n[space.student]\nkd_temperature = [2.0, 4.0]")
+    path.write_text(path.read_text() + "\n[student]\nepochs = 3\n")
+    tune = load_tune(path)
+    assert steps(tune) == 1 + 3  # the teacher's epoch, then the student's on one axis
+    assert sampling.make_pruner("median", steps(tune))._n_warmup_steps == 2
+    assert type(sampling.make_pruner("none")).__name__ == "NopPruner"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from rich import box
 from rich.markup import escape
 from rich.table import Table
@@ -53,7 +54,9 @@ def trial_line(row: Mapping[str, Any], reason: str | None, seconds: float) -> No
 def _header(name: str, names: Sequence[str]) -> str:
     """teacher.margin -> margin where no other role searches a `margin`; else on two lines."""
     role, _, key = name.partition(".")
-    if sum(n.partition(".")[2] == key for n in names) > 1:
+    if len(key) > 8:  # a narrow column breaks the name after its underscores
+        key = key.replace("_", "_\n")
+    if sum(n.partition(".")[2] == name.partition(".")[2] for n in names) > 1:
         return f"{role}\n{key}"
     return key
 
@@ -67,18 +70,18 @@ def trials_table(result: Mapping[str, Any], reasons: Mapping[int, str]) -> None:
         title=f"study {result['study_name']}: {target} validation top-1 (last epoch), best first",
         title_justify="left",
         box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
     table.add_column("trial", justify="right")
-    table.add_column("state")
-    table.add_column("val\ntop-1", justify="right")
+    table.add_column("val\ntop-1", justify="right", overflow="fold")  # or how it ended
     for name in names:
-        table.add_column(_header(name, names), justify="right")
+        table.add_column(_header(name, names), justify="right", overflow="fold")
     table.add_column("time", justify="right")
     for r in result["trials"]:
-        value = "" if r["value"] is None else f"{r['value']:.2f}"
+        value = r["state"] if r["value"] is None else f"{r['value']:.2f}"
         seconds = "" if r["duration_s"] is None else f"{r['duration_s']:.0f}s"
         cells = [_short(r["params"][n]) if n in r["params"] else "" for n in names]
-        table.add_row(str(r["number"]), r["state"], value, *cells, seconds)
+        table.add_row(str(r["number"]), value, *cells, seconds)
     out.print(table)
     shown = {r["number"]: r["state"] for r in result["trials"]}
     for number, reason in sorted(reasons.items()):
@@ -144,7 +147,7 @@ def history_figure(result: Mapping[str, Any]) -> Figure:
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{result['target']} validation top-1 (%)")
     ax.set_title(f"study {result['study_name']}: optimisation history")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     return fig
 
@@ -166,6 +169,7 @@ def params_figure(result: Mapping[str, Any], log: Mapping[str, bool]) -> Figure:
         ax.scatter(xs, [p[1] for p in points], color="tab:blue")
         if log.get(name):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^-1 labels would overlap
         ax.set_xlabel(name)
         ax.set_ylabel("val top-1 (%)")
     fig.suptitle(f"study {result['study_name']}: validation top-1 against each setting")

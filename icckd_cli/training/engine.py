@@ -138,7 +138,8 @@ def best_so_far(best: dict[str, Any], record: dict[str, Any], on_val: bool) -> d
     if key not in record or (best and record[key] <= best[key]):
         return best
     # a run that never reads its test split (icckd tune's trials) has no test numbers here
-    out = {"epoch": record["epoch"], **{k: record[k] for k in ("top1", "top5") if k in record}}
+    out: dict[str, Any] = {"epoch": record["epoch"]}
+    out.update({k: record[k] for k in ("top1", "top5") if k in record})
     if on_val:  # the test split at the best-validation epoch, and what chose it
         keys = ("nll", "val_top1", "val_top5", "val_nll")
         out.update({k: record[k] for k in keys if k in record})

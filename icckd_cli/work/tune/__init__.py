@@ -86,7 +86,7 @@ def run_tune(
     claim_out(tune.options.out, study_name, storage, write=False)
     sampler = sampling.make_sampler(tune, 0)
     study = open_study(
-        tune, storage, study_name, sampler, sampling.make_pruner(tune.options.pruner)
+        tune, storage, study_name, sampler, sampling.make_pruner(tune.options.pruner, steps(tune))
     )
     claim_out(tune.options.out, study_name, storage, write=True)
     run_trials(study, tune, storage, progress)

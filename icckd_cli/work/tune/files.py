@@ -61,7 +61,7 @@ def best_teacher_toml(tune: TuneFile, params: dict[str, Any], number: int, name:
     values = {**tune.data_keys(), **tune.fixed["teacher"], **p["teacher"], "out": out}
     head = (
         f"# The teacher of trial {number}, the best of study '{name}' on the validation split.\n"
-        f"#     icckd train-teacher --config {BEST_TEACHER}\n"
+        f"#     icckd train-teacher --config {Path(tune.options.out) / BEST_TEACHER}\n"
         "# val_per_class/val_fraction hold out the same validation images as the trials; drop\n"
         "# them to train on every training image.\n"
     )
@@ -85,7 +85,7 @@ def confirm_toml(tune: TuneFile, params: dict[str, Any], number: int, name: str)
         f"# Does the setting study '{name}' chose (trial {number}, on the validation split)\n"
         "# help on the test split? The cross-entropy teacher against the tuned intra-class\n"
         "# teacher over 3 seeds, with intervals:\n"
-        f"#     icckd experiment {CONFIRM}\n",
+        f"#     icckd experiment {Path(tune.options.out) / CONFIRM}\n",
         toml_table("experiment", experiment),
         toml_table("teacher", {**common, **other}),
         toml_table("teachers", {"name": "ce", "icc_weight": 0}, array=True),

@@ -97,11 +97,11 @@ class Objective:
         def callback(event: str, info: dict[str, Any]) -> None:
             if event != "epoch" or "val_top1" not in info:
                 return
-            step = offset[0] + int(info["epoch"])
-            trial.report(float(info["val_top1"]), step)
+            step, value = offset[0] + int(info["epoch"]), float(info["val_top1"])
+            trial.report(value, step)
             if trial.should_prune():
-                trial.set_user_attr(REASON, f"pruned at step {step}")
-                raise optuna.TrialPruned(f"pruned at step {step}")
+                trial.set_user_attr(REASON, f"at step {step}, val top-1 {value:.2f}")
+                raise optuna.TrialPruned(f"at step {step}")
 
         o = self.tune.options
         teacher = self.tune.config("teacher", params["teacher"], out=folder / "teacher")
