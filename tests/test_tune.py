@@ -71,7 +71,8 @@ def tune_file(folder: Path, target: str = "teacher", n: int = 3, epochs: int = 1
 
 def worker(path: Path, out: Path, *more: str) -> subprocess.Popen[str]:
     """`icckd tune` in its own process, as a user starts a worker."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # one thread each: two workers on CI's 2 cores would otherwise fight over them
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "icckd_cli", "tune", str(path), "--out", str(out), *more]
     return subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -377,3 +378,13 @@ def test_another_study_in_the_same_out_is_refused(
         f"error: {out} holds the trials of study 'first' in study.journal; pass another --out "
         "for study 'second'"
     )
+
+
+def test_a_worker_starts_no_trial_after_its_timeout(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path, out = tune_file(tmp_path, "teacher"), tmp_path / "out"
+    r = icckd(capsys, "tune", str(path), "--out", str(out), "--timeout", "1e-9")
+    assert r.code == 0, r.err
+    assert "--timeout 1e-09 s passed: no further trial starts here" in r.err
+    assert "no trial completed" in r.out and not (out / "trials").exists()

@@ -56,11 +56,11 @@ def postgres() -> Iterator[str]:
     def run(*argv: str) -> None:
         subprocess.run([*as_user, *argv], check=True, capture_output=True, timeout=120, cwd=folder)
 
-    run("mkdir", str(sock))
-    run(initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
-    run(pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
     try:
+        run("mkdir", str(sock))
+        run(initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+        run(pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
         import psycopg
 
         with psycopg.connect(
@@ -75,7 +75,9 @@ def postgres() -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study_in_postgresql(postgres: str, tmp_path: Path) -> None:
+def test_two_workers_share_one_study_in_postgresql(
+    capsys: pytest.CaptureFixture[str], postgres: str, tmp_path: Path
+) -> None:
     path = tune_file(tmp_path, "teacher", n=4)
     # two machines: each worker its own OUT, one study in the server
     outs = [tmp_path / "machine-a", tmp_path / "machine-b"]
@@ -95,8 +97,10 @@ def test_two_workers_share_one_study_in_postgresql(postgres: str, tmp_path: Path
     for r in results:
         assert r["storage"] == postgres and r["study_name"] == "tiny"
     # a third worker finds the study full and runs nothing more
-    out, err = finished(worker(path, tmp_path / "machine-c", "--storage", postgres))
-    assert "trial " not in err and "best: trial" in out
+    r = icckd(
+        capsys, "tune", str(path), "--out", str(tmp_path / "machine-c"), "--storage", postgres
+    )
+    assert r.code == 0 and "trial " not in r.err and "best: trial" in r.out
     assert len(optuna.load_study(study_name="tiny", storage=postgres).trials) == len(study.trials)
 
 
