@@ -221,3 +221,29 @@ def test_the_median_pruner_judges_no_trial_in_its_first_half(tmp_path: Path) -> 
     assert steps(tune) == 1 + 3  # the teacher's epoch, then the student's on one axis
     assert sampling.make_pruner("median", steps(tune))._n_warmup_steps == 2
     assert type(sampling.make_pruner("none")).__name__ == "NopPruner"
+
+
+def test_confirm_keeps_the_tuned_non_intra_class_settings_for_both_teachers(
+    tmp_path: Path,
+) -> None:
+    from icckd_cli.work.experiment import parse_experiment
+    from icckd_cli.work.tune.files import confirm_toml
+
+    raw = {
+        "tune": {"dataset": "digits", "val_fraction": 0.2, "target": "teacher", "out": "o"},
+        "teacher": {"arch": "resnet8", "label_smoothing": 0.1, "seed": 3},
+        "space": {"teacher": {"lr": {"low": 0.01, "high": 0.1, "log": True}, "margin": [0.5]}},
+    }
+    text = confirm_toml(
+        parse_tune(raw, "t.toml"), {"teacher.lr": 0.03, "teacher.margin": 0.5}, 4, "s"
+    )
+    (tmp_path / "c.toml").write_text(text)
+    from icckd_cli.settings.config import read_toml
+
+    exp = parse_experiment(read_toml(tmp_path / "c.toml"), "c.toml")
+    ce, tuned = exp.teachers
+    # both teachers train with the tuned lr; only the intra-class term (and smoothing) differ
+    assert (ce.config.lr, tuned.config.lr) == (0.03, 0.03)
+    assert ce.cross_entropy and not tuned.cross_entropy
+    assert (tuned.config.margin, tuned.config.label_smoothing) == (0.5, 0.1)
+    assert exp.students == [] and exp.options.seeds == [0, 1, 2]  # target teacher: no student

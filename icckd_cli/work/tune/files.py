@@ -72,7 +72,7 @@ def confirm_toml(tune: TuneFile, params: dict[str, Any], number: int, name: str)
     """An experiment file: the cross-entropy teacher and the tuned one, 3 seeds, on test."""
     p = split_params(params)
     fixed_teacher = {k: v for k, v in tune.fixed["teacher"].items() if k != "seed"}
-    tuned = {**{k: v for k, v in fixed_teacher.items() if k in TEACHER_TERM}, **p["teacher"]}
+    tuned = {k: v for k, v in {**fixed_teacher, **p["teacher"]}.items() if k in TEACHER_TERM}
     common = {k: v for k, v in fixed_teacher.items() if k not in TEACHER_TERM}
     other = {k: v for k, v in p["teacher"].items() if k not in TEACHER_TERM}
     experiment = {
