@@ -82,16 +82,15 @@ def evaluate(
 
 
 def best_so_far(best: dict[str, Any], record: dict[str, Any], on_val: bool) -> dict[str, Any]:
-    """The best evaluated epoch after `record`: by validation top-1 when `on_val`, else by
-    test top-1; the earlier epoch wins a tie. It holds that epoch's test numbers."""
+    """The best evaluated epoch after `record` (val top-1 when `on_val`; earlier wins ties)."""
     key = "val_top1" if on_val else "top1"
     if key not in record or (best and record[key] <= best[key]):
         return best
-    out = {"epoch": record["epoch"], "top1": record["top1"], "top5": record["top5"]}
-    if on_val:  # the test split at the best-validation epoch, and what chose it
-        out.update({k: record[k] for k in ("nll", "val_top1", "val_top5", "val_nll")})
-        out["chosen_on"] = "val"
-    return out
+    # the test split at the best-validation epoch, and what chose it; a run that never reads
+    # its test split (icckd tune's trials) has no test numbers here
+    keys = ("top1", "top5", *(("nll", "val_top1", "val_top5", "val_nll") if on_val else ()))
+    out = {"epoch": record["epoch"], **{k: record[k] for k in keys if k in record}}
+    return {**out, "chosen_on": "val"} if on_val else out
 
 
 @dataclass
@@ -114,7 +113,7 @@ class Trainer:
     objective: Objective
     optimizer: torch.optim.Optimizer
     loader: DeviceLoader | StreamLoader  # in memory, or streamed: one interface
-    test: Split
+    test: Split | None  # None: the test split is never read (then `val` is evaluated alone)
     spec: DataSpec
     epochs: int
     base_lr: float
@@ -136,7 +135,8 @@ class Trainer:
 
     def run(self) -> TrainState:
         """Train from `state` to the last epoch; returns the final state."""
-        st, device = self.state, self.test.device
+        st = self.state
+        device = (self.test if self.test is not None else self.val).device
         steps = len(self.loader)
         lr_of = self.lr_schedule()
         self.callback("start", {"epochs": self.epochs, "steps": steps, "epoch": st.epoch})
@@ -191,7 +191,8 @@ class Trainer:
                 st.step * self.loader.batch_size * self.loader.world / max(record["time"], 1e-9)
             )
             if (st.epoch + 1) % self.eval_every == 0 or st.epoch + 1 == self.epochs:
-                record.update(self._evaluate(self.test))
+                if self.test is not None:
+                    record.update(self._evaluate(self.test))
                 if self.val is not None:  # the test numbers of every epoch stay in history
                     record.update({f"val_{k}": v for k, v in self._evaluate(self.val).items()})
             st.history.append(record)

@@ -25,8 +25,14 @@ from icckd_cli.training import distributed as dist
 from icckd_cli.training.engine import Callback
 
 
-def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) -> Dataset:
-    """The configured data set with its splits moved to the device (streamed ones: bound)."""
+def load_data(
+    cfg: Any, device: torch.device, progress: Callback | None = None, test: bool = True
+) -> Dataset:
+    """The configured data set with its splits moved to the device (streamed ones: bound).
+
+    test=False: the test split is dropped unread (data.test is None), for runs that must
+    choose on the validation split alone (icckd tune's trials).
+    """
     options = LoadOptions(
         image_size=cfg.image_size,
         workers=cfg.workers,
@@ -44,7 +50,9 @@ def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) 
         test_per_class=cfg.test_per_class,
         options=options,
     )
-    data.train, data.test = data.train.to(device), data.test.to(device)
+    if not test and data.val is None:
+        raise UsageError("a run that never reads its test split needs a validation split")
+    data.train, data.test = data.train.to(device), data.test.to(device) if test else None
     if data.val is not None:
         data.val = data.val.to(device)
     return data

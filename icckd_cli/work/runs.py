@@ -226,14 +226,19 @@ def _precheck(cfg: Any, resume: bool) -> torch.device:
 
 
 @dist.fail_together
-def train_teacher(cfg: TrainTeacherConfig, callback: Callback, resume: bool = False) -> RunResult:
-    """Train a teacher: cross-entropy, or CE + the intra-class contrastive term."""
+def train_teacher(
+    cfg: TrainTeacherConfig, callback: Callback, resume: bool = False, test: bool = True
+) -> RunResult:
+    """Train a teacher: cross-entropy, or CE + the intra-class contrastive term.
+
+    test=False: the test split is never evaluated (load_data); the validation split is.
+    """
     device = _precheck(cfg, resume)
     given = dict(cfg.model_args)
     if cfg.init is not None:
         source, meta = load_any_model(cfg.init, cfg.arch, option="--arch", model_args=given)
         given = {**source.model_args, **given}  # fine-tune the model the weights belong to
-    data = load_data(cfg, device, callback)
+    data = load_data(cfg, device, callback, test)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, given, data, "--model-arg")
     if cfg.init is not None:
@@ -253,13 +258,15 @@ def build_model(arch: str, given: dict[str, Any], data: Dataset, option: str) ->
 
 
 @dist.fail_together
-def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> RunResult:
-    """Train a student from a frozen teacher with the configured terms."""
+def distill(
+    cfg: DistillConfig, callback: Callback, resume: bool = False, test: bool = True
+) -> RunResult:
+    """Train a student from a frozen teacher with the configured terms (test: train_teacher's)."""
     if cfg.teacher is None:
         raise UsageError("distill needs a teacher: pass --teacher T.safetensors (or T.pth)")
     device = _precheck(cfg, resume)
     teacher, meta, info = load_teacher(cfg)  # a bad teacher file fails before the data loads
-    data = load_data(cfg, device, callback)
+    data = load_data(cfg, device, callback, test)
     check_classes(data.spec, teacher.num_classes, meta, str(cfg.teacher))
     check_input_size(teacher, data.spec, "--teacher-model-arg", str(cfg.teacher))
     recorded = meta.get("dataset") or {}
