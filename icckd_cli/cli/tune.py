@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from icckd_cli.cli.common import INTERRUPTED, Device, Format, Opt, _format, app, handle_errors
+from icckd_cli.base.errors import INTERRUPTED
+from icckd_cli.cli.common import Device, Format, Opt, _format, app, handle_errors
 from icckd_cli.presentation import report
 
 
