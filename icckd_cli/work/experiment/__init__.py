@@ -30,6 +30,7 @@ from icckd_cli.work.experiment.matrix import (
     check_reusable,
     check_student_teacher,
     measure_diversity,
+    plan_states,
     run_experiment,
 )
 from icckd_cli.work.experiment.quickstart import QUICKSTART_TOML, quickstart_experiment
@@ -74,6 +75,7 @@ __all__ = [
     "paired_difference",
     "parse_experiment",
     "plan",
+    "plan_states",
     "quickstart_experiment",
     "result_tables",
     "results_markdown",
