@@ -1,8 +1,9 @@
 """`icckd experiment`: teachers x student methods x seeds as ordinary runs, and one table.
 
-config.py reads and validates the experiment file and plans its runs (the folder layout),
-matrix.py does the runs not finished yet, results.py turns them into the results tables,
-results.json and results.md (costs.py: the accuracy-against-cost table and figure), and
+config.py reads and validates the experiment file, plan.py is what it becomes and its runs
+in order (the folder layout), matrix.py does the runs not finished yet, results.py turns
+them into numbers and results.json, markdown.py into the tables and results.md (costs.py:
+the accuracy-against-cost table and figure; answers.py: the answers first), and
 quickstart.py holds the built-in experiment.
 """
 

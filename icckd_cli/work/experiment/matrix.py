@@ -15,7 +15,7 @@ from typing import Any
 from icckd_cli.base.errors import UsageError
 from icckd_cli.base.events import Callback
 from icckd_cli.settings.config import DistillConfig
-from icckd_cli.work.experiment.config import Experiment, Run
+from icckd_cli.work.experiment.plan import Experiment, Run
 from icckd_cli.work.experiment.costs import cost_figure, measure_costs
 from icckd_cli.work.experiment.results import collect, write_results
 
