@@ -15,8 +15,8 @@ from typing import Any
 from icckd_cli.base.errors import UsageError
 from icckd_cli.base.events import Callback
 from icckd_cli.settings.config import DistillConfig
-from icckd_cli.work.experiment.plan import Experiment, Run
 from icckd_cli.work.experiment.costs import cost_figure, measure_costs
+from icckd_cli.work.experiment.plan import Experiment, Run
 from icckd_cli.work.experiment.results import collect, write_results
 
 # Execution details that may change between invocations without invalidating a finished run.
