@@ -64,6 +64,29 @@ def check_input_size(model: ZooModel, spec: DataSpec, option: str, source: str =
     )
 
 
+# a Transformer with fewer patches a side than this sees too few tokens to learn from
+MIN_PATCH_GRID = 4
+
+
+def patch_grid_warning(model: nn.Module, image_size: int) -> str | None:
+    """A warning when a vision Transformer's patch grid on the data set's images is under 4x4."""
+    grid = model.patch_grid(image_size) if isinstance(model, ZooModel) else None
+    if grid is None or min(grid) >= MIN_PATCH_GRID:
+        return None
+    tokens = grid[0] * grid[1]
+    side = f"{image_size}x{image_size}"
+    fix = (
+        f"pass --model-arg patch_size={max(1, image_size // 8)} for an 8x8 grid"
+        if model.arch.startswith("timm:")
+        else "its builder fixes the patch size: use a timm: ViT with --model-arg patch_size="
+        f"{max(1, image_size // 8)}, or larger images"
+    )
+    return (
+        f"{model.arch} cuts the {side} images into a {grid[0]}x{grid[1]} grid of patches "
+        f"({tokens} token{'s' if tokens != 1 else ''}), too few to learn from; {fix}"
+    )
+
+
 def open_checkpoint(
     path: Path,
     dataset: str | None,
