@@ -18,8 +18,8 @@ from icckd_cli.models import ZooModel, input_size
 from icckd_cli.models.loading import load_any_model
 from icckd_cli.settings.config import RunOptions
 from icckd_cli.training.engine import channels_last_on, evaluate, resolve_device
+from icckd_cli.work.cost import THROUGHPUT_BATCH, Progress, measure_latency, static_cost
 from icckd_cli.work.cost import count_params as count_params  # re-exported
-from icckd_cli.work.cost import measure_latency, static_cost
 
 CHANNELS_LAST = RunOptions.model_fields["channels_last"].default  # a run's default layout
 
@@ -156,6 +156,7 @@ def checkpoint_cost(
     latency: bool = False,
     batch_size: int | None = None,
     reps: int | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """params, size_mb, macs, image_size; latency_ms, throughput, timing (None unless asked)."""
     arch = str(meta.get("arch") or getattr(model, "arch", ""))
@@ -163,7 +164,9 @@ def checkpoint_cost(
     cost = static_cost(model, size, path)
     timing: dict[str, Any] = {"latency_ms": None, "throughput": None, "timing": None}
     if latency:
-        more = {} if reps is None else {"reps": reps}
+        more: dict[str, Any] = {} if reps is None else {"reps": reps}
+        if progress is not None:
+            more["progress"] = progress
         cl = checkpoint_channels_last(meta, device)
         timing = measure_latency(model, size, device, batch_size, channels_last=cl, **more)
     return {**cost, **timing}
@@ -179,11 +182,14 @@ def evaluate_checkpoint(
     batch_size: int = 512,
     latency: bool = False,
     cost_only: bool = False,
+    throughput_batch: int | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on a split (top1, top5, nll, ece, n) and its cost.
 
     cost_only: the cost alone (params, size_mb, macs; with latency, latency_ms and
-    throughput at batch_size), without loading the data set.
+    throughput at throughput_batch, THROUGHPUT_BATCH when None), without loading the data
+    set. progress: the 'latency' events of the timed passes.
     """
     if cost_only:
         dev = resolve_device(device)
@@ -202,7 +208,8 @@ def evaluate_checkpoint(
         cl = checkpoint_channels_last(meta, dev)
         about = {"dataset": data.spec.name, "split": split}
         metrics = evaluate(model, getattr(data, split), data.spec, batch_size, channels_last=cl)
-    cost = checkpoint_cost(path, model, meta, dev, latency, batch_size)
+    batch = throughput_batch or THROUGHPUT_BATCH
+    cost = checkpoint_cost(path, model, meta, dev, latency, batch, progress=progress)
     return {
         "checkpoint": str(path),
         "arch": model.arch,
