@@ -70,7 +70,9 @@ MIN_PATCH_GRID = 4
 
 def patch_grid_warning(model: nn.Module, image_size: int) -> str | None:
     """A warning when a vision Transformer's patch grid on the data set's images is under 4x4."""
-    grid = model.patch_grid(image_size) if isinstance(model, ZooModel) else None
+    if not isinstance(model, ZooModel):
+        return None
+    grid = model.patch_grid(image_size)
     if grid is None or min(grid) >= MIN_PATCH_GRID:
         return None
     tokens = grid[0] * grid[1]

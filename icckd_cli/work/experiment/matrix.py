@@ -104,7 +104,7 @@ def plan_states(exp: Experiment) -> list[tuple[str, str]]:
     hashes: dict[Path, str] = {}
     for run in exp.runs:
         teacher = getattr(run.config, "teacher", None)
-        if run.kind == "student" and run.status() == "done" and Path(teacher).is_file():
+        if teacher is not None and run.status() == "done" and Path(teacher).is_file():
             check_student_teacher(run, hashes)
     return [(r.label, r.status()) for r in exp.runs]
 
