@@ -63,12 +63,8 @@ from icckd_cli.training.rundir import (
 )
 from icckd_cli.training.state import restore_state, save_state
 from icckd_cli.training.tensorboard_log import check_tensorboard, open_event_log
-from icckd_cli.work.evaluation import (
-    check_classes,
-    check_input_size,
-    count_params,
-    patch_grid_warning,
-)
+from icckd_cli.work.evaluation import check_classes, check_input_size, count_params
+from icckd_cli.work.evaluation import patch_grid_warning
 from icckd_cli.work.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
 from icckd_cli.work.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
 
