@@ -64,7 +64,6 @@ from icckd_cli.training.rundir import (
 from icckd_cli.training.state import restore_state, save_state
 from icckd_cli.training.tensorboard_log import check_tensorboard, open_event_log
 from icckd_cli.work.evaluation import check_classes, check_input_size, count_params
-from icckd_cli.work.evaluation import patch_grid_warning
 from icckd_cli.work.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
 from icckd_cli.work.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
 
@@ -169,6 +168,8 @@ def _fit(
     config["model_args"] = dict(getattr(model, "model_args", {}))  # with the defaults filled in
     if dist.is_main():
         callback("recipe", summary(config, dist.world_size(), lr_given=cfg.lr is not None))
+        from icckd_cli.work.evaluation import patch_grid_warning
+
         if (few := patch_grid_warning(model, data.spec.image_size)) is not None:
             callback("warning", {"message": few})
         start_run_dir(out, config, cfg.overwrite, resume)
