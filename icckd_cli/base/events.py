@@ -38,6 +38,8 @@ class Event(str, Enum):
     RUN_END = "run_end"  # a run of the matrix finished: final, best, elapsed
     DIVERSITY = "diversity"  # soft-label statistics of the teachers are measured: count
     COST = "cost"  # parameters, MACs (and latency) are measured: count, latency
+    # work/cost.py
+    LATENCY = "latency"  # a pass of a latency/throughput timing: batch, done, total (passes)
     FINISH = "finish"  # the whole matrix is done and its results written: out
     # work/corruptions.py
     CORRUPTION = "corruption"  # a corruption at a severity evaluated: corruption, severity, top1

@@ -96,6 +96,10 @@ def _fit(
     config["model_args"] = dict(getattr(model, "model_args", {}))  # with the defaults filled in
     if dist.is_main():
         callback("recipe", summary(config, dist.world_size(), lr_given=cfg.lr is not None))
+        from icckd_cli.work.evaluation import patch_grid_warning
+
+        if (few := patch_grid_warning(model, data.spec.image_size)) is not None:
+            callback("warning", {"message": few})
         start_run_dir(out, config, cfg.overwrite, resume)
     tune_backends(device)
     model = model.to(device)
