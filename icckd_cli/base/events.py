@@ -44,6 +44,11 @@ class Event(str, Enum):
     # work/corruptions.py
     CORRUPTION = "corruption"  # a corruption at a severity evaluated: corruption, severity, top1
 
+    # work/tune/
+    TRIAL_START = "trial_start"  # a trial of the study starts: number, params
+    TRIAL = "trial"  # a trial of this worker ended: the frozen optuna trial, time
+    TIMEOUT = "timeout"  # --timeout passed: no further trial starts in this worker: timeout
+
     def __str__(self) -> str:
         return self.value
 

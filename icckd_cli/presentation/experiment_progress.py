@@ -16,7 +16,8 @@ class ExperimentProgress(View):
 
     # a run's own end and decoding show in its bar and lines; the results come as tables
     IGNORED = frozenset({Event.END, Event.DECODE, Event.DOWNLOAD, Event.FINISH,
-                         Event.CORRUPTION, Event.LATENCY})  # fmt: skip
+                         Event.CORRUPTION, Event.TRIAL_START, Event.TRIAL, Event.TIMEOUT,
+                         Event.LATENCY})  # fmt: skip
 
     def __init__(self, name: str) -> None:
         self.name = name
