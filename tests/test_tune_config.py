@@ -247,3 +247,13 @@ def test_confirm_keeps_the_tuned_non_intra_class_settings_for_both_teachers(
     assert ce.cross_entropy and not tuned.cross_entropy
     assert (tuned.config.margin, tuned.config.label_smoothing) == (0.5, 0.1)
     assert exp.students == [] and exp.options.seeds == [0, 1, 2]  # target teacher: no student
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[1] / "examples" / "tune").glob("*.toml")),
+    ids=lambda p: p.stem,
+)
+def test_every_tune_example_loads(path: Path) -> None:
+    tune = load_tune(path)
+    assert tune.space["teacher"], f"{path} searches no teacher setting"
