@@ -229,6 +229,10 @@ class TeacherLoss(_Strict):
 class TrainTeacherConfig(DataOptions, OptimOptions, RunOptions, TeacherLoss):
     """Everything `icckd train-teacher` needs."""
 
+    # issue 29: keep the weights of each evaluated epoch in RUN/epochs/ (set by `experiment`
+    # under match_teachers); excluded from config.json, so it never invalidates a finished run
+    keep_snapshots: bool = Field(False, exclude=True)
+
 
 Method = Literal["kd", "rkd", "kd+rkd", "dkd", "crd"]
 

@@ -66,6 +66,7 @@ from icckd_cli.training.tensorboard_log import check_tensorboard, open_event_log
 from icckd_cli.work.evaluation import check_classes, check_input_size, count_params
 from icckd_cli.work.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
 from icckd_cli.work.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
+from icckd_cli.work.run_snapshots import snapshot_keeper, teacher_snapshot
 
 
 @dataclass
@@ -203,6 +204,12 @@ def _fit(
     run = {"arch": config["arch"], "num_classes": data.spec.num_classes, "config": config,
            "model_args": config["model_args"]}  # fmt: skip
 
+    keeper = None  # issue 29: a matched experiment's teacher keeps each evaluated epoch
+    if dist.is_main() and getattr(cfg, "keep_snapshots", False):
+        snap_meta = {"kind": kind, **run, "dataset": data.spec.to_dict(), "seed": cfg.seed,
+                     "objective": objective.describe(), **extra_meta}  # fmt: skip
+        keeper = snapshot_keeper(cfg, out, model, snap_meta, state.epoch if resume else 0)
+
     def on_save(st: TrainState) -> None:
         if dist.is_main():
             save_state(out, st, model, objective, opt, run, extra_meta)
@@ -210,6 +217,8 @@ def _fit(
     def on_event(event: str, info: dict[str, Any]) -> None:
         if event == "epoch" and dist.is_main():
             write_metrics(out, trainer.state.history)
+            if keeper is not None:
+                keeper.epoch(info)
             if events is not None:
                 events.epoch(info)
         if dist.is_main():
@@ -355,6 +364,7 @@ def load_teacher(cfg: DistillConfig) -> tuple[ZooModel, dict[str, Any], dict[str
         "objective": meta.get("objective"),
         "metrics": meta.get("metrics"),
     }
+    info.update(teacher_snapshot(meta, Path(cfg.teacher), info["sha256"]))  # issue 29
     return teacher, meta, info
 
 

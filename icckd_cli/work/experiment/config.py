@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from icckd_cli.base.errors import UsageError, suggest
 from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig, read_toml
+from icckd_cli.work.experiment.matched import check_match_split
+from icckd_cli.work.experiment.matching_plan import match_plan
 
 TABLES = ("experiment", "teacher", "teachers", "student", "students")
 # Settings every run of an experiment shares: they live in [experiment] only...
@@ -37,6 +39,7 @@ MANAGED = {
     "teacher_model_args": "the teachers record their builder arguments",
     "data_seed": "students sharing a teacher cache use its teacher's seed, others their own",
     "teacher_cache": "use teacher_cache = true or false in [experiment]",
+    "keep_snapshots": "use match_teachers = true in [experiment]",
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -56,6 +59,8 @@ class ExperimentOptions(DataOptions):
     # students that share a teacher read its outputs from one store (teacher_store.py)
     teacher_cache: bool = True
     tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
+    # students distill from each teacher's epoch that reaches the weakest one's best (issue 29)
+    match_teachers: bool = False
 
     @field_validator("seeds", "teacher_seeds")
     @classmethod
@@ -162,6 +167,7 @@ def parse_experiment(
     exp_raw = _table(raw, "experiment", source)
     exp_raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     options = _validate(ExperimentOptions, exp_raw, {}, source, "[experiment]", "[experiment]")
+    check_match_split(options.match_teachers, options.val_per_class, options.val_fraction)
     shared = {k: getattr(options, k) for k in SHARED}
     teachers = [Teacher(*e) for e in _section(raw, "teacher", TrainTeacherConfig, shared, source)]
     if not teachers:
@@ -348,6 +354,8 @@ def plan(exp: Experiment) -> list[Run]:
             label = f"teachers/{t.name}/seed{tseed}"
             cfg = t.config.model_copy(update={"seed": tseed, "out": root / label})
             runs.append(Run("teacher", label, tseed, cfg, teacher=t.name))
+    if exp.options.match_teachers:  # issue 29: snapshots kept, students in their own folders
+        match_plan(runs, root)
     return runs
 
 
