@@ -57,6 +57,9 @@ def test_the_plan_keeps_snapshots_and_moves_only_the_students(tmp_path: Path) ->
     assert not any(getattr(r.config, "keep_snapshots", False) for r in off.runs)
     # an execution option: never in config.json, so switching it keeps finished teachers valid
     assert "keep_snapshots" not in on.runs[0].config.model_dump()
+    two = parse_experiment_text(text + '\n[[students]]\nname = "kd2"\nmethod = "kd"\n')
+    caches = {str(r.config.teacher_cache) for r in two.runs if r.kind == "student"}  # type: ignore[union-attr]
+    assert caches == {str(tmp_path / f"exp/teacher_cache-matched/{t}/seed0") for t in ("ce", "icc")}
     with pytest.raises(UsageError, match="'keep_snapshots' is set by the experiment"):
         parse_experiment_text(text.replace('arch = "resnet8"  # teacher', "keep_snapshots = 1"))
 
