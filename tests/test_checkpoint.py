@@ -158,12 +158,31 @@ def test_foreign_or_newer_files_are_rejected(tmp_path: Path) -> None:
 
 
 def test_missing_file_and_folder(model: torch.nn.Module, tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="does not exist"):
-        read_metadata(tmp_path / "nope.safetensors")
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(UsageError) as info:
+        read_metadata(missing)
+    assert str(info.value) == f"checkpoint {missing} does not exist; check the path"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UsageError) as info:  # a folder without a model: no hint to give
+        read_metadata(empty)
+    assert str(info.value) == f"checkpoint {empty} is a directory; pass a .safetensors file"
     save_model(tmp_path / "run" / "model.safetensors", model, META)
-    with pytest.raises(UsageError, match=r"is a directory \(did you mean DIR/model"):
+    with pytest.raises(UsageError) as info:
         read_metadata(tmp_path / "run")
-    assert json.loads(json.dumps(read_metadata(tmp_path / "run" / "model.safetensors")))
+    assert str(info.value) == (
+        f"checkpoint {tmp_path / 'run'} is a directory (did you mean DIR/model.safetensors?); "
+        "pass a .safetensors file"
+    )
+    # the file the hint names is the run's checkpoint, with every field as saved, JSON-clean
+    meta = read_metadata(tmp_path / "run" / "model.safetensors")
+    assert json.loads(json.dumps(meta)) == meta
+    assert meta == {
+        **META,
+        "format": "icckd",
+        "format_version": FORMAT_VERSION,
+        "versions": {"icckd": __version__, "torch": torch.__version__},
+    }
 
 
 def test_header_length_of_128_mod_256_is_not_taken_for_a_pickle(tmp_path: Path) -> None:

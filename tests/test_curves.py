@@ -11,7 +11,7 @@ from PIL import Image
 
 from icckd_cli.presentation.run_plots import CURVE_DPI, PANEL_SIZE
 from icckd_cli.work.curves import metric_key, run_labels
-from tests.test_errors import RUNTIME, USAGE, check_fails
+from tests.helpers import RUNTIME, USAGE, check_fails
 
 Capsys = pytest.CaptureFixture[str]
 

@@ -21,50 +21,18 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import digits_teacher, icckd, tiny_experiment
-
-USAGE, RUNTIME = 2, 1
-TINY = [
-    "--dataset", "digits", "--train-per-class", "3", "--test-per-class", "2", "--epochs", "1",
-    "--batch-size", "16", "--device", "cpu",
-]  # fmt: skip
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    """Every path under root with its bytes (None for folders): 'nothing touched' compares two."""
-    return {
-        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
-        for p in sorted(root.rglob("*"))
-    }
-
-
-def one_error(err: str) -> str:
-    """The single stderr line, checked to be an error line without a traceback."""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
-def check_fails(
-    capsys: pytest.CaptureFixture[str],
-    root: Path,
-    code: int,
-    *args: str | Path,
-    says: str | tuple[str, ...] = (),
-) -> str:
-    """Run a bad command: one error line holding `says`, the exit code, root untouched."""
-    before = snapshot(root)
-    r = icckd(capsys, *map(str, args))
-    line = one_error(r.err)
-    assert r.code == code, (r.code, line)
-    assert r.out == ""
-    for part in (says,) if isinstance(says, str) else says:
-        assert part in line, line
-    assert snapshot(root) == before
-    return line
-
+from tests.helpers import (
+    RUNTIME,
+    USAGE,
+    check_fails,
+    digits_teacher,
+    icckd,
+    one_error,
+    tiny_experiment,
+)
+from tests.helpers import (
+    TINY_ERRORS as TINY,
+)
 
 Fails = Callable[..., str]
 

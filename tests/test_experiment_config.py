@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from icckd_cli.base.errors import UsageError
+from icckd_cli.methods.registry import choices
 from icckd_cli.settings.config import read_toml
 from icckd_cli.work import experiment as ex
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment
@@ -40,7 +41,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
          "x.toml: [student]: invalid epochs = 0: Input should be greater than or equal to 1"),
         (("method = \"kd\"", "method = \"kdd\""),
          "x.toml: [[students]] 'kdd': invalid method = 'kdd': Input should be 'kd', 'rkd', "
-         "'kd+rkd', 'dkd' or 'crd'"),
+         f"'kd+rkd', {', '.join(map(repr, choices()[3:-1]))} or {choices()[-1]!r}"),
         (("seeds = [0, 1]", "seeds = [0, 0]"),
          "x.toml: [experiment]: invalid seeds = [0, 0]: seeds must be distinct whole numbers "
          ">= 0, e.g. [0, 1, 2]"),

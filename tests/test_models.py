@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from icckd_cli.base.errors import UsageError
@@ -269,9 +270,20 @@ def test_larger_inputs_and_channels_last(name: str) -> None:
 
 
 def test_training_step_reaches_every_parameter() -> None:
+    """A cross-entropy step gives every parameter a finite gradient that is not all zero."""
+    torch.manual_seed(0)
     model = create_model("ShuffleV2", num_classes=10).train()
-    model(torch.randn(4, 3, 32, 32)).sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
+    logits = model(torch.randn(4, 3, 32, 32))
+    F.cross_entropy(logits, torch.tensor([0, 3, 5, 9])).backward()
+    named = dict(model.named_parameters())
+    assert named, "ShuffleV2 has no parameters"
+    missing = [n for n, p in named.items() if p.grad is None]
+    assert not missing, f"no gradient reaches {missing}"
+    broken = [n for n, p in named.items() if not torch.isfinite(p.grad).all()]
+    assert not broken, f"non-finite gradients in {broken}"
+    # a parameter the loss does not depend on would get an all-zero gradient here
+    zero = [n for n, p in named.items() if not p.grad.abs().sum() > 0]
+    assert not zero, f"all-zero gradients in {zero}"
 
 
 def test_reference_initialisation() -> None:

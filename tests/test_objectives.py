@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from icckd_cli.data import Batch
 from icckd_cli.models import create_model
+from icckd_cli.settings.config import DistillConfig, build
 from icckd_cli.training.objectives import DistillObjective, TeacherObjective
 from tests.helpers import TINY, icckd
 
@@ -93,17 +94,43 @@ def test_projection_head_is_trained_but_not_part_of_the_model() -> None:
                            embedding="projection", projection_dim=16)  # fmt: skip
     assert obj.projection is not None and len(list(obj.parameters())) == 4
     model = create_model("resnet8", 3)
-    _, stats = obj(model, _batch([0, 0, 1, 1]), 0)
+    loss, stats = obj(model, _batch([0, 0, 1, 1]), 0)
     assert torch.isfinite(stats["icc"])
+    loss.backward()
+    # the head is trained: every one of its parameters gets a non-zero gradient ...
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.projection.parameters())
+    # ... and it lives on the objective, not in the model's weights (model.safetensors)
+    assert not any(k.startswith("projection") for k in model.state_dict())
+    assert set(obj.state_dict()) >= {
+        f"projection.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")
+    }
+
+
+def test_the_objective_gates_with_the_one_margin_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The teacher's objective calls methods.icc.margin_gate; the pass rate is its mean."""
+    from icckd_cli.methods import icc
+    from icckd_cli.training import objectives
+
+    seen: list[torch.Tensor] = []
+
+    def spy(logits: torch.Tensor, labels: torch.Tensor, delta: float) -> torch.Tensor:
+        seen.append(icc.margin_gate(logits, labels, delta))
+        return seen[-1]
+
+    monkeypatch.setattr(objectives, "margin_gate", spy)
+    torch.manual_seed(0)
+    for margin, want in ((-1.0, 1.0), (0.999, 0.0)):
+        obj = _teacher_objective(margin=margin)
+        _, stats = obj(create_model("resnet8", 3), _batch([0, 0, 1, 1]), 0)
+        assert seen[-1].shape == (8,) and stats["icc_gate_pass"].item() == want
+    assert len(seen) == 2
 
 
 def test_distill_objective_keeps_teacher_frozen_and_out_of_its_state() -> None:
     teacher = create_model("resnet8", 3)
-    weights = {"ce_weight": 0.1, "kd_weight": 0.9, "rkd_weight": 0.0, "dkd_weight": 0.0,
-               "crd_weight": 0.0}  # fmt: skip
-    obj = DistillObjective(teacher, weights, kd_temperature=4.0, rkd_distance_weight=25,
-                           rkd_angle_weight=50, dkd_alpha=1, dkd_beta=8, dkd_temperature=4,
-                           dkd_warmup=1)  # fmt: skip
+    cfg = build(DistillConfig, {"method": "kd"})
+    weights = cfg.resolved_weights()
+    obj = DistillObjective(teacher, weights, {**cfg.model_dump(), "dkd_warmup": 1})
     assert list(obj.parameters()) == [] and obj.state_dict() == {}
     obj.train()
     assert not teacher.training

@@ -27,8 +27,17 @@ from icckd_cli.training.rundir import (
     writing,
 )
 from icckd_cli.work import runs
-from tests.helpers import TEACHER, args, assert_same_weights, copy, history, icckd, ok
-from tests.test_errors import check_fails, one_error
+from tests.helpers import (
+    TEACHER,
+    args,
+    assert_same_weights,
+    check_fails,
+    copy,
+    history,
+    icckd,
+    ok,
+    one_error,
+)
 
 Capsys = pytest.CaptureFixture[str]
 

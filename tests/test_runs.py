@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TEACHER, args, assert_same_weights, history, icckd, ok
-from tests.test_errors import one_error
+from tests.helpers import TEACHER, args, assert_same_weights, history, icckd, ok, one_error
 
 pytestmark = pytest.mark.slow
 

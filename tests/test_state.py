@@ -31,13 +31,14 @@ from tests.helpers import (
     TEACHER,
     args,
     assert_same_weights,
+    check_fails,
     copy,
     history,
     icckd,
     ok,
+    one_error,
     sigint_at,
 )
-from tests.test_errors import check_fails, one_error
 
 Capsys = pytest.CaptureFixture[str]
 Parts = tuple[torch.nn.Module, TeacherObjective, torch.optim.Optimizer]

@@ -17,8 +17,8 @@ from icckd_cli.training.engine import Interrupted
 from icckd_cli.training.rundir import read_metrics
 from icckd_cli.training.tensorboard_log import tag_values
 from icckd_cli.work import runs
-from tests.helpers import TEACHER, copy, icckd, ok, sigint_at
-from tests.test_errors import TINY, check_fails
+from tests.helpers import TEACHER, check_fails, copy, icckd, ok, sigint_at
+from tests.helpers import TINY_ERRORS as TINY
 
 Capsys = pytest.CaptureFixture[str]
 SPEED = ("speed/epoch_s", "speed/images_per_s")  # timings differ from run to run

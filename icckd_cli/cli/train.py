@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 
@@ -52,6 +53,7 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
+from icckd_cli.methods import registry
 from icckd_cli.presentation import report
 from icckd_cli.settings.config import (
     RECORDED_ONLY,
@@ -60,6 +62,10 @@ from icckd_cli.settings.config import (
     build,
     option_name,
 )
+
+_CHOICES = ", ".join(registry.choices()[:-1]) + " or " + registry.choices()[-1]
+_NAMES = ", ".join(m.name.upper() for m in registry.methods())
+KEYWORD = inspect.Parameter.POSITIONAL_OR_KEYWORD
 
 
 def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
@@ -188,8 +194,6 @@ def train_teacher(
     _train("teacher", TrainTeacherConfig, locals())
 
 
-@app.command()
-@handle_errors
 def distill(
     config: ConfigFile = None,
     teacher: Annotated[
@@ -208,25 +212,11 @@ def distill(
     ] = None,
     arch: Arch = None,
     model_arg: ModelArg = None,
-    method: Annotated[
-        str | None, Opt(help="kd, rkd, kd+rkd, dkd or crd: the published weights.")
-    ] = None,
+    method: Annotated[str | None, Opt(help=f"{_CHOICES}: the published weights.")] = None,
     weights: Annotated[
         str | None, Opt(help="CE/KD weights: crd (0.1/0.9) or mdistiller (1/1).")
     ] = None,
     ce_weight: Annotated[float | None, Opt(help="Cross-entropy weight.")] = None,
-    kd_weight: Annotated[float | None, Opt(help="Hinton KD weight.")] = None,
-    kd_temperature: Annotated[float | None, Opt(help="KD temperature T.")] = None,
-    rkd_weight: Annotated[float | None, Opt(help="RKD weight (distance 25, angle 50).")] = None,
-    dkd_weight: Annotated[float | None, Opt(help="DKD weight.")] = None,
-    dkd_alpha: Annotated[float | None, Opt(help="DKD target-class weight.")] = None,
-    dkd_beta: Annotated[float | None, Opt(help="DKD non-target weight.")] = None,
-    dkd_temperature: Annotated[float | None, Opt(help="DKD temperature.")] = None,
-    dkd_warmup: Annotated[int | None, Opt(help="DKD warm-up epochs.")] = None,
-    crd_weight: Annotated[float | None, Opt(help="CRD weight.")] = None,
-    crd_feat_dim: Annotated[int | None, Opt(help="CRD embedding size.")] = None,
-    crd_nce_k: Annotated[int | None, Opt(help="CRD negatives per anchor.")] = None,
-    crd_temperature: Annotated[float | None, Opt(help="CRD temperature.")] = None,
     teacher_cache: Annotated[
         Path | None,
         Opt(help="Teacher-output store: written once, then read instead of running the teacher."),
@@ -275,6 +265,34 @@ def distill(
     sync_bn: SyncBN = None,
     tensorboard: Tensorboard = None,
     fmt: Format = "table",
+    **methods: Any,
 ) -> None:
-    """Distill a student from a frozen teacher (KD, RKD, DKD, CRD, combined)."""
-    _train("student", DistillConfig, locals())
+    given = dict(locals())
+    given.update(given.pop("methods"))  # the methods' options (_method_options)
+    _train("student", DistillConfig, given)
+
+
+def _method_options() -> list[inspect.Parameter]:
+    """A `distill` option for each method setting with a description (the rest: TOML only)."""
+    params = []
+    for method in registry.methods():
+        for name, field in method.settings.model_fields.items():
+            if not field.description:
+                continue
+            kinds = get_args(field.annotation) or (field.annotation,)
+            kind = next(a for a in kinds if a is not type(None))
+            flag = (option_name(name),) if kind is bool else ()  # a flag: given means on
+            opt = Opt(*flag, help=field.description)
+            annotation = Annotated[kind | None, opt]  # type: ignore[operator,valid-type]
+            params.append(inspect.Parameter(name, KEYWORD, default=None, annotation=annotation))
+    return params
+
+
+# the methods' options stand after --ce-weight, in method order
+_params = list(inspect.signature(distill, eval_str=True).parameters.values())[:-1]  # no **
+_at = [p.name for p in _params].index("ce_weight") + 1
+distill.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    _params[:_at] + _method_options() + _params[_at:]
+)
+distill.__doc__ = f"Distill a student from a frozen teacher ({_NAMES}, combined)."
+app.command()(handle_errors(distill))

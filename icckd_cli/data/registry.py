@@ -86,10 +86,21 @@ class LoadOptions:
 
 # ----------------------------------------------------------------------------- registry
 
-# a loader returns (spec, train, test, val); val is None unless options.holdout asks for it
-Loader = Callable[
-    [Path | None, bool, int | None, int | None, LoadOptions], tuple[DataSpec, Any, Any, Any]
-]
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What load_dataset asks of a loader: the folder, downloads, per-class subsets, options."""
+
+    data_dir: Path | None
+    download: bool
+    train_per_class: int | None
+    test_per_class: int | None
+    opts: LoadOptions
+
+
+# (spec, train, test, val); val is None unless the request's options.holdout asks for it
+Loaded = tuple[DataSpec, Any, Any, Any]
+Loader = Callable[[LoadRequest], Loaded]
 _REGISTRY: dict[str, Loader] = {}
 
 
@@ -135,7 +146,8 @@ def load_dataset(
             f"Choose one of: {', '.join(_REGISTRY)}."
         )
     opts = options or LoadOptions()
-    loaded = _REGISTRY[name](data_dir, download, train_per_class, test_per_class, opts)
+    request = LoadRequest(data_dir, download, train_per_class, test_per_class, opts)
+    loaded = _REGISTRY[name](request)
     spec, train, test, val = loaded
     if opts.holdout is not None and val is None:  # a loader that ignored it would train on it
         raise UsageError(f"data set '{name}' cannot hold out a validation split; drop --val-*")

@@ -6,8 +6,6 @@ The registration order below is the order `list_datasets` and error messages sho
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -15,12 +13,15 @@ import torch.nn.functional as F
 
 from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.data.decode import decode_files
-from icckd_cli.data.holdout import Holdout, split_lists
+from icckd_cli.data.holdout import split_lists
+from icckd_cli.data.loading import cache_key, data_root, folder_spec, stamps
 from icckd_cli.data.registry import (
     CACHE_VERSION,
     DataSpec,
+    Loaded,
     Loader,
     LoadOptions,
+    LoadRequest,
     Split,
     _cached,
     cache_dir,
@@ -38,13 +39,7 @@ DIGITS_SPLIT_SEED = 0
 
 
 @register("digits")
-def _digits(
-    data_dir: Path | None,
-    download: bool,
-    train_pc: int | None,
-    test_pc: int | None,
-    opts: LoadOptions,
-) -> tuple[DataSpec, Split, Split, Split | None]:
+def _digits(req: LoadRequest) -> Loaded:
     """scikit-learn's 1,797 handwritten digits, 8x8 -> 32x32, grey -> 3 channels.
 
     Fixed stratified split: 20% test (360 images), 80% train (1,437), random_state 0.
@@ -68,8 +63,9 @@ def _digits(
         return {"classes": [str(i) for i in range(10)]}, splits
 
     info, splits = _cached({"name": "digits", "v": CACHE_VERSION}, build)
-    train, val = hold_out(splits["train"], info["classes"], opts.holdout, train_pc)
-    test = per_class_subset(splits["test"], test_pc)
+    opts = req.opts
+    train, val = hold_out(splits["train"], info["classes"], opts.holdout, req.train_per_class)
+    test = per_class_subset(splits["test"], req.test_per_class)
     mean, std = channel_stats(train.images)
     std = floor_std(std, "digits", opts.progress)
     spec = DataSpec("digits", 10, info["classes"], mean, std, 32, flip=False)
@@ -85,17 +81,12 @@ CIFAR_STATS = {
 
 
 def _cifar(name: str) -> Loader:
-    def load(
-        data_dir: Path | None,
-        download: bool,
-        train_pc: int | None,
-        test_pc: int | None,
-        opts: LoadOptions,
-    ) -> tuple[DataSpec, Split, Split, Split | None]:
+    def load(req: LoadRequest) -> Loaded:
         from torchvision import datasets
 
         cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-        root = Path(data_dir) if data_dir else cache_dir() / "torchvision"
+        download = req.download
+        root = Path(req.data_dir) if req.data_dir else cache_dir() / "torchvision"
         folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
         try:
             sets = [cls(str(root), train=t, download=download) for t in (True, False)]
@@ -116,8 +107,8 @@ def _cifar(name: str) -> Loader:
             x = torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous()
             splits.append(Split(x, torch.tensor(s.targets, dtype=torch.long)))
         classes = list(sets[0].classes)
-        train, val = hold_out(splits[0], classes, opts.holdout, train_pc)
-        test = per_class_subset(splits[1], test_pc)
+        train, val = hold_out(splits[0], classes, req.opts.holdout, req.train_per_class)
+        test = per_class_subset(splits[1], req.test_per_class)
         mean, std = CIFAR_STATS[name]
         spec = DataSpec(name, len(classes), classes, mean, std, 32, True, str(root))
         return spec, train, test, val
@@ -158,25 +149,17 @@ Files = dict[str, list[Path]]
 
 
 def folder_layout(
-    data_dir: Path | None,
-    name: str,
-    train_pc: int | None,
-    test_pc: int | None,
-    holdout: Holdout | None = None,
+    req: LoadRequest, name: str
 ) -> tuple[Path, list[str], Files, Files, Files | None]:
     """(root, classes, train, test, validation files or None) of DIR/train|test|val/<class>/.
 
     The validation files are held out of DIR/train/ by split_class (DIR/val/ is the test
     split when DIR/test/ is absent, as in ILSVRC's layout).
     """
-    if data_dir is None:
-        raise UsageError(
-            f"--dataset {name} needs --data-dir DIR holding train/ and test/ (or val/) "
-            "class folders"
-        )
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise UsageError(f"data directory {root} does not exist; check --data-dir")
+    root = data_root(
+        req.data_dir,
+        f"--dataset {name} needs --data-dir DIR holding train/ and test/ (or val/) class folders",
+    )
     test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
     if not (root / "train").is_dir() or test_dir is None:
         raise UsageError(
@@ -184,7 +167,7 @@ def folder_layout(
             "sub-folder per class; check --data-dir"
         )
     train_files = _class_files(root / "train", None)
-    test_files = _class_files(test_dir, test_pc)
+    test_files = _class_files(test_dir, req.test_per_class)
     classes = [c for c, fs in train_files.items() if fs]
     if len(classes) < 2:
         raise UsageError(
@@ -199,7 +182,8 @@ def folder_layout(
         )
     if not any(test_files.values()):
         raise UsageError(f"{test_dir} holds no images; put <class>/<image> files there")
-    kept, held = split_lists([train_files[c] for c in classes], classes, holdout, train_pc)
+    by_class = [train_files[c] for c in classes]
+    kept, held = split_lists(by_class, classes, req.opts.holdout, req.train_per_class)
     val_files = None if held is None else dict(zip(classes, held, strict=True))
     return root, classes, dict(zip(classes, kept, strict=True)), test_files, val_files
 
@@ -216,40 +200,23 @@ def check_memory(root: Path, count: int, size: int, limit_gb: float) -> None:
 
 
 @register("imagefolder")
-def _imagefolder(
-    data_dir: Path | None,
-    download: bool,
-    train_pc: int | None,
-    test_pc: int | None,
-    opts: LoadOptions,
-) -> tuple[DataSpec, Split, Split, Split | None]:
+def _imagefolder(req: LoadRequest) -> Loaded:
     """DIR/train/<class>/*.jpg and DIR/test/<class>/ (or val/): CIFAR JPEGs, small images."""
-    root, classes, train_files, test_files, val_files = folder_layout(
-        data_dir, "imagefolder", train_pc, test_pc, opts.holdout
-    )
+    opts = req.opts
+    root, classes, train_files, test_files, val_files = folder_layout(req, "imagefolder")
     parts = {"train": train_files, "test": test_files}
     if val_files is not None:
         parts["val"] = val_files
-    stamps = {
-        split: [
-            (str(f), f.stat().st_size, f.stat().st_mtime_ns) for fs in files.values() for f in fs
-        ]
-        for split, files in parts.items()
+    stamped = {
+        split: stamps(f for fs in files.values() for f in fs) for split, files in parts.items()
     }
-    stamp = stamps["train"] + stamps["test"]
-    key = {
-        "name": "imagefolder",
-        "v": CACHE_VERSION,
-        "files": hashlib.sha256(json.dumps(stamp).encode()).hexdigest(),
-    }
-    if "val" in stamps:
-        key["val"] = hashlib.sha256(json.dumps(stamps["val"]).encode()).hexdigest()
+    key = cache_key("imagefolder", stamped["train"] + stamped["test"], stamped.get("val"))
 
     from PIL import Image
 
     with Image.open(train_files[classes[0]][0]) as im:
         size = max(im.size)
-    check_memory(root, sum(map(len, stamps.values())), size, opts.memory_limit_gb)
+    check_memory(root, sum(map(len, stamped.values())), size, opts.memory_limit_gb)
 
     def build() -> tuple[dict, dict[str, Split]]:
         what = {"train": "training images", "test": "test images", "val": "validation images"}
@@ -258,14 +225,6 @@ def _imagefolder(
         return {"classes": classes, "mean": mean, "std": std, "size": size}, splits
 
     info, splits = _cached(key, build)
-    spec = DataSpec(
-        "imagefolder",
-        len(classes),
-        info["classes"],
-        info["mean"],
-        floor_std(info["std"], "imagefolder", opts.progress),  # also for caches made before
-        info["size"],
-        True,
-        str(root.resolve()),
-    )
+    std = floor_std(info["std"], "imagefolder", opts.progress)  # also for caches made before
+    spec = folder_spec("imagefolder", info["classes"], (info["mean"], std), info["size"], root)
     return spec, splits["train"], splits["test"], splits.get("val")

@@ -26,7 +26,8 @@ from torch.utils.data import Dataset as TorchDataset
 from icckd_cli.base.errors import DataFileError
 from icckd_cli.data.decode import unreadable, usable_cores
 from icckd_cli.data.device import Batch, batch_count, epoch_order, normalize
-from icckd_cli.data.registry import DataSpec, LoadOptions, register
+from icckd_cli.data.loading import folder_spec
+from icckd_cli.data.registry import DataSpec, Loaded, LoadRequest, register
 from icckd_cli.data.sources import folder_layout
 
 IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
@@ -249,21 +250,14 @@ class StreamLoader:
 
 
 @register("imagenet")
-def _imagenet(
-    data_dir: Path | None,
-    download: bool,
-    train_pc: int | None,
-    test_pc: int | None,
-    opts: LoadOptions,
-) -> tuple[DataSpec, StreamSplit, StreamSplit, StreamSplit | None]:
+def _imagenet(req: LoadRequest) -> Loaded:
     """Any ILSVRC-style folder (train/<class>/*, val/<class>/*), streamed from disk.
 
     Held-out validation images (opts.holdout) come out of train/ and are read as the test
     split is: resized and centre-cropped, never augmented.
     """
-    root, classes, train_files, test_files, val_files = folder_layout(
-        data_dir, "imagenet", train_pc, test_pc, opts.holdout
-    )
+    opts = req.opts
+    root, classes, train_files, test_files, val_files = folder_layout(req, "imagenet")
 
     def stream(per_class: dict[str, list[Path]]) -> StreamSplit:
         files = [str(f).encode() for c in classes for f in per_class.get(c, [])]
@@ -271,17 +265,7 @@ def _imagenet(
         labelled = torch.tensor(labels, dtype=torch.long)
         return StreamSplit(np.array(files), labelled, opts.image_size, opts.workers)
 
-    mean, std = IMAGENET_STATS
-    spec = DataSpec(
-        "imagenet",
-        len(classes),
-        classes,
-        list(mean),
-        list(std),
-        opts.image_size,
-        True,
-        str(root.resolve()),
-    )
+    spec = folder_spec("imagenet", classes, IMAGENET_STATS, opts.image_size, root)
     val = None if val_files is None else stream(val_files)
     return spec, stream(train_files), stream(test_files), val
 

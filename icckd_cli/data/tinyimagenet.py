@@ -9,8 +9,6 @@ on `train/` keep their labels.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -18,10 +16,10 @@ import torch
 from icckd_cli.base.errors import UsageError
 from icckd_cli.data.decode import decode_files
 from icckd_cli.data.holdout import split_lists
+from icckd_cli.data.loading import cache_key, data_root, folder_spec, stamps
 from icckd_cli.data.registry import (
-    CACHE_VERSION,
-    DataSpec,
-    LoadOptions,
+    Loaded,
+    LoadRequest,
     Split,
     _cached,
     register,
@@ -123,41 +121,25 @@ def _labelled(per_class: list[list[Path]]) -> tuple[list[Path], torch.Tensor]:
 
 
 @register("tinyimagenet")
-def _tinyimagenet(
-    data_dir: Path | None,
-    download: bool,
-    train_pc: int | None,
-    test_pc: int | None,
-    opts: LoadOptions,
-) -> tuple[DataSpec, Split, Split, Split | None]:
+def _tinyimagenet(req: LoadRequest) -> Loaded:
     """Tiny-ImageNet-200 from its unpacked zip: 100,000 train and 10,000 val images, 64x64."""
-    if data_dir is None:
-        raise UsageError(
-            "--dataset tinyimagenet needs --data-dir DIR: the tiny-imagenet-200/ folder its zip "
-            "unpacks to"
-        )
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise UsageError(f"data directory {root} does not exist; check --data-dir")
+    root = data_root(
+        req.data_dir,
+        "--dataset tinyimagenet needs --data-dir DIR: the tiny-imagenet-200/ folder its zip "
+        "unpacks to",
+    )
+    opts = req.opts
     wnids = read_wnids(root)
     # the validation images leave train/ first; then --train-per-class keeps the first N
-    kept, held = split_lists(train_files(root, wnids, None), wnids, opts.holdout, train_pc)
-    parts = {"train": _labelled(kept), "test": _labelled(val_files(root, wnids, test_pc))}
+    all_train = train_files(root, wnids, None)
+    kept, held = split_lists(all_train, wnids, opts.holdout, req.train_per_class)
+    tests = val_files(root, wnids, req.test_per_class)
+    parts = {"train": _labelled(kept), "test": _labelled(tests)}
     if held is not None:
         parts["val"] = _labelled(held)
-    stamp = [
-        (str(f), f.stat().st_size, f.stat().st_mtime_ns)
-        for f in (*parts["train"][0], *parts["test"][0])
-    ]
-    key = {
-        "name": "tinyimagenet",
-        "v": CACHE_VERSION,
-        "files": hashlib.sha256(json.dumps([wnids, stamp]).encode()).hexdigest(),
-    }
-    if held is not None:
-        key["val"] = hashlib.sha256(
-            json.dumps([str(f) for f in parts["val"][0]]).encode()
-        ).hexdigest()
+    stamp = stamps((*parts["train"][0], *parts["test"][0]))
+    val = None if held is None else [str(f) for f in parts["val"][0]]
+    key = cache_key("tinyimagenet", [wnids, stamp], val)
     # the folder's own val/ is our test split; held-out training images are "validation"
     what = {"train": "train", "test": "val", "val": "held-out train"}
 
@@ -176,15 +158,5 @@ def _tinyimagenet(
         return {"classes": read_words(root, wnids)}, splits
 
     info, splits = _cached(key, build)
-    mean, std = TINY_STATS
-    spec = DataSpec(
-        "tinyimagenet",
-        len(wnids),
-        info["classes"],
-        list(mean),
-        list(std),
-        TINY_SIZE,
-        True,
-        str(root.resolve()),
-    )
+    spec = folder_spec("tinyimagenet", info["classes"], TINY_STATS, TINY_SIZE, root)
     return spec, splits["train"], splits["test"], splits.get("val")

@@ -1,109 +1,75 @@
-"""Contrastive representation distillation (Tian et al. 2020): heads, memory banks, NCE."""
+"""Contrastive representation distillation: heads, memory banks, NCE.
+
+Tian, Krishnan and Isola, "Contrastive Representation Distillation", ICLR 2020. CIFAR-100
+setting (the paper's Sec. 4 and its code's defaults): CE 1 with the CRD term at 0.8, a
+128-d embedding, 16384 negatives, NCE temperature 0.07, memory momentum 0.5. The module
+itself (CRDLoss, nce_criterion) is in crd_nce.py, imported when CRD runs, so the settings
+load without torch; both names stay importable from here.
+"""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from pydantic import BaseModel, Field
 
-# keeps the NCE ratios away from log(0), the value the CRD paper's code uses
-_NCE_EPS = 1e-7
+from icckd_cli.methods.registry import Context, Method, Part, register
 
+if TYPE_CHECKING:
+    from torch import Tensor
 
-def nce_criterion(p: Tensor, n_data: int) -> Tensor:
-    """NCE loss, noise distribution 1/n_data, column 0 the positive: (B, K+1) -> ()."""
-    k = p.shape[1] - 1
-    noise = k / n_data  # K * P_noise
-    log_d1 = torch.log(p[:, 0] / (p[:, 0] + noise + _NCE_EPS))
-    log_d0 = torch.log(noise / (p[:, 1:] + noise + _NCE_EPS))
-    return -(log_d1.sum() + log_d0.sum()) / p.shape[0]
+    from icckd_cli.methods.crd_nce import CRDLoss, nce_criterion
+
+__all__ = ["CRDLoss", "CRDSettings", "nce_criterion"]
 
 
-class CRDLoss(nn.Module):
-    """Two linear heads, one memory bank per side, symmetric NCE: f_s (B, S), f_t (B, T) -> ()."""
+def __getattr__(name: str) -> Any:
+    """CRDLoss and nce_criterion, from crd_nce.py on first use (it imports torch)."""
+    if name in ("CRDLoss", "nce_criterion"):
+        from icckd_cli.methods import crd_nce
 
-    memory_s: Tensor  # (n_data, feat_dim) bank of student embeddings
-    memory_t: Tensor  # (n_data, feat_dim) bank of teacher embeddings
-    z_s: Tensor
-    z_t: Tensor
+        return getattr(crd_nce, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def __init__(
-        self,
-        s_dim: int,
-        t_dim: int,
-        n_data: int,
-        *,
-        feat_dim: int = 128,
-        nce_k: int = 16384,
-        nce_t: float = 0.07,
-        momentum: float = 0.5,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        if n_data < 2:
-            raise ValueError("CRD needs at least two training samples to draw negatives from")
-        self.embed_s = nn.Linear(s_dim, feat_dim)
-        self.embed_t = nn.Linear(t_dim, feat_dim)
-        self.n_data = n_data
-        self.nce_k = min(nce_k, n_data - 1)
-        self.nce_t = nce_t
-        self.momentum = momentum
-        self.generator = generator
-        init_gen = generator if generator is not None and generator.device.type == "cpu" else None
-        stdv = 1.0 / math.sqrt(feat_dim / 3)
-        for name in ("memory_s", "memory_t"):
-            bank = torch.rand(n_data, feat_dim, generator=init_gen) * (2 * stdv) - stdv
-            self.register_buffer(name, bank)
-        # negative means "not yet estimated": set once from the first batch, then frozen
-        self.register_buffer("z_s", torch.tensor(-1.0))
-        self.register_buffer("z_t", torch.tensor(-1.0))
 
-    def sample_contrast(self, index: Tensor) -> Tensor:
-        """Positive index then nce_k uniform draws from the other indices: (B,) -> (B, K+1)."""
-        gen = self.generator
-        device = gen.device if gen is not None else index.device
-        shape = (index.shape[0], self.nce_k)
-        r = torch.randint(0, self.n_data - 1, shape, generator=gen, device=device)
-        r = r.to(index.device)
-        # shifting draws at or above the positive skips it and keeps the others uniform
-        negatives = r + (r >= index[:, None]).long()
-        return torch.cat([index[:, None], negatives], dim=1)
+class CRDSettings(BaseModel):
+    """CRD's settings (Tian et al. 2020, CIFAR-100); the momentum is a TOML key only."""
 
-    def _scores(self, anchor: Tensor, memory: Tensor, idx: Tensor) -> Tensor:
-        """exp(<memory[idx], anchor> / T): (B, F), (n_data, F), (B, K+1) -> (B, K+1)."""
-        if self.n_data <= idx.shape[1] * anchor.shape[1]:
-            # scoring the whole bank is cheaper than gathering B x (K+1) x F rows; the copy
-            # is what backward reads, since the bank is updated in place after the scores
-            dots = (anchor @ memory.clone().T).gather(1, idx)
-        else:
-            dots = torch.bmm(memory[idx], anchor[:, :, None]).squeeze(2)
-        return torch.exp(dots / self.nce_t)
+    crd_weight: float | None = Field(None, ge=0, description="CRD weight.")
+    crd_feat_dim: int = Field(128, ge=1, description="CRD embedding size.")
+    crd_nce_k: int = Field(16384, ge=1, description="CRD negatives per anchor.")
+    crd_temperature: float = Field(0.07, gt=0, description="CRD temperature.")
+    crd_momentum: float = Field(0.5, ge=0, lt=1)
 
-    def _normalised(self, out: Tensor, z: Tensor) -> Tensor:
-        """Divide by Z, estimating Z = mean(out) * n_data on first use without a host sync."""
-        z_new = torch.where(z < 0, out.detach().mean() * self.n_data, z)
-        z.copy_(z_new)
-        return out / z_new
 
-    def forward(
-        self, f_s: Tensor, f_t: Tensor, index: Tensor, contrast_idx: Tensor | None = None
-    ) -> Tensor:
-        """CRD loss; index (B,) are dataset indices, contrast_idx (B, K+1) starts with them."""
-        e_s = F.normalize(self.embed_s(f_s.flatten(1)), dim=1)  # (B, F)
-        e_t = F.normalize(self.embed_t(f_t.detach().flatten(1)), dim=1)  # (B, F)
-        index = index.to(e_s.device).long()
-        idx = self.sample_contrast(index) if contrast_idx is None else contrast_idx.long()
-        idx = idx.to(e_s.device)
-        mem_s, mem_t = self.memory_s.to(e_s.dtype), self.memory_t.to(e_s.dtype)
-        # each side's anchor is contrasted with the other side's bank
-        p_s = self._normalised(self._scores(e_s, mem_t, idx), self.z_s)
-        p_t = self._normalised(self._scores(e_t, mem_s, idx), self.z_t)
-        loss = nce_criterion(p_s, self.n_data) + nce_criterion(p_t, self.n_data)
-        with torch.no_grad():
-            for bank, emb in ((self.memory_s, e_s), (self.memory_t, e_t)):
-                new = emb.detach().to(bank.dtype)
-                mixed = bank[index] * self.momentum + new * (1 - self.momentum)
-                bank.index_copy_(0, index, F.normalize(mixed, dim=1))
-        return loss
+def _build(settings: Mapping[str, Any], context: Context) -> dict[str, Part]:
+    from icckd_cli.methods.crd_nce import CRDLoss
+
+    crd = CRDLoss(
+        context.feature_dim,
+        context.teacher_feature_dim,
+        context.train_size,
+        feat_dim=settings["crd_feat_dim"],
+        nce_k=settings["crd_nce_k"],
+        nce_t=settings["crd_temperature"],
+        momentum=settings["crd_momentum"],
+    )
+
+    def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        return crd(out["features"], out["t_features"], out["batch"].index)
+
+    return {"crd": Part(term, module=crd)}
+
+
+CRD = register(
+    Method(
+        name="crd",
+        order=40,
+        parts=("crd",),
+        settings=CRDSettings,
+        preset={"ce_weight": 1.0, "crd_weight": 0.8},
+        build=_build,
+        teacher_features=True,
+    )
+)

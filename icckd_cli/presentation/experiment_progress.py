@@ -15,7 +15,9 @@ class ExperimentProgress(View):
     """The matrix's progress view: which run of how many, and that run's progress bar."""
 
     # a run's own end and decoding show in its bar and lines; the results come as tables
-    IGNORED = frozenset({Event.END, Event.DECODE, Event.DOWNLOAD, Event.FINISH})
+    IGNORED = frozenset({Event.END, Event.DECODE, Event.DOWNLOAD, Event.FINISH,
+                         Event.CORRUPTION, Event.TRIAL_START, Event.TRIAL, Event.TIMEOUT,
+                         Event.LATENCY})  # fmt: skip
 
     def __init__(self, name: str) -> None:
         self.name = name

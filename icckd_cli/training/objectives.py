@@ -7,7 +7,7 @@ the engine only sums, steps and logs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,13 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from icckd_cli.data import Batch
-from icckd_cli.losses import (
-    dkd_loss,
-    icc_terms,
-    kd_loss,
-    prediction_margin,
-    rkd_loss,
-)
+from icckd_cli.methods import registry
+from icckd_cli.methods.icc import icc_terms, margin_gate
 from icckd_cli.methods.queue import ClassQueue
 from icckd_cli.training import distributed as dist
 
@@ -150,9 +145,7 @@ class TeacherObjective(Objective):
             z = self.projection(out["features"])
         z1, z2 = z.chunk(2)  # (B, D) each: view 1 and view 2 of the same images
         labels = out["batch"].labels
-        gate = None
-        if self.margin > -1:
-            gate = prediction_margin(out["logits"], out["labels"]) > self.margin  # (2B,)
+        gate = margin_gate(out["logits"], out["labels"], self.margin)  # (2B,) bool
         # under torchrun the other processes' share of the global batch joins the negatives
         z_all, z_others = dist.gather_rows(F.normalize(z.detach().float(), dim=1))
         y_all, y_others = dist.gather_rows(out["labels"])
@@ -172,8 +165,7 @@ class TeacherObjective(Objective):
             class_filled=(bank_labels >= 0).view(c, k) if k else None,
         )
         n = float(z.shape[0])
-        # new_ones, not new_tensor(1.0): a tensor made from a Python number is a host copy
-        stats["icc_gate_pass"] = gate.float().mean() if gate is not None else z.new_ones(())
+        stats["icc_gate_pass"] = gate.float().mean()
         stats["icc_counted"] = counted.float() / n
         stats["icc_negatives"] = negatives.float()
         self._pending = (z_all, y_all)  # every process's embeddings, in rank order
@@ -229,37 +221,37 @@ class RunTeacher:
 
 
 class DistillObjective(Objective):
-    """CE, KD, RKD, DKD and CRD terms against a frozen teacher's outputs.
+    """CE and the registered methods' terms (methods/) against a frozen teacher's outputs.
 
     They come from a TeacherSource: the teacher run on each batch (an nn.Module given here
     is wrapped in RunTeacher) or the teacher-output store, which this class cannot tell apart.
+    A method's terms are built only when one of its weights is not 0.
     """
 
     def __init__(
         self,
         teacher: nn.Module | TeacherSource,
         weights: dict[str, float],
+        settings: Mapping[str, Any],
         *,
-        kd_temperature: float,
-        rkd_distance_weight: float,
-        rkd_angle_weight: float,
-        dkd_alpha: float,
-        dkd_beta: float,
-        dkd_temperature: float,
-        dkd_warmup: int,
-        crd: nn.Module | None = None,
+        feature_dim: int = 0,
+        train_size: int = 0,
     ) -> None:
         super().__init__()
         source = RunTeacher(teacher) if isinstance(teacher, nn.Module) else teacher
         object.__setattr__(self, "source", source)  # not a submodule: never trained or saved
-        self.kd_t, self.rkd_dw, self.rkd_aw = kd_temperature, rkd_distance_weight, rkd_angle_weight
-        self.dkd = (dkd_alpha, dkd_beta, dkd_temperature, dkd_warmup)
-        self.crd = crd
+        context = registry.Context(feature_dim, int(source.feature_dim), train_size)
+        self.settings: dict[str, Any] = {}
         self.add("ce", weights["ce_weight"], _ce)
-        self.add("kd", weights["kd_weight"], self._kd)
-        self.add("rkd", weights["rkd_weight"], self._rkd)
-        self.add("dkd", weights["dkd_weight"], self._dkd)
-        self.add("crd", weights["crd_weight"], self._crd)
+        for method in registry.methods():
+            self.settings.update({k: settings[k] for k in method.recorded})
+            if not any(weights[f"{p}_weight"] for p in method.parts):
+                continue
+            built = method.build(settings, context)
+            for part in method.parts:
+                if built[part].module is not None:
+                    self.add_module(part, built[part].module)
+                self.add(part, weights[f"{part}_weight"], built[part].fn)
 
     @classmethod
     def from_config(
@@ -271,31 +263,13 @@ class DistillObjective(Objective):
         dkd_warmup: int,
     ) -> DistillObjective:
         """The configured terms for a student of `feature_dim` trained on `train_size` images."""
-        weights = loss.resolved_weights()
-        crd = None
-        if weights["crd_weight"]:
-            from icckd_cli.methods.crd import CRDLoss
-
-            crd = CRDLoss(
-                feature_dim,
-                teacher.feature_dim,
-                train_size,
-                feat_dim=loss.crd_feat_dim,
-                nce_k=loss.crd_nce_k,
-                nce_t=loss.crd_temperature,
-                momentum=loss.crd_momentum,
-            )
+        settings = {**loss.model_dump(), "dkd_warmup": dkd_warmup}  # the warm-up resolved
         return cls(
             teacher,
-            weights,
-            kd_temperature=loss.kd_temperature,
-            rkd_distance_weight=loss.rkd_distance_weight,
-            rkd_angle_weight=loss.rkd_angle_weight,
-            dkd_alpha=loss.dkd_alpha,
-            dkd_beta=loss.dkd_beta,
-            dkd_temperature=loss.dkd_temperature,
-            dkd_warmup=dkd_warmup,
-            crd=crd,
+            loss.resolved_weights(),
+            settings,
+            feature_dim=feature_dim,
+            train_size=train_size,
         )
 
     def train(self, mode: bool = True) -> DistillObjective:
@@ -308,33 +282,5 @@ class DistillObjective(Objective):
         out["t_logits"], out["t_features"] = self.source(batch, epoch)  # type: ignore[operator]
         return out
 
-    def _kd(self, out: dict[str, Any], stats: Stats) -> Tensor:
-        return kd_loss(out["logits"], out["t_logits"], self.kd_t)
-
-    def _rkd(self, out: dict[str, Any], stats: Stats) -> Tensor:
-        return rkd_loss(out["features"], out["t_features"], self.rkd_dw, self.rkd_aw)
-
-    def _dkd(self, out: dict[str, Any], stats: Stats) -> Tensor:
-        alpha, beta, temp, warmup = self.dkd
-        ramp = min((out["epoch"] + 1) / warmup, 1.0) if warmup else 1.0
-        loss = dkd_loss(
-            out["logits"], out["t_logits"], out["labels"], alpha=alpha, beta=beta, temperature=temp
-        )
-        return ramp * loss
-
-    def _crd(self, out: dict[str, Any], stats: Stats) -> Tensor:
-        assert self.crd is not None
-        return self.crd(out["features"], out["t_features"], out["batch"].index)
-
     def describe(self) -> dict[str, Any]:
-        alpha, beta, temp, warmup = self.dkd
-        return {
-            **super().describe(),
-            "kd_temperature": self.kd_t,
-            "rkd_distance_weight": self.rkd_dw,
-            "rkd_angle_weight": self.rkd_aw,
-            "dkd_alpha": alpha,
-            "dkd_beta": beta,
-            "dkd_temperature": temp,
-            "dkd_warmup": warmup,
-        }
+        return {**super().describe(), **self.settings}

@@ -102,15 +102,27 @@ def seed_match(exp: Experiment, tseed: int, memo: dict[int, dict[str, Any]]) -> 
     return memo[tseed]
 
 
-def resolve_teacher(exp: Experiment, run: Run, memo: dict[int, dict[str, Any]]) -> None:
-    """Point a matched student's --teacher at its teacher's matched snapshot (else nothing)."""
+def resolve_teacher(
+    exp: Experiment, run: Run, memo: dict[int, dict[str, Any]], required: bool = True
+) -> None:
+    """Point a matched student's --teacher at its teacher's matched snapshot (else nothing).
+
+    Its seed's teachers must be done (in plan order they are); `required=False` (--dry-run)
+    leaves a student whose teachers are not done as planned.
+    """
     from icckd_cli.training.snapshots import snapshot_path
 
     if not exp.options.match_teachers or run.kind != "student" or run.teacher_seed is None:
         return
+    if not required and not _seed_done(exp, run.teacher_seed):
+        return
     epoch = seed_match(exp, run.teacher_seed, memo)["teachers"][run.teacher]["epoch"]
     teacher = snapshot_path(_teacher_dir(exp, str(run.teacher), run.teacher_seed), epoch)
     run.config = run.config.model_copy(update={"teacher": teacher})
+
+
+def _seed_done(exp: Experiment, tseed: int) -> bool:
+    return all(r.status() == "done" for r in exp.runs if r.kind == "teacher" and r.seed == tseed)
 
 
 def matched_results(exp: Experiment) -> dict[str, dict[str, Any]] | None:
@@ -121,6 +133,6 @@ def matched_results(exp: Experiment) -> dict[str, dict[str, Any]] | None:
     memo: dict[int, dict[str, Any]] = {}
     out = {}
     for tseed in used:
-        if all(r.status() == "done" for r in exp.runs if r.kind == "teacher" and r.seed == tseed):
+        if _seed_done(exp, int(tseed)):  # type: ignore[arg-type]
             out[str(tseed)] = seed_match(exp, int(tseed), memo)  # type: ignore[arg-type]
     return out

@@ -1,0 +1,130 @@
+"""The registry of distillation methods: each method file registers itself here.
+
+A method is one module in this folder that calls `register(Method(...))`: its name, the loss
+parts it logs, its settings (a pydantic model whose fields are the TOML keys and, where they
+carry a description, the `distill` options), its published term weights and a function that
+builds its objective terms. A combination of registered terms (kd+rkd) is a `Preset`. The
+settings, the CLI, the tables and `experiment` read everything from here, so adding a method
+is one new file and its test.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+# what a term reads (logits, features, labels, t_logits, t_features, batch, epoch) and the
+# statistics it may add; it returns the unweighted scalar
+TermFn = Callable[[dict[str, Any], dict[str, "Tensor"]], "Tensor"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What building a method's terms may need beyond its settings."""
+
+    feature_dim: int  # the student's pooled feature size
+    teacher_feature_dim: int  # the teacher's pooled feature size (0 when unknown)
+    train_size: int  # training images (CRD's memory has one row per image)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One built term: its function and the module it trains beside the model, if any."""
+
+    fn: TermFn
+    module: nn.Module | None = None  # registered on the objective under the part's name
+
+
+@dataclass(frozen=True)
+class Method:
+    """A distillation method: its terms, settings, published weights and term builder."""
+
+    name: str  # the --method value
+    order: int  # place among the methods (--method choices, term order, table columns)
+    parts: tuple[str, ...]  # loss-part names it logs; each is weighted by <part>_weight
+    settings: type[BaseModel]  # fields with published defaults (and the <part>_weight fields)
+    preset: Mapping[str, float]  # the --method preset: ce_weight and <part>_weight values
+    build: Callable[[Mapping[str, Any], Context], dict[str, Part]]  # resolved settings -> parts
+    recorded: tuple[str, ...] = ()  # settings written into the checkpoint's objective record
+    teacher_features: bool = False  # a term reads the teacher's pooled features
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A --method value combining registered terms with published weights (kd+rkd)."""
+
+    name: str
+    order: int
+    preset: Mapping[str, float] = field(default_factory=dict)
+
+
+# modules of this folder that hold no method: imported where they are used (with torch)
+HELPERS = frozenset({"registry", "queue", "icc", "crd_nce"})
+
+_METHODS: dict[str, Method] = {}
+_PRESETS: dict[str, Preset | Method] = {}
+_LOADED = False
+
+
+def register(entry: Method | Preset) -> Method | Preset:
+    """Add a method (or a preset) under its name; a name may be registered once."""
+    if entry.name in _PRESETS:
+        raise ValueError(f"method {entry.name!r} is registered twice")
+    _PRESETS[entry.name] = entry
+    if isinstance(entry, Method):
+        _METHODS[entry.name] = entry
+    return entry
+
+
+def _load() -> None:
+    """Import every module of this folder once, so each method file registers itself."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    package = __name__.rsplit(".", 1)[0]
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if info.name not in HELPERS and not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+def methods() -> list[Method]:
+    """The registered methods in their order."""
+    _load()
+    return sorted(_METHODS.values(), key=lambda m: m.order)
+
+
+def choices() -> tuple[str, ...]:
+    """Every --method value (methods and presets) in order: kd, rkd, kd+rkd, dkd, crd, ..."""
+    _load()
+    return tuple(p.name for p in sorted(_PRESETS.values(), key=lambda p: p.order))
+
+
+def weight_keys() -> tuple[str, ...]:
+    """The term weights a distillation has: ce_weight, then <part>_weight in method order."""
+    return ("ce_weight", *(f"{p}_weight" for m in methods() for p in m.parts))
+
+
+def preset_weights(name: str) -> dict[str, float]:
+    """A --method value's published weights, every weight key present (0: term off)."""
+    _load()
+    given = _PRESETS[name].preset
+    return {key: given.get(key, 0) for key in weight_keys()}
+
+
+def loss_parts() -> tuple[str, ...]:
+    """Loss-part names in presentation order: total, CE, the teacher's icc, then each method's."""
+    return ("loss", "ce", "icc", *(p for m in methods() for p in m.parts))
+
+
+def needs_teacher_features(weights: Mapping[str, float]) -> bool:
+    """Whether any term with a non-zero weight reads the teacher's pooled features."""
+    return any(weights.get(f"{p}_weight") for m in methods() if m.teacher_features for p in m.parts)

@@ -1,0 +1,112 @@
+"""The settings of train-teacher and distill; the student's are composed from the methods.
+
+Each distillation method (methods/, one file each) brings its own settings model; StudentLoss
+inherits them all, so a method's fields are TOML keys and `distill` options without a line
+here. The --method presets are the methods' published weights (methods/registry.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from icckd_cli.methods import registry
+from icckd_cli.methods.dkd import warmup_epochs
+from icckd_cli.settings.common import _Strict, check_model_args
+from icckd_cli.settings.data import DataOptions
+from icckd_cli.settings.optim import OptimOptions
+from icckd_cli.settings.run import RunOptions
+
+
+class TeacherLoss(_Strict):
+    """CE + icc_weight * L_intra (METHOD.md); icc_weight 0 is the cross-entropy baseline."""
+
+    icc_weight: float = Field(0.05, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # eps of the CE targets; 0 is off
+    margin: float = Field(0.5, lt=1)  # <= -1 turns the gate off
+    icc_temperature: float = Field(0.1, gt=0)
+    queue_size: int = Field(64, ge=0)
+    embedding: Literal["features", "logits", "projection"] = "features"
+    projection_dim: int = Field(128, ge=1)
+    init: Path | None = None
+
+
+class TrainTeacherConfig(DataOptions, OptimOptions, RunOptions, TeacherLoss):
+    """Everything `icckd train-teacher` needs."""
+
+    # issue 29: keep the weights of each evaluated epoch in RUN/epochs/ (set by `experiment`
+    # under match_teachers); excluded from config.json, so it never invalidates a finished run
+    keep_snapshots: bool = Field(False, exclude=True)
+
+
+# kd, rkd, kd+rkd, dkd, crd, dist: every registered method and preset
+Method = Literal[registry.choices()]  # type: ignore[valid-type]
+
+# Published weights of each --method value (each method file cites its own)
+METHOD_PRESETS: dict[str, dict[str, float]] = {
+    name: registry.preset_weights(name) for name in registry.choices()
+}
+
+
+class _Teacher(_Strict):
+    """Which teacher, which method; the methods' own settings follow (StudentLoss)."""
+
+    teacher: Path | None = None
+    teacher_arch: str | None = None
+    # builder arguments of a weights-file teacher (an icckd checkpoint records its own)
+    teacher_model_args: dict[str, Any] = Field(default_factory=dict)
+    method: Method = "kd"  # type: ignore[valid-type]
+    weights: Literal["crd", "mdistiller"] = "crd"
+    ce_weight: float | None = Field(None, ge=0)
+
+    @field_validator("teacher_model_args")
+    @classmethod
+    def _check_teacher_model_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_model_args(value, "--teacher-model-arg")
+
+
+# bases listed last-method-first: pydantic then orders the fields kd, rkd, dkd, crd, dist
+_METHOD_SETTINGS = tuple(m.settings for m in reversed(registry.methods()))
+
+
+class StudentLoss(*_METHOD_SETTINGS, _Teacher):  # type: ignore[misc]
+    """Named, weighted distillation terms; None weights come from the method preset."""
+
+    def resolved_weights(self) -> dict[str, float]:
+        """The term weights: explicit ones override the method's preset."""
+        preset = dict(METHOD_PRESETS[self.method])
+        if self.weights == "mdistiller" and preset["kd_weight"]:
+            preset["ce_weight"], preset["kd_weight"] = 1.0, 1.0
+        out = {}
+        for key, value in preset.items():
+            given = getattr(self, key)
+            out[key] = float(value if given is None else given)
+        return out
+
+
+class TeacherCacheOptions(_Strict):
+    """The teacher-output store (training/store.py): read the teacher's outputs, never run it."""
+
+    teacher_cache: Path | None = None  # the store's folder; None: the teacher runs every step
+    teacher_cache_dtype: Literal["float16", "float32"] = "float16"
+    teacher_cache_topk: int | None = Field(None, ge=1)  # keep K logits a row; None: all of them
+    teacher_cache_limit_gb: float = Field(32.0, gt=0)  # a bigger store is refused
+    teacher_cache_embeddings: bool | None = None  # None: where a term needs them (RKD, CRD)
+
+    def cache_embeddings(self, weights: dict[str, float]) -> bool:
+        """Whether the store keeps the teacher's pooled features."""
+        if self.teacher_cache_embeddings is not None:
+            return self.teacher_cache_embeddings
+        return registry.needs_teacher_features(weights)
+
+
+class DistillConfig(DataOptions, OptimOptions, RunOptions, StudentLoss, TeacherCacheOptions):
+    """Everything `icckd distill` needs."""
+
+    arch: str = "resnet20"
+
+    def resolved_dkd_warmup(self) -> int:
+        """DKD's linear warm-up length in epochs (20 of the 240-epoch recipe, scaled)."""
+        return warmup_epochs(self.dkd_warmup, self.epochs)
