@@ -15,13 +15,14 @@ teachers come first). The choice reads validation numbers only (matched.py).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.work.experiment.matched import curve_from_history, match_seed
 
 # config.py plans with match_plan, so the Experiment and Run types are not imported here
-Experiment = Run = Any
+Experiment: TypeAlias = Any
+Run: TypeAlias = Any
 
 MATCHED_STUDENTS = "students-matched"
 MATCHED_CACHE = "teacher_cache-matched"
