@@ -59,6 +59,7 @@ from icckd_cli.work.evaluation import evaluate_checkpoint as evaluate_checkpoint
 from icckd_cli.work.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
 from icckd_cli.work.inputs import load_data, resolved_config, train_loader
 from icckd_cli.work.inputs import validation_info as validation_info  # moved; kept here
+from icckd_cli.work.run_snapshots import snapshot_keeper
 from icckd_cli.work.teachers import load_teacher, teacher_source
 
 
@@ -135,6 +136,12 @@ def _fit(
     run = {"arch": config["arch"], "num_classes": data.spec.num_classes, "config": config,
            "model_args": config["model_args"]}  # fmt: skip
 
+    keeper = None  # issue 29: a matched experiment's teacher keeps each evaluated epoch
+    if dist.is_main() and getattr(cfg, "keep_snapshots", False):
+        snap_meta = {"kind": kind, **run, "dataset": data.spec.to_dict(), "seed": cfg.seed,
+                     "objective": objective.describe(), **extra_meta}  # fmt: skip
+        keeper = snapshot_keeper(cfg, out, model, snap_meta, state.epoch if resume else 0)
+
     def on_save(st: TrainState) -> None:
         if dist.is_main():
             save_state(out, st, model, objective, opt, run, extra_meta)
@@ -142,6 +149,8 @@ def _fit(
     def on_event(event: str, info: dict[str, Any]) -> None:
         if event == "epoch" and dist.is_main():
             write_metrics(out, trainer.state.history)
+            if keeper is not None:
+                keeper.epoch(info)
             if events is not None:
                 events.epoch(info)
         if dist.is_main():

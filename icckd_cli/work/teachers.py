@@ -20,6 +20,7 @@ from icckd_cli.settings.config import DistillConfig
 from icckd_cli.training.engine import Callback, channels_last_on
 from icckd_cli.training.objectives import DistillObjective, RunTeacher, TeacherSource
 from icckd_cli.work.inputs import train_loader
+from icckd_cli.work.run_snapshots import teacher_snapshot
 
 
 def load_teacher(cfg: DistillConfig) -> tuple[ZooModel, dict[str, Any], dict[str, Any]]:
@@ -43,6 +44,7 @@ def load_teacher(cfg: DistillConfig) -> tuple[ZooModel, dict[str, Any], dict[str
         "objective": meta.get("objective"),
         "metrics": meta.get("metrics"),
     }
+    info.update(teacher_snapshot(meta, Path(cfg.teacher), info["sha256"]))  # issue 29
     return teacher, meta, info
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from icckd_cli.base.errors import UsageError, suggest
 from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig, read_toml
+from icckd_cli.work.experiment.matched import check_match_split
 from icckd_cli.work.experiment.plan import (
     Experiment,
     ExperimentOptions,
@@ -44,6 +45,7 @@ MANAGED = {
     "teacher_model_args": "the teachers record their builder arguments",
     "data_seed": "students sharing a teacher cache use its teacher's seed, others their own",
     "teacher_cache": "use teacher_cache = true or false in [experiment]",
+    "keep_snapshots": "use match_teachers = true in [experiment]",
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -74,6 +76,7 @@ def parse_experiment(
     exp_raw = _table(raw, "experiment", source)
     exp_raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     options = _validate(ExperimentOptions, exp_raw, {}, source, "[experiment]", "[experiment]")
+    check_match_split(options.match_teachers, options.val_per_class, options.val_fraction)
     shared = {k: getattr(options, k) for k in SHARED}
     teachers = [Teacher(*e) for e in _section(raw, "teacher", TrainTeacherConfig, shared, source)]
     if not teachers:

@@ -11,6 +11,7 @@ from typing import Any
 
 from icckd_cli.work.experiment.answers import answers_table
 from icckd_cli.work.experiment.costs import cost_table
+from icckd_cli.work.experiment.matching_tables import with_matching
 from icckd_cli.work.experiment.tables import TableSpec, cell, diff_cell
 
 DIVERSITY_KEYS = ("ratio", "feature_ratio", "target_prob")
@@ -80,7 +81,7 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
     cost = cost_table(results)
     if cost is not None:
         tables.append(cost)
-    return tables
+    return with_matching(results, tables)  # issue 29: matched teachers, the teacher gap
 
 
 def validation_phrase(results: Mapping[str, Any]) -> str:

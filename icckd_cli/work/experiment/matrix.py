@@ -16,8 +16,10 @@ from icckd_cli.base.errors import UsageError
 from icckd_cli.base.events import Callback
 from icckd_cli.settings.config import DistillConfig
 from icckd_cli.work.experiment.costs import cost_figure, measure_costs
+from icckd_cli.work.experiment.matching_plan import check_matchable, resolve_teacher
 from icckd_cli.work.experiment.plan import Experiment, Run
 from icckd_cli.work.experiment.results import collect, write_results
+from icckd_cli.work.experiment.teacher_gap import add_teacher_gaps
 
 # Execution details that may change between invocations without invalidating a finished run.
 IGNORED_ON_REUSE = set(
@@ -101,8 +103,11 @@ def plan_states(exp: Experiment) -> list[tuple[str, str]]:
     """
     for run in exp.runs:
         check_reusable(run)
+    check_matchable(exp)  # issue 29: teachers made without snapshots, refused as a run would
+    matches: dict[int, dict[str, Any]] = {}
     hashes: dict[Path, str] = {}
     for run in exp.runs:
+        resolve_teacher(exp, run, matches, required=False)  # issue 29: where its teachers are done
         teacher = getattr(run.config, "teacher", None)
         if teacher is not None and run.status() == "done" and Path(teacher).is_file():
             check_student_teacher(run, hashes)
@@ -117,10 +122,13 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
 
     for run in exp.runs:
         check_reusable(run)
+    check_matchable(exp)  # issue 29: teachers made without snapshots, refused before any work
+    matches: dict[int, dict[str, Any]] = {}
     total = len(exp.runs)
     callback("plan", {"total": total, "done": sum(r.status() == "done" for r in exp.runs)})
     hashes: dict[Path, str] = {}
     for i, run in enumerate(exp.runs, 1):
+        resolve_teacher(exp, run, matches)  # issue 29: a matched student's teacher snapshot
         status = run.status()
         info = {"index": i, "total": total, "label": run.label, "kind": run.kind}
         if status == "done":
@@ -144,6 +152,7 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
         return {}
     diversity = measure_diversity(exp, callback)
     results = collect(exp, diversity, measure_costs(exp, callback))
+    add_teacher_gaps(exp, results)  # issue 29: matched teachers; teacher gap and line
     results["figures"] = write_curves(exp)
     results["cost"]["figure"] = cost_figure(exp, results)
     write_results(exp, results)

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig
+from icckd_cli.work.experiment.matching_plan import match_plan
 
 
 class ExperimentOptions(DataOptions):
@@ -33,6 +34,8 @@ class ExperimentOptions(DataOptions):
     # students that share a teacher read its outputs from one store (teacher_store.py)
     teacher_cache: bool = True
     tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
+    # students distill from each teacher's epoch that reaches the weakest one's best (issue 29)
+    match_teachers: bool = False
 
     @field_validator("seeds", "teacher_seeds")
     @classmethod
@@ -151,6 +154,8 @@ def plan(exp: Experiment) -> list[Run]:
             label = f"teachers/{t.name}/seed{tseed}"
             cfg = t.config.model_copy(update={"seed": tseed, "out": root / label})
             runs.append(Run("teacher", label, tseed, cfg, teacher=t.name))
+    if exp.options.match_teachers:  # issue 29: snapshots kept, students in their own folders
+        match_plan(runs, root)
     return runs
 
 
