@@ -30,8 +30,9 @@ DEFAULT_ARCHS = ("resnet8,resnet20,resnet56,resnet8x4,resnet32x4,wrn_16_2,wrn_40
 
 
 def cost_rows(archs: list[str], size: int, classes: int, batch: int) -> None:
+    from icckd_cli.base.units import si
     from icckd_cli.models import create_model
-    from icckd_cli.work.cost import count_macs, count_params, measure_latency, si
+    from icckd_cli.work.cost import count_macs, count_params, measure_latency
 
     dev = torch.device("cpu")
     print(

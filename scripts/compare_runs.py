@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
     bad = 0
-    for a, b in zip(argv[::2], argv[1::2]):
+    for a, b in zip(argv[::2], argv[1::2], strict=True):
         pa, pb = _model(a), _model(b)
         diff = compare(pa, pb)
         n = len(load_file(str(pa)))

@@ -14,7 +14,15 @@ from icckd_cli.base.checkpoint import save_model
 from icckd_cli.base.units import si
 from icckd_cli.data import load_dataset
 from icckd_cli.models import create_model
-from icckd_cli.work.cost import REPS, count_macs, count_params, measure_latency, stored_bytes
+from icckd_cli.work.cost import (
+    REPS,
+    THROUGHPUT_BATCH,
+    WARMUP,
+    count_macs,
+    count_params,
+    measure_latency,
+    stored_bytes,
+)
 from tests.helpers import digits_teacher, icckd
 
 
@@ -99,6 +107,21 @@ def test_latency_is_a_median_with_what_it_was_measured_on() -> None:
     assert alone["throughput"] is None and alone["timing"]["memory_format"] == "channels_last"
 
 
+def test_each_timed_pass_is_reported_and_the_last_report_is_complete() -> None:
+    events: list[tuple[str, dict]] = []
+    model = create_model("resnet8", 10)
+    got = measure_latency(model, 16, torch.device("cpu"), batch_size=4, reps=5,
+                          progress=lambda event, info: events.append((event, info)))  # fmt: skip
+    assert {e for e, _ in events} == {"latency"}
+    for batch in (1, 4):
+        done = [(i["done"], i["total"]) for _, i in events if i["batch"] == batch]
+        n = got["timing"]["reps"]["latency" if batch == 1 else "throughput"]
+        assert [d for d, _ in done] == list(range(1, WARMUP + n + 1))  # one per pass
+        assert done[-1] == (WARMUP + n, WARMUP + n)  # the end, wherever the budget stopped it
+        assert all(t == WARMUP + 5 for _, t in done[:-1])
+    assert [i["batch"] for _, i in events] == sorted(i["batch"] for _, i in events)
+
+
 def test_si_prefixes() -> None:
     assert si(1_814_073_344) == "1.81 G" and si(12_501_632) == "12.50 M"
     assert si(272_474) == "272.5 k" and si(999) == "999"
@@ -124,6 +147,16 @@ def test_eval_reports_cost_and_latency(capsys: pytest.CaptureFixture[str], tmp_p
     r = icckd(capsys, "eval", tmp_path / "t.safetensors", "--device", "cpu", "--latency",
               "--batch-size", "8")  # fmt: skip
     assert r.code == 0 and "ms (batch 1; cpu," in r.out and "images/s (batch 8;" in r.out
+    # without --batch-size the throughput batch is 64, not the evaluation's 512, and each
+    # timing says that it started
+    r = icckd(capsys, "eval", tmp_path / "t.safetensors", "--device", "cpu", "--latency",
+              "--format", "json")  # fmt: skip
+    assert r.code == 0, r.err
+    assert THROUGHPUT_BATCH == 64 and json.loads(r.out)["timing"]["batch_size"] == 64
+    assert r.err.splitlines() == [
+        f"timing batch-1 latency (at most {WARMUP + REPS} passes)",
+        f"timing throughput at batch 64 (at most {WARMUP + REPS} passes)",
+    ]
 
 
 def test_cost_only_needs_no_data_set(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

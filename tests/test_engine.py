@@ -109,14 +109,39 @@ def test_predict_yields_in_order() -> None:
     assert torch.equal(torch.cat([lg for lg, _, _ in got]), table)
 
 
-def test_resolve_device() -> None:
+def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the machine's accelerators are pinned, so every branch runs on any machine
+    cuda, mps = [False], [False]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda[0])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1 if cuda[0] else 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps[0])
     assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
-    with pytest.raises(UsageError, match="unknown device 'gpu'"):
-        resolve_device("gpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(UsageError, match="asked for CUDA but none is available"):
-            resolve_device("cuda:1")
+    assert resolve_device("auto") == torch.device("cpu")  # neither CUDA nor MPS
+    mps[0] = True
+    assert resolve_device("auto") == torch.device("mps")
+    assert resolve_device("mps") == torch.device("mps")
+    cuda[0] = True
+    assert resolve_device("auto") == torch.device("cuda")  # CUDA first
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    refused = {
+        "gpu": "unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps",
+        "cuda:x": "unknown device 'cuda:x'; use auto, cpu, cuda, cuda:N or mps",
+        "meta": "unknown device 'meta'; use auto, cpu, cuda, cuda:N or mps",
+        "cuda:1": "--device cuda:1: there are only 1 CUDA devices",
+    }
+    for name, message in refused.items():
+        with pytest.raises(UsageError) as exc:
+            resolve_device(name)
+        assert exc.value.message == message
+    cuda[0] = mps[0] = False
+    with pytest.raises(UsageError) as exc:
+        resolve_device("cuda")
+    assert (
+        exc.value.message == "--device cuda asked for CUDA but none is available; use --device cpu"
+    )
+    with pytest.raises(UsageError) as exc:
+        resolve_device("mps")
+    assert exc.value.message == "--device mps: Apple's MPS is not available here; use --device cpu"
 
 
 def test_channels_last_where_asked_but_not_on_mps() -> None:

@@ -201,3 +201,84 @@ def test_students_of_one_teacher_share_its_cache_written_by_the_first(
         assert (meta["config"]["seed"], meta["config"]["data_seed"]) == (0, 0)
     again = icckd(capsys, "experiment", config, "--format", "json")
     assert again.code == 0 and "teacher cache" not in again.err
+
+
+VIT_EXPERIMENT = """\
+[experiment]
+name = "vit"
+dataset = "digits"
+train_per_class = 5
+test_per_class = 2
+seeds = [0]
+out = "{out}"
+device = "cpu"
+latency = false
+teacher_cache = false
+
+[teacher]
+epochs = 1
+batch_size = 16
+
+[[teachers]]
+name = "ce"
+arch = "resnet8"
+icc_weight = 0
+
+[student]
+epochs = 1
+batch_size = 16
+
+[[students]]
+method = "kd"
+arch = "timm:vit_tiny_patch16_224"
+model_args = {{patch_size = 4, embed_dim = 32, depth = 1, num_heads = 2}}
+"""
+
+
+@pytest.mark.slow
+def test_an_experiment_with_a_timm_student_resumes_and_then_skips_every_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("timm")
+    config = tmp_path / "vit.toml"
+    out = tmp_path / "exp"
+    config.write_text(VIT_EXPERIMENT.format(out=out))
+    exp = ex.load_experiment(config)
+    assert [(r.label, r.config.arch) for r in exp.runs] == [
+        ("teachers/ce/seed0", "resnet8"),
+        ("students/ce/kd/seed0", "timm:vit_tiny_patch16_224"),
+    ]
+    seen: list[dict[str, Any]] = []
+
+    def ctrl_c_in_the_student(event: str, info: dict[str, Any]) -> None:
+        if event == "run":
+            seen.append(info)
+        if event == "step" and seen[-1]["kind"] == "student" and info["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        ex.run_experiment(exp, ctrl_c_in_the_student)
+    student = out / "students/ce/kd/seed0"
+    # the run recorded the image size it filled in; the file asks for none
+    assert json.loads((student / "config.json").read_text())["model_args"]["img_size"] == 32
+    r = icckd(capsys, "experiment", config, "--dry-run")
+    assert r.code == 0, r.err
+    assert "teachers/ce/seed0    │ done" in r.out and "students/ce/kd/seed0 │ partial" in r.out
+    r = icckd(capsys, "experiment", config, "--format", "json")
+    assert r.code == 0, r.err
+    assert "run 1/2: teachers/ce/seed0: finished already, skipped" in r.err
+    assert "run 2/2: students/ce/kd/seed0: resuming" in r.err
+    before = _models(out)
+    r = icckd(capsys, "experiment", config, "--dry-run")
+    assert r.code == 0 and r.out.count("│ done") == 2, r.out
+    r = icckd(capsys, "experiment", config)
+    assert r.code == 0, r.err
+    assert r.err.count("finished already, skipped") == 2 and "training" not in r.err
+    assert _models(out) == before
+    # an argument asked for differently is still refused, by --dry-run as by the run
+    config.write_text(VIT_EXPERIMENT.format(out=out).replace("patch_size = 4", "patch_size = 8"))
+    for extra in (("--dry-run",), ()):
+        r = icckd(capsys, "experiment", config, *extra)
+        assert r.code == 2
+        assert f"error: {student} was run with model_args = " in r.err
+        assert "'patch_size': 8" in r.err and "delete that folder to redo it" in r.err

@@ -47,3 +47,15 @@ def test_softlabel_paths_are_printed_once_below_the_table(
     assert "ce + 0.1 icc" in next(line for line in out if "objective" in line)
     # rich markup in a path ([ce]) is printed as it is
     assert out[-2:] == ["  ce: /x/[ce]/model.safetensors", "  icc: /x/[icc]/model.safetensors"]
+
+
+def test_table_notes_keep_their_square_brackets(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = SimpleNamespace(
+        title="cost",
+        columns=["run"],
+        rows=[["ce"]],
+        notes=["latency not measured (latency = false in [experiment], or --no-latency)"],
+    )
+    tables.experiment_tables([spec])
+    printed = capsys.readouterr().out
+    assert "latency = false in [experiment], or --no-latency" in printed

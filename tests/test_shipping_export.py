@@ -16,6 +16,7 @@ from icckd_cli.data import load_dataset
 from icckd_cli.models import ZooModel, create_model
 from icckd_cli.models import registry as model_registry
 from icckd_cli.work.shipping import export as ex
+from icckd_cli.work.shipping import formats
 from tests.helpers import digits_teacher, icckd
 
 VIT = "timm:vit_tiny_patch16_224"
@@ -232,3 +233,71 @@ def test_a_mismatch_beyond_the_tolerance_leaves_no_file(
     r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "torchscript",
               "--out", tmp_path / "t.pt", "--tolerance", "1e-2")  # fmt: skip
     assert r.code == 0, r.err
+
+
+# ----------------------------------------------------------------------------- ONNX that travels
+
+
+def _export_onnx(capsys: pytest.CaptureFixture[str], src: Path, out: Path, *more: str) -> Any:
+    r = icckd(capsys, "export", src, "--format", "onnx", "--out", out, "--json", *more)
+    assert r.code == 0, r.err
+    return json.loads(r.out)
+
+
+def _runs_elsewhere(files: list[Path], elsewhere: Path, model: ZooModel, src: Path) -> None:
+    """The files moved to another folder still run there in onnxruntime, as the checkpoint."""
+    elsewhere.mkdir()
+    for f in files:
+        f.rename(elsewhere / f.name)
+    raw, normalised = _digit_images(3, src)
+    with torch.inference_mode():
+        want = model.eval()(normalised)
+    got = _load("onnx", elsewhere / files[0].name)(raw)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow  # the dynamo exporter takes about 10 s for resnet8 here
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_an_onnx_export_is_one_file_that_runs_from_another_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, exporter: str
+) -> None:
+    model = digits_teacher(tmp_path / "t.safetensors")
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out/t.onnx"
+    told = _export_onnx(capsys, tmp_path / "t.safetensors", out, "--onnx-exporter", exporter)
+    # nothing beside the file and its JSON: no data file, no temporary one
+    assert sorted(p.name for p in out.parent.iterdir()) == ["t.onnx", "t.onnx.json"]
+    assert told["external_data"] is None and told["bytes"] == out.stat().st_size
+    assert json.loads((tmp_path / "out/t.onnx.json").read_text())["external_data"] is None
+    _runs_elsewhere([out], tmp_path / "elsewhere", model, tmp_path / "t.safetensors")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_an_onnx_export_over_the_limit_keeps_its_tensors_in_out_data(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    exporter: str,
+) -> None:
+    model = digits_teacher(tmp_path / "t.safetensors")
+    src, out = tmp_path / "t.safetensors", tmp_path / "out/t.onnx"
+    exporter_args = ("--onnx-exporter", exporter)
+    monkeypatch.setattr(formats, "ONNX_INLINE_LIMIT", 0)  # resnet8 stands in for a 2 GB net
+    told = _export_onnx(capsys, src, out, *exporter_args)
+    data = tmp_path / "out/t.onnx.data"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["t.onnx", "t.onnx.data", "t.onnx.json"]
+    assert told["external_data"] == "t.onnx.data"
+    assert json.loads((tmp_path / "out/t.onnx.json").read_text())["external_data"] == "t.onnx.data"
+    assert told["bytes"] == out.stat().st_size + data.stat().st_size
+    assert data.stat().st_size > 300_000 > out.stat().st_size  # resnet8's 78,042 float32 weights
+    # --overwrite replaces the data file, and removes it when the new export needs none
+    r = icckd(capsys, "export", src, "--format", "onnx", "--out", out, *exporter_args)
+    assert r.code == 2 and "already exists; pass --overwrite" in r.err
+    _export_onnx(capsys, src, out, "--overwrite", *exporter_args)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["t.onnx", "t.onnx.data", "t.onnx.json"]
+    _runs_elsewhere([out, data], tmp_path / "elsewhere", model, src)
+    monkeypatch.setattr(formats, "ONNX_INLINE_LIMIT", 2**31 - 2**27)
+    data.write_bytes(b"left from an earlier export")
+    _export_onnx(capsys, src, out, "--overwrite", *exporter_args)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["t.onnx", "t.onnx.json"]

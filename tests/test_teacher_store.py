@@ -85,10 +85,27 @@ def test_kd_rkd_student_from_the_store_never_runs_the_teacher(
     assert (meta["seed"], meta["data_seed"]) == (1, 0)
 
 
-def test_data_seed_defaults_to_seed_and_alone_changes_the_batches(made: Path) -> None:
-    cfg = build(DistillConfig, {**BASE, "seed": 3})
-    assert cfg.resolved_data_seed() == 3
+def test_data_seed_defaults_to_seed_and_alone_changes_the_batches() -> None:
+    def batches(**seeds: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Two epochs of the run's augmented batches: (indices, images) of each."""
+        cfg = build(DistillConfig, {**BASE, **seeds})
+        data = runs.load_data(cfg, torch.device("cpu"))
+        loader = runs.train_loader(cfg, data, views=1, channels_last=False)
+        return [(b.index, b.views[0]) for e in range(2) for b in loader.epoch(e, 0)]
+
+    def same(a: list[Any], b: list[Any]) -> bool:
+        return len(a) == len(b) and all(
+            torch.equal(i, j) and torch.equal(x, y) for (i, x), (j, y) in zip(a, b, strict=True)
+        )
+
+    assert build(DistillConfig, {**BASE, "seed": 3}).resolved_data_seed() == 3
     assert build(DistillConfig, {**BASE, "seed": 3, "data_seed": 0}).resolved_data_seed() == 0
+    by_seed = batches(seed=3)
+    assert same(by_seed, batches(seed=3, data_seed=3))  # the default is the seed
+    assert same(by_seed, batches(seed=7, data_seed=3))  # the seed alone moves no batch
+    other = batches(seed=3, data_seed=0)  # the data seed alone moves them
+    assert not any(torch.equal(i, j) for (i, _), (j, _) in zip(by_seed, other, strict=True))
+    assert not torch.equal(by_seed[0][1], other[0][1])
 
 
 def test_float16_store_keeps_outputs_within_half_precision(made: Path, tmp_path: Path) -> None:
@@ -164,7 +181,7 @@ def test_a_killed_write_is_never_read_and_resumes_to_the_same_student(
 ) -> None:
     shutil.copy(made / "teacher.safetensors", tmp_path / "teacher.safetensors")
     events: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(store, "SAVE_EVERY", 2)  # progress after batches 2, 4, 6 and 7
+    monkeypatch.setattr(store.writer, "SAVE_EVERY", 2)  # progress after batches 2, 4, 6 and 7
 
     def killed(event: str, info: dict[str, Any]) -> None:
         events.append((event, info))
@@ -249,7 +266,11 @@ def test_interrupted_student_on_the_store_resumes_bit_for_bit(
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        ({"data_seed": 1}, "its augmentation differs (data_seed 0 there, 1 here)"),
+        (
+            {"data_seed": 1},
+            "its augmentation differs (data_seed 0 there, 1 here); pass --data-seed 0 (the "
+            "seed it was written under) to read it, use another --teacher-cache folder",
+        ),
         ({"batch_size": 20}, "its augmentation differs (batch_size 16 there, 20 here)"),
         ({"crop_padding": 2}, "its augmentation differs (crop_padding 4 there, 2 here)"),
         ({"train_per_class": 9}, "its data differs (train_per_class 10 there, 9 here; images"),
@@ -330,7 +351,7 @@ def test_a_damaged_file_is_an_error_naming_it(
     line = one_error(r.err)
     assert line.startswith(f"error: teacher cache file {target} is damaged (")
     assert line.endswith(f"); delete {cache} to rebuild the store")
-    assert not (tmp_path / "s" / "model.safetensors").exists()
+    assert not (tmp_path / "s").exists()  # refused before the run folder is made
 
 
 def test_a_store_over_the_limit_is_refused_before_anything_is_written(

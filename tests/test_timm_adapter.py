@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,3 +132,39 @@ def test_weights_of_another_shape_name_the_builder_arguments() -> None:
         "weights were made with (--model-arg, or --teacher-model-arg for a teacher, e.g. "
         "img_size=32)"
     )
+
+
+def test_a_vit_with_a_patch_grid_under_4x4_is_warned_about_naming_patch_size() -> None:
+    from icckd_cli.models.registry import probe_model
+    from icckd_cli.work.evaluation import patch_grid_warning
+
+    small = {"embed_dim": 32, "depth": 1, "num_heads": 2, "img_size": 32}
+    vit = probe_model("timm:vit_tiny_patch16_224", 10, **small)  # 16-pixel patches
+    assert vit.patch_grid(32) == (2, 2)
+    assert patch_grid_warning(vit, 32) == (
+        "timm:vit_tiny_patch16_224 cuts the 32x32 images into a 2x2 grid of patches (4 "
+        "tokens), too few to learn from; pass --model-arg patch_size=4 for an 8x8 grid"
+    )
+    fine = probe_model("timm:vit_tiny_patch16_224", 10, **small, patch_size=8)
+    assert fine.patch_grid(32) == (4, 4) and patch_grid_warning(fine, 32) is None
+    cnn = probe_model("timm:resnet18", 10)
+    assert cnn.patch_grid(32) is None and patch_grid_warning(cnn, 32) is None
+    assert patch_grid_warning(create_model("resnet8", 10), 32) is None
+    tv = probe_model("torchvision:vit_b_16", 10, image_size=32)  # its builder fixes patches
+    assert tv.patch_grid(32) == (2, 2)
+    assert "use a timm: ViT with --model-arg patch_size=4" in str(patch_grid_warning(tv, 32))
+
+
+def test_training_a_vit_on_a_2x2_grid_prints_the_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from tests.helpers import icckd
+
+    small = ["--model-arg", "embed_dim=16", "--model-arg", "depth=1", "--model-arg", "num_heads=1"]
+    r = icckd(capsys, "train-teacher", "--arch", "timm:vit_tiny_patch16_224", *small,
+              "--dataset", "digits", "--epochs", "1", "--train-per-class", "2",
+              "--test-per-class", "1", "--icc-weight", "0", "--device", "cpu",
+              "--out", tmp_path / "vit")  # fmt: skip
+    assert r.code == 0, r.err
+    assert r.err.count("grid of patches") == 1
+    assert "warning: timm:vit_tiny_patch16_224 cuts the 32x32 images into a 2x2 grid" in r.err

@@ -43,7 +43,16 @@ class Event(str, Enum):
     RUN_END = "run_end"  # a run of the matrix finished: final, best, elapsed
     DIVERSITY = "diversity"  # soft-label statistics of the teachers are measured: count
     COST = "cost"  # parameters, MACs (and latency) are measured: count, latency
+    # work/cost.py
+    LATENCY = "latency"  # a pass of a latency/throughput timing: batch, done, total (passes)
     FINISH = "finish"  # the whole matrix is done and its results written: out
+    # work/corruptions.py
+    CORRUPTION = "corruption"  # a corruption at a severity evaluated: corruption, severity, top1
+
+    # work/tune/
+    TRIAL_START = "trial_start"  # a trial of the study starts: number, params
+    TRIAL = "trial"  # a trial of this worker ended: the frozen optuna trial, time
+    TIMEOUT = "timeout"  # --timeout passed: no further trial starts in this worker: timeout
 
     def __str__(self) -> str:
         return self.value

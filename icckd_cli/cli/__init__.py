@@ -18,6 +18,7 @@ from icckd_cli.cli import inspection  # noqa: F401  eval, inspect-softlabels, mo
 from icckd_cli.cli import experiment  # noqa: F401  experiment, quickstart
 from icckd_cli.cli import fetch  # noqa: F401  fetch-teacher
 from icckd_cli.cli import shipping  # noqa: F401  export
+from icckd_cli.cli import tune  # noqa: F401  tune
 # isort: on
 
 __all__ = ["app", "main"]

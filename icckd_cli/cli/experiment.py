@@ -36,7 +36,7 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     from icckd_cli.work import experiment as ex
 
     if dry_run:
-        tables.experiment_plan([(r.label, r.status()) for r in exp.runs])
+        tables.experiment_plan(ex.plan_states(exp))
         return
     dist.init_from_env()  # under torchrun every run of the matrix is data-parallel
     progress = ExperimentProgress(exp.options.name)

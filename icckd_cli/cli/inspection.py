@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,11 +36,12 @@ def eval_(
     ] = None,
     device: Device = None,
     batch_size: Annotated[
-        int | None, Opt(help="Evaluation batch size, and --latency's throughput batch (512).")
+        int | None,
+        Opt(help="Evaluation batch size (512), and --latency's throughput batch (64)."),
     ] = None,
     latency: Annotated[
         bool | None,
-        Opt("--latency", help="Time batch-1 latency and throughput at --batch-size."),
+        Opt("--latency", help="Time batch-1 latency and throughput at batch 64 (--batch-size)."),
     ] = None,
     cost_only: Annotated[
         bool | None,
@@ -71,12 +73,38 @@ def eval_(
         cost_only=cfg.cost_only,
         corruptions=cfg.corruptions,
         corruptions_dir=cfg.corruptions_dir,
+        throughput_batch=batch_size,  # given: the user's; else the work's own default
+        progress=_timing_shown(),
     )
     if cfg.format == "json":
         console.print_json(metrics)
     else:
         tables.eval_table(metrics)
         robustness.eval_extra_tables(metrics)
+
+
+def _timing_shown() -> Callable[[str, dict[str, Any]], None]:
+    """`eval --latency`: a line as each timing starts, and a bar of its passes on a terminal."""
+    from icckd_cli.presentation.progress import progress_bar
+
+    bars: dict[int, tuple[Any, Any]] = {}
+
+    def shown(event: str, info: dict[str, Any]) -> None:
+        if event != "latency":
+            return
+        batch, done, total = info["batch"], info["done"], info["total"]
+        if batch not in bars:
+            what = "batch-1 latency" if batch == 1 else f"throughput at batch {batch}"
+            console.note(f"timing {what} (at most {total} passes)")
+            bar = progress_bar(f"batch {batch}", "passes")
+            bar.start()
+            bars[batch] = (bar, bar.add_task("timing", total=total))
+        bar, task = bars[batch]
+        bar.update(task, completed=done, total=total)
+        if done >= total:
+            bar.stop()
+
+    return shown
 
 
 @app.command("inspect-softlabels")

@@ -28,6 +28,10 @@ class ZooModel(nn.Module):
         """The only image side the network accepts (ViTs without dynamic sizes), else None."""
         return None
 
+    def patch_grid(self, image_size: int) -> tuple[int, int] | None:
+        """(rows, columns) of patches a vision Transformer cuts an image into; None for CNNs."""
+        return None
+
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) images -> (B, feature_dim) pooled penultimate features."""
         raise NotImplementedError

@@ -86,6 +86,20 @@ class TimmModel(LibraryModel):
         """(B, D) -> (B, num_classes) through timm's classifier."""
         return self.head_module(feats)
 
+    def patch_grid(self, image_size: int) -> tuple[int, int] | None:
+        """The patch embedding's grid on image_size x image_size images (ViT, DeiT, ...)."""
+        embed = getattr(self.net, "patch_embed", None)
+        if embed is None:
+            return None
+        if getattr(embed, "backbone", None) is not None:  # a CNN stem first: timm's own grid
+            grid = getattr(embed, "grid_size", None)
+            return (int(grid[0]), int(grid[1])) if grid else None
+        patch = getattr(embed, "patch_size", None)
+        if patch is None:
+            return None
+        rows, cols = patch if isinstance(patch, (tuple, list)) else (patch, patch)
+        return image_size // int(rows), image_size // int(cols)
+
     def fixed_input_size(self) -> int | None:
         """A ViT's patch embedding accepts one image size unless built with dynamic sizes."""
         embed = getattr(self.net, "patch_embed", None)

@@ -116,6 +116,11 @@ class TorchvisionModel(LibraryModel):
             feats = m(feats)
         return feats
 
+    def patch_grid(self, image_size: int) -> tuple[int, int] | None:
+        """torchvision's ViTs: image_size // patch_size patches a side; None for others."""
+        patch = getattr(self.net, "patch_size", None)
+        return (image_size // patch, image_size // patch) if isinstance(patch, int) else None
+
     def fixed_input_size(self) -> int | None:
         """torchvision's ViTs accept only the image_size they were built for."""
         size = getattr(self.net, "image_size", None)

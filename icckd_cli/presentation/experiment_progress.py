@@ -16,7 +16,8 @@ class ExperimentProgress(View):
 
     # a run's own end and decoding show in its bar and lines; the results come as tables
     IGNORED = frozenset({Event.END, Event.DECODE, Event.DOWNLOAD, Event.FINISH,
-                         Event.TRAIN_SPLIT, Event.CORRUPTION})  # fmt: skip
+                         Event.CORRUPTION, Event.TRIAL_START, Event.TRIAL, Event.TIMEOUT,
+                         Event.LATENCY, Event.TRAIN_SPLIT})  # fmt: skip
 
     def __init__(self, name: str) -> None:
         self.name = name

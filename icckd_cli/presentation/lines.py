@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from icckd_cli.base.units import size_text
+from icckd_cli.methods.registry import loss_parts
 
-LOSS_ORDER = ("loss", "ce", "icc", "kd", "rkd", "dkd", "crd")
+# the total first, then each registered method's parts in registration order
+LOSS_ORDER = loss_parts()
 SHORT = {"icc_gate_pass": "gate", "icc_negatives": "negs", "icc_counted": "counted"}
 
 

@@ -154,7 +154,7 @@ def experiment_tables(tables: Sequence[Any], written: Sequence[str] = ()) -> Non
             table.add_row(*row)
         out.print(table)
         for line in spec.notes:
-            out.print(f"  {line}", highlight=False)
+            out.print(f"  {line}", highlight=False, markup=False)  # notes quote TOML tables
         out.print()
     for path in written:
         note(f"wrote {path}")

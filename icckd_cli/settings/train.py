@@ -36,6 +36,10 @@ class TeacherLoss(_Strict):
 class TrainTeacherConfig(DataOptions, OptimOptions, RunOptions, TeacherLoss):
     """Everything `icckd train-teacher` needs."""
 
+    # issue 29: keep the weights of each evaluated epoch in RUN/epochs/ (set by `experiment`
+    # under match_teachers); excluded from config.json, so it never invalidates a finished run
+    keep_snapshots: bool = Field(False, exclude=True)
+
 
 # kd, rkd, kd+rkd, dkd, crd, dist: every registered method and preset
 Method = Literal[registry.choices()]  # type: ignore[valid-type]

@@ -114,7 +114,7 @@ def all_gather_cat(t: Tensor) -> Tensor:
 
 def gather_rows(t: Tensor) -> tuple[Tensor, Tensor]:
     """(all ranks' rows in rank order, the other ranks' rows), detached: (N, ...) -> (W*N, ...)
-    and ((W-1)*N, ...). Other ranks' rows are constants here, as cached entries are."""
+    and ((W-1)*N, ...). Other ranks' rows are constants here, as the queue's entries are."""
     t = t.detach()
     if not is_distributed():
         return t, t[:0]

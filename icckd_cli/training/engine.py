@@ -6,8 +6,6 @@ are read once per logging interval, so the step has no host-device synchronisati
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,69 +16,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # Diverged and Interrupted live in errors.py, which distributed.py imports too; callers that
-# import them from here still find them
-from icckd_cli.base.errors import DataFileError, Diverged, Interrupted, UsageError
+# import them from here still find them, as they find the device helpers and the schedule
+from icckd_cli.base.errors import DataFileError, Diverged, Interrupted
 from icckd_cli.data import DataSpec, DeviceLoader, Split, StreamLoader, eval_batches
 from icckd_cli.metrics.calibration import expected_calibration_error
 from icckd_cli.training import distributed as dist
+from icckd_cli.training.devices import autocast
+from icckd_cli.training.devices import channels_last_on as channels_last_on
+from icckd_cli.training.devices import resolve_device as resolve_device
+from icckd_cli.training.devices import tune_backends as tune_backends
 from icckd_cli.training.objectives import Objective
+from icckd_cli.training.schedule import LrSchedule
+from icckd_cli.training.schedule import lr_at as lr_at
 
 Callback = Callable[[str, dict[str, Any]], None]
 CHECK_EVERY = 50  # steps between reads of the loss accumulators (NaN guard)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda, mps or cpu; an unavailable device is a one-line error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        dev = None
-    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps")
-    if dev.type == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise UsageError(f"--device {name}: Apple's MPS is not available here; use --device cpu")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} asked for CUDA but none is available; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(
-            f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices"
-        )
-    return dev
-
-
-def channels_last_on(device: torch.device, wanted: bool) -> bool:
-    """Whether models run channels-last: where the run asks for it, except on Apple's MPS."""
-    return wanted and device.type != "mps"
-
-
-def tune_backends(device: torch.device) -> None:
-    """On CUDA, cuDNN picks the fastest convolutions per shape unless determinism is on."""
-    # training's shapes are fixed (batch and image size; the last batch and evaluation add
-    # one or two), so timing the algorithms once per shape is repaid within the first epoch;
-    # the config has no determinism option, so honour the process-wide switches
-    if device.type != "cuda":
-        return
-    if torch.are_deterministic_algorithms_enabled() or torch.backends.cudnn.deterministic:
-        return
-    torch.backends.cudnn.benchmark = True
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA by default; fp32 elsewhere unless asked."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def predict(
@@ -132,52 +82,15 @@ def evaluate(
 
 
 def best_so_far(best: dict[str, Any], record: dict[str, Any], on_val: bool) -> dict[str, Any]:
-    """The best evaluated epoch after `record`: by validation top-1 when `on_val`, else by
-    test top-1; the earlier epoch wins a tie. It holds that epoch's test numbers."""
+    """The best evaluated epoch after `record` (val top-1 when `on_val`; earlier wins ties)."""
     key = "val_top1" if on_val else "top1"
     if key not in record or (best and record[key] <= best[key]):
         return best
-    out = {"epoch": record["epoch"], "top1": record["top1"], "top5": record["top5"]}
-    if on_val:  # the test split at the best-validation epoch, and what chose it
-        out.update({k: record[k] for k in ("nll", "val_top1", "val_top5", "val_nll")})
-        out["chosen_on"] = "val"
-    return out
-
-
-def lr_at(epoch: int, base: float, decay_epochs: list[int], rate: float) -> float:
-    """Multi-step schedule: base * rate ** (number of decay epochs already reached)."""
-    return base * rate ** sum(epoch >= e for e in decay_epochs)
-
-
-@dataclass(frozen=True)
-class LrSchedule:
-    """The learning rate of every step: a linear warm-up, then step decay or a cosine to 0.
-
-    Set before each step from (epoch, step) alone, so a run resumed mid-epoch continues it
-    exactly. Warm-up step g of W (0-based) trains at base x (g + 1) / W; the cosine then runs
-    over the remaining steps from base towards 0 (its last step stays above 0).
-    """
-
-    base: float
-    epochs: int
-    steps: int  # per epoch
-    decay_epochs: list[int]
-    decay_rate: float
-    kind: str = "step"  # "step" or "cosine"
-    warmup_epochs: int = 0
-
-    def __call__(self, epoch: int, step: int = 0) -> float:
-        g, warm = epoch * self.steps + step, self.warmup_epochs * self.steps
-        if g < warm:
-            peak = self.base if self.kind == "cosine" else self._step(epoch)
-            return peak * (g + 1) / warm
-        if self.kind == "cosine":
-            done = (g - warm) / max(1, self.epochs * self.steps - warm)
-            return self.base * 0.5 * (1.0 + math.cos(math.pi * done))
-        return self._step(epoch)
-
-    def _step(self, epoch: int) -> float:
-        return lr_at(epoch, self.base, self.decay_epochs, self.decay_rate)
+    # the test split at the best-validation epoch, and what chose it; a run that never reads
+    # its test split (icckd tune's trials) has no test numbers here
+    keys = ("top1", "top5", *(("nll", "val_top1", "val_top5", "val_nll") if on_val else ()))
+    out = {"epoch": record["epoch"], **{k: record[k] for k in keys if k in record}}
+    return {**out, "chosen_on": "val"} if on_val else out
 
 
 @dataclass
@@ -194,13 +107,13 @@ class TrainState:
 
 @dataclass
 class Trainer:
-    """Runs the epochs: objective -> backward -> step -> cache update -> eval -> log."""
+    """Runs the epochs: objective -> backward -> step -> queue update -> eval -> log."""
 
     model: nn.Module
     objective: Objective
     optimizer: torch.optim.Optimizer
     loader: DeviceLoader | StreamLoader  # in memory, or streamed: one interface
-    test: Split
+    test: Split | None  # None: the test split is never read (then `val` is evaluated alone)
     spec: DataSpec
     epochs: int
     base_lr: float
@@ -222,7 +135,8 @@ class Trainer:
 
     def run(self) -> TrainState:
         """Train from `state` to the last epoch; returns the final state."""
-        st, device = self.state, self.test.device
+        st = self.state
+        device = (self.test if self.test is not None else self.val).device
         steps = len(self.loader)
         lr_of = self.lr_schedule()
         self.callback("start", {"epochs": self.epochs, "steps": steps, "epoch": st.epoch})
@@ -277,7 +191,8 @@ class Trainer:
                 st.step * self.loader.batch_size * self.loader.world / max(record["time"], 1e-9)
             )
             if (st.epoch + 1) % self.eval_every == 0 or st.epoch + 1 == self.epochs:
-                record.update(self._evaluate(self.test))
+                if self.test is not None:
+                    record.update(self._evaluate(self.test))
                 if self.val is not None:  # the test numbers of every epoch stay in history
                     record.update({f"val_{k}": v for k, v in self._evaluate(self.val).items()})
             st.history.append(record)
@@ -382,8 +297,3 @@ class Trainer:
             weights = [f"--{part}-weight"]
         also = f" or a lower {' / '.join(weights)}" if weights else ""
         return f"try a lower --lr (it was {lr:g}){also}"
-
-
-def is_finite_number(x: float) -> bool:
-    """True for a real, finite float."""
-    return isinstance(x, float) and math.isfinite(x)

@@ -1,6 +1,6 @@
 """The resumable training state: what state.safetensors holds, written and read back.
 
-Weights, the objective's own state (heads, intra-class cache, CRD memory), the optimiser's
+Weights, the objective's own state (heads, the queue, CRD memory), the optimiser's
 momentum and the random generators, so a resumed run continues bit for bit.
 """
 

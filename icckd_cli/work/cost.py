@@ -25,6 +25,16 @@ WARMUP = 3  # untimed runs first: allocator, caches, cuDNN's algorithm search
 REPS = 20  # timed runs; the median is reported
 BUDGET_S = 2.0  # ...but slow models stop timing after this long (never under MIN_REPS runs)
 MIN_REPS = 5
+# `eval --latency`'s throughput batch unless --batch-size is given: a ViT-Tiny at 32x32
+# (65 tokens) takes about a second a pass of 64 on 2 CPU cores, so the 3 + 5 or more passes
+# take seconds; at the evaluation batch (512) they took 80 s
+THROUGHPUT_BATCH = 64
+
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+def _no_progress(event: str, info: dict[str, Any]) -> None:
+    return None
 
 
 def count_params(model: nn.Module) -> int:
@@ -93,11 +103,20 @@ def static_cost(model: nn.Module, image_size: int, path: Path | None = None) -> 
 
 
 def _median_seconds(
-    run: Callable[[], object], sync: Callable[[], None], reps: int
+    run: Callable[[], object],
+    sync: Callable[[], None],
+    reps: int,
+    shown: Callable[[int, int], None] = lambda done, total: None,
 ) -> tuple[float, int]:
-    """(median wall time of `run`, timed runs made), after WARMUP untimed ones."""
-    for _ in range(WARMUP):
+    """(median wall time of `run`, timed runs made), after WARMUP untimed ones.
+
+    shown(done, total) after each pass, warm-up included; total is WARMUP + reps, and the
+    last call has done == total (the time budget may end the timing sooner).
+    """
+    total = WARMUP + reps
+    for i in range(WARMUP):
         run()
+        shown(i + 1, total)
     sync()
     times: list[float] = []
     start = time.perf_counter()
@@ -108,6 +127,9 @@ def _median_seconds(
         times.append(time.perf_counter() - t0)
         if len(times) >= MIN_REPS and time.perf_counter() - start > BUDGET_S:
             break
+        if len(times) < reps:
+            shown(WARMUP + len(times), total)
+    shown(WARMUP + len(times), WARMUP + len(times))
     return statistics.median(times), len(times)
 
 
@@ -118,11 +140,13 @@ def measure_latency(
     batch_size: int | None = None,
     channels_last: bool = False,
     reps: int = REPS,
+    progress: Progress = _no_progress,
 ) -> dict[str, Any]:
     """latency_ms at batch 1 and throughput (images/s) at batch_size (None: not measured).
 
     Median of up to `reps` timed forward passes after a warm-up, in eval mode under
-    inference_mode, float32, random (B, 3, S, S) inputs already on `device`.
+    inference_mode, float32, random (B, 3, S, S) inputs already on `device`. Each pass is
+    reported as a 'latency' event: batch, done, total (passes, warm-up included).
     """
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -132,8 +156,12 @@ def measure_latency(
     def timed(batch: int) -> tuple[float, int]:
         x = torch.rand(batch, 3, image_size, image_size, device=device)
         x = x.contiguous(memory_format=fmt)
+
+        def shown(done: int, total: int) -> None:
+            progress("latency", {"batch": batch, "done": done, "total": total})
+
         with torch.inference_mode():
-            return _median_seconds(lambda: model(x), sync, reps)
+            return _median_seconds(lambda: model(x), sync, reps, shown)
 
     try:
         latency, n_latency = timed(1)

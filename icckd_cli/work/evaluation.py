@@ -19,8 +19,8 @@ from icckd_cli.models import ZooModel, input_size
 from icckd_cli.models.loading import load_any_model
 from icckd_cli.settings.config import RunOptions
 from icckd_cli.training.engine import channels_last_on, evaluate, resolve_device
+from icckd_cli.work.cost import THROUGHPUT_BATCH, Progress, measure_latency, static_cost
 from icckd_cli.work.cost import count_params as count_params  # re-exported
-from icckd_cli.work.cost import measure_latency, static_cost
 
 CHANNELS_LAST = RunOptions.model_fields["channels_last"].default  # a run's default layout
 
@@ -62,6 +62,31 @@ def check_input_size(model: ZooModel, spec: DataSpec, option: str, source: str =
         f"{spec.image_size}x{spec.image_size}; pass {option} {size_arg}={spec.image_size} "
         "(a weights file: only if its weights were made at that size) or use a data set of "
         f"{fixed}x{fixed} images"
+    )
+
+
+# a Transformer with fewer patches a side than this sees too few tokens to learn from
+MIN_PATCH_GRID = 4
+
+
+def patch_grid_warning(model: nn.Module, image_size: int) -> str | None:
+    """A warning when a vision Transformer's patch grid on the data set's images is under 4x4."""
+    if not isinstance(model, ZooModel):
+        return None
+    grid = model.patch_grid(image_size)
+    if grid is None or min(grid) >= MIN_PATCH_GRID:
+        return None
+    tokens = grid[0] * grid[1]
+    side = f"{image_size}x{image_size}"
+    fix = (
+        f"pass --model-arg patch_size={max(1, image_size // 8)} for an 8x8 grid"
+        if model.arch.startswith("timm:")
+        else "its builder fixes the patch size: use a timm: ViT with --model-arg patch_size="
+        f"{max(1, image_size // 8)}, or larger images"
+    )
+    return (
+        f"{model.arch} cuts the {side} images into a {grid[0]}x{grid[1]} grid of patches "
+        f"({tokens} token{'s' if tokens != 1 else ''}), too few to learn from; {fix}"
     )
 
 
@@ -136,6 +161,7 @@ def checkpoint_cost(
     latency: bool = False,
     batch_size: int | None = None,
     reps: int | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """params, size_mb, macs, image_size; latency_ms, throughput, timing (None unless asked)."""
     arch = str(meta.get("arch") or getattr(model, "arch", ""))
@@ -143,7 +169,9 @@ def checkpoint_cost(
     cost = static_cost(model, size, path)
     timing: dict[str, Any] = {"latency_ms": None, "throughput": None, "timing": None}
     if latency:
-        more = {} if reps is None else {"reps": reps}
+        more: dict[str, Any] = {} if reps is None else {"reps": reps}
+        if progress is not None:
+            more["progress"] = progress
         cl = checkpoint_channels_last(meta, device)
         timing = measure_latency(model, size, device, batch_size, channels_last=cl, **more)
     return {**cost, **timing}
@@ -161,11 +189,14 @@ def evaluate_checkpoint(
     cost_only: bool = False,
     corruptions: bool = False,
     corruptions_dir: Path | None = None,
+    throughput_batch: int | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on a split (top1, top5, nll, ece, n) and its cost.
 
     cost_only: the cost alone (params, size_mb, macs; with latency, latency_ms and
-    throughput at batch_size), without loading the data set.
+    throughput at throughput_batch, THROUGHPUT_BATCH when None), without loading the data
+    set. progress: the 'latency' events of the timed passes.
     """
     if cost_only and (corruptions or corruptions_dir is not None):
         raise UsageError("--corruptions evaluates the test split; drop --cost-only")
@@ -194,7 +225,8 @@ def evaluate_checkpoint(
             metrics["corruptions"] = eval_extra.corruption_metrics(
                 model, data, dev, path, corruptions_dir, batch_size, cl
             )
-    cost = checkpoint_cost(path, model, meta, dev, latency, batch_size)
+    batch = throughput_batch or THROUGHPUT_BATCH
+    cost = checkpoint_cost(path, model, meta, dev, latency, batch, progress=progress)
     return {
         "checkpoint": str(path),
         "arch": model.arch,

@@ -31,8 +31,11 @@ def test_predictions(
 
 def save_test_predictions(
     out: Path, model: nn.Module, data: Dataset, cfg: Any, channels_last: bool
-) -> Path:
-    """Write OUT/predictions.npy of the final model on the test split; its path."""
+) -> Path | None:
+    """Write OUT/predictions.npy of the final model on the test split; its path (None for a
+    run that never reads its test split)."""
+    if data.test is None:
+        return None
     pred = test_predictions(model, data, cfg.eval_batch_size, channels_last)
     path = Path(out) / PREDICTIONS_FILE
     write_predictions(path, pred, data.spec.num_classes)

@@ -2,7 +2,8 @@
 
 train-teacher, distill and experiment go through here, so they share one data path, one
 training loop and one checkpoint format. The run folder lives in rundir.py, the resumable
-state in state.py, opening and evaluating checkpoints in evaluation.py.
+state in state.py, opening and evaluating checkpoints in evaluation.py, a run's data and
+resolved config in inputs.py, its teacher (run, or read from its store) in teachers.py.
 """
 
 from __future__ import annotations
@@ -14,18 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from icckd_cli.base.checkpoint import save_model, weights_hash
+from icckd_cli.base.checkpoint import save_model
 from icckd_cli.base.errors import DataFileError, UsageError
-from icckd_cli.data import (
-    Dataset,
-    DeviceLoader,
-    Holdout,
-    LoadOptions,
-    StreamLoader,
-    load_dataset,
-    make_loader,
-)
-from icckd_cli.data.imbalance import apply_imbalance, imbalance_meta
+from icckd_cli.data import Dataset
+from icckd_cli.data.imbalance import imbalance_meta
 from icckd_cli.models import ZooModel, create_model, model_args_for, resolve_name
 from icckd_cli.models.loading import load_any_model, load_state_strict
 from icckd_cli.models.registry import probe_model
@@ -44,9 +37,7 @@ from icckd_cli.training.engine import (
 from icckd_cli.training.objectives import (
     DistillObjective,
     Objective,
-    RunTeacher,
     TeacherObjective,
-    TeacherSource,
 )
 from icckd_cli.training.rundir import CONFIG_FILE as CONFIG_FILE  # moved; kept here
 from icckd_cli.training.rundir import METRICS_FILE as METRICS_FILE  # moved; kept here
@@ -67,7 +58,11 @@ from icckd_cli.training.tensorboard_log import check_tensorboard, open_event_log
 from icckd_cli.work.evaluation import check_classes, check_input_size, count_params
 from icckd_cli.work.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
 from icckd_cli.work.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
+from icckd_cli.work.inputs import load_data, resolved_config, train_loader
+from icckd_cli.work.inputs import validation_info as validation_info  # moved; kept here
 from icckd_cli.work.predictions import save_test_predictions
+from icckd_cli.work.run_snapshots import snapshot_keeper
+from icckd_cli.work.teachers import load_teacher, teacher_source
 
 
 @dataclass
@@ -82,73 +77,6 @@ class RunResult:
     params: int
     elapsed: float
     validation: dict[str, Any] | None = None  # the held-out split best was chosen on
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def load_data(cfg: Any, device: torch.device, progress: Callback | None = None) -> Dataset:
-    """The configured data set with its splits moved to the device (streamed ones: bound)."""
-    options = LoadOptions(
-        image_size=cfg.image_size,
-        workers=cfg.workers,
-        memory_limit_gb=cfg.memory_limit_gb,
-        holdout=Holdout.of(cfg),
-    )
-    if progress is not None and dist.is_main():
-        options.progress = progress
-    data = load_dataset(
-        cfg.dataset,
-        cfg.data_dir,
-        download=cfg.download,
-        flip=cfg.flip,
-        train_per_class=cfg.train_per_class,
-        test_per_class=cfg.test_per_class,
-        options=options,
-    )
-    apply_imbalance(data, cfg.imbalance_factor, options.progress)  # F = 1: untouched
-    data.train, data.test = data.train.to(device), data.test.to(device)
-    if data.val is not None:
-        data.val = data.val.to(device)
-    return data
-
-
-def resolved_config(cfg: Any) -> dict[str, Any]:
-    """The config as JSON-ready values, with the recipe's derived values filled in."""
-    out = cfg.model_dump(mode="json")
-    out["arch"] = resolve_name(cfg.arch)  # the registered spelling: the recipe's lr keys on it
-    out["lr"] = cfg.resolved_lr(out["arch"], dist.world_size())
-    out["lr_decay_epochs"] = cfg.resolved_decay()
-    out["warmup_epochs"] = cfg.resolved_warmup(out["arch"])
-    out["recipe"] = cfg.recipe(out["arch"]).recipe.name  # recorded only (config.RECORDED_ONLY)
-    out["data_seed"] = cfg.resolved_data_seed()
-    for key in ("data_dir", "teacher", "init", "teacher_cache"):  # --resume from any folder
-        if out.get(key) is not None:
-            out[key] = str(Path(out[key]).resolve())
-    return out
-
-
-def train_loader(
-    cfg: Any, data: Dataset, views: int, channels_last: bool
-) -> DeviceLoader | StreamLoader:
-    """The run's augmentation stream: order, crops and flips from the data seed."""
-    loader = make_loader(
-        data.train,
-        data.spec,
-        cfg.batch_size,
-        views=views,
-        seed=cfg.resolved_data_seed(),
-        padding=cfg.crop_padding,
-        channels_last=channels_last,
-        rank=dist.rank(),
-        world=dist.world_size(),
-    )
-    if len(loader) == 0:
-        raise UsageError(
-            f"--batch-size {cfg.batch_size} leaves no batch of 2 or more images from "
-            f"{len(data.train)} training images; lower --batch-size"
-        )
-    return loader
 
 
 # ----------------------------------------------------------------------------- training
@@ -171,6 +99,10 @@ def _fit(
     config["model_args"] = dict(getattr(model, "model_args", {}))  # with the defaults filled in
     if dist.is_main():
         callback("recipe", summary(config, dist.world_size(), lr_given=cfg.lr is not None))
+        from icckd_cli.work.evaluation import patch_grid_warning
+
+        if (few := patch_grid_warning(model, data.spec.image_size)) is not None:
+            callback("warning", {"message": few})
         start_run_dir(out, config, cfg.overwrite, resume)
     tune_backends(device)
     model = model.to(device)
@@ -206,6 +138,13 @@ def _fit(
     run = {"arch": config["arch"], "num_classes": data.spec.num_classes, "config": config,
            "model_args": config["model_args"]}  # fmt: skip
 
+    keeper = None  # issue 29: a matched experiment's teacher keeps each evaluated epoch
+    if dist.is_main() and getattr(cfg, "keep_snapshots", False):
+        dataset = {**data.spec.to_dict(), **imbalance_meta(cfg.imbalance_factor, data)}
+        snap_meta = {"kind": kind, **run, "dataset": dataset, "seed": cfg.seed,
+                     "objective": objective.describe(), **extra_meta}  # fmt: skip
+        keeper = snapshot_keeper(cfg, out, model, snap_meta, state.epoch if resume else 0)
+
     def on_save(st: TrainState) -> None:
         if dist.is_main():
             save_state(out, st, model, objective, opt, run, extra_meta)
@@ -213,6 +152,8 @@ def _fit(
     def on_event(event: str, info: dict[str, Any]) -> None:
         if event == "epoch" and dist.is_main():
             write_metrics(out, trainer.state.history)
+            if keeper is not None:
+                keeper.epoch(info)
             if events is not None:
                 events.epoch(info)
         if dist.is_main():
@@ -287,16 +228,6 @@ def _fit(
 FINAL_KEYS = ("top1", "top5", "nll", "ece", "val_top1", "val_top5", "val_nll", "val_ece")
 
 
-def validation_info(cfg: Any, data: Dataset) -> dict[str, Any]:
-    """The validation split of a run: its setting and size, as checkpoints record it."""
-    return {
-        "val_per_class": cfg.val_per_class,
-        "val_fraction": cfg.val_fraction,
-        "images": len(data.val),
-        "train_images": len(data.train),
-    }
-
-
 def _precheck(cfg: Any, resume: bool) -> torch.device:
     """The cheap checks, before data is loaded and before anything is written."""
     resolve_name(cfg.arch)  # an unknown architecture fails now, not after the data loads
@@ -312,14 +243,19 @@ def _precheck(cfg: Any, resume: bool) -> torch.device:
 
 
 @dist.fail_together
-def train_teacher(cfg: TrainTeacherConfig, callback: Callback, resume: bool = False) -> RunResult:
-    """Train a teacher: cross-entropy, or CE + the intra-class contrastive term."""
+def train_teacher(
+    cfg: TrainTeacherConfig, callback: Callback, resume: bool = False, test: bool = True
+) -> RunResult:
+    """Train a teacher: cross-entropy, or CE + the intra-class contrastive term.
+
+    test=False: the test split is never evaluated (load_data); the validation split is.
+    """
     device = _precheck(cfg, resume)
     given = dict(cfg.model_args)
     if cfg.init is not None:
         source, meta = load_any_model(cfg.init, cfg.arch, option="--arch", model_args=given)
         given = {**source.model_args, **given}  # fine-tune the model the weights belong to
-    data = load_data(cfg, device, callback)
+    data = load_data(cfg, device, callback, test)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, given, data, "--model-arg")
     if cfg.init is not None:
@@ -338,38 +274,16 @@ def build_model(arch: str, given: dict[str, Any], data: Dataset, option: str) ->
     return model
 
 
-def load_teacher(cfg: DistillConfig) -> tuple[ZooModel, dict[str, Any], dict[str, Any]]:
-    """The frozen teacher, its metadata, and what the student records of it."""
-    if cfg.teacher is None:
-        raise UsageError("distill needs a teacher: pass --teacher T.safetensors (or T.pth)")
-    teacher, meta = load_any_model(
-        cfg.teacher, cfg.teacher_arch, option="--teacher-arch", model_args=cfg.teacher_model_args
-    )
-    if meta and cfg.teacher_model_args:
-        raise UsageError(
-            f"{cfg.teacher} records the builder arguments of its model; drop "
-            "--teacher-model-arg (it is for weights files without icckd metadata)"
-        )
-    info = {
-        "path": str(Path(cfg.teacher).resolve()),
-        "sha256": weights_hash(teacher.state_dict()),
-        "arch": teacher.arch,
-        "model_args": teacher.model_args,
-        "kind": meta.get("kind", "pth"),
-        "objective": meta.get("objective"),
-        "metrics": meta.get("metrics"),
-    }
-    return teacher, meta, info
-
-
 @dist.fail_together
-def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> RunResult:
-    """Train a student from a frozen teacher with the configured terms."""
+def distill(
+    cfg: DistillConfig, callback: Callback, resume: bool = False, test: bool = True
+) -> RunResult:
+    """Train a student from a frozen teacher with the configured terms (test: train_teacher's)."""
     if cfg.teacher is None:
         raise UsageError("distill needs a teacher: pass --teacher T.safetensors (or T.pth)")
     device = _precheck(cfg, resume)
     teacher, meta, info = load_teacher(cfg)  # a bad teacher file fails before the data loads
-    data = load_data(cfg, device, callback)
+    data = load_data(cfg, device, callback, test)
     check_classes(data.spec, teacher.num_classes, meta, str(cfg.teacher))
     check_input_size(teacher, data.spec, "--teacher-model-arg", str(cfg.teacher))
     recorded = meta.get("dataset") or {}
@@ -385,26 +299,3 @@ def distill(cfg: DistillConfig, callback: Callback, resume: bool = False) -> Run
         cfg, source, model.feature_dim, len(data.train), warmup
     )
     return _fit(cfg, "student", data, model, objective, device, callback, resume, {"teacher": info})
-
-
-def teacher_source(
-    cfg: DistillConfig,
-    teacher: ZooModel,
-    info: dict[str, Any],
-    data: Dataset,
-    device: torch.device,
-    callback: Callback,
-) -> TeacherSource:
-    """The teacher run each step, or (--teacher-cache) its store: written first if need be."""
-    channels_last = channels_last_on(device, cfg.channels_last)
-
-    def on_device() -> RunTeacher:
-        moved = teacher.to(device)
-        return RunTeacher(moved.to(memory_format=torch.channels_last) if channels_last else moved)
-
-    if cfg.teacher_cache is None:
-        return on_device()
-    from icckd_cli.training.store import cached_teacher
-
-    loader = train_loader(cfg, data, DistillObjective.views, channels_last)
-    return cached_teacher(cfg, loader, data, teacher, info, on_device, device, callback)

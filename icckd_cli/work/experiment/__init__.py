@@ -1,8 +1,9 @@
 """`icckd experiment`: teachers x student methods x seeds as ordinary runs, and one table.
 
-config.py reads and validates the experiment file and plans its runs (the folder layout),
-matrix.py does the runs not finished yet, results.py turns them into the results tables,
-results.json and results.md (costs.py: the accuracy-against-cost table and figure), and
+config.py reads and validates the experiment file, plan.py is what it becomes and its runs
+in order (the folder layout), matrix.py does the runs not finished yet, results.py turns
+them into numbers and results.json, markdown.py into the tables and results.md (costs.py:
+the accuracy-against-cost table and figure; answers.py: the answers first), and
 quickstart.py holds the built-in experiment.
 """
 
@@ -30,6 +31,7 @@ from icckd_cli.work.experiment.matrix import (
     check_reusable,
     check_student_teacher,
     measure_diversity,
+    plan_states,
     run_experiment,
 )
 from icckd_cli.work.experiment.quickstart import QUICKSTART_TOML, quickstart_experiment
@@ -74,6 +76,7 @@ __all__ = [
     "paired_difference",
     "parse_experiment",
     "plan",
+    "plan_states",
     "quickstart_experiment",
     "result_tables",
     "results_markdown",

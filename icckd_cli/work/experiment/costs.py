@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from icckd_cli.work.experiment.config import Experiment
+from icckd_cli.work.experiment.plan import Experiment
 from icckd_cli.work.experiment.tables import TableSpec, cell
 
 # timed runs per architecture: batch-1 latency of a small net is a fraction of a millisecond,

@@ -15,10 +15,12 @@ from typing import Any
 from icckd_cli.base.errors import UsageError
 from icckd_cli.base.events import Callback
 from icckd_cli.settings.config import DistillConfig
-from icckd_cli.work.experiment.config import Experiment, Run
 from icckd_cli.work.experiment.costs import cost_figure, measure_costs
+from icckd_cli.work.experiment.matching_plan import check_matchable, resolve_teacher
+from icckd_cli.work.experiment.plan import Experiment, Run
 from icckd_cli.work.experiment.results import collect, write_results
 from icckd_cli.work.experiment.robustness import measure_corruptions
+from icckd_cli.work.experiment.teacher_gap import add_teacher_gaps
 from icckd_cli.work.experiment.transfer import add_transfer
 
 # Execution details that may change between invocations without invalidating a finished run.
@@ -42,12 +44,40 @@ def check_reusable(run: Run) -> None:
         return
     saved = json.loads(saved_file.read_text())
     wanted = json.loads(json.dumps(resolved_config(run.config)))
+    wanted["model_args"] = _filled_model_args(run, wanted, saved)
     for key, value in wanted.items():
         if key not in IGNORED_ON_REUSE and saved.get(key, value) != value:
             raise UsageError(
                 f"{run.out} was run with {key} = {saved.get(key)!r} but the experiment now asks "
                 f"for {value!r}; delete that folder to redo it, or choose another out"
             )
+
+
+def _filled_model_args(run: Run, wanted: dict[str, Any], saved: dict[str, Any]) -> Any:
+    """The builder arguments asked for, with the defaults a run fills in filled in too.
+
+    A run records its model's arguments with the data set's image size added where the
+    builder takes one (timm's img_size); the data set's size is read from the finished
+    checkpoint, or (an interrupted run records no data set) taken as the recorded value,
+    which resuming checks anyway: the saved weights load only into the same shapes.
+    """
+    from icckd_cli.base.checkpoint import read_metadata
+    from icckd_cli.models import model_args_for
+    from icckd_cli.training.rundir import MODEL_FILE
+
+    given = dict(wanted.get("model_args") or {})
+    recorded = saved.get("model_args")
+    if not isinstance(recorded, dict) or not recorded.keys() - given.keys():
+        return given  # nothing was filled in
+    # the argument the builder fills in (img_size, image_size), if any
+    size_key = next(iter(model_args_for(wanted["arch"], given, 1).keys() - given.keys()), None)
+    if size_key is None:
+        return given
+    size = None
+    if run.status() == "done":
+        size = (read_metadata(run.out / MODEL_FILE).get("dataset") or {}).get("image_size")
+    size = recorded.get(size_key) if size is None else size
+    return json.loads(json.dumps(model_args_for(wanted["arch"], given, size)))
 
 
 def check_student_teacher(run: Run, cache: dict[Path, str]) -> None:
@@ -67,6 +97,25 @@ def check_student_teacher(run: Run, cache: dict[Path, str]) -> None:
         )
 
 
+def plan_states(exp: Experiment) -> list[tuple[str, str]]:
+    """(label, done/partial/new) of every run, after the checks a real run makes first.
+
+    `--dry-run` shows this: a run listed as done is one the experiment would skip, and a
+    folder made with other settings is refused here as it would be there.
+    """
+    for run in exp.runs:
+        check_reusable(run)
+    check_matchable(exp)  # issue 29: teachers made without snapshots, refused as a run would
+    matches: dict[int, dict[str, Any]] = {}
+    hashes: dict[Path, str] = {}
+    for run in exp.runs:
+        resolve_teacher(exp, run, matches, required=False)  # issue 29: where its teachers are done
+        teacher = getattr(run.config, "teacher", None)
+        if teacher is not None and run.status() == "done" and Path(teacher).is_file():
+            check_student_teacher(run, hashes)
+    return [(r.label, r.status()) for r in exp.runs]
+
+
 def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
     """Do every run not finished yet, then measure the teachers and write the results."""
     from icckd_cli.base.errors import IcckdError
@@ -75,10 +124,13 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
 
     for run in exp.runs:
         check_reusable(run)
+    check_matchable(exp)  # issue 29: teachers made without snapshots, refused before any work
+    matches: dict[int, dict[str, Any]] = {}
     total = len(exp.runs)
     callback("plan", {"total": total, "done": sum(r.status() == "done" for r in exp.runs)})
     hashes: dict[Path, str] = {}
     for i, run in enumerate(exp.runs, 1):
+        resolve_teacher(exp, run, matches)  # issue 29: a matched student's teacher snapshot
         status = run.status()
         info = {"index": i, "total": total, "label": run.label, "kind": run.kind}
         if status == "done":
@@ -104,6 +156,7 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
     measure_corruptions(exp, callback)  # corruptions = true: each student once, kept on disk
     results = collect(exp, diversity, measure_costs(exp, callback))
     add_transfer(exp, results)  # negative transfer, robustness and long-tail answers
+    add_teacher_gaps(exp, results)  # issue 29: matched teachers; teacher gap and line
     results["figures"] = write_curves(exp)
     results["cost"]["figure"] = cost_figure(exp, results)
     write_results(exp, results)

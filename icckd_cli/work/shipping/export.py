@@ -10,14 +10,10 @@ agrees within the tolerance is renamed into place, beside a JSON that says how t
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import math
 import os
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,10 +23,18 @@ from torch import Tensor, nn
 
 from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.settings.config import ExportConfig
+from icckd_cli.work.shipping.formats import (
+    EXTRA,
+    FORMATS,
+    SUFFIX,
+    data_file,
+    quiet,
+    require_runtime,
+    write_staged,
+)
 
-SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "exported": ".pt2"}
+__all__ = ["EXTRA", "FORMATS", "SUFFIX", "export_checkpoint", "quiet", "require_runtime"]
 EXAMPLE_BATCH = 2  # torch.export specialises a dimension of size 1, so trace with 2
-EXTRA = "pip install -e '.[export]'"
 
 
 class WithNormalisation(nn.Module):
@@ -50,97 +54,9 @@ class WithNormalisation(nn.Module):
         return self.model((images - self.mean) / self.std)
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """No warnings and no torch log records (graph dumps on failure): the parity check decides."""
-    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-               if name == "torch" or name.startswith("torch.")]  # fmt: skip
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.CRITICAL)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            with contextlib.redirect_stderr(io.StringIO()):
-                yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
 def sidecar_path(out: Path) -> Path:
     """The JSON beside an export: FILE.json (model.onnx -> model.onnx.json)."""
     return out.with_name(out.name + ".json")
-
-
-def require_runtime(fmt: str, onnx_exporter: str = "torchscript") -> None:
-    """ONNX needs the optional onnx and onnxruntime packages (dynamo: onnxscript too)."""
-    if fmt != "onnx":
-        return
-    wanted = ["onnx", "onnxruntime"] + (["onnxscript"] if onnx_exporter == "dynamo" else [])
-    missing = []
-    for name in wanted:
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise UsageError(
-            f"--format onnx needs the {' and '.join(wanted)} packages ({', '.join(missing)} "
-            f"missing); install them with {EXTRA} (or use --format torchscript or exported)"
-        )
-
-
-# ----------------------------------------------------------------------------- writers, runners
-
-
-def _write_onnx(module: nn.Module, example: Tensor, path: Path, cfg: ExportConfig) -> None:
-    if cfg.onnx_exporter == "dynamo":
-        batch = torch.export.Dim("batch", min=1)
-        torch.onnx.export(module, (example,), str(path), dynamo=True, verbose=False,
-                          dynamic_shapes=({0: batch},), input_names=["images"],
-                          output_names=["logits"], opset_version=cfg.opset)  # fmt: skip
-    else:
-        axes = {"images": {0: "batch"}, "logits": {0: "batch"}}
-        torch.onnx.export(module, (example,), str(path), dynamo=False, dynamic_axes=axes,
-                          input_names=["images"], output_names=["logits"],
-                          opset_version=cfg.opset)  # fmt: skip
-
-
-def _run_onnx(path: Path, x: Tensor) -> Tensor:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
-
-
-def _write_torchscript(module: nn.Module, example: Tensor, path: Path, cfg: ExportConfig) -> None:
-    traced = torch.jit.trace(module, example)
-    torch.jit.save(traced, str(path))
-
-
-def _run_torchscript(path: Path, x: Tensor) -> Tensor:
-    with torch.inference_mode():
-        return torch.jit.load(str(path), map_location="cpu")(x)
-
-
-def _write_exported(module: nn.Module, example: Tensor, path: Path, cfg: ExportConfig) -> None:
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(module, (example,), dynamic_shapes={"images": {0: batch}})
-    torch.export.save(program, str(path))
-
-
-def _run_exported(path: Path, x: Tensor) -> Tensor:
-    with torch.inference_mode():
-        return torch.export.load(str(path)).module()(x)
-
-
-Writer = Callable[[nn.Module, Tensor, Path, ExportConfig], None]
-FORMATS: dict[str, tuple[Writer, Callable[[Path, Tensor], Tensor], str]] = {
-    "onnx": (_write_onnx, _run_onnx, "onnxruntime (CPUExecutionProvider)"),
-    "torchscript": (_write_torchscript, _run_torchscript, "torch.jit.load"),
-    "exported": (_write_exported, _run_exported, "torch.export.load"),
-}
 
 
 # ----------------------------------------------------------------------------- parity
@@ -208,7 +124,8 @@ def export_checkpoint(cfg: ExportConfig) -> dict[str, Any]:
     from icckd_cli.work.evaluation import checkpoint_image_size
 
     out, side = Path(cfg.out), sidecar_path(Path(cfg.out))
-    for existing in (out, side):
+    written = (out, side, data_file(out)) if cfg.format == "onnx" else (out, side)
+    for existing in written:
         if existing.exists() and not cfg.overwrite:
             raise UsageError(
                 f"{existing} already exists; pass --overwrite to replace it (and "
@@ -247,11 +164,17 @@ def export_checkpoint(cfg: ExportConfig) -> dict[str, Any]:
                 "was written: try another --format, or allow more with --tolerance"
             )
 
-    atomic_write(out, write_and_check, suffix=SUFFIX[cfg.format])
+    if cfg.format == "onnx":  # OUT and, over protobuf's limit, OUT.data moved in together
+        write_staged(out, write_and_check)
+    else:
+        atomic_write(out, write_and_check, suffix=SUFFIX[cfg.format])
+    data = data_file(out) if cfg.format == "onnx" and data_file(out).exists() else None
     parity = {"inputs": described, **parity, "tolerance": cfg.tolerance, "runtime": runtime}
     classes = recorded.get("classes") or [str(k) for k in range(model.num_classes)]
     info = {
         "file": out.name,
+        # the tensors of an ONNX file over protobuf's 2 GiB limit: keep it beside the file
+        "external_data": None if data is None else data.name,
         "format": cfg.format,
         "exporter": _exporter(cfg),
         "checkpoint": str(cfg.checkpoint),
@@ -277,7 +200,8 @@ def export_checkpoint(cfg: ExportConfig) -> dict[str, Any]:
         "versions": versions(),
     }
     write_text_atomic(side, json.dumps(info, indent=2) + "\n")
-    return {**info, "out": str(out), "sidecar": str(side), "bytes": os.path.getsize(out)}
+    size = sum(os.path.getsize(p) for p in (out, data) if p is not None)  # with its data
+    return {**info, "out": str(out), "sidecar": str(side), "bytes": size}
 
 
 def preprocessing(meta: dict[str, Any], size: int) -> dict[str, Any]:

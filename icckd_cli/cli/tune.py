@@ -1,0 +1,79 @@
+"""tune: a setting chosen on the validation split, by Optuna, with workers sharing a study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from icckd_cli.base.errors import INTERRUPTED
+from icckd_cli.cli.common import Device, Format, Opt, _format, app, handle_errors
+from icckd_cli.presentation import report
+
+
+def _progress(fmt: str) -> Any:
+    """A line per finished trial on stderr (also with --format json: stdout stays JSON)."""
+    from icckd_cli.presentation.tune import trial_line
+    from icckd_cli.work.tune.results import trial_row
+
+    def progress(event: str, info: dict[str, Any]) -> None:
+        if event == "trial":
+            t = info["trial"]
+            reason = t.user_attrs.get("fail_reason")
+            trial_line(trial_row(t), reason, info["time"])
+        elif event == "timeout":
+            report.note(f"--timeout {info['timeout']:g} s passed: no further trial starts here")
+
+    return progress
+
+
+@app.command()
+@handle_errors
+def tune(
+    config: Annotated[Path, typer.Argument(help="Tune TOML file (see docs/tuning.md).")],
+    out: Annotated[
+        Path | None, Opt(help="Study folder: trials, journal, best-teacher.toml, confirm.toml.")
+    ] = None,
+    n_trials: Annotated[
+        int | None, Opt(help="Trials of the whole study, over every worker (default: the file's).")
+    ] = None,
+    timeout: Annotated[
+        float | None, Opt(help="Start no trial after this many seconds (this worker).")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        Opt(
+            help="SQLAlchemy URL of a shared study, e.g. postgresql://u:p@host/db "
+            "(default: a journal file in OUT)."
+        ),  # fmt: skip
+    ] = None,
+    study_name: Annotated[
+        str | None, Opt(help="The study's name in its storage (default: the file's stem).")
+    ] = None,
+    device: Device = None,
+    plot: Annotated[Path | None, Opt(help="Folder of the figures (default: OUT).")] = None,
+    fmt: Format = "table",
+) -> None:
+    """Search teacher and student settings on the validation split (Optuna); workers share it."""
+    from icckd_cli.training.engine import Interrupted
+    from icckd_cli.work.tune import default_study_name, load_tune, overrides, run_tune
+
+    fmt = _format(fmt)
+    given = overrides({"out": out, "n_trials": n_trials, "timeout": timeout, "device": device})
+    spec = load_tune(config, given)
+    name = study_name or default_study_name(config)
+    try:
+        tuned = run_tune(spec, name, storage, _progress(fmt), plot)
+    except Interrupted:
+        report.note(
+            "interrupted: the current trial does not count; run the same command again to go on"
+        )
+        raise typer.Exit(INTERRUPTED) from None
+    if fmt == "json":
+        report.print_json(tuned.result)
+        return
+    from icckd_cli.presentation.tune import trials_table, written
+
+    trials_table(tuned.result, tuned.reasons)
+    written(tuned.files)

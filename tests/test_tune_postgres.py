@@ -1,0 +1,152 @@
+"""icckd tune against a real PostgreSQL server: a throwaway cluster on loopback, two workers.
+
+The cluster is Debian's PostgreSQL 15 (initdb and pg_ctl), run as the `postgres` user where
+the tests run as root (the server refuses root), in a temporary folder, on a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from icckd_cli.work.tune import study as study_mod
+from tests.helpers import icckd
+from tests.test_tune import finished, tune_file, worker
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("psycopg")
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _tool(name: str) -> str | None:
+    found = BIN / name
+    return str(found) if found.is_file() else shutil.which(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server on 127.0.0.1 with an empty database: its URL."""
+    initdb, pg_ctl = _tool("initdb"), _tool("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed")
+    as_user: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="icckd-pg-"))
+    if os.geteuid() == 0:  # the server refuses to run as root
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres", "postgres")
+    data, sock, port = folder / "data", folder / "sock", _free_port()
+
+    def run(*argv: str) -> None:
+        subprocess.run([*as_user, *argv], check=True, capture_output=True, timeout=120, cwd=folder)
+
+    try:
+        run("mkdir", str(sock))
+        run(initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+        run(pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute("CREATE DATABASE icckd")
+        yield f"postgresql://postgres@127.0.0.1:{port}/icckd"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "stop", "-m", "immediate"],
+                       capture_output=True, timeout=120, cwd=folder)  # fmt: skip
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_in_postgresql(
+    capsys: pytest.CaptureFixture[str], postgres: str, tmp_path: Path
+) -> None:
+    path = tune_file(tmp_path, "teacher", n=4)
+    # two machines: each worker its own OUT, one study in the server
+    outs = [tmp_path / "machine-a", tmp_path / "machine-b"]
+    procs = [worker(path, out, "--storage", postgres, "--format", "json") for out in outs]
+    results = [json.loads(finished(p)[0]) for p in procs]
+    study = optuna.load_study(study_name="tiny", storage=postgres)
+    counted = sorted(t.number for t in study.get_trials() if study_mod.counted(t))
+    assert len(counted) == 4 and len(set(counted)) == 4
+    assert all(t.state.name != "RUNNING" for t in study.get_trials())
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 4
+    for t in done:  # each trial's folder is on the machine that ran it
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert run_dir.parent.parent in [o.resolve() for o in outs]
+        assert (run_dir / "teacher" / "model.safetensors").is_file()
+    assert study.user_attrs["icckd_fingerprint"]
+    for r in results:
+        assert r["storage"] == postgres and r["study_name"] == "tiny"
+    # a third worker finds the study full and runs nothing more
+    r = icckd(
+        capsys, "tune", str(path), "--out", str(tmp_path / "machine-c"), "--storage", postgres
+    )
+    assert r.code == 0 and "trial " not in r.err and "best: trial" in r.out
+    assert len(optuna.load_study(study_name="tiny", storage=postgres).trials) == len(study.trials)
+
+
+def test_a_study_of_another_file_in_postgresql_is_refused(
+    capsys: pytest.CaptureFixture[str], postgres: str, tmp_path: Path
+) -> None:
+    from icckd_cli.work.tune import load_tune
+
+    first = load_tune(tune_file(tmp_path / "a", "teacher"))
+    study_mod.open_study(first, study_mod.Storage(postgres, tmp_path / "a"), "other")
+    path = tune_file(tmp_path / "b", "student")  # another target, another space
+    r = icckd(capsys, "tune", str(path), "--out", str(tmp_path / "out"), "--storage", postgres,
+              "--study-name", "other")  # fmt: skip
+    assert r.code == 2 and not (tmp_path / "out").exists()
+    assert r.err.strip() == (
+        f"error: study 'other' in {postgres} was made from another file (another space or "
+        "target); pass another --study-name or --out, or use the file it was made from"
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_worker_s_trial_fails_by_heartbeat_and_is_replaced(
+    capsys: pytest.CaptureFixture[str],
+    postgres: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path, out = tune_file(tmp_path, "teacher", n=1), tmp_path / "out"
+    name = ("--study-name", "killed", "--storage", postgres)
+    proc = worker(path, out, *name)
+    deadline = time.monotonic() + 300
+    while not (out / "trials" / "0000" / "teacher" / "config.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # no goodbye: its heartbeats just stop
+    proc.wait()
+    study = optuna.load_study(study_name="killed", storage=postgres)
+    assert [t.state.name for t in study.trials] == ["RUNNING"]
+    monkeypatch.setattr(study_mod, "GRACE", 1)  # this worker judges silence after 1 s
+    monkeypatch.setattr(study_mod, "HEARTBEAT", 1)
+    time.sleep(1.5)
+    r = icckd(capsys, "tune", str(path), "--out", str(tmp_path / "out2"), *name,
+              "--format", "json")  # fmt: skip
+    assert r.code == 0, r.err
+    study = optuna.load_study(study_name="killed", storage=postgres)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    assert study.user_attrs["icckd_lost_0"] == "its worker stopped (no heartbeat)"
+    rows = {t["number"]: t for t in r.json()["trials"]}
+    assert rows[0]["state"] == "failed" and rows[1]["state"] == "complete"
