@@ -46,8 +46,6 @@ class Event(str, Enum):
     # work/cost.py
     LATENCY = "latency"  # a pass of a latency/throughput timing: batch, done, total (passes)
     FINISH = "finish"  # the whole matrix is done and its results written: out
-    # work/corruptions.py
-    CORRUPTION = "corruption"  # a corruption at a severity evaluated: corruption, severity, top1
 
     # work/tune/
     TRIAL_START = "trial_start"  # a trial of the study starts: number, params

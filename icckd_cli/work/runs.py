@@ -18,7 +18,7 @@ from torch import nn
 from icckd_cli.base.checkpoint import save_model
 from icckd_cli.base.errors import DataFileError, UsageError
 from icckd_cli.data import Dataset
-from icckd_cli.data.imbalance import imbalance_meta
+from icckd_cli.data.imbalance import dataset_meta
 from icckd_cli.models import ZooModel, create_model, model_args_for, resolve_name
 from icckd_cli.models.loading import load_any_model, load_state_strict
 from icckd_cli.models.registry import probe_model
@@ -140,8 +140,7 @@ def _fit(
 
     keeper = None  # issue 29: a matched experiment's teacher keeps each evaluated epoch
     if dist.is_main() and getattr(cfg, "keep_snapshots", False):
-        dataset = {**data.spec.to_dict(), **imbalance_meta(cfg.imbalance_factor, data)}
-        snap_meta = {"kind": kind, **run, "dataset": dataset, "seed": cfg.seed,
+        snap_meta = {"kind": kind, **run, "dataset": dataset_meta(data, cfg), "seed": cfg.seed,
                      "objective": objective.describe(), **extra_meta}  # fmt: skip
         keeper = snapshot_keeper(cfg, out, model, snap_meta, state.epoch if resume else 0)
 
@@ -208,7 +207,7 @@ def _fit(
             "arch": config["arch"],
             "num_classes": data.spec.num_classes,
             "model_args": config["model_args"],
-            "dataset": {**data.spec.to_dict(), **imbalance_meta(cfg.imbalance_factor, data)},
+            "dataset": dataset_meta(data, cfg),  # with train_counts when long-tailed
             "config": config,
             "seed": cfg.seed,
             "metrics": metrics,
