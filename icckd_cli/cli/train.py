@@ -294,8 +294,7 @@ def _method_options() -> list[inspect.Parameter]:
 # the methods' options stand after --ce-weight, in method order
 _params = list(inspect.signature(distill, eval_str=True).parameters.values())[:-1]  # no **
 _at = [p.name for p in _params].index("ce_weight") + 1
-distill.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    _params[:_at] + _method_options() + _params[_at:]
-)
+_params[_at:_at] = _method_options()
+distill.__signature__ = inspect.Signature(_params)  # type: ignore[attr-defined]
 distill.__doc__ = f"Distill a student from a frozen teacher ({_NAMES}, combined)."
 app.command()(handle_errors(distill))

@@ -216,7 +216,9 @@ def evaluate_checkpoint(
             )
         cl = checkpoint_channels_last(meta, dev)
         about = {"dataset": data.spec.name, "split": split}
-        metrics = evaluate(model, getattr(data, split), data.spec, batch_size, channels_last=cl)
+        metrics = dict(
+            evaluate(model, getattr(data, split), data.spec, batch_size, channels_last=cl)
+        )
         from icckd_cli.work import eval_extra  # per-class top-1, groups, corruptions
 
         metrics.update(eval_extra.class_metrics(model, getattr(data, split), data.spec, meta,

@@ -99,11 +99,10 @@ def transfer_entry(
     if base:
         alone = {s: _top1(r) for s, r in base.items()}
         kd = {s: _top1(r) for s, r in runs.items()}
-        both = {s for s in alone.keys() & kd.keys() if alone[s] is not None and kd[s] is not None}
-        if both:
-            out["kd_worse_seeds"] = kd_worse_seeds(
-                {s: alone[s] for s in both}, {s: kd[s] for s in both}
-            )  # type: ignore[misc]
+        a = {s: v for s, v in alone.items() if v is not None}
+        k = {s: v for s, v in kd.items() if v is not None}
+        if a.keys() & k.keys():
+            out["kd_worse_seeds"] = kd_worse_seeds(a, k)  # over the seeds both have
         p_alone = {s: p for s, r in base.items() if (p := _predictions(r, n)) is not None}
         p_kd = {s: p for s, r in runs.items() if (p := _predictions(r, n)) is not None}
         if labels is not None:
