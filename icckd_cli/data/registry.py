@@ -16,6 +16,7 @@ from torch import Tensor
 
 from icckd_cli.base.atomic import atomic_write
 from icckd_cli.base.errors import UsageError, suggest
+from icckd_cli.base.events import Callback
 from icckd_cli.data.holdout import Holdout, split_class
 
 CACHE_VERSION = 1
@@ -70,7 +71,7 @@ class Dataset:
     val: Any = None  # images held out of the training split (--val-per-class/--val-fraction)
 
 
-Progress = Callable[[str, dict[str, Any]], None]
+Progress = Callback  # base/events.py: the one progress type
 
 
 @dataclass

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 # Diverged and Interrupted live in errors.py, which distributed.py imports too; callers that
 # import them from here still find them, as they find the device helpers and the schedule
 from icckd_cli.base.errors import DataFileError, Diverged, Interrupted
+from icckd_cli.base.events import Callback as Callback  # importers name it here too
 from icckd_cli.data import DataSpec, DeviceLoader, Split, StreamLoader, eval_batches
 from icckd_cli.metrics.calibration import expected_calibration_error
 from icckd_cli.training import distributed as dist
@@ -29,7 +30,6 @@ from icckd_cli.training.objectives import Objective
 from icckd_cli.training.schedule import LrSchedule
 from icckd_cli.training.schedule import lr_at as lr_at
 
-Callback = Callable[[str, dict[str, Any]], None]
 CHECK_EVERY = 50  # steps between reads of the loss accumulators (NaN guard)
 
 

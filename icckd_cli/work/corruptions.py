@@ -8,7 +8,7 @@ through the checkpoint's own normalisation, exactly as the clean test split does
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 from icckd_cli.base.errors import UsageError
+from icckd_cli.base.events import Callback
 from icckd_cli.data import Dataset, DataSpec, Split
 from icckd_cli.data.cifar_c import check_checkpoint, corruption_blocks, open_corruptions_dir
 from icckd_cli.data.corruptions import BUILTIN_SUITE, CorruptedBlock, builtin_suite
 from icckd_cli.training.engine import evaluate
 
-Progress = Callable[[str, dict[str, Any]], None]
+Progress = Callback  # base/events.py: the one progress type
 
 
 def evaluate_blocks(

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from icckd_cli.base.events import Callback
+
 MB = 1e6  # size_mb is in megabytes of 10^6 bytes (not MiB)
 WARMUP = 3  # untimed runs first: allocator, caches, cuDNN's algorithm search
 REPS = 20  # timed runs; the median is reported
@@ -30,7 +32,7 @@ MIN_REPS = 5
 # take seconds; at the evaluation batch (512) they took 80 s
 THROUGHPUT_BATCH = 64
 
-Progress = Callable[[str, dict[str, Any]], None]
+Progress = Callback  # base/events.py: the one progress type
 
 
 def _no_progress(event: str, info: dict[str, Any]) -> None:

@@ -17,14 +17,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from icckd_cli.base.errors import UsageError, suggest
-from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig, read_toml
+from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig, read_toml
 from icckd_cli.settings.tune import Param, TuneOptions
+
+# settings every trial shares live in [tune] only, as an experiment's in [experiment]
+from icckd_cli.work.experiment.config import ROLE_SHARED, SHARED
 
 TABLES = ("tune", "teacher", "student", "space")
 ROLES = ("teacher", "student")
-# settings every trial shares: they live in [tune] only (train_per_class may be set per role)
-SHARED = (*DataOptions.model_fields, "device", "tensorboard")
-ROLE_SHARED = ("train_per_class",)
 MANAGED = {
     "out": "trials run in OUT/trials/NNNN/teacher and OUT/trials/NNNN/student",
     "overwrite": "every trial has a folder of its own",

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from icckd_cli.base.errors import Diverged, IcckdError, Interrupted, first_line
+from icckd_cli.base.events import Callback
 from icckd_cli.settings.tune import Param
 from icckd_cli.work import runs
 from icckd_cli.work.tune.config import TuneFile
@@ -29,7 +29,7 @@ from icckd_cli.work.tune.study import (
     taken,
 )
 
-Progress = Callable[[str, dict[str, Any]], None]
+Progress = Callback  # base/events.py: the one progress type
 
 
 class Surplus(Exception):
