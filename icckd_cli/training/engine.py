@@ -12,15 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 # Diverged and Interrupted live in errors.py, which distributed.py imports too; callers that
 # import them from here still find them, as they find the device helpers and the schedule
 from icckd_cli.base.errors import DataFileError, Diverged, Interrupted
 from icckd_cli.base.events import Callback as Callback  # importers name it here too
-from icckd_cli.data import DataSpec, DeviceLoader, Split, StreamLoader, eval_batches
-from icckd_cli.metrics.calibration import expected_calibration_error
+from icckd_cli.data import DataSpec, DeviceLoader, Split, StreamLoader
 from icckd_cli.training import distributed as dist
 from icckd_cli.training.devices import autocast
 from icckd_cli.training.devices import channels_last_on as channels_last_on
@@ -29,29 +27,10 @@ from icckd_cli.training.devices import tune_backends as tune_backends
 from icckd_cli.training.objectives import Objective
 from icckd_cli.training.schedule import LrSchedule
 from icckd_cli.training.schedule import lr_at as lr_at
+from icckd_cli.training.scoring import logit_metrics, split_logits
+from icckd_cli.training.scoring import predict as predict
 
 CHECK_EVERY = 50  # steps between reads of the loss accumulators (NaN guard)
-
-
-def predict(
-    model: nn.Module,
-    split: Split,
-    spec: DataSpec,
-    batch_size: int = 512,
-    channels_last: bool = False,
-    precision: str = "fp32",
-) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """(logits (B, C), features (B, D), labels (B,)) in order, in eval mode, no gradient."""
-    was_training = model.training
-    model.eval()
-    device = split.device
-    try:
-        with torch.inference_mode(), autocast(device, precision):
-            for x, y in eval_batches(split, spec, batch_size, channels_last):
-                logits, feats = model(x, return_features=True)
-                yield logits.float(), feats.float(), y
-    finally:
-        model.train(was_training)
 
 
 def evaluate(
@@ -63,22 +42,7 @@ def evaluate(
     precision: str = "fp32",
 ) -> dict[str, float]:
     """top1/top5 (percent), nll, ece and n over a split."""
-    logits_all, labels_all = [], []
-    for logits, _, y in predict(model, split, spec, batch_size, channels_last, precision):
-        logits_all.append(logits)
-        labels_all.append(y)
-    logits = torch.cat(logits_all)
-    labels = torch.cat(labels_all)
-    k = min(5, logits.shape[1])
-    topk = logits.topk(k, dim=1).indices
-    hit = topk == labels[:, None]
-    return {
-        "top1": 100.0 * hit[:, 0].float().mean().item(),
-        "top5": 100.0 * hit.any(dim=1).float().mean().item(),
-        "nll": F.cross_entropy(logits, labels).item(),
-        "ece": float(expected_calibration_error(logits, labels)),
-        "n": int(labels.numel()),
-    }
+    return logit_metrics(*split_logits(model, split, spec, batch_size, channels_last, precision))
 
 
 def best_so_far(best: dict[str, Any], record: dict[str, Any], on_val: bool) -> dict[str, Any]:

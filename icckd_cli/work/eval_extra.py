@@ -16,25 +16,13 @@ from torch import nn
 
 from icckd_cli.data import Dataset, DataSpec
 from icckd_cli.metrics.perclass import per_class_report
-from icckd_cli.training.engine import predict
 from icckd_cli.work.corruptions import corruption_robustness
 
 
 def class_metrics(
-    model: nn.Module,
-    split: Any,
-    spec: DataSpec,
-    meta: dict[str, Any],
-    batch_size: int = 512,
-    channels_last: bool = False,
+    pred: torch.Tensor, true: torch.Tensor, spec: DataSpec, meta: dict[str, Any]
 ) -> dict[str, Any]:
-    """per_class_top1, balanced_top1 (and train_counts, groups when recorded) over a split."""
-    preds, labels = [], []
-    for logits, _, y in predict(model, split, spec, batch_size, channels_last):
-        preds.append(logits.argmax(dim=1).cpu())
-        labels.append(y.cpu())
-    pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
-    true = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+    """per_class_top1, balanced_top1 (and train_counts, groups when recorded): (N,), (N,)."""
     counts = (meta.get("dataset") or {}).get("train_counts")
     if counts is not None and len(counts) != spec.num_classes:
         counts = None  # recorded for another class list (a --dataset override): no groups

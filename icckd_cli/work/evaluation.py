@@ -18,7 +18,8 @@ from icckd_cli.data.imbalance import apply_imbalance
 from icckd_cli.models import ZooModel, input_size
 from icckd_cli.models.loading import load_any_model
 from icckd_cli.settings.config import RunOptions
-from icckd_cli.training.engine import channels_last_on, evaluate, resolve_device
+from icckd_cli.training.engine import channels_last_on, resolve_device
+from icckd_cli.training.scoring import logit_metrics, split_logits
 from icckd_cli.work.cost import THROUGHPUT_BATCH, Progress, measure_latency, static_cost
 from icckd_cli.work.cost import count_params as count_params  # re-exported
 
@@ -216,13 +217,13 @@ def evaluate_checkpoint(
             )
         cl = checkpoint_channels_last(meta, dev)
         about = {"dataset": data.spec.name, "split": split}
-        metrics = dict(
-            evaluate(model, getattr(data, split), data.spec, batch_size, channels_last=cl)
-        )
         from icckd_cli.work import eval_extra  # per-class top-1, groups, corruptions
 
-        metrics.update(eval_extra.class_metrics(model, getattr(data, split), data.spec, meta,
-                                                batch_size, cl))  # fmt: skip
+        # one pass over the split: the summary metrics and the per-class ones share its logits
+        logits, labels = split_logits(model, getattr(data, split), data.spec, batch_size, cl)
+        metrics = dict(logit_metrics(logits, labels))
+        metrics.update(eval_extra.class_metrics(logits.argmax(dim=1).cpu(), labels.cpu(),
+                                                data.spec, meta))  # fmt: skip
         if corruptions or corruptions_dir is not None:
             metrics["corruptions"] = eval_extra.corruption_metrics(
                 model, data, dev, path, corruptions_dir, batch_size, cl

@@ -15,18 +15,15 @@ from torch import nn
 
 from icckd_cli.data import Dataset
 from icckd_cli.metrics.transfer import PREDICTIONS_FILE, write_predictions
-from icckd_cli.training.engine import predict
+from icckd_cli.training.scoring import split_logits
 
 
 def test_predictions(
     model: nn.Module, data: Dataset, batch_size: int = 512, channels_last: bool = False
 ) -> torch.Tensor:
     """Predicted labels (N,) of the test split, in order (eval mode, no gradient)."""
-    parts = [
-        logits.argmax(dim=1).cpu()
-        for logits, _, _ in predict(model, data.test, data.spec, batch_size, channels_last)
-    ]
-    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+    logits, _ = split_logits(model, data.test, data.spec, batch_size, channels_last)
+    return logits.argmax(dim=1).cpu()
 
 
 def save_test_predictions(
