@@ -42,6 +42,19 @@ def assert_curves_match_metrics(run: Path) -> None:
         assert [v for _, v in points] == pytest.approx(expected, rel=1e-6, abs=1e-7), tag
 
 
+def dead_started_earlier(folder: Path) -> None:
+    """Date the event files a minute back, as those of a process that started before ours.
+
+    Readers take a folder's event files in name order, and the name holds the start second
+    then a per-process counter as text ("10" sorts before "9"): a file written in this same
+    process and second could sort after the resumed run's and escape its purge, which a real
+    dead process, started earlier, cannot.
+    """
+    for path in folder.glob("events.out.tfevents.*"):
+        _, _, _, stamp, rest = path.name.split(".", 4)
+        path.rename(path.with_name(f"events.out.tfevents.{int(stamp) - 60:010d}.{rest}"))
+
+
 def test_tags_are_stable_names_for_every_logged_figure() -> None:
     record = {"epoch": 3, "lr": 0.05, "train_loss": 2.5, "train_ce": 2.0, "train_icc": 5.0,
               "train_icc_gate_pass": 0.25, "train_icc_negatives": 7.5, "time": 1.5,
@@ -96,6 +109,7 @@ def test_resumed_run_continues_the_curves_without_repeated_steps(
                 writer.add_scalar(tag, value, r["epoch"])
         for tag in tag_values(read_metrics(second)[0]):
             writer.add_scalar(tag, -1.0, 2)
+    dead_started_earlier(second / "tensorboard")
     ok(capsys, "train-teacher", "--resume", second, "--tensorboard")
     assert_curves_match_metrics(second)  # the resumed epoch 2 replaced the dead one's
     assert {t: p for t, p in curves(second).items() if t not in SPEED} == same
