@@ -278,3 +278,33 @@ def test_torchrun_ranks_read_disjoint_shards_that_cover_the_split(
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert len(seen[0]) == len(seen[1]) == 12
     assert not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == list(range(24))
+
+
+def test_a_long_tailed_streamed_split_keeps_the_first_files_of_each_class(
+    folder: Path, tmp_path: Path
+) -> None:
+    from icckd_cli.base.checkpoint import read_metadata
+    from icckd_cli.data.imbalance import apply_imbalance
+
+    data = load_dataset("imagenet", folder, options=LoadOptions(image_size=SIZE, workers=0))
+    files = {c: [data.train.path(i) for i in range(6 * c, 6 * c + 6)] for c in range(4)}
+    # by hand: floor(6 * 3^(-i/3)) for i = 0..3 is 6, 4, 2, 2
+    assert apply_imbalance(data, 3) == [6, 4, 2, 2]
+    lt = data.train
+    assert isinstance(lt, StreamSplit) and len(lt) == 14
+    assert lt.labels.tolist() == [0] * 6 + [1] * 4 + [2] * 2 + [3] * 2
+    assert [lt.path(i) for i in range(14)] == [
+        f for c, n in enumerate([6, 4, 2, 2]) for f in files[c][:n]
+    ]
+    assert lt.index.tolist() == list(range(14))  # renumbered: what a memory bank keys on
+    batches = list(StreamLoader(lt, data.spec, 4, views=1, seed=0).epoch(1))
+    seen = torch.cat([b.index for b in batches])
+    assert sorted(seen.tolist()) == list(range(14))  # each kept file once per epoch
+    assert torch.equal(torch.cat([b.labels for b in batches]), lt.labels[seen])
+
+    # through a run: the streamed teacher trains on those 14 and records their counts
+    settings = {**_run_settings(folder, tmp_path / "run"), "epochs": 1, "imbalance_factor": 3}
+    settings.update(icc_weight=0, tensorboard=False, eval_batch_size=16)
+    runs.train_teacher(build(TrainTeacherConfig, settings), lambda e, i: None)
+    dataset = read_metadata(tmp_path / "run" / "model.safetensors")["dataset"]
+    assert dataset["train_counts"] == [6, 4, 2, 2] and dataset["imbalance_factor"] == 3
