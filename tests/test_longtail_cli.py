@@ -8,6 +8,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -123,6 +124,33 @@ def test_eval_corruptions_json_keys_on_the_builtin_suite(
     assert c["clean_top1"] == pytest.approx(r.json()["top1"])
     table = icckd(capsys, *args)
     assert table.code == 0 and "mean / clean" in table.out and "gaussian_noise" in table.out
+
+
+def test_eval_corruptions_reuses_the_test_pass_for_the_clean_top1(
+    capsys: pytest.CaptureFixture[str], lt_run: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icckd_cli.work import corruptions
+
+    passes: list[int] = []  # one evaluation per pass over a split of images
+    original = corruptions.evaluate
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, float]:
+        passes.append(len(args[1]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(corruptions, "evaluate", counted)
+    out, _ = lt_run
+    r = icckd(capsys, "eval", out / "model.safetensors", "--device", "cpu", "--corruptions",
+              "--format", "json")  # fmt: skip
+    assert r.code == 0, r.err
+    assert len(passes) == 50  # the 10 x 5 corrupted copies; the clean pass was eval's own
+    assert r.json()["corruptions"]["clean_top1"] == r.json()["top1"]  # the same number
+    # on another split the clean top-1 is still the test split's: one pass of its own
+    passes.clear()
+    r = icckd(capsys, "eval", out / "model.safetensors", "--device", "cpu", "--corruptions",
+              "--split", "train", "--format", "json")  # fmt: skip
+    assert r.code == 0, r.err
+    assert len(passes) == 51
 
 
 def _release(folder: Path, images: np.ndarray, labels: np.ndarray) -> Path:

@@ -69,9 +69,14 @@ def corruption_robustness(
     batch_size: int = 512,
     channels_last: bool = False,
     progress: Progress | None = None,
+    clean_top1: float | None = None,
 ) -> dict[str, Any]:
     """The `corruptions` JSON of `eval --corruptions`: on the folder's files, or the built-in
-    suite of the test split (`data.spec` must hold the checkpoint's normalisation)."""
+    suite of the test split (`data.spec` must hold the checkpoint's normalisation).
+
+    clean_top1: the model's top-1 on the test split when the caller has it already (eval on
+    the test split); None evaluates it here.
+    """
     spec = data.spec
     if corruptions_dir is not None:
         cdir = open_corruptions_dir(corruptions_dir)
@@ -86,6 +91,8 @@ def corruption_robustness(
                 "--corruptions-dir"
             )
         suite, blocks = BUILTIN_SUITE, builtin_suite(data.test.images, data.test.labels, seed)
-    clean = evaluate(model, data.test, spec, batch_size, channels_last=channels_last)["top1"]
+    clean = clean_top1
+    if clean is None:
+        clean = evaluate(model, data.test, spec, batch_size, channels_last=channels_last)["top1"]
     results = evaluate_blocks(model, blocks, spec, device, batch_size, channels_last, progress)
     return summarise(suite, clean, results)

@@ -37,8 +37,10 @@ def corruption_metrics(
     corruptions_dir: Path | None,
     batch_size: int = 512,
     channels_last: bool = False,
+    clean_top1: float | None = None,
 ) -> dict[str, Any]:
-    """The `corruptions` key of eval's JSON: {suite, clean_top1, mean_top1, relative, results}."""
+    """The `corruptions` key of eval's JSON: {suite, clean_top1, mean_top1, relative, results}
+    (clean_top1: the test split's top-1 when already computed)."""
     return corruption_robustness(
         model,
         data,
@@ -47,4 +49,5 @@ def corruption_metrics(
         source=str(path),
         batch_size=batch_size,
         channels_last=channels_last,
+        clean_top1=clean_top1,
     )

@@ -225,8 +225,9 @@ def evaluate_checkpoint(
         metrics.update(eval_extra.class_metrics(logits.argmax(dim=1).cpu(), labels.cpu(),
                                                 data.spec, meta))  # fmt: skip
         if corruptions or corruptions_dir is not None:
+            clean = metrics["top1"] if split == "test" else None  # the pass above, reused
             metrics["corruptions"] = eval_extra.corruption_metrics(
-                model, data, dev, path, corruptions_dir, batch_size, cl
+                model, data, dev, path, corruptions_dir, batch_size, cl, clean
             )
     batch = throughput_batch or THROUGHPUT_BATCH
     cost = checkpoint_cost(path, model, meta, dev, latency, batch, progress=progress)
