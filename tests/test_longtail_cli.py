@@ -8,10 +8,12 @@ import io
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from icckd_cli.base.errors import UsageError
@@ -107,6 +109,38 @@ def test_predictions_npy_holds_the_final_models_test_predictions(
     pred = read_predictions(out / "predictions.npy", len(labels), 10)
     final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert 100.0 * float((pred == labels).mean()) == pytest.approx(final["top1"])
+
+
+def test_a_run_keeps_its_last_test_pass_as_predictions_npy(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icckd_cli.models.loading import load_any_model
+    from icckd_cli.training.scoring import split_logits
+    from icckd_cli.work import predictions
+    from icckd_cli.work.evaluation import checkpoint_channels_last
+
+    def no_extra_pass(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the test split was run again for predictions.npy")
+
+    monkeypatch.setattr(predictions, "test_predictions", no_extra_pass)
+    out = tmp_path / "run"
+    r = icckd(capsys, "train-teacher", *RUN, "--train-per-class", "3", "--epochs", "2",
+              "--eval-every", "5", "--out", out)  # fmt: skip
+    assert r.code == 0, r.err
+    data = load_dataset("digits", test_per_class=2, train_per_class=1)
+    model, meta = load_any_model(out / "model.safetensors", option=None)
+    channels_last = checkpoint_channels_last(meta, torch.device("cpu"))  # as the run ran
+    logits, labels = split_logits(model, data.test, data.spec, 512, channels_last)
+    saved = read_predictions(out / "predictions.npy", len(labels), 10)
+    assert np.array_equal(saved, logits.argmax(dim=1).numpy())  # the final model's, exactly
+    # without the kept pass (a resumed run whose last epoch was already evaluated, a bf16
+    # run) the file is the same, from a pass of its own
+    monkeypatch.undo()
+    again = tmp_path / "again"
+    again.mkdir()
+    cfg = SimpleNamespace(eval_batch_size=512)
+    path = predictions.save_test_predictions(again, model, data, cfg, channels_last)
+    assert path is not None and np.array_equal(read_predictions(path, len(labels), 10), saved)
 
 
 def test_eval_corruptions_json_keys_on_the_builtin_suite(

@@ -53,10 +53,16 @@ def tune_backends(device: torch.device) -> None:
     torch.backends.cudnn.benchmark = True
 
 
+def effective_precision(device: torch.device, precision: str) -> str:
+    """What "auto" means on a device: bf16 on CUDA, fp32 elsewhere; other values as given."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA by default; fp32 elsewhere unless asked."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+    precision = effective_precision(device, precision)
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

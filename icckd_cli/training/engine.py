@@ -20,7 +20,7 @@ from icckd_cli.base.errors import DataFileError, Diverged, Interrupted
 from icckd_cli.base.events import Callback as Callback  # importers name it here too
 from icckd_cli.data import DataSpec, DeviceLoader, Split, StreamLoader
 from icckd_cli.training import distributed as dist
-from icckd_cli.training.devices import autocast
+from icckd_cli.training.devices import autocast, effective_precision
 from icckd_cli.training.devices import channels_last_on as channels_last_on
 from icckd_cli.training.devices import resolve_device as resolve_device
 from icckd_cli.training.devices import tune_backends as tune_backends
@@ -40,9 +40,14 @@ def evaluate(
     batch_size: int = 512,
     channels_last: bool = False,
     precision: str = "fp32",
+    keep: list[Tensor] | None = None,
 ) -> dict[str, float]:
-    """top1/top5 (percent), nll, ece and n over a split."""
-    return logit_metrics(*split_logits(model, split, spec, batch_size, channels_last, precision))
+    """top1/top5 (percent), nll, ece and n over a split; `keep` receives the predicted labels
+    (N,) on the CPU when given."""
+    logits, labels = split_logits(model, split, spec, batch_size, channels_last, precision)
+    if keep is not None:
+        keep.append(logits.argmax(dim=1).cpu())
+    return logit_metrics(logits, labels)
 
 
 def best_so_far(best: dict[str, Any], record: dict[str, Any], on_val: bool) -> dict[str, Any]:
@@ -96,6 +101,8 @@ class Trainer:
     state: TrainState = field(default_factory=TrainState)
     eval_model: nn.Module | None = None  # the unwrapped model when training through DDP
     val: Any = None  # a validation split (Split or StreamSplit): best is chosen on it
+    # the last epoch's test predictions (N,), float32 runs on process 0: predictions.npy
+    test_predictions: Tensor | None = None
 
     def run(self) -> TrainState:
         """Train from `state` to the last epoch; returns the final state."""
@@ -156,7 +163,7 @@ class Trainer:
             )
             if (st.epoch + 1) % self.eval_every == 0 or st.epoch + 1 == self.epochs:
                 if self.test is not None:
-                    record.update(self._evaluate(self.test))
+                    record.update(self._evaluate(self.test, st.epoch + 1 == self.epochs))
                 if self.val is not None:  # the test numbers of every epoch stay in history
                     record.update({f"val_{k}": v for k, v in self._evaluate(self.val).items()})
             st.history.append(record)
@@ -169,9 +176,12 @@ class Trainer:
         self.callback("end", {"best": st.best})
         return st
 
-    def _evaluate(self, split: Any) -> dict[str, float]:
-        """top1/top5/nll/ece of the model on a split (n dropped)."""
+    def _evaluate(self, split: Any, last: bool = False) -> dict[str, float]:
+        """top1/top5/nll/ece of the model on a split (n dropped); `last`: keep the predicted
+        labels as test_predictions (float32 runs only, as predictions.npy is float32)."""
         model = self.eval_model or self.model
+        fp32 = effective_precision(torch.device(split.device), self.precision) == "fp32"
+        keep: list[Tensor] | None = [] if last and fp32 else None
         # rank 0 evaluates and shares the numbers, so every rank keeps the same history
         metrics = dist.from_main(
             evaluate,
@@ -181,7 +191,10 @@ class Trainer:
             self.eval_batch_size,
             self.channels_last,
             self.precision,
+            keep,
         )
+        if keep:  # rank 0 alone filled it
+            self.test_predictions = keep[0]
         metrics.pop("n", None)
         return metrics
 

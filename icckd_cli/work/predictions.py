@@ -27,13 +27,24 @@ def test_predictions(
 
 
 def save_test_predictions(
-    out: Path, model: nn.Module, data: Dataset, cfg: Any, channels_last: bool
+    out: Path,
+    model: nn.Module,
+    data: Dataset,
+    cfg: Any,
+    channels_last: bool,
+    known: torch.Tensor | None = None,
 ) -> Path | None:
     """Write OUT/predictions.npy of the final model on the test split; its path (None for a
-    run that never reads its test split)."""
+    run that never reads its test split). known: those predictions when the last epoch's
+    evaluation kept them (the trainer's test_predictions); None runs the model over the split.
+    """
     if data.test is None:
         return None
-    pred = test_predictions(model, data, cfg.eval_batch_size, channels_last)
+    pred = (
+        known
+        if known is not None
+        else test_predictions(model, data, cfg.eval_batch_size, channels_last)
+    )
     path = Path(out) / PREDICTIONS_FILE
     write_predictions(path, pred, data.spec.num_classes)
     return path

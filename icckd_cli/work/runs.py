@@ -130,8 +130,7 @@ def _fit(
         heads = list(objective.parameters())
         opt.register_step_pre_hook(lambda *_: dist.average_gradients(heads))
     state = TrainState()
-    if resume:
-        state = restore_state(out, model, objective, opt, extra_meta)
+    state = restore_state(out, model, objective, opt, extra_meta) if resume else state
     loader = train_loader(cfg, data, objective.views, channels_last)
     step_fn: nn.Module = torch.compile(train_model) if cfg.compile else train_model  # type: ignore[assignment]
 
@@ -214,7 +213,8 @@ def _fit(
             "objective": objective.describe(),
             **extra_meta,
         }
-        save_test_predictions(out, model, data, cfg, channels_last)  # before the model: "done"
+        # the last epoch's test pass, reused; then the model: its file says "done"
+        save_test_predictions(out, model, data, cfg, channels_last, trainer.test_predictions)
         with writing(out, MODEL_FILE):
             save_model(checkpoint, model, meta)
         (out / STATE_FILE).unlink(missing_ok=True)
