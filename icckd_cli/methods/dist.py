@@ -8,9 +8,10 @@ p = softmax(z / T) on each side, (B, C),
     loss  = T^2 (beta * inter + gamma * intra)
 Pearson is the cosine of the mean-centred vectors, with 1e-8 added to the product of norms.
 
-Defaults: the paper's CIFAR-100 setting, beta = gamma = 2 and tau = 4 beside CE weight 1.
-The temperature is `--kd-temperature` (default 4); the preset weighs CE 1 and the DIST term
-1, so beta and gamma carry the 2.
+Defaults: the authors' CIFAR-100 setting, beta = gamma = 2 and tau = 4 beside CE weight 1
+(their released configuration writes it as beta = gamma = 1, tau = 4 at loss weight 2;
+docs/methods.md). The temperature is `--kd-temperature` (default 4); the preset weighs CE 1
+and the DIST term 1, so beta and gamma carry the 2.
 """
 
 from __future__ import annotations
