@@ -138,3 +138,26 @@ def test_distill_takes_the_teachers_data_set(tmp_path: Path) -> None:
     assert build(DistillConfig, {"teacher": teacher}, toml).dataset == "cifar10"
     assert build(DistillConfig, {"teacher": tmp_path / "t.pth"}).dataset == "cifar100"
     assert build(DistillConfig, {"teacher": tmp_path / "missing.safetensors"}).dataset == "cifar100"
+
+
+def test_toml_tables_are_checked_and_read_in_one_place() -> None:
+    from icckd_cli.settings.config import check_tables, read_table
+
+    raw = {"experiment": {"name": "x"}, "teacher": 3, "zzz": {}}
+    with pytest.raises(UsageError) as exc:
+        check_tables(raw, ("experiment", "teacher"), "x.toml")
+    assert exc.value.message == "x.toml: unknown table [zzz]. The tables are: experiment, teacher."
+    with pytest.raises(UsageError) as exc:  # a close name is suggested; a hint replaces the list
+        check_tables({"studnt": {}}, ("teacher", "student"), "x.toml", "space.", " Use [space.a].")
+    assert exc.value.message == "x.toml: unknown table [space.studnt]. Did you mean: student?"
+    with pytest.raises(UsageError) as exc:
+        check_tables({"zzz": {}}, ("teacher", "student"), "x.toml", "space.", " Use [space.a].")
+    assert exc.value.message == "x.toml: unknown table [space.zzz]. Use [space.a]."
+    table = read_table(raw, "experiment", "x.toml")
+    assert table == {"name": "x"} and table is not raw["experiment"]  # a copy to update
+    assert read_table(raw, "student", "x.toml") == {}
+    with pytest.raises(UsageError) as exc:
+        read_table(raw, "teacher", "x.toml", "space.teacher")
+    assert exc.value.message == (
+        "x.toml: [space.teacher] must be a table of settings (a [space.teacher] header)"
+    )

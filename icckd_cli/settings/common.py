@@ -7,6 +7,7 @@ so a TOML file uses the same names as the options (`icc_weight = 0.1` for `--icc
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,27 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {path} is not valid TOML ({exc}); fix the file") from None
+
+
+def check_tables(
+    raw: Mapping[str, Any], tables: Sequence[str], source: str, prefix: str = "", hint: str = ""
+) -> None:
+    """A one-line error for the first table of a TOML file (or of its [prefix...] table)
+    that is not one of `tables`; `hint` replaces the list of tables when nothing is close."""
+    for key in raw:
+        if key not in tables:
+            why = suggest(key, tables) or hint or f" The tables are: {', '.join(tables)}."
+            raise UsageError(f"{source}: unknown table [{prefix}{key}].{why}")
+
+
+def read_table(raw: Mapping[str, Any], key: str, source: str, name: str = "") -> dict[str, Any]:
+    """raw[key] as a fresh dict ({} when absent); a one-line error when it is no table.
+    `name`: how the error names it (a sub-table's dotted name), `key` by default."""
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        name = name or key
+        raise UsageError(f"{source}: [{name}] must be a table of settings (a [{name}] header)")
+    return dict(value)
 
 
 def build(model: type[_Strict], cli: dict[str, Any], config_file: Path | None = None) -> Any:

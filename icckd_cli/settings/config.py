@@ -21,8 +21,10 @@ from icckd_cli.settings.common import (
     _Strict,
     build,
     check_model_args,
+    check_tables,
     describe_validation_error,
     option_name,
+    read_table,
     read_toml,
 )
 from icckd_cli.settings.data import DataOptions, teacher_data
@@ -59,8 +61,10 @@ __all__ = [
     "_Strict",
     "build",
     "check_model_args",
+    "check_tables",
     "describe_validation_error",
     "option_name",
+    "read_table",
     "read_toml",
     "teacher_data",
 ]

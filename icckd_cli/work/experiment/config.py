@@ -14,7 +14,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from icckd_cli.base.errors import UsageError, suggest
-from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig, read_toml
+from icckd_cli.settings.config import (
+    DataOptions,
+    DistillConfig,
+    TrainTeacherConfig,
+    check_tables,
+    read_table,
+    read_toml,
+)
 from icckd_cli.work.experiment.matched import check_match_split
 from icckd_cli.work.experiment.plan import (
     Experiment,
@@ -69,11 +76,8 @@ def parse_experiment(
     raw: dict[str, Any], source: str, overrides: Mapping[str, Any] | None = None
 ) -> Experiment:
     """Validate the whole experiment before any work starts; one-line errors name the table."""
-    for key in raw:
-        if key not in TABLES:
-            hint = suggest(key, TABLES) or f" The tables are: {', '.join(TABLES)}."
-            raise UsageError(f"{source}: unknown table [{key}].{hint}")
-    exp_raw = _table(raw, "experiment", source)
+    check_tables(raw, TABLES, source)
+    exp_raw = read_table(raw, "experiment", source)
     exp_raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     options = _validate(ExperimentOptions, exp_raw, {}, source, "[experiment]", "[experiment]")
     check_match_split(options.match_teachers, options.val_per_class, options.val_fraction)
@@ -84,7 +88,7 @@ def parse_experiment(
             f'{source}: no teachers; add [[teachers]] entries, e.g. name = "ce" with '
             'icc_weight = 0 and name = "icc" with icc_weight = 0.05'
         )
-    raw = {**raw, "student": _table(raw, "student", source)}
+    raw = {**raw, "student": read_table(raw, "student", source)}
     baseline_wanted = raw["student"].pop("baseline", False)
     if not isinstance(baseline_wanted, bool):
         raise UsageError(f"{source}: [student]: baseline must be true or false")
@@ -104,7 +108,7 @@ def _section(
 ) -> list[tuple[str, Any]]:
     """(name, config) of each [[<key>s]] entry over the [<key>] table over the defaults."""
     allowed = [k for k in model.model_fields if k not in SHARED and k not in MANAGED]
-    common = _table(raw, key, source)
+    common = read_table(raw, key, source)
     _check_keys(common, allowed, source, f"[{key}]", ROLE_SHARED)
     out = []
     for i, entry in enumerate(_entries(raw, f"{key}s", source)):
@@ -116,13 +120,6 @@ def _section(
         out.append((name, _validate(model, values, entry, source, where, f"[{key}]", common)))
     _unique([name for name, _ in out], source, f"[[{key}s]]")
     return out
-
-
-def _table(raw: dict[str, Any], key: str, source: str) -> dict[str, Any]:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        raise UsageError(f"{source}: [{key}] must be a table of settings (a [{key}] header)")
-    return dict(value)
 
 
 def _entries(raw: dict[str, Any], key: str, source: str) -> list[dict[str, Any]]:

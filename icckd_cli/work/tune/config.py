@@ -17,7 +17,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from icckd_cli.base.errors import UsageError, suggest
-from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig, read_toml
+from icckd_cli.settings.config import (
+    DistillConfig,
+    TrainTeacherConfig,
+    check_tables,
+    read_table,
+    read_toml,
+)
 from icckd_cli.settings.tune import Param, TuneOptions
 
 # settings every trial shares live in [tune] only, as an experiment's in [experiment]
@@ -86,32 +92,26 @@ def parse_tune(
     raw: dict[str, Any], source: str, overrides: Mapping[str, Any] | None = None
 ) -> TuneFile:
     """Validate a whole tune file; one-line errors name the table."""
-    for key in raw:
-        if key not in TABLES:
-            hint = suggest(key, TABLES) or f" The tables are: {', '.join(TABLES)}."
-            raise UsageError(f"{source}: unknown table [{key}].{hint}")
-    given = _table(raw, "tune", source)
+    check_tables(raw, TABLES, source)
+    given = read_table(raw, "tune", source)
     given.update({k: v for k, v in (overrides or {}).items() if v is not None})
     options = _validate(TuneOptions, given, source, "[tune]")
     if options.val_per_class is None and options.val_fraction is None:
         raise UsageError(VAL_REFUSAL)
     roles = ROLES if options.target == "student" else ("teacher",)
-    space_raw = _table(raw, "space", source)
-    for key in space_raw:
-        if key not in ROLES:
-            hint = suggest(key, ROLES) or " Use [space.teacher] or [space.student]."
-            raise UsageError(f"{source}: unknown table [space.{key}].{hint}")
+    space_raw = read_table(raw, "space", source)
+    check_tables(space_raw, ROLES, source, "space.", " Use [space.teacher] or [space.student].")
     if options.target == "teacher" and space_raw.get("student"):
         raise UsageError(
             f'{source}: [space.student] is searched but target = "teacher" trains no student; '
             'set target = "student" in [tune] or drop [space.student]'
         )
-    fixed = {role: _table(raw, role, source) for role in ROLES}
+    fixed = {role: read_table(raw, role, source) for role in ROLES}
     space: dict[str, dict[str, Param]] = {}
     for role in ROLES:
         allowed = [k for k in MODELS[role].model_fields if k not in SHARED and k not in MANAGED]
         _check_keys(fixed[role], allowed, source, f"[{role}]", role)
-        searched = _table(space_raw, role, source, f"space.{role}")
+        searched = read_table(space_raw, role, source, f"space.{role}")
         where = f"[space.{role}]"
         _check_keys(searched, [k for k in allowed if k != "seed"], source, where, role)
         space[role] = {k: _param(v, source, where, k) for k, v in searched.items()}
@@ -129,14 +129,6 @@ def parse_tune(
     tune = TuneFile(options, given, fixed, space, source)
     _check_values(tune)
     return tune
-
-
-def _table(raw: dict[str, Any], key: str, source: str, name: str = "") -> dict[str, Any]:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        name = name or key
-        raise UsageError(f"{source}: [{name}] must be a table of settings (a [{name}] header)")
-    return dict(value)
 
 
 COMMANDS = {"teacher": "train-teacher", "student": "distill"}
