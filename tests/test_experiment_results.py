@@ -64,7 +64,7 @@ def test_collect_builds_every_cell_and_the_icc_minus_ce_difference(
         value = top1.get(run.label)  # best epoch: 0.5 above the last one
         return None if value is None else value + (0.5 if which == "best" else 0.0)
 
-    monkeypatch.setattr(res, "_metric", fake_metric)  # where collect looks it up
+    monkeypatch.setattr(res, "run_top1", fake_metric)  # where collect looks it up
     diversity = {"ce": {0: {"ratio": 0.1, "feature_ratio": 0.3, "target_prob": 0.9}},
                  "icc": {0: {"ratio": 0.2, "feature_ratio": 0.4, "target_prob": 0.8},
                          1: {"ratio": 0.4, "feature_ratio": 0.5, "target_prob": 0.7}}}  # fmt: skip
@@ -195,7 +195,7 @@ def test_with_a_validation_split_the_best_column_is_best_on_validation(
     text = tiny_experiment(tmp_path, ('name = "tiny"', 'name = "tiny"\nval_per_class = 5'))
     exp = parse_experiment_text(text)
     assert {r.config.val_per_class for r in exp.runs} == {5}  # every run holds out the same
-    monkeypatch.setattr(res, "_metric", lambda run, which: 80.0 if which == "best" else 79.0)
+    monkeypatch.setattr(res, "run_top1", lambda run, which: 80.0 if which == "best" else 79.0)
     results = ex.collect(exp, {})
     assert (results["val_per_class"], results["val_fraction"]) == (5, None)
     students = _students_table(ex.result_tables(results))

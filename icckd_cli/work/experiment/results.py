@@ -73,7 +73,8 @@ def paired_difference(
     return {k: a[k] - b[k] for k in a if k in b and a[k] is not None and b[k] is not None}  # type: ignore[operator]
 
 
-def _metric(run: Run, which: str) -> float | None:
+def run_top1(run: Run, which: str = "final") -> float | None:
+    """A finished run's test top-1 at its last ('final') or best epoch; None if not done."""
     from icckd_cli.base.checkpoint import read_metadata
     from icckd_cli.training.rundir import MODEL_FILE
 
@@ -94,7 +95,7 @@ def _objective(cfg: TrainTeacherConfig) -> str:
 
 def _top1(runs: Mapping[int, Run]) -> dict[str, dict[int, float | None]]:
     """top-1 at the last ('final') and at the best epoch, by seed; None where not done."""
-    return {w: {k: _metric(r, w) for k, r in runs.items()} for w in ("final", "best")}
+    return {w: {k: run_top1(r, w) for k, r in runs.items()} for w in ("final", "best")}
 
 
 def _last_best(top1: Mapping[str, Mapping[int, float | None]], n: int) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from icckd_cli.metrics.transfer import (
     read_predictions,
 )
 from icckd_cli.work.experiment.config import Experiment, Run
-from icckd_cli.work.experiment.results import difference_stats, paired_difference
+from icckd_cli.work.experiment.results import difference_stats, paired_difference, run_top1
 from icckd_cli.work.experiment.transfer_tables import TRANSFER_KEYS
 
 CORRUPTIONS_FILE = "corruptions.json"
@@ -72,17 +72,6 @@ def _predictions(run: Run, n: int | None) -> np.ndarray | None:
         return None
 
 
-def _top1(run: Run) -> float | None:
-    from icckd_cli.base.checkpoint import read_metadata
-    from icckd_cli.training.rundir import MODEL_FILE
-
-    if run.status() != "done":
-        return None
-    return ((read_metadata(run.out / MODEL_FILE).get("metrics") or {}).get("final") or {}).get(
-        "top1"
-    )
-
-
 def _mean(xs: list[float]) -> float | None:
     return statistics.fmean(xs) if xs else None
 
@@ -97,8 +86,8 @@ def transfer_entry(
     teachers = exp.teacher_runs(teacher)
     out: dict[str, Any] = dict.fromkeys(TRANSFER_KEYS)
     if base:
-        alone = {s: _top1(r) for s, r in base.items()}
-        kd = {s: _top1(r) for s, r in runs.items()}
+        alone = {s: run_top1(r) for s, r in base.items()}
+        kd = {s: run_top1(r) for s, r in runs.items()}
         a = {s: v for s, v in alone.items() if v is not None}
         k = {s: v for s, v in kd.items() if v is not None}
         if a.keys() & k.keys():
