@@ -264,3 +264,23 @@ def test_the_experiment_passes_its_factor_to_teachers_and_students(tmp_path: Pat
         "--imbalance-factor: 0.5; give a factor of at least 1 (1 is balanced; 100 is the "
         "CIFAR-LT standard)"
     )
+
+
+def test_the_validation_and_test_splits_stay_balanced_under_a_long_tail() -> None:
+    from icckd_cli.data import Holdout, LoadOptions
+    from icckd_cli.data.imbalance import apply_imbalance
+
+    def digits() -> Any:
+        options = LoadOptions(holdout=Holdout(per_class=5))
+        return load_dataset("digits", train_per_class=30, test_per_class=3, options=options)
+
+    balanced, lt = digits(), digits()
+    assert apply_imbalance(lt, 10) == EXPECTED
+    assert torch.bincount(lt.train.labels, minlength=10).tolist() == EXPECTED
+    for name, per_class in (("val", 5), ("test", 3)):
+        split, same = getattr(lt, name), getattr(balanced, name)
+        assert torch.bincount(split.labels, minlength=10).tolist() == [per_class] * 10
+        assert torch.equal(split.images, same.images)  # the very images of the balanced run
+    # the long tail keeps training images only: none of them is a validation image
+    val = {bytes(x.numpy()) for x in lt.val.images}
+    assert not any(bytes(x.numpy()) in val for x in lt.train.images)
