@@ -67,3 +67,28 @@ def image_folder(root: Path, classes: list[str], train: int = 6, val: int = 2) -
                 w, h, mode, suffix = SHAPES[(k + c) % len(SHAPES)]
                 write_image(root / split / name / f"{k:03d}{suffix}", COLOURS[c], w, h, mode)
     return root
+
+
+# the real CIFAR-10 images beside the project (../shared/datasets/README.md)
+CIFAR_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tgz"
+
+
+def unpack_cifar(root: Path, train: int, test: int) -> Path:
+    """The first `train` and `test` JPEGs of each class unpacked from the CIFAR-10 archive
+    into root; its cifar10-jpeg folder. Reading stops once every class has its share."""
+    import tarfile
+
+    wanted = {"train": train, "test": test}
+    taken: dict[tuple[str, str], int] = {}
+    with tarfile.open(CIFAR_ARCHIVE, "r|gz") as tar:
+        for member in tar:
+            parts = Path(member.name).parts  # cifar10-jpeg/<split>/<class>/<file>
+            if not member.isfile() or len(parts) != 4:
+                continue
+            key = (parts[1], parts[2])
+            if taken.get(key, 0) < wanted[parts[1]]:
+                taken[key] = taken.get(key, 0) + 1
+                tar.extract(member, root, filter="data")
+            if len(taken) == 20 and all(taken[k] == wanted[k[0]] for k in taken):
+                break
+    return root / "cifar10-jpeg"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,8 @@ from icckd_cli.data.corruptions import (
     corrupt,
 )
 from icckd_cli.work.corruptions import corruption_robustness, evaluate_blocks, summarise
-
-ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tgz"
+from tests.imagesets import CIFAR_ARCHIVE as ARCHIVE
+from tests.imagesets import unpack_cifar
 
 
 class TinyNet(nn.Module):
@@ -255,18 +254,7 @@ def cifar_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """500 train and 100 test JPEGs per class, unpacked from the CIFAR-10 archive."""
     if not ARCHIVE.is_file():
         pytest.skip(f"{ARCHIVE} is not here")
-    root = tmp_path_factory.mktemp("cifar")
-    wanted = {"train": 500, "test": 100}
-    taken: dict[tuple[str, str], int] = {}
-    with tarfile.open(ARCHIVE, "r|gz") as tar:
-        for member in tar:
-            parts = Path(member.name).parts  # cifar10-jpeg/<split>/<class>/<file>
-            if member.isfile() and len(parts) == 4:
-                key = (parts[1], parts[2])
-                if taken.get(key, 0) < wanted[parts[1]]:
-                    taken[key] = taken.get(key, 0) + 1
-                    tar.extract(member, root, filter="data")
-    return root / "cifar10-jpeg"
+    return unpack_cifar(tmp_path_factory.mktemp("cifar"), 500, 100)
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,9 @@ from PIL import Image
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.data import Split, load_dataset, per_class_subset, sources
+from tests.imagesets import CIFAR_ARCHIVE as ARCHIVE
+from tests.imagesets import unpack_cifar
 
-ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tgz"
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -80,21 +80,7 @@ def cifar_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 train and 2 test JPEGs per class, unpacked from the CIFAR-10 archive."""
     if not ARCHIVE.is_file():
         pytest.skip(f"{ARCHIVE} is not here")
-    root = tmp_path_factory.mktemp("cifar")
-    wanted = {"train": 3, "test": 2}
-    taken: dict[tuple[str, str], int] = {}
-    with tarfile.open(ARCHIVE, "r|gz") as tar:
-        for member in tar:
-            parts = Path(member.name).parts  # cifar10-jpeg/<split>/<class>/<file>
-            if not member.isfile() or len(parts) != 4:
-                continue
-            key = (parts[1], parts[2])
-            if taken.get(key, 0) < wanted[parts[1]]:
-                taken[key] = taken.get(key, 0) + 1
-                tar.extract(member, root, filter="data")
-            if len(taken) == 20 and all(taken[k] == wanted[k[0]] for k in taken):
-                break
-    return root / "cifar10-jpeg"
+    return unpack_cifar(tmp_path_factory.mktemp("cifar"), 3, 2)
 
 
 def test_imagefolder_reads_cifar_jpegs(
