@@ -16,7 +16,13 @@ from icckd_cli.work import experiment as ex
 from icckd_cli.work.experiment.matched import MATCH_NEEDS_VALIDATION
 from icckd_cli.work.experiment.matching_tables import gap_table, with_matching
 from icckd_cli.work.experiment.matrix import plan_states
-from icckd_cli.work.experiment.result_types import Answer, Difference, ExperimentResults
+from icckd_cli.work.experiment.result_types import (
+    Answer,
+    Costs,
+    Difference,
+    ExperimentResults,
+    Setup,
+)
 from icckd_cli.work.experiment.teacher_gap import with_gaps
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment
 
@@ -82,10 +88,10 @@ def _hand_made(seeds: list[int], student: dict[str, float]) -> ExperimentResults
     diff = Difference(0.0, None, len(student), len(seeds), student, None, 0)
     answer = Answer("kd", "kd", "icc", "ce", diff)
     alone = Answer("kd", "kd", "icc", None, diff)
-    about = {"seeds": seeds, "dataset": "digits"}
-    return ExperimentResults(
-        about, "icckd experiment", [alone, answer], "", [], [], [], [], None, {}
-    )
+    setup = Setup("x", "digits", None, None, None, None, None, None, seeds, "out", seeds, 4.0)
+    answers = [alone, answer]
+    none = Costs(None, None, [])
+    return ExperimentResults(setup, "icckd experiment", answers, "", [], [], [], [], None, none)
 
 
 def test_the_teacher_gap_and_the_intercept_against_a_hand_computation() -> None:
@@ -172,7 +178,7 @@ def test_a_tiny_matched_experiment_end_to_end(tmp_path: Path) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
     again = ex.run_experiment(ex.load_experiment(config), lambda e, i: events.append((e, i)))
     assert [i["action"] for e, i in events if e == "run"] == ["skip"] * 4  # reused
-    assert again is not None and again.matched == results["matched"]
+    assert again is not None and again.to_json()["matched"] == results["matched"]
 
     # --dry-run checks the matched students against the snapshots they read, as a run does
     assert [s for _, s in plan_states(ex.load_experiment(config))] == ["done"] * 4

@@ -61,8 +61,8 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
         console.print_json(doc)
         return
     files = ["results.json", "results.md", *(f["file"] for f in results.figures or [])]
-    if results.cost.get("figure"):
-        files.append(results.cost["figure"])
+    if results.cost.figure:
+        files.append(results.cost.figure)
     written = [str(Path(exp.options.out) / f) for f in files]
     tables.experiment_tables(ex.result_tables(doc), written)
 

@@ -14,14 +14,21 @@ from typing import Any
 
 from icckd_cli.work.experiment.finished import FinishedRuns, RunResult
 from icckd_cli.work.experiment.plan import Experiment
-from icckd_cli.work.experiment.result_types import Baseline, Stats, StudentCell, TeacherSummary
+from icckd_cli.work.experiment.result_types import (
+    COST_KEYS,
+    Baseline,
+    CostRow,
+    Costs,
+    Stats,
+    StudentCell,
+    TeacherSummary,
+)
 from icckd_cli.work.experiment.tables import TableSpec, cell
 
 # timed runs per architecture: batch-1 latency of a small net is a fraction of a millisecond,
 # and the median of 10 after a warm-up is stable to a few percent where nothing else runs
 EXPERIMENT_REPS = 10
 FIGURE = "accuracy_latency.png"
-COST_KEYS = ("params", "size_mb", "macs", "image_size", "latency_ms")
 
 
 def measure_costs(
@@ -61,31 +68,23 @@ def cost_rows(
     students: Sequence[StudentCell],
     baseline: Baseline | None,
     costs: Mapping[str, Any] | None,
-) -> dict[str, Any]:
+) -> Costs:
     """The table's numbers: one row per teacher, per student (per teacher), and the baseline."""
     archs = (costs or {}).get("archs", {})
+    latency = {t.name: archs.get(t.arch, {}).get("latency_ms") for t in teachers}
 
-    def row(role: str, name: str, arch: str, top1: Stats, **more: Any) -> dict[str, Any]:
-        cost = archs.get(arch, {})
-        return {"role": role, "name": name, "arch": arch, "top1": top1.to_json(),
-                **{k: cost.get(k) for k in COST_KEYS}, **more}  # fmt: skip
+    def row(role: str, name: str, arch: str, top1: Stats, teacher: str | None = None) -> CostRow:
+        cost = {k: archs.get(arch, {}).get(k) for k in COST_KEYS}
+        mine, theirs = cost["latency_ms"], latency.get(teacher) if teacher else None
+        speedup = theirs / mine if theirs and mine else None
+        return CostRow(role, name, arch, top1, cost, teacher, speedup)
 
     rows = [row("teacher", t.name, t.arch, t.top1) for t in teachers]
-    teacher_arch = {t.name: t.arch for t in teachers}
     for s in students:
-        label = f"{s.student} from {s.teacher}"
-        rows.append(row("student", label, s.arch, s.top1.last, teacher=s.teacher))
+        rows.append(row("student", f"{s.student} from {s.teacher}", s.arch, s.top1.last, s.teacher))
     if baseline is not None:
         rows.append(row("baseline", "alone (CE)", baseline.arch, baseline.top1.last))
-    for r in rows:
-        mine = r["latency_ms"]
-        theirs = archs.get(teacher_arch.get(r.get("teacher", "")), {}).get("latency_ms")
-        r["speedup"] = theirs / mine if r["role"] == "student" and theirs and mine else None
-    return {
-        "latency": (costs or {}).get("latency"),
-        "timing": (costs or {}).get("timing"),
-        "rows": rows,
-    }
+    return Costs((costs or {}).get("latency"), (costs or {}).get("timing"), rows)
 
 
 def cost_table(results: Mapping[str, Any]) -> TableSpec | None:
@@ -122,22 +121,20 @@ def cost_table(results: Mapping[str, Any]) -> TableSpec | None:
     return TableSpec(title, columns, rows, notes, figure, "top-1 against latency", key="cost")
 
 
-def cost_figure(exp: Experiment, cost: Mapping[str, Any]) -> str | None:
+def cost_figure(exp: Experiment, cost: Costs) -> str | None:
     """accuracy_latency.png beside results.md (None when no latency was measured)."""
+    from icckd_cli.base.units import timing_note
     from icckd_cli.presentation.run_plots import CostPoint, write_accuracy_latency
 
     points = [
-        CostPoint(r["name"], r["role"], r["latency_ms"], r["top1"]["mean"], r["top1"]["std"])
-        for r in cost.get("rows", [])
-        if r["latency_ms"] is not None and r["top1"]["mean"] is not None
+        CostPoint(r.name, r.role, r.cost["latency_ms"], r.top1.mean, r.top1.std)
+        for r in cost.rows
+        if r.cost["latency_ms"] is not None and r.top1.mean is not None
     ]
     if not points:
         return None
-    timing = cost.get("timing") or {}
-    from icckd_cli.base.units import timing_note
-
     title = f"top-1 against latency ({exp.options.name}, {exp.options.dataset}; " + (
-        f"{timing_note(timing)})" if timing else "this machine)"
+        f"{timing_note(cost.timing)})" if cost.timing else "this machine)"
     )
     write_accuracy_latency(points, Path(exp.options.out) / FIGURE, title)
     return FIGURE

@@ -21,6 +21,7 @@ from typing import Any
 from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.work.experiment.matched import curve_from_history, match_seed
 from icckd_cli.work.experiment.plan import Experiment, Run
+from icckd_cli.work.experiment.result_types import MatchedSeed, MatchedTeacher
 
 
 def _teacher_dir(exp: Experiment, name: str, tseed: int) -> Path:
@@ -104,7 +105,7 @@ def _seed_done(exp: Experiment, tseed: int) -> bool:
     return all(r.status() == "done" for r in exp.runs if r.kind == "teacher" and r.seed == tseed)
 
 
-def matched_results(exp: Experiment) -> dict[str, dict[str, Any]] | None:
+def matched_results(exp: Experiment) -> dict[int, MatchedSeed] | None:
     """results.json's `matched`: per teacher seed whose teachers are all done; None when off."""
     if not exp.options.match_teachers:
         return None
@@ -113,5 +114,8 @@ def matched_results(exp: Experiment) -> dict[str, dict[str, Any]] | None:
     out = {}
     for tseed in used:
         if _seed_done(exp, tseed):
-            out[str(tseed)] = seed_match(exp, tseed, memo)
+            match = seed_match(exp, tseed, memo)
+            teachers = {name: MatchedTeacher(c["epoch"], c["val_top1"], c.get("test_top1"))
+                        for name, c in match["teachers"].items()}  # fmt: skip
+            out[tseed] = MatchedSeed(match["target_val_top1"], teachers)
     return out

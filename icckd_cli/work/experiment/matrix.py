@@ -159,8 +159,8 @@ def run_experiment(exp: Experiment, callback: Callback) -> ExperimentResults | N
     results = collect(exp, diversity, measure_costs(exp, callback, finished), finished)
     results = with_transfer(exp, results, finished)  # negative transfer, robustness, long tail
     results = with_teacher_gaps(exp, results)  # matched teachers; teacher gap and line
-    results = replace(results, figures=write_curves(exp))
-    results = replace(results, cost={**results.cost, "figure": cost_figure(exp, results.cost)})
+    figure = cost_figure(exp, results.cost)
+    results = replace(results, figures=write_curves(exp), cost=replace(results.cost, figure=figure))
     write_results(exp, results)
     callback("finish", {"out": str(exp.options.out)})
     return results

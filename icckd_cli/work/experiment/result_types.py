@@ -7,10 +7,33 @@ results.json renders the same).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 TRANSFER_KEYS = ("kd_worse_seeds", "negative_flip_rate", "agreement")
+COST_KEYS = ("params", "size_mb", "macs", "image_size", "latency_ms")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What was run: the data set, each role's subset, the seeds, the folder."""
+
+    name: str
+    dataset: str
+    train_per_class: int | None
+    teacher_train_per_class: int | None
+    student_train_per_class: int | None
+    test_per_class: int | None
+    val_per_class: int | None
+    val_fraction: float | None
+    seeds: list[int]
+    out: str
+    teacher_seeds: list[int]
+    temperature: float  # T of the soft-label diversity
+
+    def to_json(self) -> dict[str, Any]:
+        """The first keys of results.json, in this order."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -169,10 +192,73 @@ class Baseline:
 
 
 @dataclass(frozen=True)
+class CostRow:
+    """A teacher, a student from one teacher or the student alone, with its architecture's cost."""
+
+    role: str  # teacher, student or baseline
+    name: str
+    arch: str
+    top1: Stats  # at the last epoch
+    cost: dict[str, Any]  # COST_KEYS of its architecture; None where not measured
+    teacher: str | None = None  # a student's
+    speedup: float | None = None  # a student's: its teacher's batch-1 latency over its own
+
+    def to_json(self) -> dict[str, Any]:
+        """results.json's `cost.rows` entry."""
+        out = {"role": self.role, "name": self.name, "arch": self.arch,
+               "top1": self.top1.to_json(), **{k: self.cost.get(k) for k in COST_KEYS}}  # fmt: skip
+        if self.teacher is not None:
+            out["teacher"] = self.teacher
+        return {**out, "speedup": self.speedup}
+
+
+@dataclass(frozen=True)
+class Costs:
+    """The accuracy-against-cost rows, how latency was timed, and the figure of them."""
+
+    latency: bool | None
+    timing: dict[str, Any] | None
+    rows: list[CostRow]
+    figure: str | None = None  # accuracy_latency.png once drawn; None when nothing to draw
+
+    def to_json(self, drawn: bool) -> dict[str, Any]:
+        """results.json's `cost`; `figure` once the figures were drawn (`drawn`)."""
+        out = {"latency": self.latency, "timing": self.timing,
+               "rows": [r.to_json() for r in self.rows]}  # fmt: skip
+        return {**out, "figure": self.figure} if drawn else out
+
+
+@dataclass(frozen=True)
+class MatchedTeacher:
+    """The epoch of a teacher its students read under match_teachers, and its top-1."""
+
+    epoch: int
+    val_top1: float
+    test_top1: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """{epoch, val_top1, test_top1}."""
+        return {"epoch": self.epoch, "val_top1": self.val_top1, "test_top1": self.test_top1}
+
+
+@dataclass(frozen=True)
+class MatchedSeed:
+    """One teacher seed's match: the target validation top-1 and each teacher's epoch."""
+
+    target_val_top1: float
+    teachers: dict[str, MatchedTeacher]
+
+    def to_json(self) -> dict[str, Any]:
+        """results.json's `matched` entry of one teacher seed."""
+        teachers = {name: t.to_json() for name, t in self.teachers.items()}
+        return {"target_val_top1": self.target_val_top1, "teachers": teachers}
+
+
+@dataclass(frozen=True)
 class ExperimentResults:
     """Everything results.json holds; the optional parts are None until assembled."""
 
-    about: dict[str, Any]  # name, data set, subsets, seeds, out, temperature: what was run
+    setup: Setup
     command: str
     answers: list[Answer]
     answers_summary: str
@@ -181,15 +267,15 @@ class ExperimentResults:
     students: list[StudentCell]
     differences: list[Answer]
     baseline: Baseline | None
-    cost: dict[str, Any]  # costs.py's rows, JSON-ready
+    cost: Costs
     imbalance_factor: float | None = None
     match_teachers: bool | None = None
-    matched: dict[str, dict[str, Any]] | None = None  # per teacher seed (matching_plan.py)
-    figures: list[dict[str, str]] | None = None
+    matched: dict[int, MatchedSeed] | None = None  # by teacher seed (matching_plan.py)
+    figures: list[dict[str, str]] | None = None  # the learning curves, once drawn
 
     def to_json(self) -> dict[str, Any]:
         """results.json, keys in their order."""
-        out = {**self.about, "command": self.command,
+        out = {**self.setup.to_json(), "command": self.command,
                "answers": [a.to_json() for a in self.answers],
                "answers_summary": self.answers_summary,
                "teachers": [t.to_json() for t in self.teachers],
@@ -197,13 +283,13 @@ class ExperimentResults:
                "students": [s.to_json() for s in self.students],
                "differences": [d.to_json() for d in self.differences],
                "baseline": None if self.baseline is None else self.baseline.to_json(),
-               "cost": dict(self.cost)}  # fmt: skip
+               "cost": self.cost.to_json(drawn=self.figures is not None)}  # fmt: skip
         if self.imbalance_factor is not None:
             out["imbalance_factor"] = self.imbalance_factor
         if self.match_teachers is not None:
             out["match_teachers"] = self.match_teachers
         if self.matched is not None:
-            out["matched"] = self.matched
+            out["matched"] = {str(k): m.to_json() for k, m in self.matched.items()}
         if self.figures is not None:
             out["figures"] = self.figures
         return out

@@ -32,6 +32,7 @@ from icckd_cli.work.experiment.result_types import (
     Difference,
     ExperimentResults,
     LastBest,
+    Setup,
     Stats,
     StudentCell,
     TeacherDifference,
@@ -160,14 +161,12 @@ def collect(
     if exp.baseline is not None and base_top1 is not None:
         baseline = Baseline(exp.baseline.arch, _last_best(base_top1, n))
     student_cfg = exp.students[0].config if exp.students else exp.baseline
-    about = dict(name=o.name, dataset=o.dataset, train_per_class=o.train_per_class,
-                 teacher_train_per_class=exp.teachers[0].config.train_per_class,
-                 student_train_per_class=student_cfg.train_per_class if student_cfg else None,
-                 test_per_class=o.test_per_class, val_per_class=o.val_per_class,
-                 val_fraction=o.val_fraction, seeds=list(o.seeds), out=str(o.out),
-                 teacher_seeds=o.resolved_teacher_seeds(), temperature=o.temperature)  # fmt: skip
+    setup = Setup(o.name, o.dataset, o.train_per_class, exp.teachers[0].config.train_per_class,
+                  student_cfg.train_per_class if student_cfg else None, o.test_per_class,
+                  o.val_per_class, o.val_fraction, list(o.seeds), str(o.out),
+                  o.resolved_teacher_seeds(), o.temperature)  # fmt: skip
     return ExperimentResults(
-        about, exp.command, answers, answers_sentence([a.to_json() for a in answers]),
+        setup, exp.command, answers, answers_sentence([a.to_json() for a in answers]),
         teachers, teacher_differences, students, differences, baseline,
         cost_rows(teachers, students, baseline, costs),
     )  # fmt: skip

@@ -9,7 +9,7 @@ seed) gains the paired difference of the teachers those students read, per stude
                          intercept's 95% interval); None with fewer
 
 The teacher's accuracy is that of the weights the students read: the last epoch's test top-1
-(model.safetensors), or under match_teachers the matched epoch's (results["matched"]). Student
+(model.safetensors), or under match_teachers the matched epoch's (`matched`). Student
 seed i reads teacher seed teacher_seeds[i mod n].
 """
 
@@ -34,19 +34,18 @@ def with_teacher_gaps(exp: Experiment, results: ExperimentResults) -> Experiment
 
 def teacher_accuracy(results: ExperimentResults) -> dict[str, dict[int, float]]:
     """{teacher: {student seed: test top-1 of the teacher weights that seed's students read}}."""
-    seeds = list(results.about["seeds"])
-    tseeds = list(results.about.get("teacher_seeds") or seeds)
+    seeds, tseeds = results.setup.seeds, results.setup.teacher_seeds
     matched = results.matched
     out: dict[str, dict[int, float]] = {}
     for t in results.teachers:
         values = out[t.name] = {}
         for i, seed in enumerate(seeds):
-            tseed = str(tseeds[i % len(tseeds)])
+            tseed = tseeds[i % len(tseeds)]
             if matched is not None:
-                chosen = ((matched.get(tseed) or {}).get("teachers") or {}).get(t.name)
-                value = None if chosen is None else chosen.get("test_top1")
+                chosen = matched[tseed].teachers.get(t.name) if tseed in matched else None
+                value = None if chosen is None else chosen.test_top1
             else:
-                value = t.top1.values.get(tseed)
+                value = t.top1.values.get(str(tseed))
             if value is not None:
                 values[seed] = float(value)
     return out
@@ -68,7 +67,7 @@ def with_gaps(
     results: ExperimentResults, teacher_acc: Mapping[str, Mapping[int, float]]
 ) -> ExperimentResults:
     """Each answer (and difference) between two teachers' students gains its teacher gap."""
-    n = len(results.about["seeds"])
+    n = len(results.setup.seeds)
     answers = [answer_gap(a, teacher_acc, n) for a in results.answers]
     differences = [answer_gap(d, teacher_acc, n) for d in results.differences]
     return replace(results, answers=answers, differences=differences)
