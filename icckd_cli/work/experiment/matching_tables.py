@@ -1,8 +1,9 @@
 """The tables of issue 29: accuracy-matched teachers, and the student gain beside the teacher gap.
 
-`with_matching(results, tables)` is applied to result_tables' list: under match_teachers the
-answers' and students' titles say "students of accuracy-matched teachers" and a table shows each
-teacher's matched epoch with its validation and test top-1; every experiment whose answers
+`with_matching(results, tables)` is applied to result_tables' list (the answers' and students'
+titles say "students of accuracy-matched teachers" where those tables are built): under
+match_teachers a table shows each teacher's matched epoch with its validation and test top-1,
+after the answers (the table keyed "answers"); every experiment whose answers
 compare two teachers' students gains the table of teacher difference, student difference and,
 with 3 seeds or more, the line of one on the other.
 """

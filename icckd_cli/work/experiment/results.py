@@ -4,6 +4,8 @@ The results (the answers first: what KD from each teacher adds over the student 
 each teacher variant minus the cross-entropy teacher, as paired differences with a 95%
 t-interval and a sign count, and one sentence saying so; then mean and sample std over
 seeds and the teachers' soft-label diversity) go to OUT/results.json and results.md.
+`collect` builds them as an ExperimentResults (result_types.py) from each finished run's
+header, read once (finished.py); transfer.py and teacher_gap.py return it with more added.
 """
 
 from __future__ import annotations
