@@ -16,7 +16,7 @@ from typing import Any
 from icckd_cli.base.errors import UsageError
 from icckd_cli.base.events import Callback
 from icckd_cli.work.experiment.costs import cost_figure, measure_costs
-from icckd_cli.work.experiment.finished import FinishedRuns, read_header
+from icckd_cli.work.experiment.finished import FinishedRuns
 from icckd_cli.work.experiment.matching_plan import check_matchable, resolve_teacher
 from icckd_cli.work.experiment.plan import Experiment, Run
 from icckd_cli.work.experiment.result_types import ExperimentResults
@@ -36,7 +36,7 @@ DIVERSITY_FILE = "diversity.json"
 CURVE_METRICS = ("train_ce", "top1", "nll", "train_icc_gate_pass")
 
 
-def check_reusable(run: Run) -> None:
+def check_reusable(run: Run, finished: FinishedRuns | None = None) -> None:
     """A finished or partial run must have been made with the settings asked for now."""
     from icckd_cli.training.rundir import CONFIG_FILE
     from icckd_cli.work.runs import resolved_config
@@ -46,7 +46,7 @@ def check_reusable(run: Run) -> None:
         return
     saved = json.loads(saved_file.read_text())
     wanted = json.loads(json.dumps(resolved_config(run.config)))
-    wanted["model_args"] = _filled_model_args(run, wanted, saved)
+    wanted["model_args"] = _filled_model_args(run, wanted, saved, finished or FinishedRuns())
     for key, value in wanted.items():
         if key not in IGNORED_ON_REUSE and saved.get(key, value) != value:
             raise UsageError(
@@ -55,7 +55,9 @@ def check_reusable(run: Run) -> None:
             )
 
 
-def _filled_model_args(run: Run, wanted: dict[str, Any], saved: dict[str, Any]) -> Any:
+def _filled_model_args(
+    run: Run, wanted: dict[str, Any], saved: dict[str, Any], finished: FinishedRuns
+) -> Any:
     """The builder arguments asked for, with the defaults a run fills in filled in too.
 
     A run records its model's arguments with the data set's image size added where the
@@ -64,7 +66,6 @@ def _filled_model_args(run: Run, wanted: dict[str, Any], saved: dict[str, Any]) 
     which resuming checks anyway: the saved weights load only into the same shapes.
     """
     from icckd_cli.models import model_args_for
-    from icckd_cli.training.rundir import MODEL_FILE
 
     given = dict(wanted.get("model_args") or {})
     recorded = saved.get("model_args")
@@ -74,9 +75,8 @@ def _filled_model_args(run: Run, wanted: dict[str, Any], saved: dict[str, Any]) 
     size_key = next(iter(model_args_for(wanted["arch"], given, 1).keys() - given.keys()), None)
     if size_key is None:
         return given
-    size = None
-    if run.status() == "done":
-        size = (read_header(run.out / MODEL_FILE).get("dataset") or {}).get("image_size")
+    result = finished.of(run)  # None while the run is not finished
+    size = None if result is None else result.dataset.get("image_size")
     size = recorded.get(size_key) if size is None else size
     return json.loads(json.dumps(model_args_for(wanted["arch"], given, size)))
 
@@ -102,11 +102,11 @@ def plan_states(exp: Experiment) -> list[tuple[str, str]]:
     `--dry-run` shows this: a run listed as done is one the experiment would skip, and a
     folder made with other settings is refused here as it would be there.
     """
+    finished = FinishedRuns()
     for run in exp.runs:
-        check_reusable(run)
+        check_reusable(run, finished)
     check_matchable(exp)  # teachers made without snapshots, refused as a run would
     matches: dict[int, dict[str, Any]] = {}
-    finished = FinishedRuns()
     for run in exp.runs:
         resolve_teacher(exp, run, matches, required=False)  # where its teachers are done
         teacher = None if run.distill is None else run.distill.teacher
@@ -124,13 +124,13 @@ def run_experiment(exp: Experiment, callback: Callback) -> ExperimentResults | N
     from icckd_cli.training import distributed as dist
     from icckd_cli.work import runs as runner
 
+    finished = FinishedRuns()  # each finished run's header read once, each teacher hashed once
     for run in exp.runs:
-        check_reusable(run)
+        check_reusable(run, finished)
     check_matchable(exp)  # teachers made without snapshots, refused before any work
     matches: dict[int, dict[str, Any]] = {}
     total = len(exp.runs)
     callback("plan", {"total": total, "done": sum(r.status() == "done" for r in exp.runs)})
-    finished = FinishedRuns()  # each finished run's header read once, each teacher hashed once
     for i, run in enumerate(exp.runs, 1):
         resolve_teacher(exp, run, matches)  # a matched student's teacher snapshot
         status = run.status()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-TRANSFER_KEYS = ("kd_worse_seeds", "negative_flip_rate", "agreement")
+TRANSFER_KEYS = ("kd_worse_seeds", "negative_flip_rate", "agreement")  # Transfer's, in order
 COST_KEYS = ("params", "size_mb", "macs", "image_size", "latency_ms")
 
 
@@ -120,7 +120,11 @@ class Transfer:
 
     def to_json(self) -> dict[str, Any]:
         """{kd_worse_seeds, negative_flip_rate, agreement}."""
-        return {k: getattr(self, k) for k in TRANSFER_KEYS}
+        return {
+            "kd_worse_seeds": self.kd_worse_seeds,
+            "negative_flip_rate": self.negative_flip_rate,
+            "agreement": self.agreement,
+        }
 
 
 @dataclass(frozen=True)
