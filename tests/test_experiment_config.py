@@ -179,14 +179,14 @@ def test_fewer_teacher_seeds_than_student_seeds(tmp_path: Path) -> None:
             assert taught[label] == root / f"teachers/{t}/seed{tseed}/model.safetensors"
             order = [r.label for r in exp.runs]
             assert order.index(f"teachers/{t}/seed{tseed}") < order.index(label)
-    results = ex.collect(exp, {})
+    results = ex.collect(exp, {}).to_json()
     assert results["teacher_seeds"] == [7, 8]
     assert all(t["top1"]["seeds"] == 2 for t in results["teachers"])
     assert all(s["last"]["seeds"] == 5 for s in results["students"])
     assert "(teachers: seeds 7, 8;" in ex.results_markdown(results)
     plain = parse_experiment_text(tiny_experiment(tmp_path))  # by default the same seeds
     assert plain.options.resolved_teacher_seeds() == [0, 1]
-    assert "(teachers:" not in ex.results_markdown(ex.collect(plain, {}))
+    assert "(teachers:" not in ex.results_markdown(ex.collect(plain, {}).to_json())
 
 
 def test_tensorboard_is_one_setting_for_every_run(tmp_path: Path) -> None:

@@ -46,7 +46,8 @@ def test_cost_table_of_a_tiny_experiment(tmp_path: Path) -> None:
         assert cost["params"] == count_params(model) and cost["image_size"] == 32
         assert cost["macs"] == count_macs(model, 32) and cost["latency_ms"] > 0
     assert costs["timing"]["device"] == "cpu" and costs["timing"]["reps"]["latency"] <= 10
-    results = ex.collect(exp, {}, costs)
+    collected = ex.collect(exp, {}, costs)
+    results = collected.to_json()
     rows = {r["name"]: r for r in results["cost"]["rows"]}
     assert list(rows) == ["ce", "icc", "kd from ce", "kd from icc", "alone (CE)"]
     assert rows["ce"]["top1"]["mean"] == 90.5 and rows["kd from icc"]["top1"]["mean"] == 82.5
@@ -66,7 +67,7 @@ def test_cost_table_of_a_tiny_experiment(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert cells["ce"][-1] == ""
 
-    results["cost"]["figure"] = ex.cost_figure(exp, results)
+    results["cost"]["figure"] = ex.cost_figure(exp, collected.cost)
     assert results["cost"]["figure"] == FIGURE
     assert (tmp_path / "exp" / FIGURE).read_bytes().startswith(b"\x89PNG")
     markdown = ex.results_markdown(results)

@@ -16,7 +16,14 @@ from icckd_cli.work import experiment as ex
 from icckd_cli.work.experiment.matched import MATCH_NEEDS_VALIDATION
 from icckd_cli.work.experiment.matching_tables import gap_table, with_matching
 from icckd_cli.work.experiment.matrix import plan_states
-from icckd_cli.work.experiment.teacher_gap import add_teacher_gap
+from icckd_cli.work.experiment.result_types import (
+    Answer,
+    Costs,
+    Difference,
+    ExperimentResults,
+    Setup,
+)
+from icckd_cli.work.experiment.teacher_gap import with_gaps
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment
 
 # resnet8 teachers and a KD student on 10 digits a class, 2 epochs, 5 + 5 held out: 4 runs
@@ -77,19 +84,21 @@ def _line(x: list[float], y: list[float]) -> tuple[float, float, float]:
     return slope, intercept, 12.706204736174698 * se  # t_{0.975, 1}
 
 
-def _hand_made(seeds: list[int], student: dict[str, float]) -> dict[str, Any]:
-    diff = {"values": student, "n": len(student), "seeds": len(seeds), "mean": 0.0}
-    diff.update({"std": None, "ci95": None, "positive": 0})
-    answer = {"student": "kd", "method": "kd", "teacher": "icc", "reference": "ce", "last": diff}
-    alone = {"student": "kd", "method": "kd", "teacher": "icc", "reference": None, "last": diff}
-    return {"seeds": seeds, "dataset": "digits", "answers": [alone, answer]}
+def _hand_made(seeds: list[int], student: dict[str, float]) -> ExperimentResults:
+    diff = Difference(0.0, None, len(student), len(seeds), student, None, 0)
+    answer = Answer("kd", "kd", "icc", "ce", diff)
+    alone = Answer("kd", "kd", "icc", None, diff)
+    setup = Setup("x", "digits", None, None, None, None, None, None, seeds, "out", seeds, 4.0)
+    answers = [alone, answer]
+    none = Costs(None, None, [])
+    return ExperimentResults(setup, "icckd experiment", answers, "", [], [], [], [], None, none)
 
 
 def test_the_teacher_gap_and_the_intercept_against_a_hand_computation() -> None:
     # teachers icc minus ce: +1, +2, +3 points; their students: +2, +3, +5
     results = _hand_made([0, 1, 2], {"0": 2.0, "1": 3.0, "2": 5.0})
     teachers = {"ce": {0: 70.0, 1: 70.0, 2: 71.0}, "icc": {0: 71.0, 1: 72.0, 2: 74.0}}
-    add_teacher_gap(results, teachers)
+    results = with_gaps(results, teachers).to_json()
     alone, answer = results["answers"]
     assert "teacher_difference" not in alone  # not a comparison of two teachers' students
     gap = answer["teacher_difference"]
@@ -118,8 +127,8 @@ def test_the_teacher_gap_and_the_intercept_against_a_hand_computation() -> None:
 
 
 def test_under_three_seeds_no_line_and_the_table_says_why() -> None:
-    results = _hand_made([0, 1], {"0": 2.0, "1": 3.0})
-    add_teacher_gap(results, {"ce": {0: 70.0, 1: 70.0}, "icc": {0: 71.0, 1: 72.0}})
+    hand_made = _hand_made([0, 1], {"0": 2.0, "1": 3.0})
+    results = with_gaps(hand_made, {"ce": {0: 70.0, 1: 70.0}, "icc": {0: 71.0, 1: 72.0}}).to_json()
     assert results["answers"][1]["line"] is None
     table = gap_table(results)
     assert table is not None and table.rows[0][-2:] == ["-", "- (needs 3 seeds)"]
@@ -132,8 +141,10 @@ def test_a_tiny_matched_experiment_end_to_end(tmp_path: Path) -> None:
     config.write_text(tiny_experiment(tmp_path, *MATCHED))
     out = tmp_path / "exp"
     exp = ex.load_experiment(config)
-    results = ex.run_experiment(exp, lambda event, info: None)
-
+    done = ex.run_experiment(exp, lambda event, info: None)
+    assert done is not None
+    results = done.to_json()
+    assert results == json.loads((out / "results.json").read_text())
     assert results["match_teachers"] is True
     matched = results["matched"]["0"]
     curves = {}
@@ -167,7 +178,7 @@ def test_a_tiny_matched_experiment_end_to_end(tmp_path: Path) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
     again = ex.run_experiment(ex.load_experiment(config), lambda e, i: events.append((e, i)))
     assert [i["action"] for e, i in events if e == "run"] == ["skip"] * 4  # reused
-    assert again["matched"] == results["matched"]
+    assert again is not None and again.to_json()["matched"] == results["matched"]
 
     # --dry-run checks the matched students against the snapshots they read, as a run does
     assert [s for _, s in plan_states(ex.load_experiment(config))] == ["done"] * 4

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from icckd_cli.work import experiment as ex
+from icckd_cli.work.experiment.result_types import ExperimentResults
 from tests.helpers import icckd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,7 @@ def test_cli_quickstart_runs_the_built_in_experiment_into_out(
 ) -> None:
     seen: list[ex.Experiment] = []
 
-    def fake_run(exp: ex.Experiment, callback: Any) -> dict[str, Any]:
+    def fake_run(exp: ex.Experiment, callback: Any) -> ExperimentResults:
         seen.append(exp)
         return ex.collect(exp, {})  # nothing trained: every cell is missing
 

@@ -12,7 +12,8 @@ import pytest
 from icckd_cli.data import load_dataset
 from icckd_cli.metrics.transfer import read_predictions
 from icckd_cli.work import experiment as ex
-from icckd_cli.work.experiment.transfer import add_transfer
+from icckd_cli.work.experiment.finished import FinishedRuns
+from icckd_cli.work.experiment.transfer import with_transfer
 from tests.helpers import icckd, tiny_experiment
 
 ONE_SEED = ("seeds = [0, 1]", "seeds = [0]")
@@ -47,8 +48,8 @@ def test_results_carry_the_transfer_keys_computed_from_the_prediction_files(
     # a run made before predictions.npy existed: those keys are null, nothing fails
     (out / "students/icc/kd/seed0/predictions.npy").unlink()
     exp = ex.load_experiment(config)
-    again = ex.collect(exp, {})
-    add_transfer(exp, again)
+    finished = FinishedRuns()
+    again = with_transfer(exp, ex.collect(exp, {}, finished=finished), finished).to_json()
     icc = next(e for e in again["students"] if e["teacher"] == "icc")
     ce = next(e for e in again["students"] if e["teacher"] == "ce")
     assert icc["negative_flip_rate"] is None and icc["agreement"] is None
@@ -75,11 +76,11 @@ def test_corruption_and_long_tail_answers_are_paired_icc_minus_ce(
     monkeypatch.setattr(
         transfer,
         "student_class_metrics",
-        lambda r, labels: dict(
+        lambda r, labels, finished: dict(
             zip(("balanced_top1", "few"), by_run[r.teacher, r.seed], strict=True)
         ),
     )
-    answers = transfer.extra_answers(exp, None)
+    answers = [a.to_json() for a in transfer.extra_answers(exp, None, FinishedRuns())]
     assert [a["metric"] for a in answers] == [
         "mean corruption top-1", "balanced top-1", "few-shot top-1"
     ]  # fmt: skip

@@ -54,16 +54,17 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
         raise typer.Exit(INTERRUPTED) from None
     finally:
         progress.close()
-    if quiet:
+    if quiet or results is None:
         return
+    doc = results.to_json()
     if fmt == "json":
-        console.print_json(results)
+        console.print_json(doc)
         return
-    files = ["results.json", "results.md", *(f["file"] for f in results.get("figures", []))]
-    if (results.get("cost") or {}).get("figure"):
-        files.append(results["cost"]["figure"])
+    files = ["results.json", "results.md", *(f["file"] for f in results.figures or [])]
+    if results.cost.figure:
+        files.append(results.cost.figure)
     written = [str(Path(exp.options.out) / f) for f in files]
-    tables.experiment_tables(ex.result_tables(results), written)
+    tables.experiment_tables(ex.result_tables(doc), written)
 
 
 @app.command()

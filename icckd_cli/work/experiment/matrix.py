@@ -9,19 +9,21 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.base.events import Callback
-from icckd_cli.settings.config import DistillConfig
 from icckd_cli.work.experiment.costs import cost_figure, measure_costs
+from icckd_cli.work.experiment.finished import FinishedRuns
 from icckd_cli.work.experiment.matching_plan import check_matchable, resolve_teacher
 from icckd_cli.work.experiment.plan import Experiment, Run
+from icckd_cli.work.experiment.result_types import ExperimentResults
 from icckd_cli.work.experiment.results import collect, write_results
 from icckd_cli.work.experiment.robustness import measure_corruptions
-from icckd_cli.work.experiment.teacher_gap import add_teacher_gaps
-from icckd_cli.work.experiment.transfer import add_transfer
+from icckd_cli.work.experiment.teacher_gap import with_teacher_gaps
+from icckd_cli.work.experiment.transfer import with_transfer
 
 # Execution details that may change between invocations without invalidating a finished run.
 IGNORED_ON_REUSE = set(
@@ -34,7 +36,7 @@ DIVERSITY_FILE = "diversity.json"
 CURVE_METRICS = ("train_ce", "top1", "nll", "train_icc_gate_pass")
 
 
-def check_reusable(run: Run) -> None:
+def check_reusable(run: Run, finished: FinishedRuns | None = None) -> None:
     """A finished or partial run must have been made with the settings asked for now."""
     from icckd_cli.training.rundir import CONFIG_FILE
     from icckd_cli.work.runs import resolved_config
@@ -44,7 +46,7 @@ def check_reusable(run: Run) -> None:
         return
     saved = json.loads(saved_file.read_text())
     wanted = json.loads(json.dumps(resolved_config(run.config)))
-    wanted["model_args"] = _filled_model_args(run, wanted, saved)
+    wanted["model_args"] = _filled_model_args(run, wanted, saved, finished or FinishedRuns())
     for key, value in wanted.items():
         if key not in IGNORED_ON_REUSE and saved.get(key, value) != value:
             raise UsageError(
@@ -53,7 +55,9 @@ def check_reusable(run: Run) -> None:
             )
 
 
-def _filled_model_args(run: Run, wanted: dict[str, Any], saved: dict[str, Any]) -> Any:
+def _filled_model_args(
+    run: Run, wanted: dict[str, Any], saved: dict[str, Any], finished: FinishedRuns
+) -> Any:
     """The builder arguments asked for, with the defaults a run fills in filled in too.
 
     A run records its model's arguments with the data set's image size added where the
@@ -61,9 +65,7 @@ def _filled_model_args(run: Run, wanted: dict[str, Any], saved: dict[str, Any]) 
     checkpoint, or (an interrupted run records no data set) taken as the recorded value,
     which resuming checks anyway: the saved weights load only into the same shapes.
     """
-    from icckd_cli.base.checkpoint import read_metadata
     from icckd_cli.models import model_args_for
-    from icckd_cli.training.rundir import MODEL_FILE
 
     given = dict(wanted.get("model_args") or {})
     recorded = saved.get("model_args")
@@ -73,24 +75,21 @@ def _filled_model_args(run: Run, wanted: dict[str, Any], saved: dict[str, Any]) 
     size_key = next(iter(model_args_for(wanted["arch"], given, 1).keys() - given.keys()), None)
     if size_key is None:
         return given
-    size = None
-    if run.status() == "done":
-        size = (read_metadata(run.out / MODEL_FILE).get("dataset") or {}).get("image_size")
+    result = finished.of(run)  # None while the run is not finished
+    size = None if result is None else result.dataset.get("image_size")
     size = recorded.get(size_key) if size is None else size
     return json.loads(json.dumps(model_args_for(wanted["arch"], given, size)))
 
 
-def check_student_teacher(run: Run, cache: dict[Path, str]) -> None:
+def check_student_teacher(run: Run, finished: FinishedRuns) -> None:
     """A finished student must come from the teacher now in its teacher's folder."""
-    from icckd_cli.base.checkpoint import load_tensors, read_metadata, weights_hash
-    from icckd_cli.training.rundir import MODEL_FILE
-
-    recorded = (read_metadata(run.out / MODEL_FILE).get("teacher") or {}).get("sha256")
-    assert isinstance(run.config, DistillConfig) and run.config.teacher is not None
-    teacher = Path(run.config.teacher)
-    if teacher not in cache:
-        cache[teacher] = weights_hash(load_tensors(teacher))
-    if recorded and recorded != cache[teacher]:
+    result = finished.of(run)
+    distill = run.distill
+    if result is None or distill is None or distill.teacher is None:
+        return
+    teacher = Path(distill.teacher)
+    recorded = result.teacher_sha256
+    if recorded and recorded != finished.teacher_hash(teacher):
         raise UsageError(
             f"{run.out} was distilled from other weights than {teacher} (the teacher was "
             "retrained); delete the student folder to redo it"
@@ -103,39 +102,42 @@ def plan_states(exp: Experiment) -> list[tuple[str, str]]:
     `--dry-run` shows this: a run listed as done is one the experiment would skip, and a
     folder made with other settings is refused here as it would be there.
     """
+    finished = FinishedRuns()
     for run in exp.runs:
-        check_reusable(run)
-    check_matchable(exp)  # issue 29: teachers made without snapshots, refused as a run would
+        check_reusable(run, finished)
+    check_matchable(exp)  # teachers made without snapshots, refused as a run would
     matches: dict[int, dict[str, Any]] = {}
-    hashes: dict[Path, str] = {}
     for run in exp.runs:
-        resolve_teacher(exp, run, matches, required=False)  # issue 29: where its teachers are done
-        teacher = getattr(run.config, "teacher", None)
+        resolve_teacher(exp, run, matches, required=False)  # where its teachers are done
+        teacher = None if run.distill is None else run.distill.teacher
         if teacher is not None and run.status() == "done" and Path(teacher).is_file():
-            check_student_teacher(run, hashes)
+            check_student_teacher(run, finished)
     return [(r.label, r.status()) for r in exp.runs]
 
 
-def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
-    """Do every run not finished yet, then measure the teachers and write the results."""
+def run_experiment(exp: Experiment, callback: Callback) -> ExperimentResults | None:
+    """Do every run not finished yet, then measure the teachers and write the results.
+
+    None in a process other than the first under torchrun (only that one writes them).
+    """
     from icckd_cli.base.errors import IcckdError
     from icckd_cli.training import distributed as dist
     from icckd_cli.work import runs as runner
 
+    finished = FinishedRuns()  # each finished run's header read once, each teacher hashed once
     for run in exp.runs:
-        check_reusable(run)
-    check_matchable(exp)  # issue 29: teachers made without snapshots, refused before any work
+        check_reusable(run, finished)
+    check_matchable(exp)  # teachers made without snapshots, refused before any work
     matches: dict[int, dict[str, Any]] = {}
     total = len(exp.runs)
     callback("plan", {"total": total, "done": sum(r.status() == "done" for r in exp.runs)})
-    hashes: dict[Path, str] = {}
     for i, run in enumerate(exp.runs, 1):
-        resolve_teacher(exp, run, matches)  # issue 29: a matched student's teacher snapshot
+        resolve_teacher(exp, run, matches)  # a matched student's teacher snapshot
         status = run.status()
         info = {"index": i, "total": total, "label": run.label, "kind": run.kind}
         if status == "done":
             if run.kind == "student":
-                check_student_teacher(run, hashes)
+                check_student_teacher(run, finished)
             callback("run", {**info, "action": "skip"})
             continue
         callback("run", {**info, "action": "resume" if status == "partial" else "train"})
@@ -151,14 +153,14 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
         if run.kind == "student":
             drop_finished_cache(exp, run)
     if not dist.is_main():  # under torchrun process 0 alone measures and writes the results
-        return {}
+        return None
     diversity = measure_diversity(exp, callback)
     measure_corruptions(exp, callback)  # corruptions = true: each student once, kept on disk
-    results = collect(exp, diversity, measure_costs(exp, callback))
-    add_transfer(exp, results)  # negative transfer, robustness and long-tail answers
-    add_teacher_gaps(exp, results)  # issue 29: matched teachers; teacher gap and line
-    results["figures"] = write_curves(exp)
-    results["cost"]["figure"] = cost_figure(exp, results)
+    results = collect(exp, diversity, measure_costs(exp, callback, finished), finished)
+    results = with_transfer(exp, results, finished)  # negative transfer, robustness, long tail
+    results = with_teacher_gaps(exp, results)  # matched teachers; teacher gap and line
+    figure = cost_figure(exp, results.cost)
+    results = replace(results, figures=write_curves(exp), cost=replace(results.cost, figure=figure))
     write_results(exp, results)
     callback("finish", {"out": str(exp.options.out)})
     return results
@@ -171,10 +173,10 @@ def drop_finished_cache(exp: Experiment, run: Run) -> None:
     from icckd_cli.training import distributed as dist
     from icckd_cli.training.store import shard_folder
 
-    cache = getattr(run.config, "teacher_cache", None)
+    cache = run.teacher_cache
     if cache is None:
         return
-    readers = [r for r in exp.runs if getattr(r.config, "teacher_cache", None) == cache]
+    readers = [r for r in exp.runs if r.teacher_cache == cache]
     if all(r.status() == "done" for r in readers):
         shutil.rmtree(shard_folder(cache, dist.rank(), dist.world_size()), ignore_errors=True)
         for folder in (Path(cache), Path(cache).parent, Path(cache).parent.parent):
