@@ -200,3 +200,4 @@ def test_a_second_writer_is_refused_and_a_killed_holder_frees_the_store(
     r = student(capsys, made, cache, tmp_path / "s", "full")
     assert r.code == 0, r.err
     assert store.status(cache) == "complete"
+    assert not (cache / store.LOCK).exists()  # removed on sealing: nothing suggests a writer
