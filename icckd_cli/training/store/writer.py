@@ -174,7 +174,8 @@ def _write(
     """The write itself, under the lock."""
     header = read_json(folder / HEADER)
     arrays: dict | None = None
-    done, sums = 0, []
+    done = 0
+    sums: list[tuple[int, str]] = []  # batches kept, and their checksums (progress.py)
     if header is not None:
         check_match(folder, header, ident, layout)
         layout = layout_of(folder, header)  # keep what it holds (embeddings)
