@@ -106,11 +106,17 @@ def check_checkpoint(
         )
     found = np.unique(cdir.labels)
     top = int(found.max()) + 1 if found.size else 0
-    if top > num_classes or (found.size and found.size != num_classes):
+    fix = "use the release of the checkpoint's data set (CIFAR-10-C for CIFAR-10, CIFAR-100-C "
+    fix += "for CIFAR-100)"
+    if top > num_classes:  # a label the checkpoint has no output for, however many there are
         raise UsageError(
-            f"{source} predicts {num_classes} classes but {cdir.path / LABELS_FILE} has "
-            f"{found.size} (labels 0..{top - 1}); use the release of the checkpoint's data set "
-            "(CIFAR-10-C for CIFAR-10, CIFAR-100-C for CIFAR-100)"
+            f"{cdir.path / LABELS_FILE} holds labels up to {top - 1} but {source} predicts "
+            f"only classes 0..{num_classes - 1}; {fix}"
+        )
+    if found.size and found.size != num_classes:
+        raise UsageError(
+            f"{source} predicts {num_classes} classes but {cdir.path / LABELS_FILE} holds "
+            f"{found.size} distinct labels; {fix}"
         )
 
 
