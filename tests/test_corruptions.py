@@ -217,6 +217,13 @@ def test_bad_folders_are_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as info:
         open_corruptions_dir(root)
     one_line(info, "fog.npy is not a readable .npy array")
+    (root / "fog.npy").write_text("x,y\n1,2\n")  # a text file under the name
+    with pytest.raises(UsageError) as info:
+        open_corruptions_dir(root)
+    assert info.value.message == (
+        f"{root / 'fog.npy'} is not a NumPy array file (it does not begin with the .npy "
+        "header); download it again"
+    )
 
 
 def test_a_checkpoint_that_does_not_match_is_refused(tmp_path: Path) -> None:

@@ -38,6 +38,16 @@ class CorruptionsDir:
 
 def _load(path: Path) -> np.ndarray:
     """A .npy file memory-mapped (its header read, its data not), or a one-line UsageError."""
+    try:  # checked first: for any other file numpy's own message talks of pickled data
+        with open(path, "rb") as fh:
+            np.lib.format.read_magic(fh)
+    except (ValueError, EOFError):
+        raise UsageError(
+            f"{path} is not a NumPy array file (it does not begin with the .npy header); "
+            "download it again"
+        ) from None
+    except OSError:
+        pass  # the same error again below, with its reason
     try:
         a = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
