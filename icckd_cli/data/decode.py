@@ -44,10 +44,10 @@ def read_rgb_resized(path: Path | str, size: int | None) -> tuple[np.ndarray, bo
 
     with Image.open(path) as raw:
         im = raw.convert("RGB")
-        resized = size is not None and im.size != (size, size)
-        if resized:
-            im = im.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.uint8), resized
+        if size is None or im.size == (size, size):
+            return np.asarray(im, dtype=np.uint8), False
+        im = im.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.uint8), True
 
 
 def read_rgb(path: Path | str, size: int | None) -> np.ndarray:
