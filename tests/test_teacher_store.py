@@ -226,8 +226,8 @@ def test_rows_damaged_before_the_writer_died_are_written_again_never_sealed(
     told = [i for e, i in events if e == "teacher_cache" and i["action"] != "read"]
     assert [(i["action"], i["done"]) for i in told] == [("damaged", 2), ("resume", 2)]
     assert teacher_cache_line(told[0]) == (
-        f"teacher cache: {cache}: batches 3 to 7 of 7 differ from the checksums written "
-        "with them (or have none); writing them again"
+        f"teacher cache: {cache}: batches 3 to 7 of 7 do not all match the checksums "
+        "written with them (or have none); writing them again"
     )
     assert [i["done"] for e, i in events if e == "teacher_cache_pass"] == [3, 4, 5, 6, 7]
     assert_same_weights(made / "plain", tmp_path / "s")  # the damage left no trace

@@ -36,7 +36,7 @@ def teacher_cache_line(info: dict[str, Any]) -> str:
     if info["action"] == "damaged":
         return (
             f"teacher cache: {path}: batches {info['done'] + 1} to {info['counted']} of "
-            f"{info['total']} differ from the checksums written with them (or have none); "
+            f"{info['total']} do not all match the checksums written with them (or have none); "
             "writing them again"
         )
     if info["action"] == "seal":
