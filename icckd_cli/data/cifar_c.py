@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from icckd_cli.base.errors import UsageError, first_line
+from icckd_cli.base.npyfile import is_npy
 from icckd_cli.data.corruptions import SEVERITIES, CorruptedBlock
 
 LABELS_FILE = "labels.npy"
@@ -38,16 +39,11 @@ class CorruptionsDir:
 
 def _load(path: Path) -> np.ndarray:
     """A .npy file memory-mapped (its header read, its data not), or a one-line UsageError."""
-    try:  # checked first: for any other file numpy's own message talks of pickled data
-        with open(path, "rb") as fh:
-            np.lib.format.read_magic(fh)
-    except (ValueError, EOFError):
+    if path.is_file() and not is_npy(path):
         raise UsageError(
             f"{path} is not a NumPy array file (it does not begin with the .npy header); "
             "download it again"
-        ) from None
-    except OSError:
-        pass  # the same error again below, with its reason
+        )
     try:
         a = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
