@@ -217,6 +217,13 @@ def test_bad_folders_are_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as info:
         open_corruptions_dir(root)
     one_line(info, "fog.npy is not a readable .npy array")
+    (root / "fog.npy").write_text("x,y\n1,2\n")  # a text file under the name
+    with pytest.raises(UsageError) as info:
+        open_corruptions_dir(root)
+    assert info.value.message == (
+        f"{root / 'fog.npy'} is not a NumPy array file (it does not begin with the .npy "
+        "header); download it again"
+    )
 
 
 def test_a_checkpoint_that_does_not_match_is_refused(tmp_path: Path) -> None:
@@ -227,11 +234,27 @@ def test_a_checkpoint_that_does_not_match_is_refused(tmp_path: Path) -> None:
         ((10, 64, 3), "takes 64x64 images with 3 channels but"),
         ((10, 32, 1), "takes 32x32 images with 1 channels"),
         ((100, 32, 3), "predicts 100 classes but"),
-        ((5, 32, 3), "predicts 5 classes but"),
+        ((5, 32, 3), "holds labels up to 9 but t.safetensors predicts only classes 0..4"),
     ]:
         with pytest.raises(UsageError) as info:
             check_checkpoint(cdir, *args, "t.safetensors")
         one_line(info, "t.safetensors", says)
+    fix = "use the release of the checkpoint's data set (CIFAR-10-C for CIFAR-10, CIFAR-100-C for"
+    fix += " CIFAR-100)"
+    with pytest.raises(UsageError) as info:
+        check_checkpoint(cdir, 100, 32, 3, "t.safetensors")
+    assert info.value.message == (
+        f"t.safetensors predicts 100 classes but {tmp_path / 'labels.npy'} holds 10 distinct "
+        f"labels; {fix}"
+    )
+    # ten distinct labels, as many as the classes, but up to 90: the count is not the fault
+    far = open_corruptions_dir(release(tmp_path / "far", {"fog": images}, np.arange(50) % 10 * 10))
+    with pytest.raises(UsageError) as info:
+        check_checkpoint(far, 10, 32, 3, "t.safetensors")
+    assert info.value.message == (
+        f"{tmp_path / 'far' / 'labels.npy'} holds labels up to 90 but t.safetensors predicts "
+        f"only classes 0..9; {fix}"
+    )
 
 
 def test_a_streamed_test_split_cannot_make_the_builtin_suite(digits: Dataset) -> None:

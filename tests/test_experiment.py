@@ -282,3 +282,28 @@ def test_an_experiment_with_a_timm_student_resumes_and_then_skips_every_run(
         assert r.code == 2
         assert f"error: {student} was run with model_args = " in r.err
         assert "'patch_size': 8" in r.err and "delete that folder to redo it" in r.err
+
+
+@pytest.mark.parametrize("folder", ["cifar10-jpeg", "my-images"])
+@pytest.mark.parametrize("extra", [("--dry-run",), ()])
+def test_a_missing_data_folder_is_refused_by_the_dry_run_as_by_the_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, folder: str, extra: tuple[str, ...]
+) -> None:
+    data = tmp_path / "data" / folder  # not unpacked
+    config = tmp_path / "exp.toml"
+    config.write_text(tiny_experiment(
+        tmp_path, ('dataset = "digits"', f'dataset = "imagefolder"\ndata_dir = "{data}"')
+    ))  # fmt: skip
+    r = icckd(capsys, "experiment", config, *extra)
+    assert r.code == 2
+    unpack = "unpack the data set there"
+    if folder == "cifar10-jpeg":
+        unpack = (
+            f"unpack the archive there (`tar xzf cifar10-jpeg.tgz -C {data.parent}` gives "
+            f"{data}/train/<class>/*.jpg and {data}/test/)"
+        )
+    assert r.err == (
+        f"error: data directory {data} (data_dir in {config}) does not exist; {unpack}, or "
+        "set data_dir to the folder holding train/ and test/\n"
+    )
+    assert r.out == "" and not (tmp_path / "exp").exists()  # no run listed, nothing written

@@ -226,7 +226,7 @@ def test_bad_corruption_folders_are_one_line_errors(
         no_labels: f"{no_labels} has no labels.npy",
         wrong_shape: "a corruption file is uint8 (5 x N, H, W, 3)",
         small: "takes 32x32 images with 3 channels but",
-        many: "predicts 10 classes but",
+        many: "holds labels up to 90 but",
     }
     for folder, text in wanted.items():
         r = icckd(capsys, "eval", ckpt, "--device", "cpu", "--corruptions-dir", folder)
