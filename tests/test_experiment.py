@@ -282,3 +282,26 @@ def test_an_experiment_with_a_timm_student_resumes_and_then_skips_every_run(
         assert r.code == 2
         assert f"error: {student} was run with model_args = " in r.err
         assert "'patch_size': 8" in r.err and "delete that folder to redo it" in r.err
+
+
+@pytest.mark.slow
+def test_in_a_log_every_run_prints_one_line_per_epoch(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # stderr captured, as when piped to a log: no bars, so the epochs must say the run lives
+    config = tmp_path / "tiny.toml"
+    small = ("train_per_class = 20\ntest_per_class = 5", "train_per_class = 5\ntest_per_class = 3")
+    two = ("epochs = 1  # teacher", "epochs = 2  # teacher")
+    config.write_text(tiny_experiment(tmp_path, ("seeds = [0, 1]", "seeds = [0]"), small, two))
+    r = icckd(capsys, "experiment", config, "--no-latency")
+    assert r.code == 0, r.err
+    runs = ["teachers/ce/seed0", "teachers/icc/seed0", "students/ce/kd/seed0",
+            "students/icc/kd/seed0", "baseline/seed0"]  # fmt: skip
+    for i, label in enumerate(runs, 1):
+        epochs = 2 if label.startswith("teachers/") else 1
+        prefix = f"run {i}/5: {label}: epoch "
+        shown = [line for line in r.err.splitlines() if line.startswith(prefix)]
+        assert [line[len(prefix) :].split()[0] for line in shown] == [
+            f"{e}/{epochs}" for e in range(1, epochs + 1)
+        ], r.err
+        assert all(line.endswith(" img/s") for line in shown), shown
