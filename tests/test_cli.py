@@ -227,6 +227,9 @@ def test_resnet8_learns_digits(capsys: pytest.CaptureFixture[str], tmp_path: Pat
               "10", "--icc-weight", "0", "--device", "cpu", "--out", out)  # fmt: skip
     assert r.code == 0, r.err
     ev = icckd(capsys, "eval", out / "model.safetensors", "--format", "json")
+    # 98.6 on one machine (96.9 once the rate decays at epoch 7, 65 before it); chance is 10.
+    # 90 leaves 8 points, 31 of the 360 test images, for another CPU's training order: a run
+    # that learnt passes wherever it runs, one that did not fails everywhere.
     assert ev.json()["top1"] > 90.0
 
 
