@@ -307,3 +307,26 @@ def test_a_missing_data_folder_is_refused_by_the_dry_run_as_by_the_run(
         "set data_dir to the folder holding train/ and test/\n"
     )
     assert r.out == "" and not (tmp_path / "exp").exists()  # no run listed, nothing written
+
+
+@pytest.mark.slow
+def test_in_a_log_every_run_prints_one_line_per_epoch(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # stderr captured, as when piped to a log: no bars, so the epochs must say the run lives
+    config = tmp_path / "tiny.toml"
+    small = ("train_per_class = 20\ntest_per_class = 5", "train_per_class = 5\ntest_per_class = 3")
+    two = ("epochs = 1  # teacher", "epochs = 2  # teacher")
+    config.write_text(tiny_experiment(tmp_path, ("seeds = [0, 1]", "seeds = [0]"), small, two))
+    r = icckd(capsys, "experiment", config, "--no-latency")
+    assert r.code == 0, r.err
+    runs = ["teachers/ce/seed0", "teachers/icc/seed0", "students/ce/kd/seed0",
+            "students/icc/kd/seed0", "baseline/seed0"]  # fmt: skip
+    for i, label in enumerate(runs, 1):
+        epochs = 2 if label.startswith("teachers/") else 1
+        prefix = f"run {i}/5: {label}: epoch "
+        shown = [line for line in r.err.splitlines() if line.startswith(prefix)]
+        assert [line[len(prefix) :].split()[0] for line in shown] == [
+            f"{e}/{epochs}" for e in range(1, epochs + 1)
+        ], r.err
+        assert all(line.endswith(" img/s") for line in shown), shown

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from icckd_cli.base.errors import INTERRUPTED
+from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.cli.common import (
     Device,
     Format,
@@ -38,6 +39,8 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     if dry_run:
         tables.experiment_plan(ex.plan_states(exp))
         return
+    if exp.needs_torchvision():
+        check_torchvision()  # before hours of training, not at the first evaluation after them
     dist.init_from_env()  # under torchrun every run of the matrix is data-parallel
     progress = ExperimentProgress(exp.options.name)
     quiet = not dist.is_main()

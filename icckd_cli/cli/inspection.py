@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.cli.common import (
     DataDir,
     Dataset,
@@ -59,6 +60,8 @@ def eval_(
 ) -> None:
     """Evaluate a checkpoint on its data set's test split, with what it costs to run."""
     cfg = build(EvalConfig, {**_collect(locals()), "format": _format(fmt)})
+    if cfg.corruptions and cfg.corruptions_dir is None:
+        check_torchvision()  # the built-in suite blurs with torchvision: say so before the pass
     from icckd_cli.work.evaluation import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
@@ -195,6 +198,7 @@ def models(
     fmt: Format = "table",
 ) -> None:
     """List the model zoo (or a library's models) with parameter counts at 100 classes."""
+    check_torchvision()  # the zoo's tv_ networks are built to count their parameters
     import torch
 
     from icckd_cli.base.errors import UsageError

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from icckd_cli.base.errors import IcckdError, UsageError
+from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.data.decode import decode_files
 from icckd_cli.data.holdout import split_lists
 from icckd_cli.data.loading import cache_key, data_root, folder_spec, stamps
@@ -80,8 +81,12 @@ CIFAR_STATS = {
 }
 
 
+TORCHVISION_DATASETS = ("cifar10", "cifar100")  # read through torchvision.datasets
+
+
 def _cifar(name: str) -> Loader:
     def load(req: LoadRequest) -> Loaded:
+        check_torchvision()
         from torchvision import datasets
 
         cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100

@@ -66,6 +66,12 @@ def family(prefix: str) -> Family:
     return FAMILY
 
 
+def uses_torchvision(name: str) -> bool:
+    """Whether building `name` imports torchvision: torchvision:<builder> and the zoo's tv_ nets."""
+    prefix, sep, rest = name.partition(":")
+    return (bool(sep) and prefix.lower() == "torchvision") or name.lower().startswith("tv_")
+
+
 def split_name(name: str) -> tuple[str | None, str]:
     """('timm', 'vit_tiny_patch16_224') for a library's name, (None, name) for the zoo's."""
     prefix, sep, rest = name.partition(":")

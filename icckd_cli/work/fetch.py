@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from icckd_cli.base.checkpoint import load_tensors, save_model
 from icckd_cli.base.download import Progress, download, hash_prefix, is_url, sha256_of, verify
 from icckd_cli.base.errors import IcckdError, UsageError, suggest
+from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.data.registry import cache_dir
 from icckd_cli.models.loading import load_state_strict, read_pth_state
 
@@ -77,6 +78,7 @@ def _dataset(
 def known_names() -> list[str]:
     """Every name fetch-teacher accepts."""
     names = [f"crd:{a}" for a in CRD_TEACHERS]
+    check_torchvision()
     from torchvision import models
 
     for enum_name in TORCHVISION_ARCHS:
@@ -111,6 +113,7 @@ def _torchvision_builder(enum_name: str) -> tuple[str, dict[str, Any]] | None:
     """Our network for a torchvision weights enum: a tv_ name, else torchvision:<builder>."""
     if enum_name in TORCHVISION_ARCHS:
         return TORCHVISION_ARCHS[enum_name], {}
+    check_torchvision()
     from torchvision import models
 
     from icckd_cli.models.torchvision_adapter import names
@@ -127,6 +130,7 @@ def _torchvision_builder(enum_name: str) -> tuple[str, dict[str, Any]] | None:
 
 def _torchvision(name: str, rest: str) -> Published | None:
     """torchvision:<Enum>.<member> through torchvision's weights API, or None if unknown."""
+    check_torchvision()
     from torchvision import models
 
     enum_name, _, member = rest.partition(".")

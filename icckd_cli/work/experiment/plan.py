@@ -131,6 +131,18 @@ class Experiment:
         """The runs of one teacher by seed."""
         return {r.seed: r for r in self.runs if r.kind == "teacher" and r.teacher == name}
 
+    def needs_torchvision(self) -> bool:
+        """Whether a run, a data set or the built-in corruption suite will import torchvision."""
+        from icckd_cli.data.sources import TORCHVISION_DATASETS
+        from icckd_cli.models.registry import uses_torchvision
+
+        o = self.options
+        return (
+            (o.corruptions and o.corruptions_dir is None)
+            or any(uses_torchvision(r.config.arch) for r in self.runs)
+            or any(r.config.dataset in TORCHVISION_DATASETS for r in self.runs)
+        )
+
 
 def plan(exp: Experiment) -> list[Run]:
     """Every run in order: per seed the teachers, then their students, then the baseline.
