@@ -151,7 +151,7 @@ def export_checkpoint(cfg: ExportConfig) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - any exporter failure, told in one line
             raise IcckdError(
                 f"cannot export {cfg.checkpoint} ({model.arch}) as {cfg.format}: "
-                f"{type(exc).__name__}: {first_line(exc)}; try another --format"
+                f"{type(exc).__name__}: {first_line(exc)}; try another --to"
             ) from None
         with quiet():
             parity.update(check_parity(module, run, tmp, x))
@@ -161,7 +161,7 @@ def export_checkpoint(cfg: ExportConfig) -> dict[str, Any]:
                 f"the {cfg.format} export of {cfg.checkpoint} differs from the checkpoint by up "
                 f"to {parity['max_abs_diff']:.3g} in the logits of {described}, over the "
                 f"tolerance {limit:.3g} ({cfg.tolerance:g} x max(1, largest |logit|)); nothing "
-                "was written: try another --format, or allow more with --tolerance"
+                "was written: try another --to, or allow more with --tolerance"
             )
 
     if cfg.format == "onnx":  # OUT and, over protobuf's limit, OUT.data moved in together
