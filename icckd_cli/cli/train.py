@@ -55,7 +55,8 @@ from icckd_cli.cli.common import (
     handle_errors,
 )
 from icckd_cli.methods import registry
-from icckd_cli.presentation import report
+from icckd_cli.presentation import console, tables
+from icckd_cli.presentation.progress import TrainingProgress
 from icckd_cli.settings.config import (
     RECORDED_ONLY,
     DistillConfig,
@@ -102,12 +103,12 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
     resume = local.get("resume")
     cfg = _resume_config(model, resume, given) if resume else build(model, given, local["config"])
     dist.init_from_env()
-    progress = report.TrainingProgress(f"{kind} {cfg.arch}", quiet=not dist.is_main())
+    progress = TrainingProgress(f"{kind} {cfg.arch}", quiet=not dist.is_main())
     try:
         result = run(cfg, progress, resume=bool(resume))
     except Interrupted:
         progress.close()
-        report.note(
+        console.note(
             f"interrupted: state saved in {cfg.out}; continue with "
             f"icckd {'train-teacher' if kind == 'teacher' else 'distill'} --resume {cfg.out}"
         )
@@ -117,7 +118,7 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
     if not dist.is_main():
         return
     if fmt == "json":
-        report.print_json(
+        console.print_json(
             {
                 "checkpoint": str(result.checkpoint),
                 **result.final,
@@ -129,7 +130,7 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
             }
         )
     else:
-        report.run_summary(kind, result)
+        tables.run_summary(kind, result)
 
 
 @app.command("train-teacher")
