@@ -11,7 +11,9 @@ import pytest
 
 from icckd_cli.data import load_dataset
 from icckd_cli.metrics.transfer import read_predictions
-from icckd_cli.work import experiment as ex
+from icckd_cli.work.experiment.config import load_experiment
+from icckd_cli.work.experiment.plan import Run
+from icckd_cli.work.experiment.results import collect, results_markdown
 from icckd_cli.work.experiment.transfer import add_transfer
 from tests.helpers import icckd, tiny_experiment
 
@@ -46,15 +48,15 @@ def test_results_carry_the_transfer_keys_computed_from_the_prediction_files(
 
     # a run made before predictions.npy existed: those keys are null, nothing fails
     (out / "students/icc/kd/seed0/predictions.npy").unlink()
-    exp = ex.load_experiment(config)
-    again = ex.collect(exp, {})
+    exp = load_experiment(config)
+    again = collect(exp, {})
     add_transfer(exp, again)
     icc = next(e for e in again["students"] if e["teacher"] == "icc")
     ce = next(e for e in again["students"] if e["teacher"] == "ce")
     assert icc["negative_flip_rate"] is None and icc["agreement"] is None
     assert icc["kd_worse_seeds"] is not None  # from the checkpoints' top-1
     assert ce["negative_flip_rate"] is not None
-    assert "n/a" in ex.results_markdown(again)
+    assert "n/a" in results_markdown(again)
 
 
 def test_corruption_and_long_tail_answers_are_paired_icc_minus_ce(
@@ -66,7 +68,7 @@ def test_corruption_and_long_tail_answers_are_paired_icc_minus_ce(
 
     extra = ('device = "cpu"', 'device = "cpu"\nimbalance_factor = 4\ncorruptions = true')
     exp = parse_experiment_text(tiny_experiment(tmp_path, extra))
-    monkeypatch.setattr(ex.Run, "status", lambda self: "done")
+    monkeypatch.setattr(Run, "status", lambda self: "done")
     # seed 0: icc 2 above ce; seed 1: icc 1 below (corruption); by hand: mean 0.5, 1 of 2
     corr = {("ce", 0): 50.0, ("icc", 0): 52.0, ("ce", 1): 60.0, ("icc", 1): 59.0}
     monkeypatch.setattr(transfer, "corruption_mean", lambda r: corr[r.teacher, r.seed])

@@ -33,16 +33,17 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     """Shared body of experiment and quickstart: run the matrix, render the table."""
     from icckd_cli.training import distributed as dist
     from icckd_cli.training.engine import Interrupted
-    from icckd_cli.work import experiment as ex
+    from icckd_cli.work.experiment.matrix import plan_states, run_experiment
+    from icckd_cli.work.experiment.results import result_tables
 
     if dry_run:
-        tables.experiment_plan(ex.plan_states(exp))
+        tables.experiment_plan(plan_states(exp))
         return
     dist.init_from_env()  # under torchrun every run of the matrix is data-parallel
     progress = ExperimentProgress(exp.options.name)
     quiet = not dist.is_main()
     try:
-        results = ex.run_experiment(exp, (lambda event, info: None) if quiet else progress)
+        results = run_experiment(exp, (lambda event, info: None) if quiet else progress)
     except Interrupted:
         progress.close()
         if quiet:
@@ -63,7 +64,7 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     if (results.get("cost") or {}).get("figure"):
         files.append(results["cost"]["figure"])
     written = [str(Path(exp.options.out) / f) for f in files]
-    tables.experiment_tables(ex.result_tables(results), written)
+    tables.experiment_tables(result_tables(results), written)
 
 
 @app.command()
