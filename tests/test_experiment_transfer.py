@@ -92,3 +92,37 @@ def test_corruption_and_long_tail_answers_are_paired_icc_minus_ce(
     assert balanced["values"] == {"0": 3.0, "1": 3.0} and balanced["positive"] == 2
     assert few["mean"] == pytest.approx(15.0)
     assert answer_label(answers[0]) == "kd from icc (mean corruption top-1) minus kd from ce"
+
+
+@pytest.mark.slow
+def test_corruptions_true_scores_every_student_and_answers_icc_minus_ce_end_to_end(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with_corruptions = ('device = "cpu"', 'device = "cpu"\ncorruptions = true')
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny_experiment(tmp_path, SMALL, with_corruptions))
+    r = icckd(capsys, "experiment", config, "--format", "json")
+    assert r.code == 0, r.err
+    out = tmp_path / "exp"
+    # each student's mean corruption top-1, scored again here by `eval --corruptions` on its
+    # checkpoint: the experiment kept the same summary in the run's corruptions.json
+    mean: dict[tuple[str, int], float] = {}
+    for teacher in ("ce", "icc"):
+        for seed in (0, 1):
+            run = out / f"students/{teacher}/kd/seed{seed}"
+            kept = json.loads((run / "corruptions.json").read_text())
+            ev = icckd(capsys, "eval", run / "model.safetensors", "--device", "cpu",
+                       "--corruptions", "--format", "json")  # fmt: skip
+            assert ev.code == 0, ev.err
+            scored = ev.json()["corruptions"]
+            assert len(scored["results"]) == 50  # the built-in suite: 10 corruptions x 5
+            assert kept["mean_top1"] == pytest.approx(scored["mean_top1"])
+            mean[teacher, seed] = scored["mean_top1"]
+    results = json.loads((out / "results.json").read_text())
+    (answer,) = [a for a in results["answers"] if a.get("metric") == "mean corruption top-1"]
+    assert (answer["teacher"], answer["reference"], answer["student"]) == ("icc", "ce", "kd")
+    want = {str(s): mean["icc", s] - mean["ce", s] for s in (0, 1)}
+    assert answer["last"]["values"] == pytest.approx(want)
+    assert answer["last"]["mean"] == pytest.approx(sum(want.values()) / 2)
+    assert answer["last"]["positive"] == sum(v > 0 for v in want.values())
+    assert "mean corruption top-1" in (out / "results.md").read_text()
