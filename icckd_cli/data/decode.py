@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from icckd_cli.base.errors import IcckdError
 
@@ -39,8 +40,6 @@ def unreadable(path: Path | str, exc: BaseException) -> IcckdError:
 
 def read_rgb(path: Path | str, size: int | None) -> np.ndarray:
     """One image as (H, W, 3) uint8, resized to (size, size) where it differs."""
-    from PIL import Image
-
     with Image.open(path) as raw:
         im = raw.convert("RGB")
         if size is not None and im.size != (size, size):

@@ -123,8 +123,6 @@ def model_args_for(name: str, given: dict[str, Any], image_size: int | None) -> 
 def probe_model(name: str, num_classes: int = 100, **model_args: Any) -> ZooModel:
     """`name` built on the meta device (the structure alone: no memory, no initialisation),
     or for real where an initialiser reads values (torchvision's RegNets)."""
-    import torch
-
     try:
         with torch.device("meta"):
             return create_model(name, num_classes, **model_args)

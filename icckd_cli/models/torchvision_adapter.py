@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from torch import Tensor, nn
+from torchvision import models
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.models.library import (
@@ -33,8 +34,6 @@ PASS = "_icckd_pass_through"  # set on a head module while the features are comp
 @lru_cache(maxsize=1)
 def names() -> list[str]:
     """Every classification builder of torchvision.models (not detection, video, ...)."""
-    from torchvision import models
-
     return sorted(models.list_models(module=models))
 
 
@@ -43,7 +42,6 @@ def check_name(name: str) -> str:
     for candidate in (name, name.lower()):  # torchvision's builders are lower case
         if candidate in names():
             return candidate
-    from torchvision import models
 
     if name in models.list_models():  # a builder of torchvision.models.detection, video, ...
         raise UsageError(
@@ -128,8 +126,6 @@ class TorchvisionModel(LibraryModel):
 
 
 def _builder(name: str, num_classes: int | None, args: dict[str, Any]) -> Any:
-    from torchvision import models
-
     kw = {"num_classes": num_classes} if num_classes is not None else {}
     return lambda: models.get_model(name, weights=None, **kw, **args)
 
@@ -160,7 +156,6 @@ def input_size(name: str, args: dict[str, Any]) -> int:
     """The image side: the image_size given, else the crop of the builder's first weights."""
     if "image_size" in args:
         return int(args["image_size"])
-    from torchvision import models
 
     try:
         weights = list(models.get_model_weights(check_name(name)))

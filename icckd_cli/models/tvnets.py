@@ -16,6 +16,9 @@ from torch import Tensor
 if TYPE_CHECKING:
     from torchvision.models import ResNet
 
+from torchvision import models
+from torchvision.models import mobilenet_v2
+
 from icckd_cli.models.base import ZooModel, global_pool
 from icckd_cli.models.registry import register
 
@@ -48,8 +51,6 @@ class TvMobileNetV2(ZooModel):
     """torchvision's MobileNetV2 (width 1.0): `features`, then dropout and `classifier.1`."""
 
     def __init__(self, arch: str, num_classes: int = 100) -> None:
-        from torchvision.models import mobilenet_v2
-
         net = mobilenet_v2(weights=None, num_classes=num_classes)
         super().__init__(arch, num_classes, feature_dim=net.last_channel)
         self.features = net.features
@@ -68,8 +69,6 @@ def _resnet(depth: int) -> Callable[..., ResNet]:
     """torchvision's builder for ResNet-`depth`, imported when a model is built."""
 
     def build(**kw: object) -> ResNet:
-        from torchvision import models
-
         net: ResNet = getattr(models, f"resnet{depth}")(**kw)
         return net
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig
+from icckd_cli.training.rundir import MODEL_FILE, STATE_FILE
 from icckd_cli.work.experiment.matching_plan import match_plan
 
 
@@ -92,8 +93,6 @@ class Run:
 
     def status(self) -> str:
         """done (model saved), partial (resumable state saved) or new."""
-        from icckd_cli.training.rundir import MODEL_FILE, STATE_FILE
-
         if (self.out / MODEL_FILE).exists():
             return "done"
         return "partial" if (self.out / STATE_FILE).exists() else "new"

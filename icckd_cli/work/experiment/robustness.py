@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from icckd_cli.training.rundir import MODEL_FILE
+from icckd_cli.work.eval_extra import corruption_metrics
+from icckd_cli.work.evaluation import checkpoint_channels_last, open_checkpoint
 from icckd_cli.work.experiment.config import Experiment
 from icckd_cli.work.experiment.transfer import CORRUPTIONS_FILE, save_corruptions
 
 
 def measure_corruptions(exp: Experiment, callback: Any) -> int:
     """Evaluate the students not measured yet; how many were evaluated now."""
-    from icckd_cli.training.rundir import MODEL_FILE
-    from icckd_cli.work.eval_extra import corruption_metrics
-    from icckd_cli.work.evaluation import checkpoint_channels_last, open_checkpoint
-
     o = exp.options
     if not o.corruptions:
         return 0
