@@ -117,12 +117,12 @@ def test_validation_split_picks_best_and_is_recorded(
               "--format", "json")  # fmt: skip
     assert r.json()["n"] == 200  # the training images, without the held-out ones
     # the table after training says what best was chosen on
-    from icckd_cli.presentation import report
+    from icckd_cli.presentation.tables import run_summary
     from icckd_cli.work.runs import RunResult
 
     capsys.readouterr()
     final = {k: summary[k] for k in ("top1", "top5", "nll", "ece")}
-    report.run_summary("teacher", RunResult(out, out, final, summary["best"], [], 1, 1.0))
+    run_summary("teacher", RunResult(out, out, final, summary["best"], [], 1, 1.0))
     table = capsys.readouterr().out
     assert f"epoch {chosen['epoch']} (val top-1 {chosen['val_top1']:.2f})" in table
     assert f"top-1 at best-val epoch   {chosen['top1']:.2f}" in " ".join(table.split("│"))

@@ -12,8 +12,7 @@ from PIL import Image
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.data import Split, load_dataset, per_class_subset, sources
-from tests.imagesets import CIFAR_ARCHIVE as ARCHIVE
-from tests.imagesets import unpack_cifar
+from tests.imagesets import cifar_like
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -102,10 +101,8 @@ def test_images_of_another_size_are_resized_with_a_notice(
 
 @pytest.fixture(scope="module")
 def cifar_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 train and 2 test JPEGs per class, unpacked from the CIFAR-10 archive."""
-    if not ARCHIVE.is_file():
-        pytest.skip(f"{ARCHIVE} is not here")
-    return unpack_cifar(tmp_path_factory.mktemp("cifar"), 3, 2)
+    """3 train and 2 test 32x32 JPEGs per CIFAR-10 class, in the archive's layout."""
+    return cifar_like(tmp_path_factory.mktemp("cifar"), CIFAR10, 3, 2)
 
 
 def test_imagefolder_reads_cifar_jpegs(

@@ -73,7 +73,7 @@ def test_parallel_decoding_matches_one_process_and_reports_progress(
 
 
 def test_progress_display_shows_one_bar_per_decoding_pass() -> None:
-    from icckd_cli.presentation.report import TrainingProgress
+    from icckd_cli.presentation.progress import TrainingProgress
 
     progress = TrainingProgress("teacher resnet8")
     what = "decoding 9 Tiny-ImageNet train JPEGs in 2 processes"

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from icckd_cli.training.engine import Interrupted
-from icckd_cli.work import experiment as ex
+from icckd_cli.work.experiment.config import load_experiment
+from icckd_cli.work.experiment.matrix import run_experiment
+from icckd_cli.work.experiment.plan import Experiment
 from tests.helpers import icckd, tiny_experiment
 
 
@@ -26,7 +28,7 @@ def test_interrupted_experiment_resumes_and_a_finished_one_redoes_nothing(
     config = tmp_path / "tiny.toml"
     config.write_text(tiny_experiment(tmp_path))
     out = tmp_path / "exp"
-    exp = ex.load_experiment(config)
+    exp = load_experiment(config)
     events: list[tuple[str, dict[str, Any]]] = []
 
     def ctrl_c_in_third_run(event: str, info: dict[str, Any]) -> None:
@@ -36,7 +38,7 @@ def test_interrupted_experiment_resumes_and_a_finished_one_redoes_nothing(
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does, seen by the run's handler
 
     with pytest.raises(Interrupted):
-        ex.run_experiment(exp, ctrl_c_in_third_run)
+        run_experiment(exp, ctrl_c_in_third_run)
     assert (out / "teachers/icc/seed0/model.safetensors").is_file()
     assert (out / "students/ce/kd/seed0/state.safetensors").is_file()
     assert not (out / "students/ce/kd/seed0/model.safetensors").exists()
@@ -106,10 +108,10 @@ def test_interrupted_experiment_resumes_and_a_finished_one_redoes_nothing(
 def test_cli_interrupt_exits_130_with_how_to_continue(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def interrupted(exp: ex.Experiment, callback: Any) -> None:
+    def interrupted(exp: Experiment, callback: Any) -> None:
         raise Interrupted()
 
-    monkeypatch.setattr(ex, "run_experiment", interrupted)
+    monkeypatch.setattr("icckd_cli.work.experiment.matrix.run_experiment", interrupted)
     config = tmp_path / "tiny.toml"
     config.write_text(tiny_experiment(tmp_path))
     r = icckd(capsys, "experiment", config)
@@ -140,7 +142,7 @@ def test_the_ablation_example_runs_end_to_end_and_resumes(
 ) -> None:
     config = tmp_path / "ablation.toml"
     config.write_text(_reduced_ablation(tmp_path))
-    exp = ex.load_experiment(config)
+    exp = load_experiment(config)
     assert [t.name for t in exp.teachers] == [
         "ce", "ls0.1", "icc-nogate", "icc-nocache", "icc0.05", "icc0.1"
     ]  # fmt: skip
@@ -155,7 +157,7 @@ def test_the_ablation_example_runs_end_to_end_and_resumes(
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C inside the fourth teacher
 
     with pytest.raises(Interrupted):
-        ex.run_experiment(exp, ctrl_c_in_the_no_cache_teacher)
+        run_experiment(exp, ctrl_c_in_the_no_cache_teacher)
     r = icckd(capsys, "experiment", config, "--format", "json")
     assert r.code == 0, r.err
     assert "teachers/icc-nocache/seed0: resuming" in r.err
@@ -243,7 +245,7 @@ def test_an_experiment_with_a_timm_student_resumes_and_then_skips_every_run(
     config = tmp_path / "vit.toml"
     out = tmp_path / "exp"
     config.write_text(VIT_EXPERIMENT.format(out=out))
-    exp = ex.load_experiment(config)
+    exp = load_experiment(config)
     assert [(r.label, r.config.arch) for r in exp.runs] == [
         ("teachers/ce/seed0", "resnet8"),
         ("students/ce/kd/seed0", "timm:vit_tiny_patch16_224"),
@@ -257,7 +259,7 @@ def test_an_experiment_with_a_timm_student_resumes_and_then_skips_every_run(
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(Interrupted):
-        ex.run_experiment(exp, ctrl_c_in_the_student)
+        run_experiment(exp, ctrl_c_in_the_student)
     student = out / "students/ce/kd/seed0"
     # the run recorded the image size it filled in; the file asks for none
     assert json.loads((student / "config.json").read_text())["model_args"]["img_size"] == 32

@@ -1,4 +1,4 @@
-"""Presentation's modules: the old face names the same objects, soft-label paths below the table."""
+"""Presentation's modules: JSON output, soft-label paths below the table."""
 
 from __future__ import annotations
 
@@ -11,20 +11,10 @@ import pytest
 from icckd_cli.presentation import (
     console,
     experiment_progress,
-    lines,
     progress,
-    report,
     softlabel_tables,
     tables,
 )
-
-
-def test_report_is_a_face_of_the_focused_modules() -> None:
-    homes = (console, experiment_progress, lines, progress, softlabel_tables, tables)
-    for name in report.__all__:
-        if name == "size_text":  # from base/units, below presentation
-            continue
-        assert any(getattr(m, name, None) is getattr(report, name) for m in homes), name
 
 
 def test_json_is_one_document_with_paths_as_text(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from icckd_cli.base.errors import IcckdError, UsageError
-from icckd_cli.losses import kd_loss
+from icckd_cli.methods.kd import kd_loss
 from icckd_cli.presentation.lines import teacher_cache_line
 from icckd_cli.settings.config import DistillConfig, build
 from icckd_cli.training import store

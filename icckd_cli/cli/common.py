@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from icckd_cli import __version__
 from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.presentation import console
 
@@ -34,8 +35,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _show_version(value: bool) -> None:
     if value:
-        from icckd_cli import __version__
-
         print(f"icckd {__version__}")
         raise typer.Exit()
 

@@ -199,11 +199,8 @@ def models(
 ) -> None:
     """List the model zoo (or a library's models) with parameter counts at 100 classes."""
     check_torchvision()  # the zoo's tv_ networks are built to count their parameters
-    import torch
-
     from icckd_cli.base.errors import UsageError
-    from icckd_cli.models import create_model, input_size, list_models
-    from icckd_cli.models.registry import COUNT_LIMIT, FAMILIES, describe_family
+    from icckd_cli.models.registry import COUNT_LIMIT, FAMILIES, describe_family, describe_zoo
 
     fmt = _format(fmt)
     rows: list[tuple[str, int | None, int | None, int | None]] = []
@@ -219,15 +216,7 @@ def models(
                 f"'*{(filter or '').strip('*')}*'"
             )
     else:
-        import fnmatch
-
-        for name in list_models():
-            if filter is not None and not fnmatch.fnmatch(name.lower(), filter.lower()):
-                continue
-            with torch.device("meta"):  # the structure alone: no memory, no initialisation
-                m = create_model(name, 100)
-            params = sum(p.numel() for p in m.parameters())
-            rows.append((name, params, m.feature_dim, input_size(name)))
+        rows = list(describe_zoo(filter))
     if fmt == "json":
         console.print_json(
             [{"arch": n, "params": p, "feature_dim": d, "input_size": s} for n, p, d, s in rows]

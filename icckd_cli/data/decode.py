@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from icckd_cli.base.errors import IcckdError
 
@@ -40,8 +41,6 @@ def unreadable(path: Path | str, exc: BaseException) -> IcckdError:
 def read_rgb_resized(path: Path | str, size: int | None) -> tuple[np.ndarray, bool]:
     """One image as (H, W, 3) uint8, resized to (size, size) where it differs; and whether
     it was."""
-    from PIL import Image
-
     with Image.open(path) as raw:
         im = raw.convert("RGB")
         if size is None or im.size == (size, size):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.base.torchvision_check import check_torchvision
@@ -47,6 +48,7 @@ def _digits(req: LoadRequest) -> Loaded:
     """
 
     def build() -> tuple[dict, dict[str, Split]]:
+        # scikit-learn takes seconds to import: only a miss of the decode cache pays it
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 
@@ -216,8 +218,6 @@ def _imagefolder(req: LoadRequest) -> Loaded:
         split: stamps(f for fs in files.values() for f in fs) for split, files in parts.items()
     }
     key = cache_key("imagefolder", stamped["train"] + stamped["test"], stamped.get("val"))
-
-    from PIL import Image
 
     with Image.open(train_files[classes[0]][0]) as im:
         size = max(im.size)

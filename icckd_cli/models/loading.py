@@ -15,6 +15,8 @@ from icckd_cli.base.checkpoint import (
     read_metadata,
 )
 from icckd_cli.base.errors import IcckdError, UsageError
+from icckd_cli.models import create_model, resolve_name
+from icckd_cli.models.registry import probe_model
 
 if TYPE_CHECKING:
     from icckd_cli.models import ZooModel
@@ -32,8 +34,6 @@ def load_model(
     command-line option that asked for it, named in the error. The builder arguments
     recorded (`model_args`) rebuild exactly the model that was saved.
     """
-    from icckd_cli.models import create_model, resolve_name
-
     meta = read_metadata(path)
     if meta.get("kind") == "state":
         raise UsageError(
@@ -127,8 +127,6 @@ def load_pth_model(
     builder arguments: the library's defaults apply, with `model_args` over them. A
     safetensors file without icckd metadata (a timm or Hugging Face file) is read the same way.
     """
-    from icckd_cli.models import create_model
-
     if arch is None:
         if option is None:
             raise UsageError(
@@ -148,8 +146,6 @@ def load_pth_model(
 
 def head_classes(state: dict[str, Tensor], arch: str) -> int:
     """The number of classes a state dict predicts: the rows of its classifier's weight."""
-    from icckd_cli.models.registry import probe_model
-
     if ":" in arch:  # a library's model: its classifier's key, found on the meta device
         key = _classifier_key(probe_model(arch, 7))
         if key in state and state[key].dim() == 2:

@@ -19,6 +19,7 @@ from icckd_cli.models.loading import load_any_model
 from icckd_cli.settings.config import DistillConfig
 from icckd_cli.training.engine import Callback, channels_last_on
 from icckd_cli.training.objectives import DistillObjective, RunTeacher, TeacherSource
+from icckd_cli.training.store import cached_teacher
 from icckd_cli.work.inputs import train_loader
 from icckd_cli.work.run_snapshots import teacher_snapshot
 
@@ -65,7 +66,6 @@ def teacher_source(
 
     if cfg.teacher_cache is None:
         return on_device()
-    from icckd_cli.training.store import cached_teacher
 
     loader = train_loader(cfg, data, DistillObjective.views, channels_last)
     return cached_teacher(cfg, loader, data, teacher, info, on_device, device, callback)

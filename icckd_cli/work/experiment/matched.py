@@ -116,8 +116,3 @@ def match_seed(curves: Mapping[str, Curve]) -> dict[str, Any]:
         epoch, value = first_reaching(curve, target)
         teachers[name] = {"epoch": epoch, "val_top1": value}
     return {"target_val_top1": target, "teachers": teachers}
-
-
-def match_all(per_seed: Mapping[int, Mapping[str, Curve]]) -> dict[int, dict[str, Any]]:
-    """match_seed for every teacher seed."""
-    return {seed: match_seed(curves) for seed, curves in per_seed.items()}

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig
+from icckd_cli.training.rundir import MODEL_FILE, STATE_FILE
 
 MATCHED_STUDENTS = "students-matched"
 MATCHED_CACHE = "teacher_cache-matched"
@@ -105,8 +106,6 @@ class Run:
 
     def status(self) -> str:
         """done (model saved), partial (resumable state saved) or new."""
-        from icckd_cli.training.rundir import MODEL_FILE, STATE_FILE
-
         if (self.out / MODEL_FILE).exists():
             return "done"
         return "partial" if (self.out / STATE_FILE).exists() else "new"
