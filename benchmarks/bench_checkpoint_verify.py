@@ -5,8 +5,8 @@
 
 Each model (random weights, built without downloading anything) is saved through the
 project's save path (`save_model`: the header records `data_sha256`), then loaded into the
-model three ways (tensors, then `load_state_dict`, as `load_model` does), interleaved after a
-warm-up round, the file in the page cache:
+model three ways (tensors, then `load_state_dict`, as `load_any_model` does), interleaved after
+a warm-up round, the file in the page cache:
 - mmap: `safetensors.torch.load_file`, what the readers used before digests (no check);
 - read: the whole file read once and deserialised from those bytes, without the digest;
 - verified: `Checkpoint.read(path).tensors()`, what every reader runs now (read, sha256

@@ -27,7 +27,6 @@ from icckd_cli.base.checkpoint import (
     Checkpoint,
     UnverifiedCheckpoint,
     encode_metadata,
-    is_icckd_file,
     read_metadata,
     save_model,
     weights_hash,
@@ -119,16 +118,19 @@ def test_damaged_tensor_data_is_refused_by_every_reader(tmp_path: Path, how) -> 
         assert err.value.exit_code == 1
 
 
-def test_is_icckd_file_refuses_a_damaged_file_instead_of_answering(tmp_path: Path) -> None:
+def test_whether_a_file_is_ours_is_asked_of_a_checked_file(tmp_path: Path) -> None:
+    """A damaged file is refused, not taken for an icckd file (is_icckd_file's old answer)."""
     path = tmp_path / "m.safetensors"
     digits_teacher(path)
-    assert is_icckd_file(path)
+    assert Checkpoint.open(path).is_icckd
     save_file({"w": torch.zeros(2)}, str(tmp_path / "hf.safetensors"))
-    assert not is_icckd_file(tmp_path / "hf.safetensors")
+    assert not Checkpoint.open(tmp_path / "hf.safetensors").is_icckd
     data = path.read_bytes()
     path.write_bytes(data[:8] + b"{" + b"x" * 40 + data[49:])
     with pytest.raises(IcckdError, match="has a damaged header"):
-        is_icckd_file(path)
+        Checkpoint.open(path)
+    with pytest.raises(IcckdError, match="has a damaged header"):  # given an arch, as distill
+        load_any_model(path, arch="resnet8")
 
 
 @HOW

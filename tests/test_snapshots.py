@@ -14,7 +14,7 @@ import torch
 from icckd_cli.base.checkpoint import read_metadata, weights_hash
 from icckd_cli.base.errors import IcckdError
 from icckd_cli.models import create_model
-from icckd_cli.models.loading import load_model
+from icckd_cli.models.loading import load_any_model
 from icckd_cli.training.snapshots import (
     clear_snapshots,
     list_snapshots,
@@ -59,7 +59,7 @@ def test_save_list_read_round_trip(saved: Path, model: torch.nn.Module) -> None:
     assert (snap.epoch, snap.val_top1) == (2, 0.1 + 0.2)
     assert snap.weights_sha256 == weights_hash(model.state_dict())
     # a full checkpoint: it loads as a teacher with the run's metadata, and says its epoch
-    loaded, meta = load_model(snapshot_path(saved, 3))
+    loaded, meta = load_any_model(snapshot_path(saved, 3))
     assert loaded.arch == "resnet8"
     assert weights_hash(loaded.state_dict()) == weights_hash(model.state_dict())
     assert meta["kind"] == "teacher" and meta["dataset"] == META["dataset"]
@@ -81,7 +81,7 @@ def test_a_moved_run_folder_still_reads(
     moved = tmp_path_factory.mktemp("elsewhere") / "run"
     shutil.move(str(saved), moved)
     assert [e for e, _ in snapshot_curve(moved)] == [1, 2, 3]
-    load_model(snapshot_path(moved, 2))
+    load_any_model(snapshot_path(moved, 2))
 
 
 def test_overwrite_of_an_epoch_replaces_it(saved: Path, model: torch.nn.Module) -> None:
@@ -131,7 +131,7 @@ def _empty(p: Path) -> None:
 def test_damaged_file_refused_in_one_line(saved: Path, damage, says: str) -> None:
     path = snapshot_path(saved, 2)
     damage(path)
-    for read in (read_snapshot, load_model):
+    for read in (read_snapshot, load_any_model):
         with pytest.raises(IcckdError) as err:
             read(path)
         assert says in err.value.message and "\n" not in err.value.message
@@ -149,7 +149,7 @@ def test_damaged_weights_refused(saved: Path) -> None:
     path.write_bytes(bytes(data))
     assert read_snapshot(path).epoch == 3  # the header alone cannot tell
     with pytest.raises(IcckdError) as err:
-        load_model(path)
+        load_any_model(path)
     assert err.value.message == (
         f"{path} is damaged: its tensor data does not match the digest recorded when it was "
         "written; re-create it or use another checkpoint"

@@ -13,6 +13,7 @@ import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +69,14 @@ def decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def checkpoint_bytes(tensors: dict[str, Tensor], meta: dict[str, Any]) -> bytes:
+def checkpoint_bytes(tensors: dict[str, Tensor], meta: dict[str, Any]) -> bytearray:
     """A whole checkpoint file: the tensors serialised, their digest written into the header."""
     raw = {**encode_metadata(meta), DIGEST_KEY: _PENDING}
     data = bytearray(save_bytes(tensors, metadata=raw))
     n = int.from_bytes(data[:8], "little")
     at = data.find(_PENDING.encode(), 8, 8 + n)  # the header's one stand-in (JSON-quoted)
     data[at : at + len(_PENDING)] = data_digest(data, n).encode()
-    return bytes(data)
+    return data
 
 
 def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
@@ -133,9 +134,9 @@ class Checkpoint:
         """Whether the file carries icckd metadata (a foreign one holds weights only)."""
         return self.raw.get("format") == FORMAT
 
-    @property
+    @cached_property
     def meta(self) -> dict[str, Any]:
-        """The decoded icckd metadata; refused in one line for a foreign file."""
+        """The decoded icckd metadata (decoded once); refused in one line for a foreign file."""
         if not self.is_icckd:
             raise IcckdError(
                 f"{self.path} has no icckd metadata (format, arch, classes); it was not written "
@@ -229,7 +230,10 @@ class Checkpoint:
     def _read_bytes(self) -> bytes:
         """The whole file, read once after a header-only open, and verified."""
         data, header, self.header_len = read_whole(self.path)
-        self.raw, self._data = header.get("__metadata__") or {}, data
+        raw = header.get("__metadata__") or {}
+        if raw != self.raw:  # rewritten since its header was read: the new header holds
+            self.__dict__.pop("meta", None)
+        self.raw, self._data = raw, data
         self._verify()
         return data
 
@@ -281,8 +285,3 @@ def weights_hash(state: dict[str, Tensor]) -> str:
         h.update(str(t.dtype).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def is_icckd_file(path: Path) -> bool:
-    """Whether a safetensors file carries icckd metadata; a damaged file is refused in one line."""
-    return Checkpoint.open(path).is_icckd

@@ -16,17 +16,6 @@ if TYPE_CHECKING:
     from icckd_cli.models import ZooModel
 
 
-def load_model(
-    path: Path,
-    device: str | torch.device = "cpu",
-    expect_arch: str | None = None,
-    option: str = "--arch",
-) -> tuple[ZooModel, dict[str, Any]]:
-    """Rebuild a model from a checkpoint's metadata alone and load its verified weights."""
-    ckpt = Checkpoint.read(path)
-    return model_from_checkpoint(ckpt, device, expect_arch, option), ckpt.meta
-
-
 def model_from_checkpoint(
     ckpt: Checkpoint,
     device: str | torch.device = "cpu",
