@@ -231,7 +231,7 @@ STRACE = shutil.which("strace")
     reason="strace is not installed: counting the teacher's opens at the system-call level "
     "needs it (apt-get install strace)",
 )
-def test_distill_opens_the_teacher_file_at_most_twice(tmp_path: Path) -> None:
+def test_distill_opens_the_teacher_file_twice_header_then_tensors(tmp_path: Path) -> None:
     """Header (the data set it records) and tensors: counted as openat calls, safetensors' too."""
     teacher = tmp_path / "T.safetensors"
     digits_teacher(teacher)
