@@ -40,6 +40,4 @@ CALLED_BY_THE_FRAMEWORKS = [
 # report for issue 32 to be removed or put to use there. Delete an entry when it goes.
 CALLED_ONLY_BY_TESTS = [
     _.contents,  # methods/queue.py: tests/test_distributed.py reads the queue with it
-    _.load_snapshot,  # training/snapshots.py
-    _.snapshot_sha256,  # training/snapshots.py
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from icckd_cli.base.checkpoint import read_metadata
 from icckd_cli.base.errors import UsageError
-from icckd_cli.training.snapshots import file_sha256, list_snapshots, snapshot_path
+from icckd_cli.training.snapshots import list_snapshots, snapshot_path
 from icckd_cli.work.experiment.config import load_experiment
 from icckd_cli.work.experiment.matched import MATCH_NEEDS_VALIDATION
 from icckd_cli.work.experiment.matching_tables import gap_table, with_matching
@@ -167,7 +168,7 @@ def test_a_tiny_matched_experiment_end_to_end(tmp_path: Path) -> None:
         snap = snapshot_path(out / f"teachers/{name}/seed0", chosen["epoch"])
         assert teacher["path"] == str(snap.resolve())
         assert teacher["epoch"] == chosen["epoch"]
-        assert teacher["file_sha256"] == file_sha256(snap)
+        assert teacher["file_sha256"] == hashlib.sha256(snap.read_bytes()).hexdigest()
     assert not (out / "students").exists()  # the unmatched students' folders untouched
     answer = next(a for a in results["answers"] if a["reference"] == "ce")
     assert answer["teacher_difference"]["n"] == 1 and answer["line"] is None

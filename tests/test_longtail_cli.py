@@ -21,7 +21,7 @@ from icckd_cli.cli import main
 from icckd_cli.data import load_dataset
 from icckd_cli.data.longtail import longtail_counts
 from icckd_cli.metrics.transfer import read_predictions
-from icckd_cli.models.loading import load_model
+from icckd_cli.models.loading import load_any_model
 from icckd_cli.work.corruptions import summarise
 from tests.helpers import icckd
 
@@ -111,7 +111,7 @@ def test_predictions_npy_holds_the_final_models_test_predictions(
     pred = read_predictions(out / "predictions.npy", len(test.labels), 10)
     # the final model's argmax over the test split, computed here from the checkpoint alone:
     # images in 0..1 normalised with the statistics it records, in the split's order
-    model, meta = load_model(out / "model.safetensors")
+    model, meta = load_any_model(out / "model.safetensors")
     mean = torch.tensor(meta["dataset"]["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(meta["dataset"]["std"]).view(1, 3, 1, 1)
     with torch.inference_mode():

@@ -8,7 +8,10 @@ their bodies, so that `icckd --help` and a bad option answer without importing t
 from __future__ import annotations
 
 import sys
+import warnings
+from typing import TextIO
 
+from icckd_cli.base.checkpoint import UnverifiedCheckpoint
 from icckd_cli.base.errors import INTERRUPTED, USAGE, IcckdError
 from icckd_cli.cli.common import _reports, app, show_error
 from icckd_cli.presentation import console
@@ -25,8 +28,27 @@ from icckd_cli.cli import tune  # noqa: F401  tune
 __all__ = ["app", "main"]
 
 
+_show_warning = warnings.showwarning
+
+
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A checkpoint read without a digest is one warning line; other warnings as Python shows."""
+    if issubclass(category, UnverifiedCheckpoint):
+        console.warning(str(message))
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
     """Console entry point: one-line errors, documented exit codes, no tracebacks."""
+    warnings.showwarning = _one_line_warning
     try:
         code = app(standalone_mode=False)
     except IcckdError as exc:
