@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from icckd_cli.work.tune import storage as storage_mod
 from icckd_cli.work.tune import study as study_mod
 from tests.helpers import icckd
 from tests.test_tune import finished, tune_file, worker
@@ -139,8 +140,8 @@ def test_a_killed_worker_s_trial_fails_by_heartbeat_and_is_replaced(
     proc.wait()
     study = optuna.load_study(study_name="killed", storage=postgres)
     assert [t.state.name for t in study.trials] == ["RUNNING"]
-    monkeypatch.setattr(study_mod, "GRACE", 1)  # this worker judges silence after 1 s
-    monkeypatch.setattr(study_mod, "HEARTBEAT", 1)
+    monkeypatch.setattr(storage_mod, "GRACE", 1)  # this worker judges silence after 1 s
+    monkeypatch.setattr(storage_mod, "HEARTBEAT", 1)
     time.sleep(1.5)
     r = icckd(capsys, "tune", str(path), "--out", str(tmp_path / "out2"), *name,
               "--format", "json")  # fmt: skip
