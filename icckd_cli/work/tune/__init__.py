@@ -22,7 +22,7 @@ from icckd_cli.work.tune import sampling
 from icckd_cli.work.tune.config import VAL_REFUSAL, TuneFile, load_tune, parse_tune
 from icckd_cli.work.tune.files import BEST_TEACHER, CONFIRM, write_best_files
 from icckd_cli.work.tune.results import reasons, summary
-from icckd_cli.work.tune.storage import JOURNAL_FILE, Storage, optuna_module
+from icckd_cli.work.tune.storage import JOURNAL_FILE, Storage, mask_url, optuna_module, same_place
 from icckd_cli.work.tune.study import Running, open_study, still_running
 from icckd_cli.work.tune.trial import Progress, param_name, run_trials
 
@@ -57,14 +57,18 @@ def claim_out(out: Path, name: str, storage: Storage, write: bool) -> None:
     if mark.is_file():
         try:
             found = json.loads(mark.read_text())
+            if not isinstance(found, dict):
+                raise ValueError("not an object")
         except (OSError, ValueError):
             raise UsageError(
                 f"{mark} is damaged; delete it if {out} holds no other study"
             ) from None
-        if found != here:
+        if found.get("study_name") != name or not same_place(
+            str(found.get("storage")), here["storage"]
+        ):
             raise UsageError(
                 f"{out} holds the trials of study '{found.get('study_name')}' in "
-                f"{found.get('storage')}; pass another --out for study '{name}'"
+                f"{mask_url(str(found.get('storage')))}; pass another --out for study '{name}'"
             )
         return
     if not write:

@@ -50,6 +50,17 @@ def mask_url(url: str) -> str:
     return _KEY_PASSWORD.sub(r"\1" + MASK, scheme + sep + rest)
 
 
+def same_place(a: str, b: str) -> bool:
+    """Whether two storages as shown are one database: the password given (or not, with
+    $PGPASSWORD) does not make another study."""
+
+    def place(shown: str) -> str:
+        shown = mask_url(shown).replace(f":{MASK}@", "@")
+        return re.sub(rf"[?&;]password={re.escape(MASK)}", "", shown)
+
+    return place(a) == place(b)
+
+
 def secrets_of(url: str | None) -> list[str]:
     """The passwords a storage may reveal: the URL's (as written and decoded), its
     password= keys, and $PGPASSWORD, which libpq and psycopg read by themselves."""
