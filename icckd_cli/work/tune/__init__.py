@@ -88,6 +88,7 @@ def run_tune(
     optuna_module()  # a missing extra fails before anything is written
     storage = Storage.given(storage_url, tune.options.out)
     claim_out(tune.options.out, study_name, storage, write=False)
+    check_data(tune)
     sampler = sampling.make_sampler(tune, 0)
     study = open_study(
         tune, storage, study_name, sampler, sampling.make_pruner(tune.options.pruner, steps(tune))
@@ -97,6 +98,25 @@ def run_tune(
     tuned = finish(study, tune, storage, plot)
     tuned.running = still_running(study, storage)
     return tuned
+
+
+def check_data(tune: TuneFile) -> None:
+    """Each role's data loads and its validation split leaves images to train on, before
+    the study or OUT is made: a trial would fail on it, and every trial after it."""
+    import torch
+
+    from icckd_cli.work.inputs import load_data
+
+    for role in tune.roles:
+        teacher = {"teacher": Path("t")} if role == "student" else {}
+        cfg = tune.config(role, lowest(tune, role), **teacher)
+        try:
+            load_data(cfg, torch.device("cpu"), test=False)
+        except UsageError as exc:
+            # the message names the options; in a tune file they are keys of [tune]
+            why = exc.message.replace("--val-per-class", "val_per_class")
+            why = why.replace("--val-fraction", "val_fraction")
+            raise UsageError(f"{tune.source}: [tune]: {why}") from None
 
 
 def rerun_command(
