@@ -316,3 +316,28 @@ def test_inspect_columns_are_named_by_the_shortest_distinct_end_of_each_path(
     assert r.out.splitlines()[-2:] == [f"  ce/seed0: {paths[0]}", f"  icc/seed0: {paths[1]}"]
     r = icckd(capsys, "inspect-softlabels", *paths, "--device", "cpu", "--format", "json")
     assert [c["name"] for c in r.json()["checkpoints"]] == ["ce/seed0", "icc/seed0"]
+
+
+def test_an_aborted_command_is_one_line_and_exit_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+
+    import icckd_cli.cli as cli
+
+    def aborts(**kwargs: Any) -> None:
+        raise typer.Abort()  # what click raises when a prompt gets Ctrl-D
+
+    monkeypatch.setattr(cli, "app", aborts)
+    r = icckd(capsys, "models")
+    assert (r.code, r.out, r.err.strip()) == (130, "", "error: aborted")
+
+    class Abort(RuntimeError):  # another exception of the same name is no abort
+        pass
+
+    def other(**kwargs: Any) -> None:
+        raise Abort()
+
+    monkeypatch.setattr(cli, "app", other)
+    with pytest.raises(Abort):
+        icckd(capsys, "models")

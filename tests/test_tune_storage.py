@@ -125,3 +125,43 @@ def test_the_rerun_command_repeats_the_options_without_the_password() -> None:
     )
     # a URL from $ICCKD_TUNE_STORAGE is read again from there: the command names no storage
     assert rerun_command(Path("s.toml"), {}, None, None) == "icckd tune s.toml"
+
+
+def test_only_sqlalchemy_s_integrity_error_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    from icckd_cli.base.errors import IcckdError
+    from icckd_cli.work.tune import storage as storage_mod
+
+    monkeypatch.setattr(storage_mod.time, "sleep", lambda s: None)
+    calls: list[int] = []
+
+    def racing(*args: object, **kwargs: object) -> str:
+        calls.append(1)
+        if len(calls) < 3:  # the tables were made by another worker meanwhile
+            raise IntegrityError("CREATE TABLE studies", {}, Exception("duplicate key"))
+        return "opened"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    assert Storage("postgresql://u:pw@h/db", Path("o")).open() == "opened"
+    assert len(calls) == 3
+
+    class IntegrityErrorLookalike(Exception):  # a name is no class: not retried
+        pass
+
+    IntegrityErrorLookalike.__name__ = "IntegrityError"
+
+    def other(*args: object, **kwargs: object) -> str:
+        calls.append(1)
+        raise IntegrityErrorLookalike("pw in here")
+
+    calls.clear()
+    monkeypatch.setattr(optuna.storages, "RDBStorage", other)
+    with pytest.raises(IcckdError) as info:
+        Storage("postgresql://u:pw@h/db", Path("o")).open()
+    assert len(calls) == 1
+    assert info.value.message == (
+        "cannot open the study storage postgresql://u:***@h/db: *** in here; check that the "
+        "server runs and the URL's host, port, user and database"
+    )

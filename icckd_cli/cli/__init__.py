@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+import typer
+
 from icckd_cli.base.errors import INTERRUPTED, USAGE, IcckdError
 from icckd_cli.cli.common import _reports, app, show_error
 from icckd_cli.presentation import console
@@ -39,7 +41,7 @@ def main() -> None:
             if _reports(exc):
                 console.error(f"{exc.format_message()} (see 'icckd --help')")
             sys.exit(USAGE)
-        if type(exc).__name__ == "Abort":
+        if isinstance(exc, typer.Abort):  # click's Abort, as Typer names it in every version
             console.error("aborted")
             sys.exit(INTERRUPTED)
         raise
