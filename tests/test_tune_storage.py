@@ -165,3 +165,35 @@ def test_only_sqlalchemy_s_integrity_error_is_retried(monkeypatch: pytest.Monkey
         "cannot open the study storage postgresql://u:***@h/db: *** in here; check that the "
         "server runs and the URL's host, port, user and database"
     )
+
+
+@pytest.mark.parametrize(("code", "retried"), [("42P07", True), ("42710", True), ("42501", False)])
+def test_postgresql_s_duplicate_table_is_a_lost_race_and_retried(
+    monkeypatch: pytest.MonkeyPatch, code: str, retried: bool
+) -> None:
+    import optuna
+    from sqlalchemy.exc import ProgrammingError
+
+    from icckd_cli.base.errors import IcckdError
+    from icckd_cli.work.tune import storage as storage_mod
+
+    class Orig(Exception):
+        sqlstate = code  # as psycopg 3 tells it: 42P07 duplicate table, 42501 no permission
+
+    monkeypatch.setattr(storage_mod.time, "sleep", lambda s: None)
+    calls: list[int] = []
+
+    def creating(*args: object, **kwargs: object) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ProgrammingError("CREATE TABLE studies", {}, Orig("relation exists"))
+        return "opened"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", creating)
+    storage = Storage("postgresql://u:pw@h/db", Path("o"))
+    if retried:
+        assert storage.open() == "opened" and len(calls) == 2
+    else:
+        with pytest.raises(IcckdError, match="^cannot open the study storage "):
+            storage.open()
+        assert len(calls) == 1

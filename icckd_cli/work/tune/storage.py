@@ -173,7 +173,7 @@ class Storage:
             )
         import inspect
 
-        from sqlalchemy.exc import IntegrityError
+        from sqlalchemy.exc import IntegrityError, ProgrammingError
 
         rdb = optuna.storages.RDBStorage
         # optuna >= 4.9 renamed the callback a stale trial gets
@@ -191,10 +191,10 @@ class Storage:
                     return self.opened
             except ImportError as exc:
                 raise self.no_driver(exc) from None
-            except IntegrityError as exc:
+            except (IntegrityError, ProgrammingError) as exc:
                 # workers started together on an empty database race to create optuna's
                 # tables; the loser finds them made and opens the storage again
-                if attempt + 1 == SCHEMA_TRIES:
+                if not _made_meanwhile(exc) or attempt + 1 == SCHEMA_TRIES:
                     raise self.error(exc) from None
                 time.sleep(0.2 * (attempt + 1))
             except Exception as exc:
@@ -231,6 +231,20 @@ class Storage:
             f"cannot open the study storage {self.shown}: {why}; check that the server "
             "runs and the URL's host, port, user and database"
         )
+
+
+# PostgreSQL's codes for a table, type or key another session created first
+MADE_MEANWHILE = {"42P07", "42710", "23505"}  # duplicate_table, duplicate_object, unique_violation
+
+
+def _made_meanwhile(exc: Exception) -> bool:
+    """Whether a failed CREATE lost a race: an IntegrityError (any database), or PostgreSQL's
+    duplicate table or object (a ProgrammingError to SQLAlchemy)."""
+    from sqlalchemy.exc import IntegrityError
+
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3, 2
+    return isinstance(exc, IntegrityError) or code in MADE_MEANWHILE
 
 
 def with_driver(url: str) -> str:
