@@ -79,6 +79,18 @@ def worker(path: Path, out: Path, *more: str) -> subprocess.Popen[str]:
     )
 
 
+def killed_mid_trial(path: Path, out: Path, *more: str) -> subprocess.Popen[str]:
+    """A worker SIGKILLed once its trial 0 has started (no goodbye, no heartbeat after)."""
+    proc = worker(path, out, *more)
+    deadline = time.monotonic() + 300
+    while not (out / "trials" / "0000" / "teacher" / "config.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return proc
+
+
 def finished(proc: subprocess.Popen[str]) -> tuple[str, str]:
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
@@ -305,13 +317,7 @@ def test_two_workers_on_one_journal_finish_exactly_n_trials(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_a_killed_worker_leaves_no_trial_running(tmp_path: Path) -> None:
     path, out = tune_file(tmp_path, "teacher", n=1), tmp_path / "out"
-    proc = worker(path, out)
-    deadline = time.monotonic() + 300
-    while not (out / "trials" / "0000" / "teacher" / "config.json").exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = killed_mid_trial(path, out)
     assert journal_study(out).trials[0].state.name == "RUNNING"
     _, err = finished(worker(path, out))  # the next worker fails it and replaces it
     study = journal_study(out)

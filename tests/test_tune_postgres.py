@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -24,7 +23,7 @@ import pytest
 from icckd_cli.work.tune import storage as storage_mod
 from icckd_cli.work.tune import study as study_mod
 from tests.helpers import icckd
-from tests.test_tune import finished, tune_file, worker
+from tests.test_tune import finished, killed_mid_trial, tune_file, worker
 
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("psycopg")
@@ -133,13 +132,7 @@ def test_a_killed_worker_s_trial_fails_by_heartbeat_and_is_replaced(
 ) -> None:
     path, out = tune_file(tmp_path, "teacher", n=1), tmp_path / "out"
     name = ("--study-name", "killed", "--storage", postgres)
-    proc = worker(path, out, *name)
-    deadline = time.monotonic() + 300
-    while not (out / "trials" / "0000" / "teacher" / "config.json").exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)  # no goodbye: its heartbeats just stop
-    proc.wait()
+    killed_mid_trial(path, out, *name)  # no goodbye: its heartbeats just stop
     study = optuna.load_study(study_name="killed", storage=postgres)
     assert [t.state.name for t in study.trials] == ["RUNNING"]
     monkeypatch.setattr(storage_mod, "GRACE", 1)  # this worker judges silence after 1 s
@@ -212,13 +205,7 @@ def test_a_worker_that_ends_beside_a_dead_worker_s_running_trial_says_when_it_is
 ) -> None:
     path, out = tune_file(tmp_path, "teacher", n=2), tmp_path / "out"
     name = ("--study-name", "dead", "--storage", postgres)
-    proc = worker(path, out, *name)
-    deadline = time.monotonic() + 300
-    while not (out / "trials" / "0000" / "teacher" / "config.json").exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)  # its heartbeat stops; 60 s pass before it is stale
-    proc.wait()
+    proc = killed_mid_trial(path, out, *name)  # its heartbeat stops; 60 s pass before it is stale
     out2 = tmp_path / "out2"
     r = icckd(capsys, "tune", str(path), "--out", str(out2), *name, "--format", "json")
     assert r.code == 0, r.err
