@@ -421,3 +421,28 @@ def test_a_worker_starts_no_trial_after_its_timeout(
     assert r.code == 0, r.err
     assert "--timeout 1e-09 s passed: no further trial starts here" in r.err
     assert "no trial completed" in r.out and not (out / "trials").exists()
+
+
+def test_a_worker_that_ends_beside_a_live_worker_s_trial_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import socket
+
+    from icckd_cli.work.tune import Running, load_tune
+    from icckd_cli.work.tune.study import still_running
+
+    path, out = tune_file(tmp_path, "teacher", n=1), tmp_path / "out"
+    storage = study_mod.Storage(None, out)
+    study = study_mod.open_study(load_tune(path, {"out": out}), storage, "tiny")
+    trial = study.ask()  # another worker's trial, alive (this very process)
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    assert still_running(study, storage) == [Running(0, socket.gethostname(), os.getpid())]
+    r = icckd(capsys, "tune", str(path), "--out", str(out), "--n-trials", "1")
+    assert r.code == 0, r.err
+    assert r.err.splitlines() == [
+        f"trial 0 is still running (worker process {os.getpid()} on {socket.gethostname()}); "
+        f"the summary shows it as running: rerun once that worker ends: icckd tune {path} "
+        f"--out {out} --n-trials 1"
+    ]
+    assert [t.state.name for t in journal_study(out).trials] == ["RUNNING"]  # left to it
