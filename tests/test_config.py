@@ -8,7 +8,7 @@ import pytest
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig, build
-from icckd_cli.work.runs import resolved_config
+from icckd_cli.work.inputs import resolved_config
 
 
 def test_command_line_over_file_over_defaults(tmp_path: Path) -> None:

@@ -39,8 +39,6 @@ from icckd_cli.training.objectives import (
     Objective,
     TeacherObjective,
 )
-from icckd_cli.training.rundir import CONFIG_FILE as CONFIG_FILE  # moved; kept here
-from icckd_cli.training.rundir import METRICS_FILE as METRICS_FILE  # moved; kept here
 from icckd_cli.training.rundir import (
     MODEL_FILE,
     STATE_FILE,
@@ -56,10 +54,7 @@ from icckd_cli.training.rundir import (
 from icckd_cli.training.state import restore_state, save_state
 from icckd_cli.training.tensorboard_log import check_tensorboard, open_event_log
 from icckd_cli.work.evaluation import check_classes, check_input_size, count_params
-from icckd_cli.work.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
-from icckd_cli.work.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
-from icckd_cli.work.inputs import load_data, resolved_config, train_loader
-from icckd_cli.work.inputs import validation_info as validation_info  # moved; kept here
+from icckd_cli.work.inputs import load_data, resolved_config, train_loader, validation_info
 from icckd_cli.work.predictions import save_test_predictions
 from icckd_cli.work.run_snapshots import snapshot_keeper
 from icckd_cli.work.teachers import load_teacher, teacher_source
