@@ -50,7 +50,7 @@ def test_labels(exp: Experiment) -> np.ndarray | None:
     """
     from icckd_cli.data import Holdout, LoadOptions, load_dataset
 
-    cfg: Any = exp.students[0].config if exp.students else exp.teachers[0].config
+    cfg = exp.students[0].config if exp.students else exp.teachers[0].config
     options = LoadOptions(image_size=cfg.image_size, workers=cfg.workers,
                           memory_limit_gb=cfg.memory_limit_gb, holdout=Holdout.of(cfg))  # fmt: skip
     try:
