@@ -184,3 +184,55 @@ def test_toml_tables_are_checked_and_read_in_one_place() -> None:
     assert exc.value.message == (
         "x.toml: [space.teacher] must be a table of settings (a [space.teacher] header)"
     )
+
+
+def test_config_json_reads_back_into_the_runs_own_type(tmp_path: Path) -> None:
+    import json
+
+    from icckd_cli.cli.common import resume_config
+    from icckd_cli.work.inputs import record, resolve_run
+
+    cfg = build(DistillConfig, {"method": "dkd", "epochs": 10, "teacher": "t.safetensors",
+                                "out": tmp_path, "seed": 3})  # fmt: skip
+    run = resolve_run(cfg)
+    assert (run.lr, run.lr_decay_epochs, run.warmup_epochs, run.data_seed) == (
+        0.05,
+        [6, 8, 9],
+        0,
+        3,
+    )
+    assert resolve_run(run) == run  # resolving again changes nothing
+    (tmp_path / "config.json").write_text(json.dumps(record(run)))
+    back = resume_config(DistillConfig, tmp_path, {})
+    assert type(back) is DistillConfig and back == run
+    assert record(back) == record(run)
+    with pytest.raises(Exception, match="frozen"):  # one object, never changed in place
+        back.epochs = 3  # type: ignore[misc]
+
+
+def test_resume_refuses_a_config_json_it_cannot_read_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from icckd_cli.work.inputs import record, resolve_run
+    from tests.helpers import icckd
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = {**record(resolve_run(build(DistillConfig, {"out": run}))), "kd_gamma": 2.0}
+    (run / "config.json").write_text(json.dumps(saved))
+    before = (run / "config.json").read_bytes()
+    r = icckd(capsys, "distill", "--resume", str(run))
+    assert r.code == 2 and r.err.count("\n") == 1 and "Traceback" not in r.err
+    assert (
+        f"{run / 'config.json'} holds 'kd_gamma', a setting this version of icckd does not know "
+        "(the run was started by another version); resume it with that version, or start it "
+        "afresh with --overwrite"
+    ) in r.err
+    (run / "config.json").write_text("[1, 2")
+    r = icckd(capsys, "distill", "--resume", str(run))
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert f"{run / 'config.json'} is damaged (no JSON object of settings)" in r.err
+    (run / "config.json").write_bytes(before)  # only the test wrote; the command wrote nothing
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
