@@ -78,7 +78,7 @@ class TrainTeacherConfig(RunSettings, TeacherLoss):
     keep_snapshots: bool = Field(False, exclude=True)
 
 
-# kd, rkd, kd+rkd, dkd, crd, dist: every registered method and preset
+# every registered method and preset, in the registry's order
 Method = Literal[registry.choices()]  # type: ignore[valid-type]
 
 # Published weights of each --method value (each method file cites its own)
@@ -104,7 +104,7 @@ class _Teacher(_Strict):
         return check_model_args(value, "--teacher-model-arg")
 
 
-# bases listed last-method-first: pydantic then orders the fields kd, rkd, dkd, crd, dist
+# bases listed last-method-first: pydantic then orders the fields in method order
 _METHOD_SETTINGS = tuple(m.settings for m in reversed(registry.methods()))
 
 
