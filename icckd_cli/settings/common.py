@@ -7,7 +7,7 @@ so a TOML file uses the same names as the options (`icc_weight = 0.1` for `--icc
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,14 +98,25 @@ def read_table(raw: Mapping[str, Any], key: str, source: str, name: str = "") ->
     return dict(value)
 
 
-def build(model: type[_Strict], cli: dict[str, Any], config_file: Path | None = None) -> Any:
-    """Validate command line over config file over defaults into `model`."""
+def build(
+    model: type[_Strict],
+    cli: dict[str, Any],
+    config_file: Path | None = None,
+    below: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Any:
+    """Validate command line over config file over defaults into `model`.
+
+    `below(values)`: defaults derived from the values given, under them (distill's data set
+    recorded in its teacher), read once here rather than in a validator.
+    """
     values: dict[str, Any] = read_toml(config_file) if config_file else {}
     for key, value in cli.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):
             value = {**values[key], **value}  # --model-arg adds to (or overrides) the file's
         if value is not None:
             values[key] = value
+    if below is not None:
+        values = {**below(values), **values}
     unknown = [k for k in values if k not in model.model_fields]
     if unknown:
         key = unknown[0]
