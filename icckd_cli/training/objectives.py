@@ -20,6 +20,7 @@ from icckd_cli.methods import registry
 from icckd_cli.methods.icc import icc_terms, margin_gate
 from icckd_cli.methods.queue import ClassQueue
 from icckd_cli.training import distributed as dist
+from icckd_cli.training.labelled import labelled_ce
 
 if TYPE_CHECKING:
     from icckd_cli.models import ZooModel
@@ -237,13 +238,15 @@ class DistillObjective(Objective):
         feature_dim: int = 0,
         train_size: int = 0,
         epochs: int = 0,
+        masked_ce: bool = False,  # hidden labels (-1) or mixup: training/labelled.py
     ) -> None:
         super().__init__()
+        self.masked = masked_ce
         source = RunTeacher(teacher) if isinstance(teacher, nn.Module) else teacher
         object.__setattr__(self, "source", source)  # not a submodule: never trained or saved
         context = registry.Context(feature_dim, int(source.feature_dim), train_size, epochs)
         self.settings: dict[str, Any] = {}
-        self.add("ce", weights["ce_weight"], _ce)
+        self.add("ce", weights["ce_weight"], labelled_ce if masked_ce else _ce)
         for method in registry.methods():
             own = method.resolved(settings, context)  # its typed settings, run-derived ones filled
             recorded = own.model_dump()
@@ -264,6 +267,7 @@ class DistillObjective(Objective):
         feature_dim: int,
         train_size: int,
         epochs: int,
+        masked_ce: bool = False,
     ) -> DistillObjective:
         """The configured terms for a student of `feature_dim` trained on `train_size` images
         for `epochs` epochs (a method's schedule, such as a warm-up, scales with them)."""
@@ -274,6 +278,7 @@ class DistillObjective(Objective):
             feature_dim=feature_dim,
             train_size=train_size,
             epochs=epochs,
+            masked_ce=masked_ce,
         )
 
     def train(self, mode: bool = True) -> DistillObjective:
@@ -284,6 +289,9 @@ class DistillObjective(Objective):
     def outputs(self, model: nn.Module, batch: Batch, epoch: int) -> dict[str, Any]:
         out = super().outputs(model, batch, epoch)
         out["t_logits"], out["t_features"] = self.source(batch, epoch)  # type: ignore[operator]
+        if self.masked:  # a method that needs a class (DKD) takes the teacher's where hidden
+            out["known"] = y = out["labels"]
+            out["labels"] = torch.where(y >= 0, y, out["t_logits"].argmax(dim=1))
         return out
 
     def describe(self) -> dict[str, Any]:

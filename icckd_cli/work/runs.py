@@ -291,6 +291,6 @@ def distill(
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, cfg.model_args, data, "--model-arg")
     objective = DistillObjective.from_config(
-        cfg, source, model.feature_dim, len(data.train), cfg.epochs
+        cfg, source, model.feature_dim, len(data.train), cfg.epochs, cfg.masked_ce()
     )
     return _fit(cfg, "student", data, model, objective, device, callback, resume, {"teacher": info})

@@ -192,14 +192,15 @@ def share_teacher_outputs(runs: list[Run], root: Path) -> None:
     Students that would see the same batches (batch size, epochs, padding) and keep the same
     outputs (dtype, top-k) form a group; a group of two or more gets the store, in
     OUT/teacher_cache/<teacher>/seed<k> (with a suffix where one teacher has several), and
-    the data seed of that teacher's run; the first student to run writes it.
+    the data seed of that teacher's run; the first student to run writes it. A student with
+    unlabelled images or mixup never joins one: its teacher must see its own view, live.
     """
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        if run.kind != "student":
-            continue
         cfg = run.config
-        assert isinstance(cfg, DistillConfig)
+        # a student with unlabelled images or mixup runs its teacher live (function matching)
+        if not isinstance(cfg, DistillConfig) or cfg.masked_ce():
+            continue
         stream = (cfg.batch_size, cfg.epochs, cfg.crop_padding)
         kept = (cfg.teacher_cache_dtype, cfg.teacher_cache_topk)
         groups.setdefault((run.teacher, run.teacher_seed, stream, kept), []).append(run)
