@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,11 @@ from icckd_cli.data import DataSpec, DeviceLoader
 from icckd_cli.data.registry import LoadOptions, Split
 from icckd_cli.data.unlabeled import HIDDEN, hide_labels, load_unlabeled, ratio_order
 from icckd_cli.settings.config import DistillConfig, build
+from icckd_cli.training.engine import Interrupted
 from icckd_cli.work import inputs, runs
-from tests.helpers import USAGE, assert_same_weights, digits_teacher, icckd
+from icckd_cli.work.experiment.config import load_experiment
+from icckd_cli.work.experiment.matrix import run_experiment
+from tests.helpers import USAGE, assert_same_weights, digits_teacher, icckd, tiny_experiment
 
 DIGITS = {"dataset": "digits", "device": "cpu"}
 
@@ -263,3 +269,74 @@ def test_the_teacher_output_store_is_refused_with_unlabelled_images_or_mixup(
             f"error: invalid settings: --teacher-cache cannot serve {given}: {why}"
         )
         assert not (tmp_path / "s").exists() and not (tmp_path / "store").exists()
+
+
+# ----------------------------------------------------------------------------- experiments
+
+FEW_LABELS = """[[students]]
+name = "kd-labelled"
+method = "kd"
+unlabeled_ratio = 0  # the labelled images alone
+
+[[students]]
+name = "kd-unlabeled"
+method = "kd"
+unlabeled_dir = "{extra}"
+mixup = 0.2
+"""
+
+
+@pytest.mark.slow
+def test_an_experiment_with_few_labels_resumes_and_then_skips_every_run(
+    capsys: Any, tmp_path: Path
+) -> None:
+    _images(tmp_path / "extra", 12)
+    config = tmp_path / "few.toml"
+    students = FEW_LABELS.format(extra=tmp_path / "extra")
+    config.write_text(
+        tiny_experiment(
+            tmp_path,
+            ("seeds = [0, 1]", "seeds = [0]"),
+            ("baseline = true", "baseline = true\nlabels_per_class = 5"),
+            ('[[students]]\nmethod = "kd"\n', students),
+        )
+    )
+    exp = load_experiment(config)
+    by_label = {r.label: r for r in exp.runs}
+    assert len(exp.runs) == 7
+    for label in ("students/ce/kd-labelled/seed0", "students/ce/kd-unlabeled/seed0"):
+        cfg = by_label[label].config
+        assert cfg.labels_per_class == 5 and cfg.teacher_cache is None  # its teacher runs live
+    baseline = by_label["baseline/seed0"].config
+    assert baseline.train_per_class == 5  # alone: the labelled images only
+    runs_seen: list[dict[str, Any]] = []
+
+    def ctrl_c_in_the_unlabeled_student(event: str, info: dict[str, Any]) -> None:
+        if event == "run":
+            runs_seen.append(info)
+        if event == "step" and "kd-unlabeled" in runs_seen[-1]["label"] and info["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        run_experiment(exp, ctrl_c_in_the_unlabeled_student)
+    student = tmp_path / "exp/students/ce/kd-unlabeled/seed0"
+    assert (student / "state.safetensors").is_file() and not (
+        student / "model.safetensors"
+    ).exists()
+    r = icckd(capsys, "experiment", config)
+    assert r.code == 0, r.err
+    assert "students/ce/kd-unlabeled/seed0: resuming" in r.err
+    assert r.err.count("finished already, skipped") == 3  # the two teachers and kd-labelled
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "exp").rglob("model.safetensors")}
+    assert len(before) == 7
+    r = icckd(capsys, "experiment", config)
+    assert r.code == 0, r.err
+    assert r.err.count("finished already, skipped") == 7 and "training" not in r.err
+    results = json.loads((tmp_path / "exp/results.json").read_text())
+    labels = {s["student"]: s["labels"] for s in results["students"]}
+    assert labels == {
+        "kd-labelled": "5 per class labelled, the rest unused",
+        "kd-unlabeled": "5 per class labelled, the rest and an extra folder unlabelled",
+    }
+    assert "kd-unlabeled (kd); 5 per class labelled" in (tmp_path / "exp/results.md").read_text()
+    assert {p: p.stat().st_mtime_ns for p in before} == before
