@@ -190,11 +190,20 @@ def _permuting(monkeypatch: pytest.MonkeyPatch, which: str) -> None:
     monkeypatch.setattr(inputs, "load_dataset", load)
 
 
-@pytest.mark.parametrize("method", ["kd", "dkd"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"method": "kd"},
+        {"method": "dkd"},
+        {"method": "dist"},
+        {"method": "kd", "logit_standardization": True},
+    ],  # fmt: skip
+    ids=["kd", "dkd", "dist", "kd-standardized"],
+)
 def test_permuting_the_hidden_labels_leaves_the_trained_weights_bit_identical(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, method: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, method: dict[str, Any]
 ) -> None:
-    settings = {"labels_per_class": 5, "mixup": 0.4, "method": method}
+    settings = {"labels_per_class": 5, "mixup": 0.4, **method}
     plain = _distill(tmp_path, "plain", **settings)
     with monkeypatch.context() as m:
         _permuting(m, "hidden")
