@@ -142,11 +142,9 @@ class StudentCell:
     def to_json(self) -> dict[str, Any]:
         """results.json's `students` entry (`labels` only where some images have none)."""
         about = {"student": self.student, "method": self.method, "arch": self.arch,
-                 "teacher": self.teacher}  # fmt: skip
-        if self.labels is not None:
-            about["labels"] = self.labels
+                 "teacher": self.teacher, "labels": self.labels}  # fmt: skip
         more = {} if self.transfer is None else self.transfer.to_json()
-        return {**about, **self.top1.to_json(), **more}
+        return {**{k: v for k, v in about.items() if v is not None}, **self.top1.to_json(), **more}
 
 
 @dataclass(frozen=True)
