@@ -349,3 +349,16 @@ def test_an_experiment_with_few_labels_resumes_and_then_skips_every_run(
     }
     assert "kd-unlabeled (kd); 5 per class labelled" in (tmp_path / "exp/results.md").read_text()
     assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_a_ratio_without_unlabelled_images_is_refused_in_one_line(
+    capsys: Any, tmp_path: Path
+) -> None:
+    r = icckd(capsys, "distill", "--teacher", tmp_path / "t.safetensors", "--dataset", "digits",
+              "--unlabeled-ratio", "0.5", "--out", tmp_path / "s")  # fmt: skip
+    assert r.code == USAGE
+    assert r.err.strip() == (
+        "error: invalid settings: --unlabeled-ratio 0.5 needs unlabelled images; add "
+        "--labels-per-class N or --unlabeled-dir DIR"
+    )
+    assert not (tmp_path / "s").exists()
