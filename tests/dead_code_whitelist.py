@@ -25,7 +25,7 @@ CALLED_BY_THE_FRAMEWORKS = [
     # Python: a module's __getattr__ (PEP 562) serves names imported lazily (methods/crd.py)
     _.__getattr__,
     # pydantic: validators run when a model is built (settings/, methods/kd.py, experiment)
-    _._standardization_needs_a_logit_term,
+    _._methods_check,  # settings/train.py: each method's check hook
     _._data_set_defaults,
     _._imbalance,
     _._one_validation_rule,
