@@ -25,13 +25,13 @@ CALLED_BY_THE_FRAMEWORKS = [
     # Python: a module's __getattr__ (PEP 562) serves names imported lazily (methods/crd.py)
     _.__getattr__,
     # pydantic: validators run when a model is built (settings/, methods/kd.py, experiment)
+    _._methods_check,  # settings/train.py: each method's check hook
     _._data_set_defaults,
     _._imbalance,
     _._one_validation_rule,
     _._check_decay,
     _._check_model_args,
     _._check_teacher_model_args,
-    _._methods_check,
     _._live_teacher,
     _._one_kind,
     _._distinct,

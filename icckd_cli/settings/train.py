@@ -21,7 +21,7 @@ from icckd_cli.settings.run import RunOptions
 
 
 class TeacherLoss(_Strict):
-    """CE + icc_weight * L_intra (METHOD.md); icc_weight 0 is the cross-entropy baseline."""
+    """CE + icc_weight * L_intra (docs/method.md); icc_weight 0 is the cross-entropy baseline."""
 
     icc_weight: float = Field(0.05, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # eps of the CE targets; 0 is off

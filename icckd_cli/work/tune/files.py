@@ -12,7 +12,7 @@ from icckd_cli.base.atomic import write_text_atomic
 from icckd_cli.work.tune.config import TuneFile
 
 BEST_TEACHER, CONFIRM = "best-teacher.toml", "confirm.toml"
-# the settings of the intra-class term (METHOD.md) and label smoothing: the cross-entropy
+# the settings of the intra-class term (docs/method.md) and label smoothing: the cross-entropy
 # teacher of confirm.toml takes the tuned teacher's other settings, but none of these
 TEACHER_TERM = ("icc_weight", "margin", "icc_temperature", "queue_size", "embedding",
                 "projection_dim", "label_smoothing")  # fmt: skip
