@@ -362,3 +362,16 @@ def test_a_ratio_without_unlabelled_images_is_refused_in_one_line(
         "--labels-per-class N or --unlabeled-dir DIR"
     )
     assert not (tmp_path / "s").exists()
+
+
+def test_unlabelled_images_with_a_long_tail_are_refused_before_any_data_loads(
+    capsys: Any, tmp_path: Path
+) -> None:
+    r = icckd(capsys, "distill", "--teacher", tmp_path / "t.safetensors", "--dataset", "digits",
+              "--labels-per-class", "5", "--imbalance-factor", "10",
+              "--out", tmp_path / "s")  # fmt: skip
+    assert r.code == USAGE
+    assert r.err.strip() == (
+        "error: invalid settings: --imbalance-factor cannot be combined with unlabelled "
+        "images yet; drop one"
+    )

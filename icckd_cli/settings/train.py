@@ -178,12 +178,15 @@ class DistillConfig(RunSettings, StudentLoss, TeacherCacheOptions, UnlabeledOpti
                 "the view the student sees (a fixed target is what function matching argues "
                 "against); drop --teacher-cache"
             )
-        if self.unlabeled_ratio is not None and self.unlabeled_ratio > 0:
-            if not self.hides_labels():
-                raise ValueError(
-                    f"--unlabeled-ratio {self.unlabeled_ratio:g} needs unlabelled images; "
-                    "add --labels-per-class N or --unlabeled-dir DIR"
-                )
+        if self.unlabeled_ratio and not self.hides_labels():
+            raise ValueError(
+                f"--unlabeled-ratio {self.unlabeled_ratio:g} needs unlabelled images; "
+                "add --labels-per-class N or --unlabeled-dir DIR"
+            )
+        if self.hides_labels() and self.imbalance_factor != 1:
+            raise ValueError(
+                "--imbalance-factor cannot be combined with unlabelled images yet; drop one"
+            )
         return self
 
 

@@ -76,8 +76,6 @@ def load_data(
 
 def hide_unlabeled(cfg: DistillConfig, data: Dataset, options: LoadOptions) -> None:
     """Hide the labels past --labels-per-class and add the --unlabeled-dir images (label -1)."""
-    if cfg.imbalance_factor != 1:
-        raise UsageError("--imbalance-factor cannot be combined with unlabelled images; drop one")
     if cfg.labels_per_class is not None:
         data.train = hide_labels(data.train, cfg.labels_per_class, data.spec.classes)
     if cfg.unlabeled_dir is not None:
