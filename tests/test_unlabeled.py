@@ -348,6 +348,7 @@ def test_an_experiment_with_few_labels_resumes_and_then_skips_every_run(
         "kd-unlabeled": "5 per class labelled, the rest and an extra folder unlabelled",
     }
     assert "kd-unlabeled (kd); 5 per class labelled" in (tmp_path / "exp/results.md").read_text()
+    assert "(students see 20 training images per class, some without labels: see the " in r.out
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
