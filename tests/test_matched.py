@@ -1,4 +1,4 @@
-"""work/experiment/matched.py: the epochs the matching rule picks on hand-made curves."""
+"""commands/experiment/matched.py: the epochs the matching rule picks on hand-made curves."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from icckd_cli.base.errors import IcckdError, UsageError
-from icckd_cli.work.experiment.matched import (
+from icckd_cli.commands.experiment.matched import (
     MATCH_NEEDS_VALIDATION,
     check_match_split,
     curve_from_history,

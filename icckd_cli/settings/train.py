@@ -37,7 +37,7 @@ class RunSettings(DataOptions, OptimOptions, RunOptions):
     """What a teacher run and a student run share: data, optimiser and schedule, execution.
 
     Frozen: built once at the command line (or from an experiment or tune file), it is the
-    run's one settings object; work/inputs.resolve_run fills in what the recipe derives.
+    run's one settings object; commands/inputs.resolve_run fills in what the recipe derives.
     """
 
     model_config = ConfigDict(frozen=True)

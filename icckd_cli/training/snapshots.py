@@ -5,7 +5,7 @@ run keeps one small checkpoint per evaluated epoch. Each is a full icckd checkpo
 metadata: kind, arch, classes, builder arguments, data set, config), so it loads as a teacher
 with load_any_model, plus `extra.snapshot = {epoch, val_top1, weights_sha256}`. Like every
 checkpoint it records the digest of its tensor data, checked when it is read as a teacher; the
-weights' hash is checked there too (work/run_snapshots.py). Written atomically: a reader never
+weights' hash is checked there too (commands/run_snapshots.py). Written atomically: a reader never
 sees a half-written snapshot, and of two writers at once one whole file wins.
 
 Sizes per evaluated epoch, measured (float32 weights and buffers, 10 classes, plus a few kB of
