@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from icckd_cli.base.checkpoint import read_metadata
-from icckd_cli.commands.fetch_timm import hf_cache_dir, hf_cached_file
+from icckd_cli.commands.published.timm import hf_cache_dir, hf_cached_file
 from icckd_cli.models.loading import load_any_model
 from tests.helpers import icckd, ok
 
