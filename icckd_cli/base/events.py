@@ -31,7 +31,7 @@ class Event(str, Enum):
     DECODE = "decode"  # images decoded so far in a decoding pass: what, done, total
     WARNING = "warning"  # something the user should know; the run goes on: message
     TRAIN_SPLIT = "train_split"  # a long-tailed training split: factor, largest, smallest, total
-    # commands/corruptions.py
+    # commands/robustness/scoring.py
     CORRUPTION = (
         "corruption"  # one corruption at one severity evaluated: corruption, severity, top1
     )

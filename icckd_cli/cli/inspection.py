@@ -83,7 +83,7 @@ def eval_(
         console.print_json(metrics)
     else:
         tables.eval_table(metrics)
-        robustness.eval_extra_tables(metrics)
+        robustness.eval_detail_tables(metrics)
 
 
 def _timing_shown() -> Callable[[str, dict[str, Any]], None]:

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from icckd_cli.base.errors import UsageError
-from icckd_cli.commands import eval_extra  # per-class top-1, groups, corruptions
 from icckd_cli.commands.cost import THROUGHPUT_BATCH, Progress, measure_latency, static_cost
 from icckd_cli.commands.cost import count_params as count_params  # re-exported
 from icckd_cli.data import Dataset, DataSpec, Holdout, LoadOptions, load_dataset
 from icckd_cli.data.imbalance import apply_imbalance
+from icckd_cli.metrics.perclass import per_class_report
 from icckd_cli.models import ZooModel, input_size
 from icckd_cli.models.loading import load_any_model
 from icckd_cli.settings.config import RunOptions
@@ -179,6 +179,16 @@ def checkpoint_cost(
     return {**cost, **timing}
 
 
+def class_metrics(
+    pred: torch.Tensor, true: torch.Tensor, spec: DataSpec, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """per_class_top1, balanced_top1 (and train_counts, groups when recorded): (N,), (N,)."""
+    counts = (meta.get("dataset") or {}).get("train_counts")
+    if counts is not None and len(counts) != spec.num_classes:
+        counts = None  # recorded for another class list (a --dataset override): no groups
+    return per_class_report(pred, true, spec.num_classes, counts)
+
+
 def evaluate_checkpoint(
     path: Path,
     dataset: str | None = None,
@@ -222,11 +232,13 @@ def evaluate_checkpoint(
         # one pass over the split: the summary metrics and the per-class ones share its logits
         logits, labels = split_logits(model, getattr(data, split), data.spec, batch_size, cl)
         metrics = dict(logit_metrics(logits, labels))
-        metrics.update(eval_extra.class_metrics(logits.argmax(dim=1).cpu(), labels.cpu(),
-                                                data.spec, meta))  # fmt: skip
+        metrics.update(class_metrics(logits.argmax(dim=1).cpu(), labels.cpu(), data.spec, meta))
         if corruptions or corruptions_dir is not None:
             clean = metrics["top1"] if split == "test" else None  # the pass above, reused
-            metrics["corruptions"] = eval_extra.corruption_metrics(
+            # imported here: an evaluation without --corruptions needs neither it nor torchvision
+            from icckd_cli.commands.robustness.scoring import corruption_metrics
+
+            metrics["corruptions"] = corruption_metrics(
                 model, data, dev, path, corruptions_dir, batch_size, cl, clean
             )
     batch = throughput_batch or THROUGHPUT_BATCH

@@ -21,9 +21,9 @@ from icckd_cli.commands.experiment.matching_plan import check_matchable, resolve
 from icckd_cli.commands.experiment.plan import Experiment, Run
 from icckd_cli.commands.experiment.result_types import ExperimentResults
 from icckd_cli.commands.experiment.results import collect, write_results
-from icckd_cli.commands.experiment.robustness import measure_corruptions
 from icckd_cli.commands.experiment.teacher_gap import with_teacher_gaps
 from icckd_cli.commands.experiment.transfer import with_transfer
+from icckd_cli.commands.robustness.students import measure_corruptions
 from icckd_cli.data.loading import check_folder
 
 # Execution details that may change between invocations without invalidating a finished run.
@@ -165,7 +165,9 @@ def run_experiment(exp: Experiment, callback: Callback) -> ExperimentResults | N
     if not dist.is_main():  # under torchrun process 0 alone measures and writes the results
         return None
     diversity = measure_diversity(exp, callback)
-    measure_corruptions(exp, callback)  # corruptions = true: each student once, kept on disk
+    o = exp.options
+    if o.corruptions:  # each finished student once, kept on disk
+        measure_corruptions(exp.runs, o.corruptions_dir, o.download, o.device)
     results = collect(exp, diversity, measure_costs(exp, callback, finished), finished)
     results = with_transfer(exp, results, finished)  # negative transfer, robustness, long tail
     results = with_teacher_gaps(exp, results)  # matched teachers; teacher gap and line

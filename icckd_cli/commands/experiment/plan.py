@@ -40,7 +40,7 @@ class ExperimentOptions(DataOptions):
     tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
     # students distill from each teacher's epoch that reaches the weakest one's best (issue 29)
     match_teachers: bool = False
-    # the students' top-1 under corruptions in the answers (experiment/robustness.py)
+    # the students' top-1 under corruptions in the answers (robustness/students.py)
     corruptions: bool = False
     corruptions_dir: Path | None = None  # a CIFAR-10-C folder; None: the built-in suite
 

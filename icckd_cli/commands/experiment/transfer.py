@@ -1,8 +1,8 @@
 """Negative transfer, robustness and long-tail numbers of an experiment, from files on disk.
 
 Nothing here runs a model: each run's predictions.npy (its final model's test predictions)
-and checkpoint metadata, the corruptions.json that robustness.py wrote, and the test split's
-labels. Per student method and teacher, in results.json's `students` entries:
+and checkpoint metadata, the corruptions.json that robustness/students.py wrote, and the test
+split's labels. Per student method and teacher, in results.json's `students` entries:
 
 - kd_worse_seeds: seeds where the distilled student ends below the student alone;
 - negative_flip_rate: % of test images the student alone gets right and the distilled one
@@ -18,11 +18,9 @@ students minus the cross-entropy teacher's, paired by seed like the other answer
 
 from __future__ import annotations
 
-import json
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +31,7 @@ from icckd_cli.commands.experiment.finished import FinishedRuns
 from icckd_cli.commands.experiment.plan import Experiment, Run
 from icckd_cli.commands.experiment.result_types import Answer, ExperimentResults, Transfer
 from icckd_cli.commands.experiment.results import difference_stats, paired_difference
+from icckd_cli.commands.robustness.students import corruption_mean
 from icckd_cli.metrics.perclass import per_class_report
 from icckd_cli.metrics.transfer import (
     PREDICTIONS_FILE,
@@ -42,8 +41,6 @@ from icckd_cli.metrics.transfer import (
     read_predictions,
 )
 from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig
-
-CORRUPTIONS_FILE = "corruptions.json"
 
 
 def test_labels(exp: Experiment) -> np.ndarray | None:
@@ -133,14 +130,6 @@ def student_class_metrics(
     }
 
 
-def corruption_mean(run: Run) -> float | None:
-    """The mean corruption top-1 robustness.py recorded for a run; None if none."""
-    try:
-        return json.loads((run.out / CORRUPTIONS_FILE).read_text())["mean_top1"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def extra_answers(
     exp: Experiment, labels: np.ndarray | None, finished: FinishedRuns
 ) -> list[Answer]:
@@ -191,10 +180,3 @@ def with_transfer(
     answers = [*results.answers, *extra]
     summary = answers_sentence([a.to_json() for a in answers])
     return replace(out, answers=answers, answers_summary=summary)
-
-
-def save_corruptions(path: Path, summary: Mapping[str, Any], stamp: int) -> None:
-    """A run's corruption summary, keyed to its model file's time."""
-    from icckd_cli.base.atomic import write_text_atomic
-
-    write_text_atomic(path, json.dumps({**summary, "model_mtime_ns": stamp}, indent=2) + "\n")

@@ -96,3 +96,27 @@ def corruption_robustness(
         clean = evaluate(model, data.test, spec, batch_size, channels_last=channels_last)["top1"]
     results = evaluate_blocks(model, blocks, spec, device, batch_size, channels_last, progress)
     return summarise(suite, clean, results)
+
+
+def corruption_metrics(
+    model: nn.Module,
+    data: Dataset,
+    device: torch.device,
+    path: Path,
+    corruptions_dir: Path | None,
+    batch_size: int = 512,
+    channels_last: bool = False,
+    clean_top1: float | None = None,
+) -> dict[str, Any]:
+    """The `corruptions` key of eval's JSON: {suite, clean_top1, mean_top1, relative, results}
+    (clean_top1: the test split's top-1 when already computed)."""
+    return corruption_robustness(
+        model,
+        data,
+        device,
+        corruptions_dir,
+        source=str(path),
+        batch_size=batch_size,
+        channels_last=channels_last,
+        clean_top1=clean_top1,
+    )
