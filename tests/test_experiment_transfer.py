@@ -14,7 +14,7 @@ from icckd_cli.commands.experiment.finished import FinishedRuns
 from icckd_cli.commands.experiment.markdown import results_markdown
 from icckd_cli.commands.experiment.plan import Run
 from icckd_cli.commands.experiment.results import collect
-from icckd_cli.commands.experiment.transfer import with_transfer
+from icckd_cli.commands.experiment.transfer.measures import with_transfer
 from icckd_cli.data import load_dataset
 from icckd_cli.metrics.transfer import read_predictions
 from tests.helpers import icckd, tiny_experiment
@@ -64,8 +64,8 @@ def test_results_carry_the_transfer_keys_computed_from_the_prediction_files(
 def test_corruption_and_long_tail_answers_are_paired_icc_minus_ce(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from icckd_cli.commands.experiment import transfer
     from icckd_cli.commands.experiment.answers import answer_label
+    from icckd_cli.commands.experiment.transfer import measures as transfer
     from tests.helpers import parse_experiment_text
 
     extra = ('device = "cpu"', 'device = "cpu"\nimbalance_factor = 4\ncorruptions = true')

@@ -22,7 +22,7 @@ ANSWERS_NOTE = (
 def _sides(a: Mapping[str, Any]) -> tuple[str, str]:
     """('kd from icc', 'the student alone') or ('kd from icc', 'kd from ce')."""
     ours = f"{a['student']} from {a['teacher']}"
-    if a.get("metric"):  # experiment/transfer.py's answers: on another measure than top-1
+    if a.get("metric"):  # transfer/measures.py's answers: on another measure than top-1
         ours += f" ({a['metric']})"
     ref = a.get("reference")
     return ours, "the student alone" if ref is None else f"{a['student']} from {ref}"

@@ -13,7 +13,7 @@ from icckd_cli.commands.experiment.answers import answers_table
 from icckd_cli.commands.experiment.costs import cost_table
 from icckd_cli.commands.experiment.matching_tables import MATCHED, with_matching
 from icckd_cli.commands.experiment.tables import TableSpec, cell, diff_cell
-from icckd_cli.commands.experiment.transfer_tables import transfer_table
+from icckd_cli.commands.experiment.transfer.table import transfer_table
 
 DIVERSITY_KEYS = ("ratio", "feature_ratio", "target_prob")
 DIFF_NOTE = (
@@ -82,7 +82,7 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
         best = "best on validation" if held else "best epoch"
         columns = ["student", "arch", "teacher", "last epoch", best]
         tables.append(TableSpec(title, columns, rows, notes, key="students"))
-    transfer = transfer_table(results)  # negative transfer (experiment/transfer.py)
+    transfer = transfer_table(results)  # negative transfer (experiment/transfer/measures.py)
     tables += [] if transfer is None else [transfer]
     cost = cost_table(results)
     if cost is not None:
@@ -128,7 +128,7 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         subset = roles + (f", test per class {test}" if test else "")
         if validation_phrase(results):
             subset += f", {validation_phrase(results)} held out for validation"
-    if results.get("imbalance_factor", 1) != 1:  # experiment/transfer.py: long-tailed training
+    if results.get("imbalance_factor", 1) != 1:  # transfer/measures.py: long-tailed training
         subset += f"{', ' if subset else ''}imbalance factor {results['imbalance_factor']:g}"
     lines = [
         f"# {results['name']}",

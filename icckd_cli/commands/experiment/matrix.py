@@ -22,7 +22,7 @@ from icckd_cli.commands.experiment.plan import Experiment, Run
 from icckd_cli.commands.experiment.result_types import ExperimentResults
 from icckd_cli.commands.experiment.results import collect, write_results
 from icckd_cli.commands.experiment.teacher_gap import with_teacher_gaps
-from icckd_cli.commands.experiment.transfer import with_transfer
+from icckd_cli.commands.experiment.transfer.measures import with_transfer
 from icckd_cli.commands.robustness.students import measure_corruptions
 from icckd_cli.data.loading import check_folder
 

@@ -2,7 +2,8 @@
 
 Each student checkpoint is evaluated once on the built-in suite (or corruptions_dir) and the
 summary kept in its folder as corruptions.json, keyed to the model file's time, so a second
-`icckd experiment` reads it back; experiment/transfer.py turns the means into answers.
+`icckd experiment` reads it back; experiment/transfer/measures.py turns the means into
+answers.
 """
 
 from __future__ import annotations

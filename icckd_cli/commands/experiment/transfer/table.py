@@ -1,4 +1,4 @@
-"""The negative-transfer table of an experiment (the numbers: transfer.py)."""
+"""The negative-transfer table of an experiment (the numbers: measures.py)."""
 
 from __future__ import annotations
 
