@@ -13,8 +13,8 @@ import pytest
 from icckd_cli.base.checkpoint import read_metadata
 from icckd_cli.base.errors import UsageError
 from icckd_cli.commands.experiment.config import load_experiment
-from icckd_cli.commands.experiment.matched import MATCH_NEEDS_VALIDATION
-from icckd_cli.commands.experiment.matching_tables import gap_table, with_matching
+from icckd_cli.commands.experiment.matched.rule import MATCH_NEEDS_VALIDATION
+from icckd_cli.commands.experiment.matched.tables import gap_table, with_matching
 from icckd_cli.commands.experiment.matrix import plan_states, run_experiment
 from icckd_cli.commands.experiment.result_types import (
     Answer,

@@ -18,9 +18,9 @@ from torch import nn
 from icckd_cli.base.checkpoint import save_model
 from icckd_cli.base.errors import DataFileError, UsageError
 from icckd_cli.commands.evaluation import check_classes, check_input_size, count_params
+from icckd_cli.commands.experiment.matched.snapshots import snapshot_keeper
 from icckd_cli.commands.inputs import load_data, record, resolve_run, train_loader, validation_info
 from icckd_cli.commands.predictions import save_test_predictions
-from icckd_cli.commands.run_snapshots import snapshot_keeper
 from icckd_cli.commands.teachers import load_teacher, teacher_source
 from icckd_cli.data import Dataset
 from icckd_cli.data.imbalance import dataset_meta
@@ -133,7 +133,7 @@ def _fit(
     header = {"arch": run.arch, "num_classes": data.spec.num_classes, "config": config,
               "model_args": config["model_args"]}  # fmt: skip
 
-    keeper = None  # issue 29: a matched experiment's teacher keeps each evaluated epoch
+    keeper = None  # a matched experiment's teacher keeps each evaluated epoch
     if dist.is_main() and isinstance(run, TrainTeacherConfig) and run.keep_snapshots:
         snap_meta = {"kind": kind, **header, "seed": run.seed,
                      "dataset": dataset_meta(data, run.imbalance_factor),

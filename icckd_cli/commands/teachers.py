@@ -13,8 +13,8 @@ import torch
 
 from icckd_cli.base.checkpoint import weights_hash
 from icckd_cli.base.errors import UsageError
+from icckd_cli.commands.experiment.matched.snapshots import teacher_snapshot
 from icckd_cli.commands.inputs import train_loader
-from icckd_cli.commands.run_snapshots import teacher_snapshot
 from icckd_cli.data import Dataset
 from icckd_cli.models import ZooModel
 from icckd_cli.models.loading import open_any_model

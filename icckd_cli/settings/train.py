@@ -73,8 +73,9 @@ class RunSettings(DataOptions, OptimOptions, RunOptions):
 class TrainTeacherConfig(RunSettings, TeacherLoss):
     """Everything `icckd train-teacher` needs."""
 
-    # issue 29: keep the weights of each evaluated epoch in RUN/epochs/ (set by `experiment`
-    # under match_teachers); excluded from config.json, so it never invalidates a finished run
+    # accuracy-matched teachers: keep the weights of each evaluated epoch in RUN/epochs/ (set
+    # by `experiment` under match_teachers); excluded from config.json, so it never invalidates
+    # a finished run
     keep_snapshots: bool = Field(False, exclude=True)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from icckd_cli.base.errors import UsageError, suggest
-from icckd_cli.commands.experiment.matched import check_match_split
+from icckd_cli.commands.experiment.matched.rule import check_match_split
 from icckd_cli.commands.experiment.plan import (
     Experiment,
     ExperimentOptions,

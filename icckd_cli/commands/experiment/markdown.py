@@ -11,7 +11,7 @@ from typing import Any
 
 from icckd_cli.commands.experiment.answers import answers_table
 from icckd_cli.commands.experiment.costs import cost_table
-from icckd_cli.commands.experiment.matching_tables import MATCHED, with_matching
+from icckd_cli.commands.experiment.matched.tables import MATCHED, with_matching
 from icckd_cli.commands.experiment.tables import TableSpec, cell, diff_cell
 from icckd_cli.commands.experiment.transfer.table import transfer_table
 
@@ -87,7 +87,7 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
     cost = cost_table(results)
     if cost is not None:
         tables.append(cost)
-    return with_matching(results, tables)  # issue 29: matched teachers, the teacher gap
+    return with_matching(results, tables)  # matched teachers, the teacher gap
 
 
 def validation_phrase(results: Mapping[str, Any]) -> str:

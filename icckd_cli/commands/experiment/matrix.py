@@ -17,7 +17,7 @@ from icckd_cli.base.errors import UsageError
 from icckd_cli.base.events import Callback
 from icckd_cli.commands.experiment.costs import cost_figure, measure_costs
 from icckd_cli.commands.experiment.finished import FinishedRuns
-from icckd_cli.commands.experiment.matching_plan import check_matchable, resolve_teacher
+from icckd_cli.commands.experiment.matched.plan import check_matchable, resolve_teacher
 from icckd_cli.commands.experiment.plan import Experiment, Run
 from icckd_cli.commands.experiment.result_types import ExperimentResults
 from icckd_cli.commands.experiment.results import collect, write_results

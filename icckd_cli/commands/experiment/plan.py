@@ -38,7 +38,7 @@ class ExperimentOptions(DataOptions):
     # students that share a teacher read its outputs from one store (teacher_store.py)
     teacher_cache: bool = True
     tensorboard: bool | None = None  # None: event files when the tensorboard package is installed
-    # students distill from each teacher's epoch that reaches the weakest one's best (issue 29)
+    # students distill from each teacher's epoch that reaches the weakest one's best (matched/)
     match_teachers: bool = False
     # the students' top-1 under corruptions in the answers (robustness/students.py)
     corruptions: bool = False

@@ -274,7 +274,7 @@ class ExperimentResults:
     cost: Costs
     imbalance_factor: float | None = None
     match_teachers: bool | None = None
-    matched: dict[int, MatchedSeed] | None = None  # by teacher seed (matching_plan.py)
+    matched: dict[int, MatchedSeed] | None = None  # by teacher seed (matched/plan.py)
     figures: list[dict[str, str]] | None = None  # the learning curves, once drawn
 
     def to_json(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The part of a student gain its teacher's accuracy does not explain (issue 29), in the results.
+"""The part of a student gain its teacher's accuracy does not explain, in the results.
 
 Every answer comparing two teachers' students (kd from icc minus kd from ce, paired by student
 seed) gains the paired difference of the teachers those students read, per student seed:
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from icckd_cli.commands.experiment.matching_plan import matched_results
+from icckd_cli.commands.experiment.matched.plan import matched_results
 from icckd_cli.commands.experiment.plan import Experiment
 from icckd_cli.commands.experiment.result_types import Answer, ExperimentResults, TeacherGap
 from icckd_cli.commands.experiment.results import difference_stats, paired_difference

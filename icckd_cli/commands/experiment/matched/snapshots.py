@@ -1,4 +1,4 @@
-"""The two hooks of accuracy-matched teachers (issue 29) in runs.py.
+"""The two hooks of accuracy-matched teachers in a run (commands/runs.py, commands/teachers.py).
 
 A teacher run whose config asks for it (`keep_snapshots`, set by `icckd experiment` when
 `match_teachers = true`) keeps its weights at each evaluated epoch in RUN/epochs/ (see

@@ -1,4 +1,4 @@
-"""Accuracy-matched teachers in the matrix (issue 29): the plan, the checks, each student's teacher.
+"""Accuracy-matched teachers in the matrix: the plan, the checks, each student's teacher.
 
 Under `match_teachers = true` every teacher run keeps its weights at each evaluated epoch
 (RUN/epochs/, training/snapshots.py) and the students live in their own folders,
@@ -9,7 +9,7 @@ Under `match_teachers = true` every teacher run keeps its weights at each evalua
 so the unmatched students under OUT/students/ stay valid and are reused when match_teachers is
 switched back. Which epoch a student reads is known only once its seed's teachers are done:
 `resolve_teacher` points its --teacher at that snapshot just before it runs (in plan order the
-teachers come first). The choice reads validation numbers only (matched.py); the folders
+teachers come first). The choice reads validation numbers only (rule.py); the folders
 themselves are planned in plan.py (`match_plan`).
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from icckd_cli.base.errors import IcckdError, UsageError
-from icckd_cli.commands.experiment.matched import curve_from_history, match_seed
+from icckd_cli.commands.experiment.matched.rule import curve_from_history, match_seed
 from icckd_cli.commands.experiment.plan import Experiment, Run
 from icckd_cli.commands.experiment.result_types import MatchedSeed, MatchedTeacher
 

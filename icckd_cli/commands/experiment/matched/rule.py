@@ -1,4 +1,4 @@
-"""Accuracy-matched teachers (issue 29): which epoch of each teacher its students distill from.
+"""The matching rule: which epoch of each teacher its students distill from.
 
 For one teacher seed, every teacher's validation curve is the list of (epoch, val_top1) of its
 evaluated epochs. The target is the lowest of the teachers' best validation top-1; each teacher
@@ -8,40 +8,9 @@ teacher can miss it. Values are compared exactly as recorded (floats, no toleran
 trip (metrics.jsonl, the snapshots' metadata) gives back the same float, so the rule picks the
 same epochs from either source. The choice reads validation numbers only.
 
-Design note for wiring (the lead's, after the split of commands/experiment):
-- `[experiment] match_teachers = true` (bool, default false) goes in ExperimentOptions. Without a
-  validation split it is refused before any work: call `check_match_split` in parse_experiment
-  once the options are validated, outside the pydantic validators (whose errors get a
-  "FILE: [experiment]:" prefix), so the CLI prints exactly `error: ` + MATCH_NEEDS_VALIDATION.
-- Teacher runs keep their weights at each evaluated epoch: in commands/runs.py `_fit`, `on_event`,
-  on `event == "epoch"` with `"val_top1" in info` and `dist.is_main()`, call
-  `training.snapshots.save_snapshot(out, info["epoch"], model, info["val_top1"], meta)` with
-  `model` the unwrapped model (not DDP or compiled) and `meta` what the final checkpoint gets
-  except metrics (kind, arch, num_classes, model_args, dataset, config, seed, objective,
-  extra_meta; all known before the Trainer starts), so a snapshot loads as a teacher with
-  load_any_model. Turn it on by an execution option of the teacher config that check_reusable
-  ignores (add it to IGNORED_ON_REUSE), set for every experiment teacher run when a validation
-  split exists: then switching match_teachers re-plans only the students. A finished teacher
-  without RUN/epochs/ (made before this) is refused in one line naming the folder to delete.
-  On a fresh start `clear_snapshots(out)` (beside the tensorboard events in start_run_dir), on
-  --resume `clear_snapshots(out, state.epoch)`. One snapshot (measured): resnet8 0.32 MB,
-  resnet20 1.11 MB, resnet56 3.47 MB, times the evaluated epochs.
-- Students: plan() cannot know the epoch ahead, so a matched student's `teacher` is resolved
-  just before it runs (its teachers, all of teacher seed teacher_seeds[i mod n], are done by
-  then in plan order): curves = {name: snapshot_curve(teacher run dir)}, `match_seed(curves)`,
-  then `teacher = snapshot_path(teacher run dir, epoch)`; distill loads it as any teacher.
-  Matched students live in their own folders (e.g. OUT/students-matched/<teacher>/<student>/
-  seed<k>) so the unmatched ones stay reusable when match_teachers is switched back; a shared
-  teacher-output store must be keyed by the snapshot too. load_teacher adds
-  `info["epoch"] = (snapshot_epoch(meta) or {}).get("epoch")`; its `info["sha256"]` (the
-  weights' hash) equals the snapshot's recorded weights_sha256, so check_student_teacher keeps
-  working; the file's sha256 (`Checkpoint.file_sha256`) goes in results.json beside the epoch.
-- results.json gains, per teacher seed, `matched = {target_val_top1, teachers: {name: {epoch,
-  val_top1, test_top1}}}`: `match_seed` gives all but test_top1, which is `top1` of that
-  epoch's record in the teacher's metrics.jsonl (validation epochs are test epochs too). Tables
-  and results.md say "students of accuracy-matched teachers". Answers comparing two teachers'
-  students add the paired teacher difference and, with >= 3 seeds,
-  `metrics.regression.paired_line(teacher_diff, student_diff).to_dict()`.
+Where it is wired: `check_match_split` refuses match_teachers without a validation split
+(experiment/config.py); plan.py asks `match_seed` for each teacher seed's epochs once its
+teachers are done; snapshots.py keeps the teachers' epochs and records the one a student read.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The tables of issue 29: accuracy-matched teachers, and the student gain beside the teacher gap.
+"""The tables of accuracy-matched teachers, and the student gain beside the teacher gap.
 
 `with_matching(results, tables)` is applied to result_tables' list (the answers' and students'
 titles say "students of accuracy-matched teachers" where those tables are built): under
