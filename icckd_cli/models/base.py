@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Stages:
+    """A network's intermediate features on one batch, as the feature-distillation methods
+    read them (RepDistiller's `is_feat=True` list is `maps + [pooled]`)."""
+
+    maps: list[Tensor]  # (B, C_i, H_i, W_i): the stem, then each stage's output
+    preact: list[Tensor]  # the same points before their last ReLU (a map itself where none)
+    pooled: Tensor  # (B, feature_dim), what `forward(x, return_features=True)` returns
+    logits: Tensor  # (B, num_classes), equal to `forward(x)`
 
 
 class ZooModel(nn.Module):
@@ -47,6 +59,15 @@ class ZooModel(nn.Module):
         if return_features:
             return logits, feats
         return logits
+
+    def forward_stages(self, x: Tensor) -> Stages:
+        """(B, 3, H, W) -> the stem and stage outputs, their pre-activations, features, logits."""
+        raise NotImplementedError(f"{self.arch} exposes no intermediate stages")
+
+    def stage_norms(self) -> list[nn.BatchNorm2d] | None:
+        """The BatchNorm right before each stage's last ReLU (`maps[1:]`), where there is one
+        per stage with the stage's channels (OFD reads their statistics); None otherwise."""
+        return None
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, num_classes={self.num_classes}, feature_dim={self.feature_dim}"
