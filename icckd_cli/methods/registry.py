@@ -67,7 +67,7 @@ class Preset:
 
 
 # modules of this folder that hold no method: imported where they are used (with torch)
-HELPERS = frozenset({"registry", "queue", "icc", "crd_nce"})
+HELPERS = frozenset({"registry", "queue", "icc", "crd_nce", "feature_maps"})
 
 _METHODS: dict[str, Method] = {}
 _PRESETS: dict[str, Preset | Method] = {}

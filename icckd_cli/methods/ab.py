@@ -1,0 +1,63 @@
+"""Activation boundaries (Heo et al., "Knowledge Transfer via Distillation of Activation
+Boundaries Formed by Hidden Neurons", AAAI 2019): a hinge-like squared loss, with margin 1,
+that pushes each connected student pre-activation to the teacher's side of zero; stage i of
+n weighted 2^(i - n + 1), summed over the elements and scaled by 3 / (1000 B)
+(RepDistiller's distiller_zoo/AB.py on the pre-activations feat[1:-1], connectors of
+models/util.py: a conv and BN where the shapes differ). As in the CRD benchmark
+(RepDistiller's train_student.py and helper/pretrain.py) AB trains only in a preliminary
+stage of 30 epochs (the student's feature layers and the connectors, the student in eval
+mode), after which the student trains with CE 1 alone (`-b 1` weighs a term that is 0 there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field
+
+from icckd_cli.methods.feature_maps import Shape, conv_regressor
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+INIT_EPOCHS = 30  # RepDistiller's --init_epochs
+
+
+def boundary_loss(source: Tensor, target: Tensor, margin: float = 1.0) -> Tensor:
+    """sum of (s + m)^2 where s > -m and t <= 0, and (s - m)^2 where s <= m and t > 0:
+    (B, C, H, W) x2 -> ()."""
+    t = target.detach()
+    below = ((source > -margin) & (t <= 0)).to(source.dtype)
+    above = ((source <= margin) & (t > 0)).to(source.dtype)
+    return ((source + margin).pow(2) * below + (source - margin).pow(2) * above).sum()
+
+
+def ab_loss(g_s: Sequence[Tensor], g_t: Sequence[Tensor], margin: float = 1.0) -> Tensor:
+    """sum_i 2^(i - n + 1) boundary_loss_i * 3 / (1000 B) over n connected stages: -> ()."""
+    n, b = len(g_s), g_s[0].shape[0]
+    total: Tensor | float = 0.0
+    for i, (s, t) in enumerate(zip(g_s, g_t, strict=True)):
+        total = total + 2.0 ** (i - n + 1) * boundary_loss(s, t, margin) / b / 1000 * 3
+    assert not isinstance(total, float)
+    return total
+
+
+def connectors(student: Sequence[Shape], teacher: Sequence[Shape]) -> nn.Module:
+    """Per stage: identity where the shapes agree, else a conv (as FitNet's) and BN."""
+    from torch import nn
+
+    return nn.ModuleList(
+        nn.Sequential() if s[:2] == t[:2] else conv_regressor("ab", s, t, relu=False)
+        for s, t in zip(student, teacher, strict=True)
+    )
+
+
+class ABSettings(BaseModel):
+    """AB's settings (Heo et al. 2019, as the CRD benchmark runs it)."""
+
+    ab_weight: float | None = Field(None, ge=0, description="AB weight (preliminary stage).")
+    ab_margin: float = Field(1.0, ge=0)  # AB.py's margin
+    ab_init_epochs: int | None = Field(
+        None, ge=0, description="AB preliminary epochs (30 of 240, scaled)."
+    )

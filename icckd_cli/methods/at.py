@@ -1,0 +1,42 @@
+"""Attention transfer (Zagoruyko and Komodakis, "Paying More Attention to Attention", ICLR
+2017): each stage's spatial attention map, the channel mean of |f|^p (p = 2) flattened and
+L2-normalised, matched by squared error, summed over the stages (RepDistiller's
+distiller_zoo/AT.py on feat[1:-1]). CRD benchmark defaults (RepDistiller's train_student.py,
+`-b 1000`; mdistiller AT.LOSS.FEAT_WEIGHT 1000): CE 1 and AT 1000.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field
+
+from icckd_cli.methods.feature_maps import match_sizes
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+def attention_map(f: Tensor, p: float = 2.0) -> Tensor:
+    """(B, C, H, W) -> (B, H * W): mean over channels of f^p, each row of unit L2 norm."""
+    import torch.nn.functional as F
+
+    return F.normalize(f.pow(p).mean(1).flatten(1))
+
+
+def at_loss(g_s: Sequence[Tensor], g_t: Sequence[Tensor], p: float = 2.0) -> Tensor:
+    """Sum over paired maps of the mean squared difference of their attention maps: -> ()."""
+    total: Tensor | float = 0.0
+    for f_s, f_t in zip(g_s, g_t, strict=True):
+        s, t = match_sizes(f_s, f_t.detach())
+        total = total + (attention_map(s, p) - attention_map(t, p)).pow(2).mean()
+    assert not isinstance(total, float)
+    return total
+
+
+class ATSettings(BaseModel):
+    """AT's settings (Zagoruyko and Komodakis 2017, as the CRD benchmark runs it)."""
+
+    at_weight: float | None = Field(None, ge=0, description="AT weight.")
+    at_p: float = Field(2.0, gt=0)  # the power of the attention map, AT.py's p

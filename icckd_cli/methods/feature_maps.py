@@ -1,0 +1,65 @@
+"""What the feature-map methods share: matching two maps' sizes, and the regressors and
+connectors that map a student's map onto the teacher's (RepDistiller's models/util.py).
+
+torch is imported inside each function: the methods' settings load without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from icckd_cli.base.errors import UsageError
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+Shape = tuple[int, int, int]  # (C, H, W) of one map
+
+
+def match_sizes(f_s: Tensor, f_t: Tensor) -> tuple[Tensor, Tensor]:
+    """Average-pool the larger of two (B, C, H, W) maps to the smaller's side (RepDistiller's
+    AT, NST, VID, FT: a square H x H target)."""
+    import torch.nn.functional as F
+
+    s_h, t_h = f_s.shape[2], f_t.shape[2]
+    if s_h > t_h:
+        f_s = F.adaptive_avg_pool2d(f_s, (t_h, t_h))
+    elif s_h < t_h:
+        f_t = F.adaptive_avg_pool2d(f_t, (s_h, s_h))
+    return f_s, f_t
+
+
+def conv_regressor(method: str, s: Shape, t: Shape, relu: bool = True) -> nn.Module:
+    """FitNet's convolutional regressor (RepDistiller's ConvReg): conv (strided, transposed or
+    valid, as the sides require) to the teacher's channels, BN, and ReLU where `relu`."""
+    from torch import nn
+
+    (s_c, s_h, s_w), (t_c, t_h, t_w) = s, t
+    conv: nn.Module
+    if s_h == 2 * t_h:
+        conv = nn.Conv2d(s_c, t_c, kernel_size=3, stride=2, padding=1)
+    elif 2 * s_h == t_h:
+        conv = nn.ConvTranspose2d(s_c, t_c, kernel_size=4, stride=2, padding=1)
+    elif s_h >= t_h and s_w >= t_w:
+        conv = nn.Conv2d(s_c, t_c, kernel_size=(1 + s_h - t_h, 1 + s_w - t_w))
+    else:
+        raise UsageError(
+            f"{method}: the student's {s_h}x{s_w} map cannot be regressed onto the teacher's "
+            f"{t_h}x{t_w} (the student's must be as large, or half or twice the size); "
+            "choose other layers with --feature-layers or another student"
+        )
+    layers: list[nn.Module] = [conv, nn.BatchNorm2d(t_c)]
+    if relu:
+        layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def same_count(method: str, student: Sequence[Shape], teacher: Sequence[Shape]) -> None:
+    """Refuse, in one line, two lists of maps that cannot be paired one to one."""
+    if len(student) != len(teacher):
+        raise UsageError(
+            f"{method} pairs the student's maps with the teacher's one to one, but the student "
+            f"gives {len(student)} and the teacher {len(teacher)}; name as many layers of each "
+            "with --feature-layers, or choose a student of the teacher's family"
+        )

@@ -1,0 +1,49 @@
+"""Neuron selectivity transfer (Huang and Wang, "Like What You Like: Knowledge Distill via
+Neuron Selectivity Transfer", 2017): squared MMD with the polynomial kernel (x . y)^2 between
+the L2-normalised per-channel spatial activations of student and teacher, summed over the
+stages (RepDistiller's distiller_zoo/NST.py, full loss, on feat[1:-1]). Defaults
+(RepDistiller's train_student.py, `-b 50`; mdistiller NST.LOSS.FEAT_WEIGHT 50): CE 1 and
+NST 50.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field
+
+from icckd_cli.methods.feature_maps import match_sizes
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+def _poly_kernel(a: Tensor, b: Tensor) -> Tensor:
+    """(B, Ca, N), (B, Cb, N) -> (B, Cb, Ca): (a_i . b_j)^2."""
+    return (b @ a.transpose(1, 2)).pow(2)
+
+
+def nst_map_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
+    """mean k(t, t) + mean k(s, s) - 2 mean k(s, t): (B, C_s, H, W), (B, C_t, H', W') -> ()."""
+    import torch.nn.functional as F
+
+    s, t = match_sizes(f_s, f_t.detach())
+    s = F.normalize(s.flatten(2), dim=2)
+    t = F.normalize(t.flatten(2), dim=2)
+    return _poly_kernel(t, t).mean() + _poly_kernel(s, s).mean() - 2 * _poly_kernel(s, t).mean()
+
+
+def nst_loss(g_s: Sequence[Tensor], g_t: Sequence[Tensor]) -> Tensor:
+    """Sum over paired maps of nst_map_loss: -> ()."""
+    total: Tensor | float = 0.0
+    for s, t in zip(g_s, g_t, strict=True):
+        total = total + nst_map_loss(s, t)
+    assert not isinstance(total, float)
+    return total
+
+
+class NSTSettings(BaseModel):
+    """NST's settings (Huang and Wang 2017, as the CRD benchmark runs it)."""
+
+    nst_weight: float | None = Field(None, ge=0, description="NST weight.")
