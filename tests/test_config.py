@@ -97,6 +97,25 @@ def test_unknown_settings_are_named_with_a_suggestion(tmp_path: Path) -> None:
         build(TrainTeacherConfig, {"teacher": "x"})
 
 
+@pytest.mark.parametrize(
+    ("table", "kind"), [("teacher", "an experiment"), ("students", "an experiment"),
+                        ("tune", "a tune")]
+)  # fmt: skip
+def test_a_config_file_with_tables_is_named_as_the_file_it_looks_like(
+    tmp_path: Path, table: str, kind: str
+) -> None:
+    toml = tmp_path / "exp.toml"
+    toml.write_text(f'[{table}]\narch = "resnet8"\n')  # an experiment's (or tune's) layout
+    with pytest.raises(UsageError) as exc:
+        build(TrainTeacherConfig, {}, toml)
+    assert exc.value.message == (
+        f"config file {toml} has a [{table}] table: it looks like {kind} file; run it with "
+        f"`icckd {kind.split()[1]} {toml}`, or give --config a file of this command's settings "
+        "(KEY = VALUE lines, no tables)"
+    )
+    assert exc.value.exit_code == 2
+
+
 # ----------------------------------------------------------------------------- data set recipes
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from icckd_cli.base import checkpoint
-from icckd_cli.work import experiment as ex
 from icckd_cli.work.experiment import finished
+from icckd_cli.work.experiment.config import load_experiment
+from icckd_cli.work.experiment.matrix import run_experiment
 from tests.helpers import tiny_experiment
 
 # one seed of the tiny experiment on 5 digits a class, no latency: 5 runs of one epoch
@@ -51,7 +52,7 @@ def test_each_finished_run_is_read_once_and_each_teacher_hashed_once(
     out = tmp_path / "exp"
     with monkeypatch.context() as m:
         headers = _count(m, finished, "read_header", out)
-        first = ex.run_experiment(ex.load_experiment(config), lambda event, info: None)
+        first = run_experiment(load_experiment(config), lambda event, info: None)
     assert first is not None
     # trained now: each header read once, when the results are assembled (costs, top-1,
     # transfer and per-class numbers all from that one read)
@@ -63,7 +64,7 @@ def test_each_finished_run_is_read_once_and_each_teacher_hashed_once(
     headers = _count(monkeypatch, finished, "read_header", out)
     opened = _count(monkeypatch, checkpoint, "safe_open", out)
     hashes = _count(monkeypatch, finished, "weights_sha256", out)
-    again = ex.run_experiment(ex.load_experiment(config), lambda event, info: None)
+    again = run_experiment(load_experiment(config), lambda event, info: None)
     assert headers == Counter(dict.fromkeys(MODELS, 1))
     assert opened == headers
     assert hashes == Counter({"teachers/ce/seed0": 1, "teachers/icc/seed0": 1})

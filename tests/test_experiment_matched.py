@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -11,11 +12,11 @@ import pytest
 
 from icckd_cli.base.checkpoint import read_metadata
 from icckd_cli.base.errors import UsageError
-from icckd_cli.training.snapshots import file_sha256, list_snapshots, snapshot_path
-from icckd_cli.work import experiment as ex
+from icckd_cli.training.snapshots import list_snapshots, snapshot_path
+from icckd_cli.work.experiment.config import load_experiment
 from icckd_cli.work.experiment.matched import MATCH_NEEDS_VALIDATION
 from icckd_cli.work.experiment.matching_tables import gap_table, with_matching
-from icckd_cli.work.experiment.matrix import plan_states
+from icckd_cli.work.experiment.matrix import plan_states, run_experiment
 from icckd_cli.work.experiment.result_types import (
     Answer,
     Costs,
@@ -140,8 +141,8 @@ def test_a_tiny_matched_experiment_end_to_end(tmp_path: Path) -> None:
     config = tmp_path / "m.toml"
     config.write_text(tiny_experiment(tmp_path, *MATCHED))
     out = tmp_path / "exp"
-    exp = ex.load_experiment(config)
-    done = ex.run_experiment(exp, lambda event, info: None)
+    exp = load_experiment(config)
+    done = run_experiment(exp, lambda event, info: None)
     assert done is not None
     results = done.to_json()
     assert results == json.loads((out / "results.json").read_text())
@@ -167,7 +168,7 @@ def test_a_tiny_matched_experiment_end_to_end(tmp_path: Path) -> None:
         snap = snapshot_path(out / f"teachers/{name}/seed0", chosen["epoch"])
         assert teacher["path"] == str(snap.resolve())
         assert teacher["epoch"] == chosen["epoch"]
-        assert teacher["file_sha256"] == file_sha256(snap)
+        assert teacher["file_sha256"] == hashlib.sha256(snap.read_bytes()).hexdigest()
     assert not (out / "students").exists()  # the unmatched students' folders untouched
     answer = next(a for a in results["answers"] if a["reference"] == "ce")
     assert answer["teacher_difference"]["n"] == 1 and answer["line"] is None
@@ -176,17 +177,17 @@ def test_a_tiny_matched_experiment_end_to_end(tmp_path: Path) -> None:
     assert "## accuracy-matched teachers on digits" in md
 
     events: list[tuple[str, dict[str, Any]]] = []
-    again = ex.run_experiment(ex.load_experiment(config), lambda e, i: events.append((e, i)))
+    again = run_experiment(load_experiment(config), lambda e, i: events.append((e, i)))
     assert [i["action"] for e, i in events if e == "run"] == ["skip"] * 4  # reused
     assert again is not None and again.to_json()["matched"] == results["matched"]
 
     # --dry-run checks the matched students against the snapshots they read, as a run does
-    assert [s for _, s in plan_states(ex.load_experiment(config))] == ["done"] * 4
+    assert [s for _, s in plan_states(load_experiment(config))] == ["done"] * 4
 
     # a teacher made without snapshots cannot be matched: refused before any work
     for _, path in list_snapshots(out / "teachers/icc/seed0"):
         path.unlink()
     with pytest.raises(UsageError, match="teachers/icc/seed0 was trained without epoch snap"):
-        ex.run_experiment(ex.load_experiment(config), lambda e, i: None)
+        run_experiment(load_experiment(config), lambda e, i: None)
     with pytest.raises(UsageError, match="teachers/icc/seed0 was trained without epoch snap"):
-        plan_states(ex.load_experiment(config))
+        plan_states(load_experiment(config))

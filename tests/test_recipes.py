@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from icckd_cli.models import create_model
-from icckd_cli.presentation.report import recipe_line
+from icckd_cli.presentation.lines import recipe_line
 from icckd_cli.settings import recipes
 from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig, build
 from icckd_cli.settings.recipes import TRANSFORMERS, choose, is_transformer, make_optimizer, summary

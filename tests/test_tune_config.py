@@ -226,7 +226,7 @@ def test_the_median_pruner_judges_no_trial_in_its_first_half(tmp_path: Path) -> 
 def test_confirm_keeps_the_tuned_non_intra_class_settings_for_both_teachers(
     tmp_path: Path,
 ) -> None:
-    from icckd_cli.work.experiment import parse_experiment
+    from icckd_cli.work.experiment.config import parse_experiment
     from icckd_cli.work.tune.files import confirm_toml
 
     raw = {

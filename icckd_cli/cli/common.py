@@ -5,20 +5,28 @@ from __future__ import annotations
 import ast
 import functools
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
+from icckd_cli import __version__
 from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.presentation import console
+
+# Typer's rich option tables cut long option names in a narrow terminal (`--logit-standardi…`
+# at 80 columns; none at 90 or more); narrower than WIDE_HELP, click's plain layout is used,
+# which wraps the help text and never a name (tests/test_cli.py renders both at 80 and 100).
+WIDE_HELP = 100
 
 app = typer.Typer(
     help="Intra-class contrastive teachers and knowledge distillation.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="rich" if shutil.get_terminal_size().columns >= WIDE_HELP else None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -27,8 +35,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _show_version(value: bool) -> None:
     if value:
-        from icckd_cli import __version__
-
         print(f"icckd {__version__}")
         raise typer.Exit()
 

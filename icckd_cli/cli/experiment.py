@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from icckd_cli.base.errors import INTERRUPTED
+from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.cli.common import (
     Device,
     Format,
@@ -33,16 +34,19 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     """Shared body of experiment and quickstart: run the matrix, render the table."""
     from icckd_cli.training import distributed as dist
     from icckd_cli.training.engine import Interrupted
-    from icckd_cli.work import experiment as ex
+    from icckd_cli.work.experiment.matrix import plan_states, run_experiment
+    from icckd_cli.work.experiment.results import result_tables
 
     if dry_run:
-        tables.experiment_plan(ex.plan_states(exp))
+        tables.experiment_plan(plan_states(exp))
         return
+    if exp.needs_torchvision():
+        check_torchvision()  # before hours of training, not at the first evaluation after them
     dist.init_from_env()  # under torchrun every run of the matrix is data-parallel
     progress = ExperimentProgress(exp.options.name)
     quiet = not dist.is_main()
     try:
-        results = ex.run_experiment(exp, (lambda event, info: None) if quiet else progress)
+        results = run_experiment(exp, (lambda event, info: None) if quiet else progress)
     except Interrupted:
         progress.close()
         if quiet:
@@ -64,7 +68,7 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     if results.cost.figure:
         files.append(results.cost.figure)
     written = [str(Path(exp.options.out) / f) for f in files]
-    tables.experiment_tables(ex.result_tables(doc), written)
+    tables.experiment_tables(result_tables(doc), written)
 
 
 @app.command()

@@ -55,7 +55,7 @@ from icckd_cli.cli.common import (
     handle_errors,
 )
 from icckd_cli.methods import registry
-from icckd_cli.presentation import report
+from icckd_cli.presentation import console, progress, tables
 from icckd_cli.settings.config import (
     RECORDED_ONLY,
     DistillConfig,
@@ -102,22 +102,22 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
     resume = local.get("resume")
     cfg = _resume_config(model, resume, given) if resume else build(model, given, local["config"])
     dist.init_from_env()
-    progress = report.TrainingProgress(f"{kind} {cfg.arch}", quiet=not dist.is_main())
+    view = progress.TrainingProgress(f"{kind} {cfg.arch}", quiet=not dist.is_main())
     try:
-        result = run(cfg, progress, resume=bool(resume))
+        result = run(cfg, view, resume=bool(resume))
     except Interrupted:
-        progress.close()
-        report.note(
+        view.close()
+        console.note(
             f"interrupted: state saved in {cfg.out}; continue with "
             f"icckd {'train-teacher' if kind == 'teacher' else 'distill'} --resume {cfg.out}"
         )
         raise typer.Exit(INTERRUPTED) from None
     finally:
-        progress.close()
+        view.close()
     if not dist.is_main():
         return
     if fmt == "json":
-        report.print_json(
+        console.print_json(
             {
                 "checkpoint": str(result.checkpoint),
                 **result.final,
@@ -125,11 +125,11 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
                 **({"validation": result.validation} if result.validation else {}),
                 "params": result.params,
                 "elapsed_s": result.elapsed,
-                "recipe": progress.recipe,
+                "recipe": view.recipe,
             }
         )
     else:
-        report.run_summary(kind, result)
+        tables.run_summary(kind, result)
 
 
 @app.command("train-teacher")

@@ -9,7 +9,7 @@ import typer
 
 from icckd_cli.base.errors import INTERRUPTED
 from icckd_cli.cli.common import Device, Format, Opt, _format, app, handle_errors
-from icckd_cli.presentation import report
+from icckd_cli.presentation import console
 
 
 def _progress(fmt: str) -> Any:
@@ -23,7 +23,7 @@ def _progress(fmt: str) -> Any:
             reason = t.user_attrs.get("fail_reason")
             trial_line(trial_row(t), reason, info["time"])
         elif event == "timeout":
-            report.note(f"--timeout {info['timeout']:g} s passed: no further trial starts here")
+            console.note(f"--timeout {info['timeout']:g} s passed: no further trial starts here")
 
     return progress
 
@@ -66,12 +66,12 @@ def tune(
     try:
         tuned = run_tune(spec, name, storage, _progress(fmt), plot)
     except Interrupted:
-        report.note(
+        console.note(
             "interrupted: the current trial does not count; run the same command again to go on"
         )
         raise typer.Exit(INTERRUPTED) from None
     if fmt == "json":
-        report.print_json(tuned.result)
+        console.print_json(tuned.result)
         return
     from icckd_cli.presentation.tune import trials_table, written
 

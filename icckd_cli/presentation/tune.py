@@ -14,7 +14,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from icckd_cli.presentation.report import err, out
+from icckd_cli.presentation.console import err, out
 from icckd_cli.presentation.run_plots import panel_grid, save_atomic
 
 HISTORY_FIGURE, PARAMS_FIGURE = "optimization-history.png", "parameters.png"

@@ -109,6 +109,14 @@ def build(model: type[_Strict], cli: dict[str, Any], config_file: Path | None = 
     if unknown:
         key = unknown[0]
         where = f"in {config_file}" if config_file and key not in cli else "given"
+        if where != "given" and isinstance(values[key], dict):  # a [table]: another kind of file
+            kind = "tune" if key in ("tune", "space") else "experiment"
+            raise UsageError(
+                f"config file {config_file} has a [{key}] table: it looks like "
+                f"{'a' if kind == 'tune' else 'an'} {kind} file; run it with `icckd {kind} "
+                f"{config_file}`, or give --config a file of this command's settings (KEY = "
+                "VALUE lines, no tables)"
+            )
         hint = suggest(key, model.model_fields)
         raise UsageError(f"unknown setting '{key}' {where}.{hint or ' Check the spelling.'}")
     try:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from icckd_cli.base.errors import UsageError, suggest
+from icckd_cli.models import resolve_name
 from icckd_cli.settings.config import (
     DataOptions,
     DistillConfig,
@@ -204,8 +205,6 @@ def _validate(
         shown = f" = {values[key]!r}" if key in values else ""
         raise UsageError(f"{source}: {table}: invalid {key}{shown}: {msg}") from None
     if "arch" in getattr(model, "model_fields", {}):
-        from icckd_cli.models import resolve_name
-
         try:
             resolve_name(cfg.arch)
         except UsageError as exc:

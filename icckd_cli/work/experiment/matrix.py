@@ -15,6 +15,7 @@ from typing import Any
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.base.events import Callback
+from icckd_cli.data.loading import check_folder
 from icckd_cli.work.experiment.costs import cost_figure, measure_costs
 from icckd_cli.work.experiment.finished import FinishedRuns
 from icckd_cli.work.experiment.matching_plan import check_matchable, resolve_teacher
@@ -96,12 +97,20 @@ def check_student_teacher(run: Run, finished: FinishedRuns) -> None:
         )
 
 
+def check_data(exp: Experiment) -> None:
+    """Refuse a missing data folder before any run (or a dry run's list), as a run would."""
+    for run in exp.runs:
+        cfg = run.config
+        check_folder(cfg.dataset, cfg.data_dir, f"data_dir in {exp.source}")
+
+
 def plan_states(exp: Experiment) -> list[tuple[str, str]]:
     """(label, done/partial/new) of every run, after the checks a real run makes first.
 
     `--dry-run` shows this: a run listed as done is one the experiment would skip, and a
     folder made with other settings is refused here as it would be there.
     """
+    check_data(exp)
     finished = FinishedRuns()
     for run in exp.runs:
         check_reusable(run, finished)
@@ -124,6 +133,7 @@ def run_experiment(exp: Experiment, callback: Callback) -> ExperimentResults | N
     from icckd_cli.training import distributed as dist
     from icckd_cli.work import runs as runner
 
+    check_data(exp)
     finished = FinishedRuns()  # each finished run's header read once, each teacher hashed once
     for run in exp.runs:
         check_reusable(run, finished)

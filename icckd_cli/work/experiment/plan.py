@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig
+from icckd_cli.training.rundir import MODEL_FILE, STATE_FILE
 
 MATCHED_STUDENTS = "students-matched"
 MATCHED_CACHE = "teacher_cache-matched"
@@ -105,8 +106,6 @@ class Run:
 
     def status(self) -> str:
         """done (model saved), partial (resumable state saved) or new."""
-        from icckd_cli.training.rundir import MODEL_FILE, STATE_FILE
-
         if (self.out / MODEL_FILE).exists():
             return "done"
         return "partial" if (self.out / STATE_FILE).exists() else "new"
@@ -130,6 +129,18 @@ class Experiment:
     def teacher_runs(self, name: str) -> dict[int, Run]:
         """The runs of one teacher by seed."""
         return {r.seed: r for r in self.runs if r.kind == "teacher" and r.teacher == name}
+
+    def needs_torchvision(self) -> bool:
+        """Whether a run, a data set or the built-in corruption suite will import torchvision."""
+        from icckd_cli.data.sources import TORCHVISION_DATASETS
+        from icckd_cli.models.registry import uses_torchvision
+
+        o = self.options
+        return (
+            (o.corruptions and o.corruptions_dir is None)
+            or any(uses_torchvision(r.config.arch) for r in self.runs)
+            or any(r.config.dataset in TORCHVISION_DATASETS for r in self.runs)
+        )
 
 
 def plan(exp: Experiment) -> list[Run]:
