@@ -147,7 +147,7 @@ def test_eval_distill_and_export_refuse_a_damaged_model(
         "--out", tmp_path / "student", *TINY_ERRORS, says=says,
     )  # fmt: skip
     check_fails(
-        capsys, tmp_path, 1, "export", path, "--format", "torchscript",
+        capsys, tmp_path, 1, "export", path, "--to", "torchscript",
         "--out", tmp_path / "m.pt", says=says,
     )  # fmt: skip
 

@@ -357,3 +357,28 @@ def test_every_commands_help_shows_every_option_name_whole(columns: int) -> None
         for option in got["options"]:  # whole: not followed by more of a name
             assert re.search(re.escape(option) + r"(?![\w-])", text), (command, option, columns)
     assert len(shown["distill"]["options"]) > 50  # the longest help: every option counted
+
+
+def test_an_aborted_command_is_one_line_and_exit_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+
+    import icckd_cli.cli as cli
+
+    def aborts(**kwargs: Any) -> None:
+        raise typer.Abort()  # what click raises when a prompt gets Ctrl-D
+
+    monkeypatch.setattr(cli, "app", aborts)
+    r = icckd(capsys, "models")
+    assert (r.code, r.out, r.err.strip()) == (130, "", "error: aborted")
+
+    class Abort(RuntimeError):  # another exception of the same name is no abort
+        pass
+
+    def other(**kwargs: Any) -> None:
+        raise Abort()
+
+    monkeypatch.setattr(cli, "app", other)
+    with pytest.raises(Abort):
+        icckd(capsys, "models")

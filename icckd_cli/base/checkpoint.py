@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from icckd_cli import __version__
 from icckd_cli.base.atomic import atomic_write
-from icckd_cli.base.errors import IcckdError, first_line
+from icckd_cli.base.errors import IcckdError, UnverifiedCheckpoint, first_line
 from icckd_cli.base.safetensors_file import FIX, data_digest, read_header, read_whole
 
 FORMAT = "icckd"
@@ -35,10 +35,6 @@ JSON_FIELDS = (
     "model_args",
 )  # fmt: skip
 _PENDING = "0" * 63 + "x"  # the digest's stand-in while the data is serialised: same length
-
-
-class UnverifiedCheckpoint(UserWarning):
-    """An icckd checkpoint written before digests: read, but its tensors cannot be checked."""
 
 
 def versions() -> dict[str, str]:

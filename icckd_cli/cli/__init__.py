@@ -11,8 +11,9 @@ import sys
 import warnings
 from typing import TextIO
 
-from icckd_cli.base.checkpoint import UnverifiedCheckpoint
-from icckd_cli.base.errors import INTERRUPTED, USAGE, IcckdError
+import typer
+
+from icckd_cli.base.errors import INTERRUPTED, USAGE, IcckdError, UnverifiedCheckpoint
 from icckd_cli.cli.common import _reports, app, show_error
 from icckd_cli.presentation import console
 
@@ -62,7 +63,7 @@ def main() -> None:
             if _reports(exc):
                 console.error(f"{exc.format_message()} (see 'icckd --help')")
             sys.exit(USAGE)
-        if type(exc).__name__ == "Abort":
+        if isinstance(exc, typer.Abort):  # click's Abort, as Typer names it in every version
             console.error("aborted")
             sys.exit(INTERRUPTED)
         raise

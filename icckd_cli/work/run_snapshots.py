@@ -16,6 +16,7 @@ from torch import nn
 
 from icckd_cli.base.checkpoint import Checkpoint
 from icckd_cli.base.errors import IcckdError
+from icckd_cli.settings.config import DataOptions
 from icckd_cli.training.snapshots import clear_snapshots, save_snapshot, snapshot_epoch
 
 
@@ -33,13 +34,13 @@ class SnapshotKeeper:
 
 
 def snapshot_keeper(
-    cfg: Any, out: Path, model: nn.Module, meta: dict[str, Any], resumed_at: int
+    cfg: DataOptions, out: Path, model: nn.Module, meta: dict[str, Any], resumed_at: int
 ) -> SnapshotKeeper:
     """The keeper of a run that asks for snapshots (a teacher of a matched experiment).
 
     `meta` is what the final checkpoint records, less its metrics; `model` the plain module.
     """
-    if getattr(cfg, "val_per_class", None) is None and getattr(cfg, "val_fraction", None) is None:
+    if cfg.val_per_class is None and cfg.val_fraction is None:
         raise IcckdError(
             "keeping epoch snapshots needs a validation split (val_per_class or val_fraction)"
         )

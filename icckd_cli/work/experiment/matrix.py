@@ -40,7 +40,7 @@ CURVE_METRICS = ("train_ce", "top1", "nll", "train_icc_gate_pass")
 def check_reusable(run: Run, finished: FinishedRuns | None = None) -> None:
     """A finished or partial run must have been made with the settings asked for now."""
     from icckd_cli.training.rundir import CONFIG_FILE
-    from icckd_cli.work.runs import resolved_config
+    from icckd_cli.work.inputs import resolved_config
 
     saved_file = run.out / CONFIG_FILE
     if run.status() == "new" or not saved_file.is_file():
