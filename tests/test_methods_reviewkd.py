@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from icckd_cli.methods.reviewkd import fusion, hcl_loss, review, warmup_epochs
+from icckd_cli.methods.feature_maps import scaled_epochs
+from icckd_cli.methods.reviewkd import fusion, hcl_loss, review
 from tests.featref import maps, pool, rel, t64
 
 
@@ -51,5 +52,5 @@ def test_review_fuses_from_the_deepest_level_and_returns_the_teachers_shapes() -
 
 
 def test_warmup_is_twenty_of_240_epochs_scaled() -> None:
-    assert (warmup_epochs(None, 240), warmup_epochs(None, 12), warmup_epochs(None, 1)) == (20, 1, 1)
-    assert warmup_epochs(5, 240) == 5
+    warmup = [scaled_epochs(None, epochs, 20) for epochs in (240, 120, 12, 1)]
+    assert warmup == [20, 10, 1, 1] and scaled_epochs(5, 240, 20) == 5

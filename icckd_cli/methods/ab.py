@@ -12,11 +12,19 @@ mode), after which the student trains with CE 1 alone (`-b 1` weighs a term that
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from icckd_cli.methods.feature_maps import Shape, conv_regressor
+from icckd_cli.methods.feature_maps import (
+    FeatureLayers,
+    Shape,
+    conv_regressor,
+    same_count,
+    scaled_epochs,
+    stage_pair,
+)
+from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -53,7 +61,7 @@ def connectors(student: Sequence[Shape], teacher: Sequence[Shape]) -> nn.Module:
     )
 
 
-class ABSettings(BaseModel):
+class ABSettings(FeatureLayers):
     """AB's settings (Heo et al. 2019, as the CRD benchmark runs it)."""
 
     ab_weight: float | None = Field(None, ge=0, description="AB weight (preliminary stage).")
@@ -61,3 +69,46 @@ class ABSettings(BaseModel):
     ab_init_epochs: int | None = Field(
         None, ge=0, description="AB preliminary epochs (30 of 240, scaled)."
     )
+
+
+def _resolve(settings: ABSettings, context: Context) -> ABSettings:
+    """The preliminary stage's length: given, or 30 of 240 epochs scaled to the run."""
+    epochs = scaled_epochs(settings.ab_init_epochs, context.epochs, INIT_EPOCHS)
+    return settings.model_copy(update={"ab_init_epochs": epochs})
+
+
+def _build(settings: ABSettings, context: Context) -> dict[str, Part]:
+    student, teacher = stage_pair(context)
+    same_count("ab", student.preact[1:], teacher.preact[1:])
+    conn: Any = connectors(student.preact[1:], teacher.preact[1:])
+    margin = settings.ab_margin
+
+    def preliminary(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        g_s = [c(f) for c, f in zip(conn, out["stages"].preact[1:], strict=True)]
+        return ab_loss(g_s, out["t_stages"].preact[1:], margin)
+
+    # no term after the preliminary stage (RepDistiller's loops.py: loss_kd = 0)
+    return {"ab": Part(None, module=conn, preliminary=preliminary)}
+
+
+AB = register(
+    Method(
+        name="ab",
+        order=72,
+        parts=("ab",),
+        settings=ABSettings,
+        preset={"ce_weight": 1.0, "ab_weight": 1},
+        build=_build,
+        recorded=("ab_margin", "ab_init_epochs"),
+        stages=True,
+        resolve=_resolve,
+        preliminary=lambda settings: settings.ab_init_epochs,
+    )
+)
+
+
+# KD added as the CRD benchmark combines it (RepDistiller's README: `-a 1` beside the method's
+# `-b`, CE 1): CE 1, KD 1
+KD_AB = register(
+    Preset("kd+ab", order=73, preset={"ce_weight": 1.0, "kd_weight": 1.0, "ab_weight": 1})
+)

@@ -8,11 +8,12 @@ distiller_zoo/AT.py on feat[1:-1]). CRD benchmark defaults (RepDistiller's train
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from icckd_cli.methods.feature_maps import match_sizes
+from icckd_cli.methods.feature_maps import FeatureLayers, match_sizes, same_count, stage_pair
+from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -35,8 +36,40 @@ def at_loss(g_s: Sequence[Tensor], g_t: Sequence[Tensor], p: float = 2.0) -> Ten
     return total
 
 
-class ATSettings(BaseModel):
+class ATSettings(FeatureLayers):
     """AT's settings (Zagoruyko and Komodakis 2017, as the CRD benchmark runs it)."""
 
     at_weight: float | None = Field(None, ge=0, description="AT weight.")
     at_p: float = Field(2.0, gt=0)  # the power of the attention map, AT.py's p
+
+
+def _build(settings: ATSettings, context: Context) -> dict[str, Part]:
+    student, teacher = stage_pair(context)
+    same_count("at", student.maps[1:], teacher.maps[1:])
+    p = settings.at_p
+
+    def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        return at_loss(out["stages"].maps[1:], out["t_stages"].maps[1:], p)
+
+    return {"at": Part(term)}
+
+
+AT = register(
+    Method(
+        name="at",
+        order=62,
+        parts=("at",),
+        settings=ATSettings,
+        preset={"ce_weight": 1.0, "at_weight": 1000},
+        build=_build,
+        recorded=("at_p",),
+        stages=True,
+    )
+)
+
+
+# KD added as the CRD benchmark combines it (RepDistiller's README: `-a 1` beside the method's
+# `-b`, CE 1): CE 1, KD 1
+KD_AT = register(
+    Preset("kd+at", order=63, preset={"ce_weight": 1.0, "kd_weight": 1.0, "at_weight": 1000})
+)

@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, Field
+
 from icckd_cli.base.errors import UsageError
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
+
+    from icckd_cli.methods.registry import Context
+    from icckd_cli.models.features import StageShapes
 
 Shape = tuple[int, int, int]  # (C, H, W) of one map
 
@@ -63,3 +68,29 @@ def same_count(method: str, student: Sequence[Shape], teacher: Sequence[Shape]) 
             f"gives {len(student)} and the teacher {len(teacher)}; name as many layers of each "
             "with --feature-layers, or choose a student of the teacher's family"
         )
+
+
+class FeatureLayers(BaseModel):
+    """Which maps the feature methods read: each network's stages, or the layers named here
+    (module names as in the state-dict keys, in the order to pair them)."""
+
+    feature_layers: list[str] | None = Field(
+        None, description="Student layers the feature methods read (default: its stages)."
+    )
+    teacher_feature_layers: list[str] | None = Field(
+        None, description="Teacher layers the feature methods read (default: its stages)."
+    )
+
+
+def stage_pair(context: Context) -> tuple[StageShapes, StageShapes]:
+    """The student's and the teacher's map shapes, which the run measures for such methods."""
+    if context.student_stages is None or context.teacher_stages is None:
+        raise ValueError("a feature method was built without the networks' stage shapes")
+    return context.student_stages, context.teacher_stages
+
+
+def scaled_epochs(given: int | None, epochs: int, published: int, schedule: int = 240) -> int:
+    """`given`, or `published` of a `schedule`-epoch run scaled to `epochs` (at least 1)."""
+    if given is not None:
+        return given
+    return max(1, round(published * epochs / schedule))

@@ -10,11 +10,13 @@ with the student.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from icckd_cli.methods.feature_maps import Shape, conv_regressor
+from icckd_cli.base.errors import UsageError
+from icckd_cli.methods.feature_maps import FeatureLayers, Shape, conv_regressor, stage_pair
+from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -32,8 +34,46 @@ def regressor(s: Shape, t: Shape) -> nn.Module:
     return conv_regressor("fitnet", s, t)
 
 
-class FitNetSettings(BaseModel):
+class FitNetSettings(FeatureLayers):
     """FitNet's settings (Romero et al. 2015, as the CRD benchmark runs it)."""
 
     fitnet_weight: float | None = Field(None, ge=0, description="FitNet hint weight.")
     fitnet_hint_layer: int = Field(2, ge=0, description="FitNet hint layer (0: the stem).")
+
+
+def _build(settings: FitNetSettings, context: Context) -> dict[str, Part]:
+    student, teacher = stage_pair(context)
+    k = settings.fitnet_hint_layer
+    count = min(len(student.maps), len(teacher.maps))
+    if k >= count:
+        raise UsageError(
+            f"--fitnet-hint-layer {k} is past the maps the student ({len(student.maps)}) and the "
+            f"teacher ({len(teacher.maps)}) give; choose 0 to {count - 1}"
+        )
+    reg = regressor(student.maps[k], teacher.maps[k])
+
+    def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        return hint_loss(reg(out["stages"].maps[k]), out["t_stages"].maps[k])
+
+    return {"fitnet": Part(term, module=reg)}
+
+
+FITNET = register(
+    Method(
+        name="fitnet",
+        order=60,
+        parts=("fitnet",),
+        settings=FitNetSettings,
+        preset={"ce_weight": 1.0, "fitnet_weight": 100},
+        build=_build,
+        recorded=("fitnet_hint_layer",),
+        stages=True,
+    )
+)
+
+
+# KD added as the CRD benchmark combines it (RepDistiller's README: `-a 1` beside the method's
+# `-b`, CE 1): CE 1, KD 1
+KD_FITNET = register(
+    Preset("kd+fitnet", order=61, preset={"ce_weight": 1.0, "kd_weight": 1.0, "fitnet_weight": 100})
+)

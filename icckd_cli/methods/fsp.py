@@ -11,12 +11,20 @@ mode), after which the student trains with CE 1 alone (`-b 50` weighs a term tha
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from icckd_cli.base.errors import UsageError
-from icckd_cli.methods.feature_maps import Shape, match_sizes
+from icckd_cli.methods.feature_maps import (
+    FeatureLayers,
+    Shape,
+    match_sizes,
+    same_count,
+    scaled_epochs,
+    stage_pair,
+)
+from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -54,10 +62,51 @@ def check_channels(student: Sequence[Shape], teacher: Sequence[Shape]) -> None:
         )
 
 
-class FSPSettings(BaseModel):
+class FSPSettings(FeatureLayers):
     """FSP's settings (Yim et al. 2017, as the CRD benchmark runs it)."""
 
     fsp_weight: float | None = Field(None, ge=0, description="FSP weight (preliminary stage).")
     fsp_init_epochs: int | None = Field(
         None, ge=0, description="FSP preliminary epochs (30 of 240, scaled)."
     )
+
+
+def _resolve(settings: FSPSettings, context: Context) -> FSPSettings:
+    """The preliminary stage's length: given, or 30 of 240 epochs scaled to the run."""
+    epochs = scaled_epochs(settings.fsp_init_epochs, context.epochs, INIT_EPOCHS)
+    return settings.model_copy(update={"fsp_init_epochs": epochs})
+
+
+def _build(settings: FSPSettings, context: Context) -> dict[str, Part]:
+    student, teacher = stage_pair(context)
+    same_count("fsp", student.maps, teacher.maps)
+    check_channels(student.maps, teacher.maps)
+
+    def preliminary(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        return fsp_loss(out["stages"].maps, out["t_stages"].maps)
+
+    # no term after the preliminary stage (RepDistiller's loops.py: loss_kd = 0)
+    return {"fsp": Part(None, preliminary=preliminary)}
+
+
+FSP = register(
+    Method(
+        name="fsp",
+        order=76,
+        parts=("fsp",),
+        settings=FSPSettings,
+        preset={"ce_weight": 1.0, "fsp_weight": 50},
+        build=_build,
+        recorded=("fsp_init_epochs",),
+        stages=True,
+        resolve=_resolve,
+        preliminary=lambda settings: settings.fsp_init_epochs,
+    )
+)
+
+
+# KD added as the CRD benchmark combines it (RepDistiller's README: `-a 1` beside the method's
+# `-b`, CE 1): CE 1, KD 1
+KD_FSP = register(
+    Preset("kd+fsp", order=77, preset={"ce_weight": 1.0, "kd_weight": 1.0, "fsp_weight": 50})
+)

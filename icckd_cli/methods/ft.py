@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from icckd_cli.methods.feature_maps import match_sizes
+from icckd_cli.methods.feature_maps import FeatureLayers, match_sizes, scaled_epochs, stage_pair
+from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -70,10 +71,59 @@ def reconstruction_loss(module: nn.Module, f_t: Tensor) -> Tensor:
     return F.mse_loss(parts["decoder"](parts["encoder"](target)), target)
 
 
-class FTSettings(BaseModel):
+class FTSettings(FeatureLayers):
     """FT's settings (Kim et al. 2018, as the CRD benchmark runs it)."""
 
     ft_weight: float | None = Field(None, ge=0, description="FT weight.")
     ft_init_epochs: int | None = Field(
         None, ge=0, description="FT paraphraser epochs (30 of 240, scaled)."
     )
+
+
+def _resolve(settings: FTSettings, context: Context) -> FTSettings:
+    """The paraphraser's stage: given, or 30 of 240 epochs scaled to the run."""
+    epochs = scaled_epochs(settings.ft_init_epochs, context.epochs, INIT_EPOCHS)
+    return settings.model_copy(update={"ft_init_epochs": epochs})
+
+
+def _build(settings: FTSettings, context: Context) -> dict[str, Part]:
+    import torch
+    from torch import nn
+
+    student, teacher = stage_pair(context)
+    s_c, t_c = student.maps[-1][0], teacher.maps[-1][0]
+    modules = nn.ModuleDict({"paraphraser": paraphraser(t_c), "translator": translator(s_c, t_c)})
+    para: Any = modules["paraphraser"]
+
+    def preliminary(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        return reconstruction_loss(para, out["t_stages"].maps[-1])
+
+    def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        with torch.no_grad():  # the paraphraser is trained in the preliminary stage only
+            factor_t = para["encoder"](out["t_stages"].maps[-1])
+        return ft_loss(modules["translator"](out["stages"].maps[-1]), factor_t)
+
+    return {"ft": Part(term, module=modules, preliminary=preliminary)}
+
+
+FT = register(
+    Method(
+        name="ft",
+        order=74,
+        parts=("ft",),
+        settings=FTSettings,
+        preset={"ce_weight": 1.0, "ft_weight": 200},
+        build=_build,
+        recorded=("ft_init_epochs",),
+        stages=True,
+        resolve=_resolve,
+        preliminary=lambda settings: settings.ft_init_epochs,
+    )
+)
+
+
+# KD added as the CRD benchmark combines it (RepDistiller's README: `-a 1` beside the method's
+# `-b`, CE 1): CE 1, KD 1
+KD_FT = register(
+    Preset("kd+ft", order=75, preset={"ce_weight": 1.0, "kd_weight": 1.0, "ft_weight": 200})
+)

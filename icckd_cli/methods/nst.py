@@ -9,11 +9,12 @@ NST 50.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from icckd_cli.methods.feature_maps import match_sizes
+from icckd_cli.methods.feature_maps import FeatureLayers, match_sizes, same_count, stage_pair
+from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -43,7 +44,37 @@ def nst_loss(g_s: Sequence[Tensor], g_t: Sequence[Tensor]) -> Tensor:
     return total
 
 
-class NSTSettings(BaseModel):
+class NSTSettings(FeatureLayers):
     """NST's settings (Huang and Wang 2017, as the CRD benchmark runs it)."""
 
     nst_weight: float | None = Field(None, ge=0, description="NST weight.")
+
+
+def _build(settings: NSTSettings, context: Context) -> dict[str, Part]:
+    student, teacher = stage_pair(context)
+    same_count("nst", student.maps[1:], teacher.maps[1:])
+
+    def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        return nst_loss(out["stages"].maps[1:], out["t_stages"].maps[1:])
+
+    return {"nst": Part(term)}
+
+
+NST = register(
+    Method(
+        name="nst",
+        order=78,
+        parts=("nst",),
+        settings=NSTSettings,
+        preset={"ce_weight": 1.0, "nst_weight": 50},
+        build=_build,
+        stages=True,
+    )
+)
+
+
+# KD added as the CRD benchmark combines it (RepDistiller's README: `-a 1` beside the method's
+# `-b`, CE 1): CE 1, KD 1
+KD_NST = register(
+    Preset("kd+nst", order=79, preset={"ce_weight": 1.0, "kd_weight": 1.0, "nst_weight": 50})
+)

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from icckd_cli.base.errors import UsageError
+from icckd_cli.methods.feature_maps import FeatureLayers, stage_pair
+from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -79,8 +83,51 @@ def connectors(s_channels: Sequence[int], t_channels: Sequence[int], kernel: int
     return out
 
 
-class OFDSettings(BaseModel):
+class OFDSettings(FeatureLayers):
     """OFD's settings (Heo et al. 2019, mdistiller's CIFAR-100 configuration)."""
 
     ofd_weight: float | None = Field(None, ge=0, description="OFD weight.")
     ofd_kernel: int = Field(1, ge=1)  # mdistiller's OFD.CONNECTOR.KERNEL_SIZE
+
+
+def _build(settings: OFDSettings, context: Context) -> dict[str, Part]:
+    student, teacher = stage_pair(context)
+    if context.teacher_norms is None:
+        raise UsageError(
+            "ofd takes its margins from the BatchNorm before each of the teacher's stage "
+            "ReLUs, and this teacher (or its --teacher-feature-layers) has none to read; "
+            "choose a teacher of the zoo other than ShuffleV2 and tv_mobilenet_v2"
+        )
+    # the deepest stages both networks have, as mdistiller's _align_list
+    n = min(len(student.preact) - 1, len(teacher.preact) - 1, len(context.teacher_norms))
+    s_c = [c for c, _, _ in student.preact[-n:]]
+    t_c = [c for c, _, _ in teacher.preact[-n:]]
+    conn: Any = connectors(s_c, t_c, settings.ofd_kernel)
+    stage_margins = margins(context.teacher_norms[-n:])
+
+    def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        g_s = [c(f) for c, f in zip(conn, out["stages"].preact[-n:], strict=True)]
+        return ofd_loss(g_s, [f.detach() for f in out["t_stages"].preact[-n:]], stage_margins)
+
+    return {"ofd": Part(term, module=conn)}
+
+
+OFD = register(
+    Method(
+        name="ofd",
+        order=80,
+        parts=("ofd",),
+        settings=OFDSettings,
+        preset={"ce_weight": 1.0, "ofd_weight": 0.001},
+        build=_build,
+        recorded=("ofd_kernel",),
+        stages=True,
+    )
+)
+
+
+# KD added as the CRD benchmark combines it (RepDistiller's README: `-a 1` beside the method's
+# `-b`, CE 1): CE 1, KD 1
+KD_OFD = register(
+    Preset("kd+ofd", order=81, preset={"ce_weight": 1.0, "kd_weight": 1.0, "ofd_weight": 0.001})
+)

@@ -8,9 +8,11 @@ distiller_zoo/PKT.py on feat[-1]). CRD benchmark defaults (RepDistiller's train_
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
+
+from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -40,3 +42,30 @@ class PKTSettings(BaseModel):
     """PKT's settings (Passalis and Tefas 2018, as the CRD benchmark runs it)."""
 
     pkt_weight: float | None = Field(None, ge=0, description="PKT weight.")
+
+
+def _build(settings: PKTSettings, context: Context) -> dict[str, Part]:
+    def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        return pkt_loss(out["features"], out["t_features"])
+
+    return {"pkt": Part(term)}
+
+
+PKT = register(
+    Method(
+        name="pkt",
+        order=70,
+        parts=("pkt",),
+        settings=PKTSettings,
+        preset={"ce_weight": 1.0, "pkt_weight": 30000},
+        build=_build,
+        teacher_features=True,
+    )
+)
+
+
+# KD added as the CRD benchmark combines it (RepDistiller's README: `-a 1` beside the method's
+# `-b`, CE 1): CE 1, KD 1
+KD_PKT = register(
+    Preset("kd+pkt", order=71, preset={"ce_weight": 1.0, "kd_weight": 1.0, "pkt_weight": 30000})
+)

@@ -14,7 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from icckd_cli.base.errors import UsageError
+from icckd_cli.methods.feature_maps import FeatureLayers, scaled_epochs, stage_pair
+from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -115,16 +119,66 @@ def review(
     return results
 
 
-def warmup_epochs(given: int | None, epochs: int) -> int:
-    """ReviewKD's warm-up: given, or 20 of 240 epochs scaled to the run (at least 1)."""
-    if given is not None:
-        return given
-    return max(1, round(WARMUP_EPOCHS * epochs / SCHEDULE_EPOCHS))
-
-
-class ReviewKDSettings(BaseModel):
+class ReviewKDSettings(FeatureLayers):
     """ReviewKD's settings (Chen et al. 2021, mdistiller's CIFAR-100 configuration)."""
 
     reviewkd_weight: float | None = Field(None, ge=0, description="ReviewKD weight.")
     # None: 20 of 240 epochs, scaled
     reviewkd_warmup: int | None = Field(None, ge=0, description="ReviewKD warm-up epochs.")
+
+
+def _resolve(settings: ReviewKDSettings, context: Context) -> ReviewKDSettings:
+    """The warm-up's length in epochs: given, or 20 of 240 scaled to the run's epochs."""
+    warmup = scaled_epochs(settings.reviewkd_warmup, context.epochs, WARMUP_EPOCHS)
+    return settings.model_copy(update={"reviewkd_warmup": warmup})
+
+
+def _build(settings: ReviewKDSettings, context: Context) -> dict[str, Part]:
+    student, teacher = stage_pair(context)
+    # each level's (C, side): the stages after the stem, then the pooled features at 1 x 1
+    s_levels = [(c, h, w) for c, h, w in student.maps[1:]] + [(student.pooled, 1, 1)]
+    t_levels = [(c, h, w) for c, h, w in teacher.preact[1:]] + [(teacher.pooled, 1, 1)]
+    n = min(len(s_levels), len(t_levels))  # the deepest levels both have
+    s_levels, t_levels = s_levels[-n:], t_levels[-n:]
+    if any(h != w for _, h, w in s_levels + t_levels):
+        raise UsageError(
+            "reviewkd fuses square maps (its attention resizes each level to side x side), "
+            "and these networks give non-square ones; choose square images or other layers"
+        )
+    sides, out_sides = [h for _, h, _ in s_levels], [h for _, h, _ in t_levels]
+    modules = fusion([c for c, _, _ in s_levels], [c for c, _, _ in t_levels])
+    warmup = settings.reviewkd_warmup or 0
+
+    def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        s, t = out["stages"], out["t_stages"]
+        levels = [*s.maps[1:], s.pooled[:, :, None, None]][-n:]
+        targets = [*t.preact[1:], t.pooled[:, :, None, None]][-n:]
+        # linear warm-up: epoch e (from 0) weighs (e + 1) / warmup until it reaches 1
+        ramp = min((out["epoch"] + 1) / warmup, 1.0) if warmup else 1.0
+        return ramp * hcl_loss(review(modules, levels, sides, out_sides), targets)
+
+    return {"reviewkd": Part(term, module=modules)}
+
+
+REVIEWKD = register(
+    Method(
+        name="reviewkd",
+        order=82,
+        parts=("reviewkd",),
+        settings=ReviewKDSettings,
+        preset={"ce_weight": 1.0, "reviewkd_weight": 1},
+        build=_build,
+        recorded=("reviewkd_warmup",),
+        stages=True,
+        resolve=_resolve,
+    )
+)
+
+
+# KD added as the CRD benchmark combines it (RepDistiller's README: `-a 1` beside the method's
+# `-b`, CE 1): CE 1, KD 1
+KD_REVIEWKD = register(
+    Preset(
+        "kd+reviewkd", order=83, preset={"ce_weight": 1.0, "kd_weight": 1.0, "reviewkd_weight": 1}
+    )
+)

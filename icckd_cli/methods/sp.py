@@ -7,9 +7,12 @@ distiller_zoo/SP.py on feat[-2]). CRD benchmark defaults (RepDistiller's train_s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from icckd_cli.methods.feature_maps import FeatureLayers
+from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -29,7 +32,34 @@ def sp_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
     return (similarity(f_t.detach()) - similarity(f_s)).pow(2).sum() / (b * b)
 
 
-class SPSettings(BaseModel):
+class SPSettings(FeatureLayers):
     """SP's settings (Tung and Mori 2019, as the CRD benchmark runs it)."""
 
     sp_weight: float | None = Field(None, ge=0, description="SP weight.")
+
+
+def _build(settings: SPSettings, context: Context) -> dict[str, Part]:
+    def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        return sp_loss(out["stages"].maps[-1], out["t_stages"].maps[-1])
+
+    return {"sp": Part(term)}
+
+
+SP = register(
+    Method(
+        name="sp",
+        order=64,
+        parts=("sp",),
+        settings=SPSettings,
+        preset={"ce_weight": 1.0, "sp_weight": 3000},
+        build=_build,
+        stages=True,
+    )
+)
+
+
+# KD added as the CRD benchmark combines it (RepDistiller's README: `-a 1` beside the method's
+# `-b`, CE 1): CE 1, KD 1
+KD_SP = register(
+    Preset("kd+sp", order=65, preset={"ce_weight": 1.0, "kd_weight": 1.0, "sp_weight": 3000})
+)

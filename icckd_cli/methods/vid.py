@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from icckd_cli.methods.feature_maps import match_sizes
+from icckd_cli.methods.feature_maps import FeatureLayers, match_sizes, same_count, stage_pair
+from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -56,8 +57,48 @@ def vid_stage_loss(module: nn.Module, f_s: Tensor, f_t: Tensor, eps: float = EPS
     return vid_nll(parts["mean"](s), parts["scale"]["log_scale"], t, eps)
 
 
-class VIDSettings(BaseModel):
+class VIDSettings(FeatureLayers):
     """VID's settings (Ahn et al. 2019, as the CRD benchmark runs it)."""
 
     vid_weight: float | None = Field(None, ge=0, description="VID weight.")
     vid_init_var: float = Field(INIT_PRED_VAR, gt=0)  # the predicted variance at the start
+
+
+def _build(settings: VIDSettings, context: Context) -> dict[str, Part]:
+    from torch import nn
+
+    student, teacher = stage_pair(context)
+    same_count("vid", student.maps[1:], teacher.maps[1:])
+    init = settings.vid_init_var
+    stages = nn.ModuleList(
+        vid_regressor(s[0], t[0], init)
+        for s, t in zip(student.maps[1:], teacher.maps[1:], strict=True)
+    )
+
+    def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        pairs = zip(stages, out["stages"].maps[1:], out["t_stages"].maps[1:], strict=True)
+        total: Any = sum(vid_stage_loss(m, s, t) for m, s, t in pairs)
+        return total
+
+    return {"vid": Part(term, module=stages)}
+
+
+VID = register(
+    Method(
+        name="vid",
+        order=68,
+        parts=("vid",),
+        settings=VIDSettings,
+        preset={"ce_weight": 1.0, "vid_weight": 1},
+        build=_build,
+        recorded=("vid_init_var",),
+        stages=True,
+    )
+)
+
+
+# KD added as the CRD benchmark combines it (RepDistiller's README: `-a 1` beside the method's
+# `-b`, CE 1): CE 1, KD 1
+KD_VID = register(
+    Preset("kd+vid", order=69, preset={"ce_weight": 1.0, "kd_weight": 1.0, "vid_weight": 1})
+)

@@ -29,6 +29,11 @@ class StageShapes:
     pooled: int
 
     @property
+    def preact(self) -> tuple[tuple[int, int, int], ...]:
+        """The pre-activations' shapes: their maps'."""
+        return self.maps
+
+    @property
     def channels(self) -> tuple[int, ...]:
         """Each map's channel count."""
         return tuple(c for c, _, _ in self.maps)
