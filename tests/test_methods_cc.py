@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
 from icckd_cli.methods.cc import cc_loss, embedding
-from tests.featref import maps, rel, t64
+from tests.featref import TIMM_STUDENT, distill_digits, last_metrics, maps, rel, t64
 
 
 @pytest.mark.parametrize(("batch", "dim"), [(2, 3), (9, 128), (64, 16)])
@@ -24,3 +27,17 @@ def test_embedding_is_linear_on_the_flattened_features() -> None:
     x = torch.randn(3, 64, 1, 1, dtype=torch.float64)
     linear = embed[1]
     assert torch.allclose(embed(x), x.flatten(1) @ linear.weight.T + linear.bias)
+
+
+def test_distill_cc_on_digits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    r = distill_digits(capsys, tmp_path, "cc")
+    assert r.code == 0, r.err
+    row = last_metrics(tmp_path / "run")
+    assert row["epoch"] == 1 and math.isfinite(row["train_cc"]) and row["train_cc"] > 0
+    assert row["train_ce"] > 0 and "train_kd" not in row
+
+
+def test_distill_cc_to_a_timm_student(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    r = distill_digits(capsys, tmp_path, "cc", "--arch", TIMM_STUDENT)
+    assert r.code == 0, r.err
+    assert math.isfinite(last_metrics(tmp_path / "run")["train_cc"])

@@ -3,12 +3,16 @@ Paraphraser and Translator) in float64."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from icckd_cli.methods.ft import ft_loss, paraphraser, reconstruction_loss, translator
-from tests.featref import maps, match, rel, t64
+from tests.featref import TIMM_STUDENT, distill_digits, last_metrics, maps, match, rel, t64
 
 
 def reference(s: np.ndarray, t: np.ndarray) -> float:
@@ -39,3 +43,23 @@ def test_paraphraser_and_translator_shapes() -> None:
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in trans.modules()) == 3
     rec = para["decoder"](para["encoder"](f_t))
     assert torch.allclose(reconstruction_loss(para, f_t), ((rec - f_t) ** 2).mean())
+
+
+def test_distill_ft_on_digits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # one epoch asked: the preliminary stage (30 of 240 scaled, at least 1) runs first
+    r = distill_digits(capsys, tmp_path, "kd+ft")
+    assert r.code == 0, r.err
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert math.isfinite(rows[0]["train_ft"]) and rows[0]["train_ft"] > 0
+    assert "train_ce" not in rows[0] and "train_kd" not in rows[0]  # the method's loss alone
+    assert rows[1]["train_ce"] > 0 and rows[1]["train_kd"] >= 0
+    assert "train_ft" in rows[1]  # FT's translator term follows
+
+
+def test_distill_ft_to_a_timm_student(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    r = distill_digits(capsys, tmp_path, "ft", "--arch", TIMM_STUDENT)
+    assert r.code == 0, r.err
+    assert math.isfinite(last_metrics(tmp_path / "run")["train_ft"])

@@ -4,12 +4,13 @@ float64: the margins against numerical integration, the partial L2 against numpy
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from icckd_cli.methods.ofd import margin, margins, ofd_loss, partial_l2
-from tests.featref import maps, pool, rel, t64
+from tests.featref import TIMM_STUDENT, distill_digits, last_metrics, maps, pool, rel, t64
 
 
 def integrated_margin(s: float, m: float) -> float:
@@ -67,3 +68,17 @@ def test_partial_l2_ignores_teacher_values_below_the_margin_the_student_is_below
     s, t, m = t64(np.array([[[[-2.0]]]])), t64(np.array([[[[-1.5]]]])), t64(np.array([[[[-1.0]]]]))
     assert float(partial_l2(s, t, m)) == 0.0  # both under the margin: nothing to learn
     assert float(partial_l2(-s, t, m)) == 9.0  # (2 - (-1))^2: the student must come down
+
+
+def test_distill_ofd_on_digits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    r = distill_digits(capsys, tmp_path, "ofd")
+    assert r.code == 0, r.err
+    row = last_metrics(tmp_path / "run")
+    assert row["epoch"] == 1 and math.isfinite(row["train_ofd"]) and row["train_ofd"] > 0
+    assert row["train_ce"] > 0 and "train_kd" not in row
+
+
+def test_distill_ofd_to_a_timm_student(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    r = distill_digits(capsys, tmp_path, "ofd", "--arch", TIMM_STUDENT)
+    assert r.code == 0, r.err
+    assert math.isfinite(last_metrics(tmp_path / "run")["train_ofd"])

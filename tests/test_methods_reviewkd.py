@@ -3,13 +3,16 @@ float64 against numpy, and the ABF chain's order and shapes."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from icckd_cli.methods.feature_maps import scaled_epochs
 from icckd_cli.methods.reviewkd import fusion, hcl_loss, review
-from tests.featref import maps, pool, rel, t64
+from tests.featref import TIMM_STUDENT, distill_digits, last_metrics, maps, pool, rel, t64
 
 
 def reference(g_s: list[np.ndarray], g_t: list[np.ndarray]) -> float:
@@ -54,3 +57,19 @@ def test_review_fuses_from_the_deepest_level_and_returns_the_teachers_shapes() -
 def test_warmup_is_twenty_of_240_epochs_scaled() -> None:
     warmup = [scaled_epochs(None, epochs, 20) for epochs in (240, 120, 12, 1)]
     assert warmup == [20, 10, 1, 1] and scaled_epochs(5, 240, 20) == 5
+
+
+def test_distill_reviewkd_on_digits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    r = distill_digits(capsys, tmp_path, "reviewkd")
+    assert r.code == 0, r.err
+    row = last_metrics(tmp_path / "run")
+    assert row["epoch"] == 1 and math.isfinite(row["train_reviewkd"]) and row["train_reviewkd"] > 0
+    assert row["train_ce"] > 0 and "train_kd" not in row
+
+
+def test_distill_reviewkd_to_a_timm_student(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    r = distill_digits(capsys, tmp_path, "reviewkd", "--arch", TIMM_STUDENT)
+    assert r.code == 0, r.err
+    assert math.isfinite(last_metrics(tmp_path / "run")["train_reviewkd"])

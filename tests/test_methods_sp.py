@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from icckd_cli.methods.sp import sp_loss
-from tests.featref import maps, rel, t64
+from tests.featref import TIMM_STUDENT, distill_digits, last_metrics, maps, rel, t64
 
 
 def reference(s: np.ndarray, t: np.ndarray) -> float:
@@ -25,3 +28,17 @@ def reference(s: np.ndarray, t: np.ndarray) -> float:
 def test_sp_matches_the_numpy_reference(s: tuple, t: tuple) -> None:
     fs, ft = maps(len(s) + s[0], s, t)
     assert rel(sp_loss(t64(fs), t64(ft)), reference(fs, ft)) <= 1e-6
+
+
+def test_distill_sp_on_digits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    r = distill_digits(capsys, tmp_path, "sp")
+    assert r.code == 0, r.err
+    row = last_metrics(tmp_path / "run")
+    assert row["epoch"] == 1 and math.isfinite(row["train_sp"]) and row["train_sp"] > 0
+    assert row["train_ce"] > 0 and "train_kd" not in row
+
+
+def test_distill_sp_to_a_timm_student(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    r = distill_digits(capsys, tmp_path, "sp", "--arch", TIMM_STUDENT)
+    assert r.code == 0, r.err
+    assert math.isfinite(last_metrics(tmp_path / "run")["train_sp"])
