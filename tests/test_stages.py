@@ -56,6 +56,18 @@ def test_the_experiment_accepts_each_as_a_student_method(tmp_path: Path, method:
     assert [s.config.method for s in exp.students] == [method]
 
 
+def test_an_experiment_runs_the_teacher_for_a_method_that_reads_maps(tmp_path: Path) -> None:
+    # kd and pkt (pooled features) share the store; at, which reads maps, runs the teacher
+    students = 'method = "kd"\n\n[[students]]\nmethod = "pkt"\n\n[[students]]\nmethod = "at"'
+    exp = parse_experiment_text(tiny_experiment(tmp_path, ('method = "kd"', students)))
+    stored = {
+        (r.config.method, r.config.teacher_cache is not None)  # type: ignore[union-attr]
+        for r in exp.runs
+        if r.kind == "student" and r.teacher is not None
+    }
+    assert stored == {("kd", True), ("pkt", True), ("at", False)}
+
+
 def _ft_objective(epochs: int) -> tuple[DistillObjective, Any]:
     torch.manual_seed(0)
     cfg = build(DistillConfig, {"method": "kd+ft"})

@@ -23,8 +23,8 @@ Shape = tuple[int, int, int]  # (C, H, W) of one map
 
 
 def match_sizes(f_s: Tensor, f_t: Tensor) -> tuple[Tensor, Tensor]:
-    """Average-pool the larger of two (B, C, H, W) maps to the smaller's side (RepDistiller's
-    AT, NST, VID, FT: a square H x H target)."""
+    """Average-pool the larger of two (B, C, H, W) maps to the smaller's side, a square H x H
+    target as RepDistiller's distiller_zoo matches sizes."""
     import torch.nn.functional as F
 
     s_h, t_h = f_s.shape[2], f_t.shape[2]
@@ -36,8 +36,8 @@ def match_sizes(f_s: Tensor, f_t: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def conv_regressor(method: str, s: Shape, t: Shape, relu: bool = True) -> nn.Module:
-    """FitNet's convolutional regressor (RepDistiller's ConvReg): conv (strided, transposed or
-    valid, as the sides require) to the teacher's channels, BN, and ReLU where `relu`."""
+    """A convolutional regressor (RepDistiller's models/util.py ConvReg): a conv (strided,
+    transposed or valid, as the sides require) to the teacher's channels, BN, ReLU if `relu`."""
     from torch import nn
 
     (s_c, s_h, s_w), (t_c, t_h, t_w) = s, t

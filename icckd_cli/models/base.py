@@ -66,7 +66,8 @@ class ZooModel(nn.Module):
 
     def stage_norms(self) -> list[nn.BatchNorm2d] | None:
         """The BatchNorm right before each stage's last ReLU (`maps[1:]`), where there is one
-        per stage with the stage's channels (OFD reads their statistics); None otherwise."""
+        per stage with the stage's channels (a method may read their statistics); None
+        otherwise."""
         return None
 
     def extra_repr(self) -> str:
