@@ -21,7 +21,7 @@ from icckd_cli.methods.feature_maps import (
     Shape,
     conv_regressor,
     same_count,
-    scaled_epochs,
+    scaled_setting,
     stage_pair,
 )
 from icckd_cli.methods.registry import Context, Method, Part, Preset, register
@@ -71,12 +71,6 @@ class ABSettings(FeatureLayers):
     )
 
 
-def _resolve(settings: ABSettings, context: Context) -> ABSettings:
-    """The preliminary stage's length: given, or 30 of 240 epochs scaled to the run."""
-    epochs = scaled_epochs(settings.ab_init_epochs, context.epochs, INIT_EPOCHS)
-    return settings.model_copy(update={"ab_init_epochs": epochs})
-
-
 def _build(settings: ABSettings, context: Context) -> dict[str, Part]:
     student, teacher = stage_pair(context)
     same_count("ab", student.preact[1:], teacher.preact[1:])
@@ -101,7 +95,7 @@ AB = register(
         build=_build,
         recorded=("ab_margin", "ab_init_epochs"),
         stages=True,
-        resolve=_resolve,
+        resolve=scaled_setting("ab_init_epochs", INIT_EPOCHS),
         preliminary=lambda settings: settings.ab_init_epochs,
     )
 )

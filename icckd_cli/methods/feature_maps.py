@@ -6,8 +6,8 @@ torch is imported inside each function: the methods' settings load without it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -94,3 +94,13 @@ def scaled_epochs(given: int | None, epochs: int, published: int, schedule: int 
     if given is not None:
         return given
     return max(1, round(published * epochs / schedule))
+
+
+def scaled_setting(name: str, published: int) -> Callable[[Any, Context], Any]:
+    """A `resolve` hook: the setting `name` in epochs, given, or `published` of 240 scaled."""
+
+    def resolve(settings: Any, context: Context) -> Any:
+        value = scaled_epochs(getattr(settings, name), context.epochs, published)
+        return settings.model_copy(update={name: value})
+
+    return resolve

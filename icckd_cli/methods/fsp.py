@@ -21,7 +21,7 @@ from icckd_cli.methods.feature_maps import (
     Shape,
     match_sizes,
     same_count,
-    scaled_epochs,
+    scaled_setting,
     stage_pair,
 )
 from icckd_cli.methods.registry import Context, Method, Part, Preset, register
@@ -71,12 +71,6 @@ class FSPSettings(FeatureLayers):
     )
 
 
-def _resolve(settings: FSPSettings, context: Context) -> FSPSettings:
-    """The preliminary stage's length: given, or 30 of 240 epochs scaled to the run."""
-    epochs = scaled_epochs(settings.fsp_init_epochs, context.epochs, INIT_EPOCHS)
-    return settings.model_copy(update={"fsp_init_epochs": epochs})
-
-
 def _build(settings: FSPSettings, context: Context) -> dict[str, Part]:
     student, teacher = stage_pair(context)
     same_count("fsp", student.maps, teacher.maps)
@@ -99,7 +93,7 @@ FSP = register(
         build=_build,
         recorded=("fsp_init_epochs",),
         stages=True,
-        resolve=_resolve,
+        resolve=scaled_setting("fsp_init_epochs", INIT_EPOCHS),
         preliminary=lambda settings: settings.fsp_init_epochs,
     )
 )

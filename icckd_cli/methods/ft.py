@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from icckd_cli.methods.feature_maps import FeatureLayers, match_sizes, scaled_epochs, stage_pair
+from icckd_cli.methods.feature_maps import FeatureLayers, match_sizes, scaled_setting, stage_pair
 from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
@@ -80,12 +80,6 @@ class FTSettings(FeatureLayers):
     )
 
 
-def _resolve(settings: FTSettings, context: Context) -> FTSettings:
-    """The paraphraser's stage: given, or 30 of 240 epochs scaled to the run."""
-    epochs = scaled_epochs(settings.ft_init_epochs, context.epochs, INIT_EPOCHS)
-    return settings.model_copy(update={"ft_init_epochs": epochs})
-
-
 def _build(settings: FTSettings, context: Context) -> dict[str, Part]:
     import torch
     from torch import nn
@@ -116,7 +110,7 @@ FT = register(
         build=_build,
         recorded=("ft_init_epochs",),
         stages=True,
-        resolve=_resolve,
+        resolve=scaled_setting("ft_init_epochs", INIT_EPOCHS),
         preliminary=lambda settings: settings.ft_init_epochs,
     )
 )

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from icckd_cli.base.errors import UsageError
-from icckd_cli.methods.feature_maps import FeatureLayers, scaled_epochs, stage_pair
+from icckd_cli.methods.feature_maps import FeatureLayers, scaled_setting, stage_pair
 from icckd_cli.methods.registry import Context, Method, Part, Preset, register
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-WARMUP_EPOCHS, SCHEDULE_EPOCHS = 20, 240  # mdistiller REVIEWKD.WARMUP_EPOCHS of 240 epochs
+WARMUP_EPOCHS = 20  # mdistiller REVIEWKD.WARMUP_EPOCHS, of 240 epochs
 MAX_MID = 512  # mdistiller REVIEWKD.MAX_MID_CHANNEL
 
 
@@ -127,12 +127,6 @@ class ReviewKDSettings(FeatureLayers):
     reviewkd_warmup: int | None = Field(None, ge=0, description="ReviewKD warm-up epochs.")
 
 
-def _resolve(settings: ReviewKDSettings, context: Context) -> ReviewKDSettings:
-    """The warm-up's length in epochs: given, or 20 of 240 scaled to the run's epochs."""
-    warmup = scaled_epochs(settings.reviewkd_warmup, context.epochs, WARMUP_EPOCHS)
-    return settings.model_copy(update={"reviewkd_warmup": warmup})
-
-
 def _build(settings: ReviewKDSettings, context: Context) -> dict[str, Part]:
     student, teacher = stage_pair(context)
     # each level's (C, side): the stages after the stem, then the pooled features at 1 x 1
@@ -170,7 +164,7 @@ REVIEWKD = register(
         build=_build,
         recorded=("reviewkd_warmup",),
         stages=True,
-        resolve=_resolve,
+        resolve=scaled_setting("reviewkd_warmup", WARMUP_EPOCHS),
     )
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,26 @@ class ZooModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, num_classes={self.num_classes}, feature_dim={self.feature_dim}"
+
+
+def residual_stages(
+    x: Tensor,
+    stages: Sequence[nn.Sequential],
+    head: nn.Module,
+    preact: Callable[[nn.Module, Tensor], Tensor] | None = None,
+) -> Stages:
+    """Stages ending in a block whose residual sum a ReLU follows: the stem output `x`, then
+    each stage's output and its sum before that ReLU (`preact(block, x)`, by default the
+    block's own `preact`); the pooled features and `head`'s logits after the last."""
+    maps, pre_maps = [x], [x]
+    for stage in stages:
+        last: Any = stage[-1]
+        pre = last.preact(stage[:-1](x)) if preact is None else preact(last, stage[:-1](x))
+        x = F.relu(pre)  # not a block's in-place ReLU: `pre` is kept
+        maps.append(x)
+        pre_maps.append(pre)
+    pooled = global_pool(x)
+    return Stages(maps, pre_maps, pooled, head(pooled))
 
 
 def global_pool(x: Tensor) -> Tensor:

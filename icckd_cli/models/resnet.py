@@ -8,7 +8,7 @@ from typing import cast
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icckd_cli.models.base import Stages, ZooModel, global_pool, init_weights
+from icckd_cli.models.base import Stages, ZooModel, global_pool, init_weights, residual_stages
 from icckd_cli.models.registry import register
 
 
@@ -81,14 +81,7 @@ class CifarResNet(ZooModel):
     def forward_stages(self, x: Tensor) -> Stages:
         """Stem (B, w0, H, W), then each stage (B, w_i, H / 2^(i-1), ...), as RepDistiller."""
         x = F.relu(self.bn1(self.conv1(x)))
-        maps, preact = [x], [x]
-        for stage in (self.layer1, self.layer2, self.layer3):
-            pre = cast(BasicBlock, stage[-1]).preact(stage[:-1](x))
-            x = F.relu(pre)
-            maps.append(x)
-            preact.append(pre)
-        pooled = global_pool(x)
-        return Stages(maps, preact, pooled, self.fc(pooled))
+        return residual_stages(x, (self.layer1, self.layer2, self.layer3), self.fc)
 
     def stage_norms(self) -> list[nn.BatchNorm2d]:
         """Each stage's last bn2 (before the residual sum and ReLU)."""

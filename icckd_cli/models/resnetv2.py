@@ -8,7 +8,7 @@ from typing import cast
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icckd_cli.models.base import Stages, ZooModel, global_pool, init_weights
+from icckd_cli.models.base import Stages, ZooModel, global_pool, init_weights, residual_stages
 from icckd_cli.models.registry import register
 
 _EXPANSION = 4
@@ -82,14 +82,7 @@ class BottleneckResNet(ZooModel):
     def forward_stages(self, x: Tensor) -> Stages:
         """Stem (B, 64, H, W), then the four stages (B, 256..2048, H / 2^(i-1), ...)."""
         x = F.relu(self.bn1(self.conv1(x)))
-        maps, preact = [x], [x]
-        for stage in self._stages():
-            pre = cast(Bottleneck, stage[-1]).preact(stage[:-1](x))
-            x = F.relu(pre)
-            maps.append(x)
-            preact.append(pre)
-        pooled = global_pool(x)
-        return Stages(maps, preact, pooled, self.linear(pooled))
+        return residual_stages(x, self._stages(), self.linear)
 
     def stage_norms(self) -> list[nn.BatchNorm2d]:
         """Each stage's last bn3 (before the residual sum and ReLU)."""

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icckd_cli.models.base import Stages, ZooModel, global_pool
+from icckd_cli.models.base import Stages, ZooModel, global_pool, residual_stages
 from icckd_cli.models.registry import register
 
 
@@ -90,14 +90,7 @@ class ShuffleNetV1(ZooModel):
     def forward_stages(self, x: Tensor) -> Stages:
         """Stem (B, 24, H, W), then the three stages (B, 240/480/960, H / 2^i, ...)."""
         x = F.relu(self.bn1(self.conv1(x)))
-        maps, preact = [x], [x]
-        for stage in (self.layer1, self.layer2, self.layer3):
-            pre = cast(ShuffleUnit, stage[-1]).preact(stage[:-1](x))
-            x = F.relu(pre)
-            maps.append(x)
-            preact.append(pre)
-        pooled = global_pool(x)
-        return Stages(maps, preact, pooled, self.linear(pooled))
+        return residual_stages(x, (self.layer1, self.layer2, self.layer3), self.linear)
 
     def stage_norms(self) -> list[nn.BatchNorm2d]:
         """Each stage's last bn3 (before the residual sum and ReLU)."""

@@ -11,14 +11,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from torchvision.models import ResNet
 
 from icckd_cli.base.torchvision_check import check_torchvision
-from icckd_cli.models.base import Stages, ZooModel, global_pool
+from icckd_cli.models.base import Stages, ZooModel, global_pool, residual_stages
 from icckd_cli.models.registry import register
 
 IMAGENET_SIZE = 224  # the crop torchvision's ImageNet weights were trained and evaluated on
@@ -51,14 +50,7 @@ class TvResNet(ZooModel):
     def forward_stages(self, x: Tensor) -> Stages:
         """The pooled stem (B, 64, H / 4, W / 4), then the four stages (H / 4 ... H / 32)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        maps, preact = [x], [x]
-        for stage in self._stages():
-            pre = _block_preact(stage[-1], stage[:-1](x))
-            x = torch.relu(pre)  # not the block's in-place ReLU: `pre` is kept
-            maps.append(x)
-            preact.append(pre)
-        pooled = global_pool(x)
-        return Stages(maps, preact, pooled, self.fc(pooled))
+        return residual_stages(x, self._stages(), self.fc, _block_preact)
 
     def stage_norms(self) -> list[nn.BatchNorm2d]:
         """The last BN of each stage's last block (bn2 of a basic block, bn3 of a bottleneck)."""
