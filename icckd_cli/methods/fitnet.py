@@ -4,8 +4,9 @@ The hint: mean squared error between a regressed student map and the teacher's m
 same point, the "hint layer" 2 of RepDistiller's feature list (the second stage's output).
 Defaults of the CRD benchmark (RepDistiller's train_student.py and helper/loops.py, `-r 1
 -a 0 -b 100`; mdistiller configs FITNET.LOSS.FEAT_WEIGHT 100): CE 1 and the hint at 100,
-throughout training. The regressor (a conv, BN and ReLU) is the method's own and trains
-with the student.
+throughout training: the benchmark trains FitNet students in one stage (its helper/
+pretrain.py serves AB, FT and FSP only), not the paper's two-stage hint training. The
+regressor (a conv, BN and ReLU) is the method's own and trains with the student.
 """
 
 from __future__ import annotations
