@@ -12,11 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from icckd_cli.base.errors import UsageError
 from icckd_cli.data import Batch
 from icckd_cli.methods import registry
 from icckd_cli.models import create_model
 from icckd_cli.presentation.progress import TrainingProgress
 from icckd_cli.settings.config import DistillConfig, build
+from icckd_cli.training import distributed as dist
 from icckd_cli.training.objectives import DistillObjective
 from tests.featref import TIMM_STUDENT, distill_digits, last_metrics
 from tests.helpers import (
@@ -184,3 +186,30 @@ def test_an_unknown_layer_is_refused_before_anything_is_written(
         "error: --feature-layers names 'layer9', which resnet8 has no module of"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_the_objective_refuses_maps_from_a_store_or_under_torchrun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = build(DistillConfig, {"method": "at"})
+    student = create_model("resnet8", 3)
+
+    class Store:  # a TeacherSource that is no network: the store's outputs
+        feature_dim = 64
+
+    with pytest.raises(UsageError, match=r"^the teacher-output store keeps logits and pooled"):
+        DistillObjective.from_config(cfg, Store(), 64, 6, 1, student, 32)  # type: ignore[arg-type]
+    monkeypatch.setattr(dist, "is_distributed", lambda: True)
+    with pytest.raises(UsageError, match=r"runs in one process for now; run it without torchrun"):
+        DistillObjective.from_config(cfg, create_model("resnet8", 3), 64, 6, 1, student, 32)
+
+
+def test_a_hint_layer_past_the_maps_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    r = distill_digits(capsys, tmp_path, "fitnet", "--fitnet-hint-layer", "4")
+    assert r.code == 2
+    assert one_error(r.err) == (
+        "error: --fitnet-hint-layer 4 is past the maps the student (4) and the teacher (4) "
+        "give; choose 0 to 3"
+    )
