@@ -78,7 +78,7 @@ def _ft_objective(epochs: int) -> tuple[DistillObjective, Any]:
     return obj, student
 
 
-def test_the_preliminary_stage_comes_first_with_the_student_in_eval_mode() -> None:
+def test_ft_trains_its_paraphraser_first_with_the_student_in_eval_mode() -> None:
     obj, student = _ft_objective(epochs=24)
     assert obj.preliminary_epochs == 3  # 30 of 240 epochs, scaled to 24
     assert [t.name for t in obj.preliminary] == ["ft"]
@@ -99,6 +99,20 @@ def test_the_preliminary_stage_comes_first_with_the_student_in_eval_mode() -> No
     loss.backward()  # after it, the paraphraser is frozen and the translator learns
     assert all(p.grad is None for p in obj.ft["paraphraser"].parameters())
     assert all(p.grad is not None for p in obj.ft["translator"].parameters())
+
+
+def test_ab_trains_the_students_layers_first_in_training_mode() -> None:
+    torch.manual_seed(0)
+    cfg = build(DistillConfig, {"method": "kd+ab"})
+    teacher, student = create_model("resnet8", 3), create_model("resnet8", 3)
+    obj = DistillObjective.from_config(cfg, teacher, 64, 6, 240, student, 32)
+    assert obj.preliminary_epochs == 30 and [t.name for t in obj.terms] == ["ce", "kd"]
+    g = torch.Generator().manual_seed(0)
+    batch = Batch([torch.randn(4, 3, 32, 32, generator=g)], torch.arange(4) % 3, torch.arange(4))
+    loss, stats = obj(student.train(), batch, 29)
+    assert set(stats) == {"ab"} and student.training  # pretrain.py's init_modules.train()
+    loss.backward()
+    assert student.conv1.weight.grad is not None and student.fc.weight.grad is None
 
 
 def test_the_run_counts_the_preliminary_epochs_before_its_own(

@@ -5,8 +5,9 @@ n weighted 2^(i - n + 1), summed over the elements and scaled by 3 / (1000 B)
 (RepDistiller's distiller_zoo/AB.py on the pre-activations feat[1:-1], connectors of
 models/util.py: a conv and BN where the shapes differ). As in the CRD benchmark
 (RepDistiller's train_student.py and helper/pretrain.py) AB trains only in a preliminary
-stage of 30 epochs (the student's feature layers and the connectors, the student in eval
-mode), after which the student trains with CE 1 alone (`-b 1` weighs a term that is 0 there).
+stage of 30 epochs (the student's feature layers, in training mode as pretrain.py's
+init_modules.train() leaves them, and the connectors), after which the student trains with
+CE 1 alone (`-b 1` weighs a term that is 0 there).
 """
 
 from __future__ import annotations

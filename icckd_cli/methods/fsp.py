@@ -4,8 +4,9 @@ Gram matrix between consecutive maps (the larger pooled to the smaller's side, a
 positions), matched by mean squared error, summed over the pairs (RepDistiller's
 distiller_zoo/FSP.py on feat[:-1]; the student's and teacher's channel counts must agree).
 As in the CRD benchmark (RepDistiller's train_student.py and helper/pretrain.py) FSP trains
-only in a preliminary stage of 30 epochs (the student's feature layers, the student in eval
-mode), after which the student trains with CE 1 alone (`-b 50` weighs a term that is 0 there).
+only in a preliminary stage of 30 epochs (the student's feature layers, in training mode as
+pretrain.py's init_modules.train() leaves them), after which the student trains with CE 1
+alone (`-b 50` weighs a term that is 0 there).
 """
 
 from __future__ import annotations

@@ -112,6 +112,7 @@ FT = register(
         stages=True,
         resolve=scaled_setting("ft_init_epochs", INIT_EPOCHS),
         preliminary=lambda settings: settings.ft_init_epochs,
+        preliminary_eval=True,  # helper/pretrain.py: model_s.eval(), only the paraphraser trains
     )
 )
 

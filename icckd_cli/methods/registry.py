@@ -78,8 +78,10 @@ class Method:
     # teacher-output store does not hold
     stages: bool = False
     # resolved settings -> epochs of its preliminary stage, run before the others: its parts'
-    # `preliminary` terms alone, the student in eval mode (RepDistiller's `init`)
+    # `preliminary` terms alone (RepDistiller's `init`)
     preliminary: Callable[[Any], int] | None = None
+    # the student stays in eval mode in that stage (its loss trains only the method's modules)
+    preliminary_eval: bool = False
 
     def settings_from(self, values: BaseModel | Mapping[str, Any]) -> BaseModel:
         """This method's own typed settings out of a run's settings (a model or a dict)."""

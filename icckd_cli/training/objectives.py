@@ -44,6 +44,7 @@ class Objective(nn.Module):
 
     views: int = 1
     preliminary_epochs: int = 0  # first epochs that sum `preliminary` instead of `terms`
+    preliminary_eval: bool = False  # the model in eval mode during those epochs
 
     def __init__(self) -> None:
         super().__init__()
@@ -240,6 +241,7 @@ class DistillObjective(Objective):
                     self.preliminary.append(Term(part, 1.0, got.preliminary))
             if method.preliminary is not None:
                 self.preliminary_epochs = max(self.preliminary_epochs, method.preliminary(own))
+                self.preliminary_eval = self.preliminary_eval or method.preliminary_eval
 
     @classmethod
     def from_config(
@@ -271,7 +273,7 @@ class DistillObjective(Objective):
         return self
 
     def outputs(self, model: nn.Module, batch: Batch, epoch: int) -> dict[str, Any]:
-        if self.preliminary_epochs:  # RepDistiller's init runs the student in eval mode
+        if self.preliminary_eval:  # its preliminary stage leaves the student's BN as it is
             model.train(epoch >= self.preliminary_epochs)
         if self.reader is None:
             out = super().outputs(model, batch, epoch)
