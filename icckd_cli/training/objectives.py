@@ -88,7 +88,7 @@ def _ce(out: dict[str, Any], stats: Stats) -> Tensor:
 
 
 class TeacherObjective(Objective):
-    """CE + icc_weight * L_intra (METHOD.md), two views when the intra-class term is on."""
+    """CE + icc_weight * L_intra (docs/method.md), two views when the intra-class term is on."""
 
     def __init__(
         self,
