@@ -34,6 +34,7 @@ CALLED_BY_THE_FRAMEWORKS = [
     _._one_kind,
     _._distinct,
     _._methods_check,
+    _._store_holds_no_maps,
 ]
 
 # Called only by tests today, in modules other work is changing: each is listed in the

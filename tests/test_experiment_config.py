@@ -29,7 +29,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
          "x.toml: [[teachers]] 'icc': unknown key 'icc_wieght'. Did you mean: icc_weight?"),
         (("baseline = true", "baseline = true\nepoch = 3"),
          "x.toml: [student]: unknown key 'epoch'. Did you mean: epochs, warmup_epochs, "
-         "lr_decay_epochs?"),
+         "ft_init_epochs?"),
         (("[teacher]\n", "[teacher]\ndataset = \"cifar10\"\n"),
          "x.toml: [teacher]: 'dataset' belongs in [experiment] (every run of an experiment uses "
          "the same data, device and tensorboard setting)"),

@@ -164,9 +164,10 @@ def _fit(
             test=data.test,
             val=data.val,
             spec=data.spec,
-            epochs=run.epochs,
+            # a method's preliminary stage comes first, at the first learning rate
+            epochs=run.epochs + objective.preliminary_epochs,
             base_lr=lr,
-            decay_epochs=run.resolved_decay(),
+            decay_epochs=[e + objective.preliminary_epochs for e in run.resolved_decay()],
             decay_rate=run.lr_decay_rate,
             schedule=run.schedule,
             warmup_epochs=run.resolved_warmup(run.arch),
@@ -291,6 +292,6 @@ def distill(
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, cfg.model_args, data, "--model-arg")
     objective = DistillObjective.from_config(
-        cfg, source, model.feature_dim, len(data.train), cfg.epochs
+        cfg, source, model.feature_dim, len(data.train), cfg.epochs, model, data.spec.image_size
     )
     return _fit(cfg, "student", data, model, objective, device, callback, resume, {"teacher": info})

@@ -20,8 +20,9 @@ from icckd_cli.models import ZooModel
 from icckd_cli.models.loading import open_any_model
 from icckd_cli.settings.config import DistillConfig
 from icckd_cli.training.engine import Callback, channels_last_on
-from icckd_cli.training.objectives import DistillObjective, RunTeacher, TeacherSource
+from icckd_cli.training.objectives import DistillObjective
 from icckd_cli.training.store import cached_teacher
+from icckd_cli.training.teacher_source import RunTeacher, TeacherSource
 
 
 def load_teacher(cfg: DistillConfig) -> tuple[ZooModel, dict[str, Any], dict[str, Any]]:

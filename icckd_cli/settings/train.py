@@ -151,6 +151,18 @@ class DistillConfig(RunSettings, StudentLoss, TeacherCacheOptions):
 
     arch: str = "resnet20"
 
+    @model_validator(mode="after")
+    def _store_holds_no_maps(self) -> DistillConfig:
+        """The teacher-output store keeps logits and pooled features, never feature maps."""
+        if self.teacher_cache is not None and registry.needs_teacher_stages(
+            self.resolved_weights()
+        ):
+            raise ValueError(
+                f"--method {self.method} reads the teacher's intermediate feature maps, and the "
+                "teacher-output store keeps logits and pooled features only; drop --teacher-cache"
+            )
+        return self
+
 
 # the settings of one training run, either kind
 RunConfig = TrainTeacherConfig | DistillConfig

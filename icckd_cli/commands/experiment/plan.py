@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from icckd_cli.methods import registry
 from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig
 from icckd_cli.training.rundir import MODEL_FILE, STATE_FILE
 
@@ -192,7 +193,8 @@ def share_teacher_outputs(runs: list[Run], root: Path) -> None:
     Students that would see the same batches (batch size, epochs, padding) and keep the same
     outputs (dtype, top-k) form a group; a group of two or more gets the store, in
     OUT/teacher_cache/<teacher>/seed<k> (with a suffix where one teacher has several), and
-    the data seed of that teacher's run; the first student to run writes it.
+    the data seed of that teacher's run; the first student to run writes it. A student whose
+    method reads the teacher's feature maps, which no store holds, runs its teacher.
     """
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
@@ -200,6 +202,8 @@ def share_teacher_outputs(runs: list[Run], root: Path) -> None:
             continue
         cfg = run.config
         assert isinstance(cfg, DistillConfig)
+        if registry.needs_teacher_stages(cfg.resolved_weights()):
+            continue
         stream = (cfg.batch_size, cfg.epochs, cfg.crop_padding)
         kept = (cfg.teacher_cache_dtype, cfg.teacher_cache_topk)
         groups.setdefault((run.teacher, run.teacher_seed, stream, kept), []).append(run)
