@@ -25,7 +25,6 @@ CALLED_BY_THE_FRAMEWORKS = [
     # Python: a module's __getattr__ (PEP 562) serves names imported lazily (methods/crd.py)
     _.__getattr__,
     # pydantic: validators run when a model is built (settings/, methods/kd.py, experiment)
-    _._methods_check,  # settings/train.py: each method's check hook
     _._data_set_defaults,
     _._imbalance,
     _._one_validation_rule,
@@ -35,6 +34,8 @@ CALLED_BY_THE_FRAMEWORKS = [
     _._live_teacher,
     _._one_kind,
     _._distinct,
+    _._methods_check,
+    _._store_holds_no_maps,
 ]
 
 # Called only by tests today, in modules other work is changing: each is listed in the

@@ -13,14 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
+from icckd_cli.commands import inputs, runs
+from icckd_cli.commands.experiment.config import load_experiment
+from icckd_cli.commands.experiment.matrix import run_experiment
 from icckd_cli.data import DataSpec, DeviceLoader
 from icckd_cli.data.registry import LoadOptions, Split
 from icckd_cli.data.unlabeled import HIDDEN, hide_labels, load_unlabeled, ratio_order
 from icckd_cli.settings.config import DistillConfig, build
 from icckd_cli.training.engine import Interrupted
-from icckd_cli.work import inputs, runs
-from icckd_cli.work.experiment.config import load_experiment
-from icckd_cli.work.experiment.matrix import run_experiment
 from tests.helpers import USAGE, assert_same_weights, digits_teacher, icckd, tiny_experiment
 
 DIGITS = {"dataset": "digits", "device": "cpu"}
