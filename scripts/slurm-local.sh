@@ -41,8 +41,9 @@ pid_of() {
 write_conf() {
     local node cpus mem ctld_port d_port
     node=$(hostname -s)
-    cpus=$(nproc)
-    # slurmd's own reading of the memory, so the node is never refused as having less
+    # slurmd's own reading of the CPUs and memory, so the node is never refused as having
+    # less (nproc would follow OMP_NUM_THREADS)
+    cpus=$(slurmd -C | sed -n 's/.*CPUs=\([0-9]*\).*/\1/p')
     mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
     ctld_port=$(free_port)
     d_port=$(free_port)

@@ -231,3 +231,25 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(show_error(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# where the runs of an experiment or a study train (docs/distributed.md)
+Executor = Annotated[
+    str | None,
+    Opt(
+        "--executor",
+        help="inprocess (one run after another here, the default), local (worker processes on "
+        "this machine) or slurm (jobs through submitit); overrides [executor] kind.",
+    ),
+]
+ExecutorWorkers = Annotated[
+    int | None,
+    Opt(help="Runs at once (local) or tuning workers (local, slurm); overrides [executor]."),
+]
+NoWait = Annotated[
+    bool,
+    Opt(
+        "--no-wait",
+        help="slurm: submit and return; the same command later collects what has finished.",
+    ),
+]

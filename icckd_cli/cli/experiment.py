@@ -10,7 +10,10 @@ import typer
 from icckd_cli.base.errors import INTERRUPTED
 from icckd_cli.cli.common import (
     Device,
+    Executor,
+    ExecutorWorkers,
     Format,
+    NoWait,
     Opt,
     Tensorboard,
     _format,
@@ -29,11 +32,12 @@ Latency = Annotated[
 ]
 
 
-def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
+def _experiment(exp: Any, fmt: str, dry_run: bool = False, wait: bool = True) -> None:
     """Shared body of experiment and quickstart: run the matrix, render the table."""
     from icckd_cli.training import distributed as dist
     from icckd_cli.training.engine import Interrupted
     from icckd_cli.work import experiment as ex
+    from icckd_cli.work.experiment.matrix import RunsFailed
 
     if dry_run:
         tables.experiment_plan(ex.plan_states(exp))
@@ -41,8 +45,11 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     dist.init_from_env()  # under torchrun every run of the matrix is data-parallel
     progress = ExperimentProgress(exp.options.name)
     quiet = not dist.is_main()
+    failed: RunsFailed | None = None
     try:
-        results = ex.run_experiment(exp, (lambda event, info: None) if quiet else progress)
+        results = ex.run_experiment(exp, (lambda event, info: None) if quiet else progress, wait)
+    except RunsFailed as exc:  # the tables of the others first, then the one line, exit 1
+        results, failed = exc.results, exc
     except Interrupted:
         progress.close()
         if quiet:
@@ -56,14 +63,22 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
         progress.close()
     if quiet:
         return
+    if not results:  # --no-wait: submitted
+        console.note(
+            f"submitted to Slurm (logs in {Path(exp.options.out) / 'executor'}); run the same "
+            "command again to follow the jobs and collect the results"
+        )
+        return
     if fmt == "json":
         console.print_json(results)
-        return
-    files = ["results.json", "results.md", *(f["file"] for f in results.get("figures", []))]
-    if (results.get("cost") or {}).get("figure"):
-        files.append(results["cost"]["figure"])
-    written = [str(Path(exp.options.out) / f) for f in files]
-    tables.experiment_tables(ex.result_tables(results), written)
+    else:
+        files = ["results.json", "results.md", *(f["file"] for f in results.get("figures", []))]
+        if (results.get("cost") or {}).get("figure"):
+            files.append(results["cost"]["figure"])
+        written = [str(Path(exp.options.out) / f) for f in files]
+        tables.experiment_tables(ex.result_tables(results), written)
+    if failed is not None:
+        raise failed
 
 
 @app.command()
@@ -77,6 +92,9 @@ def experiment(
     ] = False,
     tensorboard: Tensorboard = None,
     latency: Latency = None,
+    executor: Executor = None,
+    workers: ExecutorWorkers = None,
+    no_wait: NoWait = False,
     fmt: Format = "table",
 ) -> None:
     """Teachers x student methods x seeds in one resumable command, with one table."""
@@ -84,7 +102,8 @@ def experiment(
 
     fmt = _format(fmt)
     overrides = {"out": out, "device": device, "tensorboard": tensorboard, "latency": latency}
-    _experiment(load_experiment(config, overrides), fmt, dry_run)
+    where = {"kind": executor, "workers": workers}
+    _experiment(load_experiment(config, overrides, where), fmt, dry_run, not no_wait)
 
 
 @app.command()

@@ -35,10 +35,10 @@ def folder_status(out: Path) -> str:
 
 
 @contextmanager
-def run_lock(out: Path) -> Iterator[None]:
-    """Hold the run folder's lock for the block, waiting while another job holds it."""
+def run_lock(out: Path, name: str = LOCK_FILE) -> Iterator[None]:
+    """Hold the folder's lock for the block, waiting while another process holds it."""
     out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(out / name, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -65,6 +65,10 @@ class RunJob:
     train: Callable[[bool], Any]
     max_requeues: int = 3
     threads: int | None = None  # CPU threads of this run; None: torch's default
+
+    def finished(self) -> bool:
+        """The run's model is saved."""
+        return folder_status(self.out) == "done"
 
     def __call__(self) -> str:
         """Train the run unless it is finished: 'skipped' or 'trained'."""

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from icckd_cli.settings.executor import ExecutorConfig
-from icckd_cli.work.executor.job import RunJob
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Handle:
 @dataclass
 class _Waiting:
     handle: Handle
-    job: RunJob
+    job: Any  # a picklable callable with a label (driver.Job)
     after: list[str]
 
 
@@ -46,7 +46,7 @@ class LocalPool:
     ended: dict[str, int] = field(default_factory=dict)  # job id -> exit code
     count: int = 0
 
-    def submit(self, jobs: list[RunJob], after: list[Handle]) -> list[Handle]:
+    def submit(self, jobs: list[Any], after: list[Handle]) -> list[Handle]:
         """Queue the jobs of one stage; they start after every job of `after` ended."""
         handles = []
         for job in jobs:
@@ -59,10 +59,11 @@ class LocalPool:
         return handles
 
     def state(self, handle: Handle) -> str:
-        """queued, running or ended (see exit_code)."""
-        if handle.job_id in self.ended:
-            return "ended"
-        return "running" if handle.job_id in self.running else "queued"
+        """queued, running or ended (see exit_code); a job this pool never had has ended."""
+        if handle.job_id in self.running:
+            return "running"
+        waiting = any(w.handle.job_id == handle.job_id for w in self.waiting)
+        return "queued" if waiting else "ended"
 
     def exit_code(self, handle: Handle) -> int | None:
         """The worker's exit code once it ended."""
@@ -100,7 +101,7 @@ class LocalPool:
         jobs = self.folder / "jobs"
         jobs.mkdir(parents=True, exist_ok=True)
         item.handle.log.parent.mkdir(parents=True, exist_ok=True)
-        path = jobs / f"{item.handle.job_id}.pkl"
+        path = jobs / f"{os.getpid()}-{item.handle.job_id}.pkl"  # two drivers never share one
         path.write_bytes(pickle.dumps(item.job))
         env = dict(os.environ)
         if gpu is not None:

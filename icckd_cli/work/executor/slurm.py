@@ -15,7 +15,6 @@ from typing import Any
 from icckd_cli.base.errors import IcckdError
 from icckd_cli.settings.executor import ExecutorConfig
 from icckd_cli.work.executor.checks import submitit_module
-from icckd_cli.work.executor.job import RunJob
 from icckd_cli.work.executor.local import Handle
 
 
@@ -27,7 +26,7 @@ class SlurmPool:
     folder: Path
     queue: dict[str, str] = field(default_factory=dict)  # job id -> its state in squeue
 
-    def submit(self, jobs: list[RunJob], after: list[Handle]) -> list[Handle]:
+    def submit(self, jobs: list[Any], after: list[Handle]) -> list[Handle]:
         """Submit one stage as a job array, to start after every job of `after` ended."""
         submitit = submitit_module()
         cfg = self.config

@@ -12,14 +12,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from icckd_cli.base.errors import UsageError
+from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.base.events import Callback
 from icckd_cli.settings.config import DistillConfig
+from icckd_cli.work.executor.checks import check_executor
 from icckd_cli.work.experiment.costs import cost_figure, measure_costs
 from icckd_cli.work.experiment.matching_plan import check_matchable, resolve_teacher
 from icckd_cli.work.experiment.plan import Experiment, Run
 from icckd_cli.work.experiment.results import collect, write_results
 from icckd_cli.work.experiment.robustness import measure_corruptions
+from icckd_cli.work.experiment.stages import run_stages
 from icckd_cli.work.experiment.teacher_gap import add_teacher_gaps
 from icckd_cli.work.experiment.transfer import add_transfer
 
@@ -116,15 +118,57 @@ def plan_states(exp: Experiment) -> list[tuple[str, str]]:
     return [(r.label, r.status()) for r in exp.runs]
 
 
-def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
-    """Do every run not finished yet, then measure the teachers and write the results."""
-    from icckd_cli.base.errors import IcckdError
-    from icckd_cli.training import distributed as dist
-    from icckd_cli.work import runs as runner
+class RunsFailed(IcckdError):
+    """Runs of the matrix failed in their workers or jobs; the others' results were written."""
 
+    def __init__(self, message: str, results: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+def run_experiment(exp: Experiment, callback: Callback, wait: bool = True) -> dict[str, Any]:
+    """Do every run not finished yet, then measure the teachers and write the results.
+
+    exp.executor local or slurm: the runs go to worker processes or Slurm jobs (stages.py);
+    without `wait` they are submitted and nothing more is done (an empty dict).
+    """
+    executor = exp.executor
+    check_executor(executor)
+    if not wait and executor.kind != "slurm":
+        raise UsageError(
+            "--no-wait needs --executor slurm (local workers and in-process runs end with the "
+            "command)"
+        )
     for run in exp.runs:
         check_reusable(run)
     check_matchable(exp)  # issue 29: teachers made without snapshots, refused before any work
+    if executor.kind == "inprocess":
+        _run_inprocess(exp, callback)
+        return finish_experiment(exp, callback)
+    outcome = run_stages(exp, executor, callback, wait)
+    if outcome.waiting:
+        return {}
+    hashes: dict[Path, str] = {}
+    for run in exp.runs:
+        if run.kind == "student" and run.status() == "done":
+            resolve_teacher(exp, run, {})
+            check_student_teacher(run, hashes)
+            drop_finished_cache(exp, run)
+    results = finish_experiment(exp, callback)
+    if outcome.failed:
+        failed = "; ".join(f"{label} (log: {log})" for label, log in outcome.failed.items())
+        raise RunsFailed(
+            f"{len(outcome.failed)} run(s) failed: {failed}; their cells are missing from the "
+            "results; run the same command again to retry them",
+            results,
+        )
+    return results
+
+
+def _run_inprocess(exp: Experiment, callback: Callback) -> None:
+    """Every unfinished run of the matrix, one after another in this process."""
+    from icckd_cli.work import runs as runner
+
     matches: dict[int, dict[str, Any]] = {}
     total = len(exp.runs)
     callback("plan", {"total": total, "done": sum(r.status() == "done" for r in exp.runs)})
@@ -150,6 +194,12 @@ def run_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
         )
         if run.kind == "student":
             drop_finished_cache(exp, run)
+
+
+def finish_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
+    """Measure the finished teachers and students, write results.json, tables and figures."""
+    from icckd_cli.training import distributed as dist
+
     if not dist.is_main():  # under torchrun process 0 alone measures and writes the results
         return {}
     diversity = measure_diversity(exp, callback)

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig
+from icckd_cli.settings.executor import ExecutorConfig
 from icckd_cli.work.experiment.matching_plan import match_plan
 
 
@@ -110,6 +111,8 @@ class Experiment:
     source: str = "experiment"
     command: str = "icckd experiment"
     runs: list[Run] = field(default_factory=list)
+    # where the runs train: in this process, in local workers, as Slurm jobs
+    executor: ExecutorConfig = field(default_factory=lambda: ExecutorConfig.model_validate({}))
 
     def __post_init__(self) -> None:
         self.runs = plan(self)

@@ -17,6 +17,7 @@ from typing import Any
 
 from icckd_cli.base.atomic import write_text_atomic
 from icckd_cli.base.errors import UsageError
+from icckd_cli.work.executor.checks import check_executor
 from icckd_cli.work.tune import sampling
 from icckd_cli.work.tune.config import VAL_REFUSAL, TuneFile, load_tune, parse_tune
 from icckd_cli.work.tune.files import BEST_TEACHER, CONFIRM, write_best_files
@@ -28,6 +29,7 @@ from icckd_cli.work.tune.study import (
     optuna_module,
 )
 from icckd_cli.work.tune.trial import Progress, param_name, run_trials
+from icckd_cli.work.tune.workers import run_workers
 
 __all__ = ["BEST_TEACHER", "CONFIRM", "JOURNAL_FILE", "VAL_REFUSAL", "Tuned", "TuneFile",
            "load_tune", "parse_tune", "run_tune", "optuna_module"]  # fmt: skip
@@ -82,6 +84,7 @@ def run_tune(
 ) -> Tuned:
     """Run trials until the study holds n_trials, then sum it up and write its files."""
     optuna_module()  # a missing extra fails before anything is written
+    check_executor(tune.executor)
     storage = Storage(storage_url, tune.options.out)
     claim_out(tune.options.out, study_name, storage, write=False)
     sampler = sampling.make_sampler(tune, 0)
@@ -89,7 +92,10 @@ def run_tune(
         tune, storage, study_name, sampler, sampling.make_pruner(tune.options.pruner, steps(tune))
     )
     claim_out(tune.options.out, study_name, storage, write=True)
-    run_trials(study, tune, storage, progress)
+    if tune.executor.kind == "inprocess":
+        run_trials(study, tune, storage, progress)
+    else:  # --workers N workers in worker processes or Slurm jobs (workers.py)
+        run_workers(tune, study_name, storage_url, tune.executor, progress)
     return finish(study, tune, storage, plot)
 
 
