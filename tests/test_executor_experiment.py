@@ -100,6 +100,49 @@ def test_two_local_drivers_at_once_train_each_run_once_and_as_in_process(
     assert_same_experiment(inprocess, tmp_path / "exp")
 
 
+def test_a_failed_run_is_named_with_its_log_and_the_others_go_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "exp.toml"
+    config.write_text(tiny_experiment(tmp_path, ("seeds = [0, 1]", "seeds = [0]")))
+    damaged = tmp_path / "exp" / "baseline" / "seed0"
+    damaged.mkdir(parents=True)
+    (damaged / "state.safetensors").write_bytes(b"not a state file")  # resumed, and refused
+    r = icckd(capsys, "experiment", config, "--no-latency", "--executor", "local")
+    log = tmp_path / "exp" / "executor" / "logs" / "baseline-seed0.log"
+    assert r.code == 1
+    assert r.err.splitlines()[-1] == (
+        f"error: 1 run(s) failed: baseline/seed0 (log: {log}); their cells are missing from "
+        "the results; run the same command again to retry them"
+    )
+    assert "error: run baseline/seed0: " in log.read_text()
+    results = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert results["baseline"]["last"]["n"] == 0  # the missing cell, marked in the tables
+    assert "n/a (0/1 seeds)" in (tmp_path / "exp" / "results.md").read_text()
+    assert [t["top1"]["n"] for t in results["teachers"]] == [1, 1]  # the others went on
+
+
+def test_no_wait_submits_and_the_same_command_later_collects(
+    slurm_cluster: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("submitit", reason="submitit is in the test extra")
+    config = tmp_path / "exp.toml"
+    config.write_text(tiny_experiment(tmp_path, ("seeds = [0, 1]", "seeds = [0]")))
+    command = ["experiment", config, "--no-latency", "--executor", "slurm"]
+    r = icckd(capsys, *command, "--no-wait")
+    assert r.code == 0, r.err
+    assert "run the same command again to follow the jobs and collect the results" in r.err
+    record = tmp_path / "exp" / "executor" / "jobs.json"
+    submitted = json.loads(record.read_text())
+    assert len(submitted) == 5 and not (tmp_path / "exp" / "results.json").exists()
+    r = icckd(capsys, *command)  # attaches to the jobs, submits nothing again
+    assert r.code == 0, r.err
+    assert json.loads(record.read_text()) == submitted
+    assert (
+        json.loads((tmp_path / "exp" / "results.json").read_text())["teachers"][0]["top1"]["n"] == 1
+    )
+
+
 # ----------------------------------------------------------------------------- requeue
 
 STUDENT = {**SETTINGS, "epochs": 6, "method": "kd", "save_every": 0}
