@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,15 @@ from typing import Any
 from icckd_cli.settings.executor import ExecutorConfig
 from icckd_cli.work.executor.driver import Stage, drive
 from icckd_cli.work.tune.config import TuneFile
-from icckd_cli.work.tune.study import Storage, open_study
+from icckd_cli.work.tune.study import (
+    GRACE,
+    HEARTBEAT,
+    Storage,
+    fail_lost_trials,
+    open_study,
+    study_state,
+    taken,
+)
 
 STORAGE_ENV = "ICCKD_TUNE_STORAGE"
 FOLDER = "executor"  # under OUT: the record, the job files, the workers' logs and marks
@@ -99,17 +108,48 @@ def storage_in_environment(url: str | None) -> Iterator[None]:
 
 
 def run_workers(
-    tune: TuneFile, study_name: str, url: str | None, config: ExecutorConfig, progress: Any
+    tune: TuneFile,
+    study_name: str,
+    url: str | None,
+    config: ExecutorConfig,
+    progress: Any,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Start `workers` workers of the study on the executor and wait for them all."""
+    """Start `workers` workers of the study on the executor and wait for them all.
+
+    A worker killed mid-trial leaves its trial RUNNING until the study notices (at once on a
+    journal, by the process id; on PostgreSQL once its heartbeat is stale): the driver waits
+    for that, then starts workers again to replace the trial, up to max_requeues rounds.
+    """
     folder = Path(tune.options.out) / FOLDER
     threads = config.cpus_per_run if config.kind == "slurm" else config.threads_per_run
-    workers = []
-    for i in range(config.workers):
-        out = folder / "workers" / str(i)
-        (out / FINISHED).unlink(missing_ok=True)  # each command starts its workers afresh
-        workers.append(TuneWorker(f"worker-{i}", out, tune, study_name, threads))
-    with storage_in_environment(url):
-        outcome = drive([Stage("tuning workers", workers)], config, folder, progress)
-    for label, log in outcome.failed.items():  # the study, not a worker, says what counts
-        progress("warning", {"message": f"tuning worker {label} stopped early; its log: {log}"})
+    for _ in range(config.max_requeues + 1):
+        workers = []
+        for i in range(config.workers):
+            out = folder / "workers" / str(i)
+            (out / FINISHED).unlink(missing_ok=True)  # each round starts its workers afresh
+            workers.append(TuneWorker(f"worker-{i}", out, tune, study_name, threads))
+        with storage_in_environment(url):
+            outcome = drive([Stage("tuning workers", workers)], config, folder, progress)
+        for label, log in outcome.failed.items():  # the study, not a worker, says what counts
+            progress("warning", {"message": f"tuning worker {label} stopped early; its log: {log}"})
+        if not outcome.failed or not _lost_trials_settled(tune, study_name, url, sleep):
+            return
+
+
+def _lost_trials_settled(
+    tune: TuneFile, study_name: str, url: str | None, sleep: Callable[[float], None]
+) -> bool:
+    """Wait until no trial of the study is RUNNING (every worker has ended, so those are
+    lost); True when the study then holds fewer than n_trials, so workers must go on."""
+    storage = Storage(url, tune.options.out)
+    study = open_study(tune, storage, study_name)
+    deadline = time.monotonic() + GRACE + 3 * HEARTBEAT
+    while True:
+        fail_lost_trials(study, storage)
+        running = study.get_trials(deepcopy=False, states=(study_state("RUNNING"),))
+        if not running or time.monotonic() > deadline:
+            break
+        sleep(HEARTBEAT)
+    # with [tune]'s timeout a study may end short of n_trials: only a lost trial is redone
+    return taken(study) < tune.options.n_trials and tune.options.timeout is None
