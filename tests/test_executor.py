@@ -22,6 +22,8 @@ def fake_train(out: Path, pause: float, resume: bool) -> None:
     """A stand-in run: appends to calls.txt what it was asked, then finishes the folder."""
     with open(out / "calls.txt", "a") as f:
         f.write(f"{'resume' if resume else 'train'} {os.environ.get('OMP_NUM_THREADS')}\n")
+    with open(out / "gpu.txt", "w") as f:
+        f.write(os.environ.get("CUDA_VISIBLE_DEVICES", "none"))
     time.sleep(pause)
     (out / "model.safetensors").write_bytes(b"done")
 
@@ -222,3 +224,35 @@ def test_slurm_arrays_run_on_the_local_cluster(slurm_cluster: Path, tmp_path: Pa
     assert (outs[2] / "calls.txt").stat().st_mtime >= (
         outs[1] / "model.safetensors"
     ).stat().st_mtime
+
+
+def test_each_local_worker_sees_its_own_gpu(tmp_path: Path) -> None:
+    pool = LocalPool(ExecutorConfig(kind="local", workers=2), tmp_path / "ex", gpus=2)
+    outs = [tmp_path / f"r{i}" for i in range(3)]
+    for out in outs:
+        out.mkdir()
+    handles = pool.submit([fake_job(o, 1.0) for o in outs[:2]], [])
+    handles += pool.submit([fake_job(outs[2])], handles)
+    wait(pool, handles)
+    seen = [(o / "gpu.txt").read_text() for o in outs]
+    assert sorted(seen[:2]) == ["0", "1"]  # side by side: one GPU each
+    assert seen[2] == "0"  # alone afterwards: the first free one
+
+
+def test_the_matrix_goes_out_in_three_stages() -> None:
+    from icckd_cli.work.experiment.stages import experiment_stages
+    from tests.helpers import parse_experiment_text, tiny_experiment
+
+    text = tiny_experiment(Path("/tmp/unused")) + '\n[[students]]\nmethod = "rkd"\n'
+    exp = parse_experiment_text(text)
+    stages = experiment_stages(exp, ExecutorConfig(kind="local"))
+    assert [(s.name, [j.label for j in s.jobs]) for s in stages] == [
+        ("teachers and baselines", ["teachers/ce/seed0", "teachers/icc/seed0", "baseline/seed0",
+                                    "teachers/ce/seed1", "teachers/icc/seed1", "baseline/seed1"]),
+        # the first student of each teacher-output store writes it, as in process
+        ("teacher-output stores", ["students/ce/kd/seed0", "students/icc/kd/seed0",
+                                   "students/ce/kd/seed1", "students/icc/kd/seed1"]),
+        ("students", ["students/ce/rkd/seed0", "students/icc/rkd/seed0",
+                      "students/ce/rkd/seed1", "students/icc/rkd/seed1"]),
+    ]  # fmt: skip
+    assert all(j.threads == 1 and j.max_requeues == 3 for s in stages for j in s.jobs)
