@@ -141,6 +141,14 @@ stop_pid() {
 }
 
 stop() {
+    if pid_of "$dir/slurmctld.pid" >/dev/null; then
+        # end the jobs first: a job step outlives the daemons otherwise
+        squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null || true
+        for _ in $(seq 1 30); do
+            [ -z "$(squeue -h 2>/dev/null)" ] && break
+            sleep 0.5
+        done
+    fi
     stop_pid "$dir/slurmd.pid"
     stop_pid "$dir/slurmctld.pid"
     stop_pid "$dir/munge/munged.pid"
