@@ -244,3 +244,47 @@ def test_an_unknown_partition_is_refused_before_any_work(
     assert (r.code, r.err) == (2, "error: unknown partition 'gpu'; sinfo lists: debug\n")
     assert not (tmp_path / "exp").exists()
     assert os.environ["SLURM_CONF"].startswith(str(slurm_cluster))
+
+
+def test_slurm_without_submitit_is_refused_naming_the_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now fails
+    config = tmp_path / "exp.toml"
+    config.write_text(tiny_experiment(tmp_path))
+    r = icckd(capsys, "experiment", config, "--executor", "slurm")
+    assert (r.code, r.err) == (
+        2,
+        "error: --executor slurm needs the submitit package; install it with "
+        "pip install -e '.[slurm]'\n",
+    )
+    assert not (tmp_path / "exp").exists()
+
+
+def test_a_gpu_per_local_run_is_refused_on_a_machine_without_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("icckd_cli.work.executor.checks.machine_gpus", lambda: 0)
+    config = tmp_path / "exp.toml"
+    config.write_text(tiny_experiment(tmp_path) + "\n[executor]\ngpus_per_run = 1\n")
+    r = icckd(capsys, "experiment", config, "--executor", "local", "--workers", "2")
+    assert (r.code, r.err) == (
+        2,
+        "error: gpus_per_run = 1 but this machine has no GPU; set gpus_per_run = 0 (each run "
+        "then uses threads_per_run CPU threads)\n",
+    )
+    assert not (tmp_path / "exp").exists()
+
+
+def test_tune_refuses_bad_executor_settings_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_tune import tune_file
+
+    path = tune_file(tmp_path)
+    r = icckd(capsys, "tune", path, "--out", tmp_path / "out", "--workers", "0")
+    assert (r.code, r.err) == (
+        2,
+        "error: invalid --workers 0: Input should be greater than or equal to 1\n",
+    )
+    assert not (tmp_path / "out").exists()
