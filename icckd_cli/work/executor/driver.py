@@ -45,6 +45,7 @@ class Pool(Protocol):
     def step(self) -> None: ...
     def state(self, handle: Handle) -> str: ...
     def stop(self) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -100,6 +101,8 @@ def drive(
     except BaseException:
         pool.stop()  # Ctrl-C: local workers save their runs' state; Slurm jobs run on
         raise
+    finally:
+        pool.close()
 
 
 def _submit(stages: list[Stage], pool: Pool, record_file: Path) -> dict[str, Handle]:

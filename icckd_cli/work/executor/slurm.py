@@ -84,3 +84,6 @@ class SlurmPool:
 
     def stop(self) -> None:
         """Leave the jobs alone: they run on without the driver."""
+
+    def close(self) -> None:
+        """Nothing to end: the jobs are Slurm's."""
