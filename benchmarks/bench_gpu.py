@@ -146,7 +146,8 @@ method = "rkd"
 
 def store_part(args: argparse.Namespace, device: torch.device, work: Path) -> dict[str, Any]:
     """One teacher and two students with the teacher-output store and without: wall time."""
-    from icckd_cli.work import experiment as ex
+    from icckd_cli.work.experiment import load_experiment
+    from icckd_cli.work.experiment.matrix import run_experiment
 
     out: dict[str, Any] = {}
     for cache in (True, False):
@@ -164,7 +165,7 @@ def store_part(args: argparse.Namespace, device: torch.device, work: Path) -> di
             )  # fmt: skip
         )
         start = time.perf_counter()
-        ex.run_experiment(ex.load_experiment(config), lambda e, i: None)
+        run_experiment(load_experiment(config), lambda e, i: None)
         out[f"wall_s_{'store' if cache else 'no_store'}"] = time.perf_counter() - start
     out["store_vs_no_store"] = out["wall_s_no_store"] / out["wall_s_store"]
     return out
@@ -195,7 +196,8 @@ icc_weight = 0
 
 def stage_part(args: argparse.Namespace, device: torch.device, work: Path) -> dict[str, Any]:
     """One teacher run per GPU, in process one after another and on local workers."""
-    from icckd_cli.work import experiment as ex
+    from icckd_cli.work.experiment import load_experiment
+    from icckd_cli.work.experiment.matrix import run_experiment
 
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     runs = max(gpus, 2)
@@ -215,7 +217,7 @@ def stage_part(args: argparse.Namespace, device: torch.device, work: Path) -> di
         )
         executor = {"kind": kind, "workers": runs if kind == "local" else None}
         start = time.perf_counter()
-        ex.run_experiment(ex.load_experiment(config, executor=executor), lambda e, i: None)
+        run_experiment(load_experiment(config, executor=executor), lambda e, i: None)
         out[f"wall_s_{kind}"] = time.perf_counter() - start
     out["local_vs_inprocess"] = out["wall_s_inprocess"] / out["wall_s_local"]
     return out

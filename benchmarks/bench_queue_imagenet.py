@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import Variant, device_sync, interleave, machine_info  # noqa: E402
 
 from icckd_cli.data.device import Batch  # noqa: E402
-from icckd_cli.losses import icc_terms  # noqa: E402
+from icckd_cli.methods.icc import icc_terms  # noqa: E402
 from icckd_cli.models import create_model  # noqa: E402
 from icckd_cli.settings.config import TeacherLoss  # noqa: E402
 from icckd_cli.training.objectives import TeacherObjective  # noqa: E402

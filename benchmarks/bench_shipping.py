@@ -52,10 +52,12 @@ def quickstart_added() -> None:
     from icckd_cli.base.checkpoint import save_model
     from icckd_cli.data import load_dataset
     from icckd_cli.models import create_model
-    from icckd_cli.work import experiment as ex
+    from icckd_cli.work.experiment.costs import cost_figure, measure_costs
+    from icckd_cli.work.experiment.quickstart import quickstart_experiment
+    from icckd_cli.work.experiment.results import collect
 
     with tempfile.TemporaryDirectory() as tmp:
-        exp = ex.quickstart_experiment({"out": Path(tmp) / "qs", "device": "cpu"})
+        exp = quickstart_experiment({"out": Path(tmp) / "qs", "device": "cpu"})
         spec = load_dataset("digits").spec.to_dict()
         for run in exp.runs:  # every run "finished": untrained resnet8 checkpoints
             meta = {"kind": run.kind, "arch": run.config.arch, "num_classes": 10,
@@ -67,9 +69,9 @@ def quickstart_added() -> None:
         for latency in (False, True, False):
             exp.options.latency = latency
             t0 = time.perf_counter()
-            costs = ex.measure_costs(exp, lambda e, i: None)
-            results = ex.collect(exp, {}, costs)
-            results["cost"]["figure"] = ex.cost_figure(exp, results)
+            costs = measure_costs(exp, lambda e, i: None)
+            results = collect(exp, {}, costs)
+            results["cost"]["figure"] = cost_figure(exp, results)
             took = time.perf_counter() - t0
             ms = costs["archs"]["resnet8"]["latency_ms"]
             print(f"quickstart cost table, latency {latency}: {took:.2f} s (resnet8 batch 1: "

@@ -123,7 +123,8 @@ class Clock:
 
 def run_once(data: Path, work: Path, cache: bool, args: argparse.Namespace) -> dict:
     """One whole experiment in a fresh folder, in this process."""
-    from icckd_cli.work import experiment as ex
+    from icckd_cli.work.experiment.config import load_experiment
+    from icckd_cli.work.experiment.matrix import run_experiment
 
     out = work / f"exp-{'cache' if cache else 'plain'}"
     shutil.rmtree(out, ignore_errors=True)
@@ -141,7 +142,7 @@ def run_once(data: Path, work: Path, cache: bool, args: argparse.Namespace) -> d
     clock = Clock()
     with CpuMonitor() as mon:
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        ex.run_experiment(ex.load_experiment(config), clock)
+        run_experiment(load_experiment(config), clock)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     epochs = {m: clock.epochs[f"students/ce/{m}/seed0"] for m in METHODS}
     return {

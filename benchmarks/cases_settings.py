@@ -35,7 +35,7 @@ from torch import Tensor
 from variants import augment_two_gathers, normalize_fused
 
 from icckd_cli import data as data_mod
-from icckd_cli.losses import icc_terms
+from icckd_cli.methods.icc import icc_terms
 from icckd_cli.methods.queue import ClassQueue
 from icckd_cli.models import create_model
 from icckd_cli.settings.config import TeacherLoss

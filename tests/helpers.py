@@ -21,7 +21,8 @@ from icckd_cli.base.checkpoint import save_model
 from icckd_cli.cli import main
 from icckd_cli.data import load_dataset
 from icckd_cli.models import ZooModel, create_model
-from icckd_cli.work.experiment import Experiment, parse_experiment
+from icckd_cli.work.experiment.config import parse_experiment
+from icckd_cli.work.experiment.plan import Experiment
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 # class c is COLOURS[c]; the grey one survives greyscale and CMYK round trips exactly enough
@@ -69,7 +70,22 @@ def image_folder(root: Path, classes: list[str], train: int = 6, val: int = 2) -
     return root
 
 
-# the real CIFAR-10 images beside the project (../shared/datasets/README.md)
+def cifar_like(root: Path, classes: list[str], train: int, test: int) -> Path:
+    """CIFAR-10's JPEG layout made here: root/cifar10-jpeg/{train,test}/<class>/, 32x32
+    JPEGs of seeded noise (every image differs, as photographs do); that folder."""
+    rng = np.random.default_rng(0)
+    folder = root / "cifar10-jpeg"
+    for split, count in (("train", train), ("test", test)):
+        for name in classes:
+            (folder / split / name).mkdir(parents=True)
+            for k in range(count):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / split / name / f"{k:04d}.jpg", quality=95)
+    return folder
+
+
+# the real CIFAR-10 JPEG archive where a checkout keeps one beside the project; a test that
+# needs real photographs skips without it, naming this path (pytest -rs shows the reason)
 CIFAR_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tgz"
 
 

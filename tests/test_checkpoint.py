@@ -23,7 +23,7 @@ from icckd_cli.base.checkpoint import (
 )
 from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.models import create_model
-from icckd_cli.models.loading import load_any_model, load_model, read_pth_state
+from icckd_cli.models.loading import load_any_model, read_pth_state
 
 META = {
     "kind": "teacher",
@@ -52,7 +52,7 @@ def test_metadata_round_trip(model: torch.nn.Module, tmp_path: Path) -> None:
         "format_version": FORMAT_VERSION,
         "versions": {"icckd": __version__, "torch": torch.__version__},
     }
-    loaded, meta2 = load_model(path)
+    loaded, meta2 = load_any_model(path)
     assert meta2 == meta and loaded.arch == "resnet8"
     assert weights_hash(loaded.state_dict()) == weights_hash(model.state_dict())
 
@@ -141,7 +141,7 @@ def test_damaged_files_are_rejected(model: torch.nn.Module, tmp_path: Path) -> N
         with pytest.raises(IcckdError, match=says):
             read_metadata(path)
         with pytest.raises(IcckdError, match=says):
-            load_model(path)
+            load_any_model(path)
 
 
 def test_foreign_or_newer_files_are_rejected(tmp_path: Path) -> None:

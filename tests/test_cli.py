@@ -117,12 +117,12 @@ def test_validation_split_picks_best_and_is_recorded(
               "--format", "json")  # fmt: skip
     assert r.json()["n"] == 200  # the training images, without the held-out ones
     # the table after training says what best was chosen on
-    from icckd_cli.presentation import report
+    from icckd_cli.presentation.tables import run_summary
     from icckd_cli.work.runs import RunResult
 
     capsys.readouterr()
     final = {k: summary[k] for k in ("top1", "top5", "nll", "ece")}
-    report.run_summary("teacher", RunResult(out, out, final, summary["best"], [], 1, 1.0))
+    run_summary("teacher", RunResult(out, out, final, summary["best"], [], 1, 1.0))
     table = capsys.readouterr().out
     assert f"epoch {chosen['epoch']} (val top-1 {chosen['val_top1']:.2f})" in table
     assert f"top-1 at best-val epoch   {chosen['top1']:.2f}" in " ".join(table.split("│"))
@@ -227,6 +227,9 @@ def test_resnet8_learns_digits(capsys: pytest.CaptureFixture[str], tmp_path: Pat
               "10", "--icc-weight", "0", "--device", "cpu", "--out", out)  # fmt: skip
     assert r.code == 0, r.err
     ev = icckd(capsys, "eval", out / "model.safetensors", "--format", "json")
+    # 98.6 on one machine (96.9 once the rate decays at epoch 7, 65 before it); chance is 10.
+    # 90 leaves 8 points, 31 of the 360 test images, for another CPU's training order: a run
+    # that learnt passes wherever it runs, one that did not fails everywhere.
     assert ev.json()["top1"] > 90.0
 
 
@@ -316,3 +319,66 @@ def test_inspect_columns_are_named_by_the_shortest_distinct_end_of_each_path(
     assert r.out.splitlines()[-2:] == [f"  ce/seed0: {paths[0]}", f"  icc/seed0: {paths[1]}"]
     r = icckd(capsys, "inspect-softlabels", *paths, "--device", "cpu", "--format", "json")
     assert [c["name"] for c in r.json()["checkpoints"]] == ["ce/seed0", "icc/seed0"]
+
+
+# every command's --help, rendered in a fresh interpreter at a given terminal width
+HELP_SCRIPT = """
+import contextlib, io, json, typer
+from icckd_cli.cli import app
+group = typer.main.get_command(app)
+shown = {}
+for name, command in group.commands.items():
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        group.main([name, "--help"], prog_name="icckd", standalone_mode=False)
+    names = [o for p in command.params for o in (*p.opts, *p.secondary_opts) if o[:2] == "--"]
+    shown[name] = {"help": buffer.getvalue(), "options": names}
+print(json.dumps(shown))
+"""
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_every_commands_help_shows_every_option_name_whole(columns: int) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", HELP_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=120, check=True)  # fmt: skip
+    shown = json.loads(done.stdout)
+    assert len(shown) == 11 and "distill" in shown
+    for command, got in shown.items():
+        text = got["help"]
+        assert "…" not in text, (command, columns)  # nothing cut short
+        assert max(map(len, text.splitlines())) <= columns, (command, columns)
+        for option in got["options"]:  # whole: not followed by more of a name
+            assert re.search(re.escape(option) + r"(?![\w-])", text), (command, option, columns)
+    assert len(shown["distill"]["options"]) > 50  # the longest help: every option counted
+
+
+def test_an_aborted_command_is_one_line_and_exit_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+
+    import icckd_cli.cli as cli
+
+    def aborts(**kwargs: Any) -> None:
+        raise typer.Abort()  # what click raises when a prompt gets Ctrl-D
+
+    monkeypatch.setattr(cli, "app", aborts)
+    r = icckd(capsys, "models")
+    assert (r.code, r.out, r.err.strip()) == (130, "", "error: aborted")
+
+    class Abort(RuntimeError):  # another exception of the same name is no abort
+        pass
+
+    def other(**kwargs: Any) -> None:
+        raise Abort()
+
+    monkeypatch.setattr(cli, "app", other)
+    with pytest.raises(Abort):
+        icckd(capsys, "models")

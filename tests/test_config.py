@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig, build
-from icckd_cli.work.runs import resolved_config
+from icckd_cli.work.inputs import resolved_config
 
 
 def test_command_line_over_file_over_defaults(tmp_path: Path) -> None:
@@ -68,8 +69,21 @@ def test_method_presets_and_overrides() -> None:
     mdistiller = build(DistillConfig, {"method": "kd", "weights": "mdistiller"})
     assert mdistiller.resolved_weights()["ce_weight"] == 1.0
     assert build(DistillConfig, {"kd_weight": 0.5}).resolved_weights()["kd_weight"] == 0.5
-    assert build(DistillConfig, {"epochs": 240}).resolved_dkd_warmup() == 20
-    assert build(DistillConfig, {"epochs": 10}).resolved_dkd_warmup() == 1
+    # DKD's warm-up: 20 of 240 epochs, scaled to the run and at least 1 (methods/dkd.py)
+    assert _dkd_warmup(build(DistillConfig, {"epochs": 240})) == 20
+    assert _dkd_warmup(build(DistillConfig, {"epochs": 10})) == 1
+    assert _dkd_warmup(build(DistillConfig, {"epochs": 10, "dkd_warmup": 0})) == 0
+
+
+def _dkd_warmup(cfg: DistillConfig) -> int | None:
+    """The warm-up DKD's own `resolve` hook gives a run of `cfg`'s epochs."""
+    from icckd_cli.methods.dkd import DKD, DKDSettings
+    from icckd_cli.methods.registry import Context, Method
+
+    assert isinstance(DKD, Method)
+    settings = DKD.resolved(cfg, Context(0, 0, 0, cfg.epochs))
+    assert isinstance(settings, DKDSettings)
+    return settings.dkd_warmup
 
 
 def test_validation_errors_name_the_option() -> None:
@@ -97,6 +111,25 @@ def test_unknown_settings_are_named_with_a_suggestion(tmp_path: Path) -> None:
         build(TrainTeacherConfig, {"teacher": "x"})
 
 
+@pytest.mark.parametrize(
+    ("table", "kind"), [("teacher", "an experiment"), ("students", "an experiment"),
+                        ("tune", "a tune")]
+)  # fmt: skip
+def test_a_config_file_with_tables_is_named_as_the_file_it_looks_like(
+    tmp_path: Path, table: str, kind: str
+) -> None:
+    toml = tmp_path / "exp.toml"
+    toml.write_text(f'[{table}]\narch = "resnet8"\n')  # an experiment's (or tune's) layout
+    with pytest.raises(UsageError) as exc:
+        build(TrainTeacherConfig, {}, toml)
+    assert exc.value.message == (
+        f"config file {toml} has a [{table}] table: it looks like {kind} file; run it with "
+        f"`icckd {kind.split()[1]} {toml}`, or give --config a file of this command's settings "
+        "(KEY = VALUE lines, no tables)"
+    )
+    assert exc.value.exit_code == 2
+
+
 # ----------------------------------------------------------------------------- data set recipes
 
 
@@ -119,25 +152,34 @@ def test_imagenet_recipe_yields_to_given_values_and_scales_with_epochs() -> None
     assert cfg.resolved_decay() == [3, 6, 9]
     assert cfg.resolved_weights()["kd_weight"] == 0.9 and cfg.ce_weight == 0.5
     dkd = build(DistillConfig, {"dataset": "imagenet", "method": "dkd"})
-    assert (dkd.dkd_beta, dkd.dkd_temperature, dkd.resolved_dkd_warmup()) == (0.5, 1.0, 1)
+    assert (dkd.dkd_beta, dkd.dkd_temperature, _dkd_warmup(dkd)) == (0.5, 1.0, 1)
     assert dkd.resolved_weights()["ce_weight"] == 1.0 and dkd.kd_temperature == 4.0
     cifar = build(DistillConfig, {"dataset": "cifar100"})
     assert (cifar.epochs, cifar.weight_decay, cifar.kd_temperature) == (240, 5e-4, 4.0)
 
 
 def test_distill_takes_the_teachers_data_set(tmp_path: Path) -> None:
+    from icckd_cli.cli.common import teacher_defaults
     from tests.helpers import digits_teacher
 
     teacher = tmp_path / "t.safetensors"
     digits_teacher(teacher)
-    assert build(DistillConfig, {"teacher": teacher}).dataset == "digits"
-    given = build(DistillConfig, {"teacher": teacher, "dataset": "cifar10"})
+
+    def distill(given: dict[str, Any], config: Path | None = None) -> DistillConfig:
+        return build(DistillConfig, given, config, teacher_defaults)  # as the CLI builds it
+
+    assert distill({"teacher": teacher}).dataset == "digits"
+    given = distill({"teacher": teacher, "dataset": "cifar10"})
     assert given.dataset == "cifar10"  # a given --dataset wins
     toml = tmp_path / "run.toml"
     toml.write_text('dataset = "cifar10"\n')
-    assert build(DistillConfig, {"teacher": teacher}, toml).dataset == "cifar10"
-    assert build(DistillConfig, {"teacher": tmp_path / "t.pth"}).dataset == "cifar100"
-    assert build(DistillConfig, {"teacher": tmp_path / "missing.safetensors"}).dataset == "cifar100"
+    assert distill({"teacher": teacher}, toml).dataset == "cifar10"
+    toml.write_text(f"teacher = {str(teacher)!r}\n")  # a teacher named in the file counts too
+    assert distill({}, toml).dataset == "digits"
+    assert distill({"teacher": tmp_path / "t.pth"}).dataset == "cifar100"
+    assert distill({"teacher": tmp_path / "missing.safetensors"}).dataset == "cifar100"
+    # validating the settings reads no file: the teacher's header is read where they are built
+    assert build(DistillConfig, {"teacher": teacher}).dataset == "cifar100"
 
 
 def test_toml_tables_are_checked_and_read_in_one_place() -> None:
@@ -161,3 +203,55 @@ def test_toml_tables_are_checked_and_read_in_one_place() -> None:
     assert exc.value.message == (
         "x.toml: [space.teacher] must be a table of settings (a [space.teacher] header)"
     )
+
+
+def test_config_json_reads_back_into_the_runs_own_type(tmp_path: Path) -> None:
+    import json
+
+    from icckd_cli.cli.common import resume_config
+    from icckd_cli.work.inputs import record, resolve_run
+
+    cfg = build(DistillConfig, {"method": "dkd", "epochs": 10, "teacher": "t.safetensors",
+                                "out": tmp_path, "seed": 3})  # fmt: skip
+    run = resolve_run(cfg)
+    assert (run.lr, run.lr_decay_epochs, run.warmup_epochs, run.data_seed) == (
+        0.05,
+        [6, 8, 9],
+        0,
+        3,
+    )
+    assert resolve_run(run) == run  # resolving again changes nothing
+    (tmp_path / "config.json").write_text(json.dumps(record(run)))
+    back = resume_config(DistillConfig, tmp_path, {})
+    assert type(back) is DistillConfig and back == run
+    assert record(back) == record(run)
+    with pytest.raises(Exception, match="frozen"):  # one object, never changed in place
+        back.epochs = 3  # type: ignore[misc]
+
+
+def test_resume_refuses_a_config_json_it_cannot_read_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from icckd_cli.work.inputs import record, resolve_run
+    from tests.helpers import icckd
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = {**record(resolve_run(build(DistillConfig, {"out": run}))), "kd_gamma": 2.0}
+    (run / "config.json").write_text(json.dumps(saved))
+    before = (run / "config.json").read_bytes()
+    r = icckd(capsys, "distill", "--resume", str(run))
+    assert r.code == 2 and r.err.count("\n") == 1 and "Traceback" not in r.err
+    assert (
+        f"{run / 'config.json'} holds 'kd_gamma', a setting this version of icckd does not know "
+        "(the run was started by another version); resume it with that version, or start it "
+        "afresh with --overwrite"
+    ) in r.err
+    (run / "config.json").write_text("[1, 2")
+    r = icckd(capsys, "distill", "--resume", str(run))
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert f"{run / 'config.json'} is damaged (no JSON object of settings)" in r.err
+    (run / "config.json").write_bytes(before)  # only the test wrote; the command wrote nothing
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]

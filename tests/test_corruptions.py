@@ -49,9 +49,16 @@ def stats(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def direct_top1(model: nn.Module, data: Dataset, images: torch.Tensor, labels) -> float:
-    """Top-1 (%) computed here, without the engine: normalise, forward, compare."""
+    """Top-1 (%) computed here, without the engine: normalise, forward, compare.
+
+    The engine batches differently, so its logits differ in the last bits; the top-1 is the
+    same only where no image's best two logits are that close. Checked, not hoped: every
+    image's margin must be far above float32 rounding of these sums (~1e-6).
+    """
     with torch.no_grad():
         logits = model.eval()(normalize(images, *stats(data)))
+    best2 = logits.topk(2, dim=1).values
+    assert (best2[:, 0] - best2[:, 1]).min().item() > 1e-4, "a near-tie: pick other images"
     return 100.0 * (logits.argmax(1) == torch.as_tensor(labels).long()).float().mean().item()
 
 
@@ -70,8 +77,14 @@ def model() -> nn.Module:
 
 
 def test_the_suite_has_ten_corruptions_of_five_severities(digits: Dataset) -> None:
-    assert len(CORRUPTIONS) >= 8 and SEVERITIES == (1, 2, 3, 4, 5)
+    # the ten of CIFAR-10-C's generation script that data/corruptions.py documents, in order
+    assert list(CORRUPTIONS) == [
+        "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gaussian_blur",
+        "defocus_blur", "contrast", "brightness", "pixelate", "jpeg_compression",
+    ]  # fmt: skip
+    assert SEVERITIES == (1, 2, 3, 4, 5)
     blocks = list(builtin_suite(digits.test.images[:4], digits.test.labels[:4]))
+    assert len(blocks) == 50
     assert [(b.corruption, b.severity) for b in blocks] == [
         (c, s) for c in CORRUPTIONS for s in SEVERITIES
     ]
@@ -93,7 +106,10 @@ def test_every_corruption_damages_more_with_severity(digits: Dataset) -> None:
     x = digits.test.images
     for name in CORRUPTIONS:
         damage = [(corrupt(x, name, s).float() - x.float()).abs().mean().item() for s in SEVERITIES]
-        assert damage == sorted(damage) and len(set(damage)) == 5, (name, damage)
+        # strictly rising: the smallest step (defocus, pixelate, JPEG) is 0.2 grey levels of
+        # mean damage, and one value rounded the other way moves the mean by 3e-6
+        steps = [b - a for a, b in zip(damage, damage[1:], strict=False)]
+        assert min(steps) > 0.05, (name, damage)
 
 
 def test_constants_act_as_documented() -> None:
@@ -160,7 +176,8 @@ def test_clean_arrays_score_exactly_the_clean_top1(
     labels = np.tile(digits.test.labels.numpy().astype(np.uint8), 5)  # as released: 5 x N
     root = release(tmp_path / "c", {"identity": np.concatenate([clean] * 5)}, labels)
     out = corruption_robustness(model, digits, torch.device("cpu"), corruptions_dir=root)
-    assert out["suite"] == str(root) and out["clean_top1"] > 0
+    want = direct_top1(model, digits, digits.test.images, digits.test.labels)
+    assert out["suite"] == str(root) and out["clean_top1"] == pytest.approx(want, abs=1e-9)
     assert [(r["corruption"], r["severity"]) for r in out["results"]] == [
         ("identity", s) for s in SEVERITIES]  # fmt: skip
     assert {r["top1"] for r in out["results"]} == {out["clean_top1"]} == {out["mean_top1"]}
@@ -217,6 +234,13 @@ def test_bad_folders_are_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as info:
         open_corruptions_dir(root)
     one_line(info, "fog.npy is not a readable .npy array")
+    (root / "fog.npy").write_text("x,y\n1,2\n")  # a text file under the name
+    with pytest.raises(UsageError) as info:
+        open_corruptions_dir(root)
+    assert info.value.message == (
+        f"{root / 'fog.npy'} is not a NumPy array file (it does not begin with the .npy "
+        "header); download it again"
+    )
 
 
 def test_a_checkpoint_that_does_not_match_is_refused(tmp_path: Path) -> None:
@@ -227,11 +251,27 @@ def test_a_checkpoint_that_does_not_match_is_refused(tmp_path: Path) -> None:
         ((10, 64, 3), "takes 64x64 images with 3 channels but"),
         ((10, 32, 1), "takes 32x32 images with 1 channels"),
         ((100, 32, 3), "predicts 100 classes but"),
-        ((5, 32, 3), "predicts 5 classes but"),
+        ((5, 32, 3), "holds labels up to 9 but t.safetensors predicts only classes 0..4"),
     ]:
         with pytest.raises(UsageError) as info:
             check_checkpoint(cdir, *args, "t.safetensors")
         one_line(info, "t.safetensors", says)
+    fix = "use the release of the checkpoint's data set (CIFAR-10-C for CIFAR-10, CIFAR-100-C for"
+    fix += " CIFAR-100)"
+    with pytest.raises(UsageError) as info:
+        check_checkpoint(cdir, 100, 32, 3, "t.safetensors")
+    assert info.value.message == (
+        f"t.safetensors predicts 100 classes but {tmp_path / 'labels.npy'} holds 10 distinct "
+        f"labels; {fix}"
+    )
+    # ten distinct labels, as many as the classes, but up to 90: the count is not the fault
+    far = open_corruptions_dir(release(tmp_path / "far", {"fog": images}, np.arange(50) % 10 * 10))
+    with pytest.raises(UsageError) as info:
+        check_checkpoint(far, 10, 32, 3, "t.safetensors")
+    assert info.value.message == (
+        f"{tmp_path / 'far' / 'labels.npy'} holds labels up to 90 but t.safetensors predicts "
+        f"only classes 0..9; {fix}"
+    )
 
 
 def test_a_streamed_test_split_cannot_make_the_builtin_suite(digits: Dataset) -> None:
@@ -257,6 +297,17 @@ def cifar_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return unpack_cifar(tmp_path_factory.mktemp("cifar"), 500, 100)
 
 
+# How far a retrained model may wander: training order and float sums differ between CPU kinds,
+# so the same script trains a slightly different model on each machine (this one gave jpeg
+# [53.9, 53.9, 53.9, 54.7, 53.5] where the writer's machine gave a falling curve). The claims
+# below hold with margins several times wider than that spread (numbers from one run, 1000
+# test images, so 0.1 point is one image): pixelate and JPEG cost this small a model about a
+# point, the rest 4 to 35 points by severity 5.
+WANDER = 2.0  # points (20 images): a mild corruption's curve may wobble by this much, no more
+MEAN_DROP = 4.0  # points: the mean over corruptions falls 8.9 from severity 1 to 5 (twice this)
+CONTRAST_DROP = 20.0  # points: contrast kept 0.15 at severity 5 costs 35 (near twice this)
+
+
 @pytest.mark.slow
 def test_a_trained_model_loses_accuracy_with_severity(cifar_subset: Path) -> None:
     data = load_dataset("imagefolder", cifar_subset)
@@ -272,16 +323,18 @@ def test_a_trained_model_loses_accuracy_with_severity(cifar_subset: Path) -> Non
             F.cross_entropy(model(x[batch]), y[batch]).backward()
             opt.step()
     out = corruption_robustness(model.eval(), data, torch.device("cpu"))
-    assert out["suite"] == BUILTIN_SUITE and out["clean_top1"] > 30  # chance is 10
+    # what the code guarantees, exactly: the suite's order and the summary's arithmetic
+    assert out["suite"] == BUILTIN_SUITE
+    assert [(r["corruption"], r["severity"]) for r in out["results"]] == [
+        (c, s) for c in CORRUPTIONS for s in SEVERITIES]  # fmt: skip
     top1 = {(r["corruption"], r["severity"]): r["top1"] for r in out["results"]}
-    centred = [s - 3 for s in SEVERITIES]
-    # "on average": severity 5 below severity 1, and the least-squares slope over severity
-    # not positive; pixelate and JPEG cost this small a model little (about 1 point at 5)
+    assert out["mean_top1"] == pytest.approx(sum(top1.values()) / 50)
+    assert out["relative"] == pytest.approx(out["mean_top1"] / out["clean_top1"])
+    # what a trained model does, with the margins above (the model learnt: 54 here, chance 10)
+    by_severity = [sum(top1[n, s] for n in CORRUPTIONS) / len(CORRUPTIONS) for s in SEVERITIES]
+    assert by_severity[0] - by_severity[4] >= MEAN_DROP, by_severity
+    assert top1["contrast", 1] - top1["contrast", 5] >= CONTRAST_DROP, by_severity
     for name in CORRUPTIONS:
         curve = [top1[name, s] for s in SEVERITIES]
-        slope = sum(c * t for c, t in zip(centred, curve, strict=True)) / 10
-        assert curve[4] < curve[0] and slope <= 0, (name, curve)
-    by_severity = [sum(top1[n, s] for n in CORRUPTIONS) / len(CORRUPTIONS) for s in SEVERITIES]
-    assert by_severity == sorted(by_severity, reverse=True), by_severity
-    assert out["mean_top1"] == pytest.approx(sum(by_severity) / 5)
-    assert out["relative"] == pytest.approx(out["mean_top1"] / out["clean_top1"])
+        assert max(curve[1:]) <= curve[0] + WANDER, (name, curve)  # never clearly better
+        assert curve[0] <= out["clean_top1"] + WANDER, (name, curve)  # than milder damage

@@ -12,8 +12,7 @@ from PIL import Image
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.data import Split, load_dataset, per_class_subset, sources
-from tests.imagesets import CIFAR_ARCHIVE as ARCHIVE
-from tests.imagesets import unpack_cifar
+from tests.imagesets import cifar_like
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -75,12 +74,35 @@ def test_unknown_data_set() -> None:
 # ----------------------------------------------------------------------------- imagefolder
 
 
+def test_images_of_another_size_are_resized_with_a_notice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icckd_cli.data import LoadOptions
+
+    monkeypatch.setenv("ICCKD_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "set"
+    sizes = {"train": [(8, 8), (8, 8), (12, 10), (8, 8)], "test": [(8, 8), (5, 8)]}
+    for split, shapes in sizes.items():
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i, (w, h) in enumerate(shapes):
+                grey = 40 * i + (100 if c == "b" else 0)
+                Image.new("RGB", (w, h), (grey, grey, grey)).save(root / split / c / f"{i}.png")
+    events: list[tuple[str, dict]] = []
+    opts = LoadOptions(progress=lambda e, i: events.append((e, i)))
+    ds = load_dataset("imagefolder", root, options=opts)
+    assert ds.train.images.shape == (8, 3, 8, 8)  # the first training image's size
+    assert [i["message"] for e, i in events if e == "warning"] == [
+        "2 of the 8 training images are not 8x8 pixels; they were resized (stretched, "
+        "bilinear) to 8x8",
+        "2 of the 4 test images are not 8x8 pixels; they were resized (stretched, bilinear) to 8x8",
+    ]
+
+
 @pytest.fixture(scope="module")
 def cifar_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 train and 2 test JPEGs per class, unpacked from the CIFAR-10 archive."""
-    if not ARCHIVE.is_file():
-        pytest.skip(f"{ARCHIVE} is not here")
-    return unpack_cifar(tmp_path_factory.mktemp("cifar"), 3, 2)
+    """3 train and 2 test 32x32 JPEGs per CIFAR-10 class, in the archive's layout."""
+    return cifar_like(tmp_path_factory.mktemp("cifar"), CIFAR10, 3, 2)
 
 
 def test_imagefolder_reads_cifar_jpegs(

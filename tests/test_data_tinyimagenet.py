@@ -57,6 +57,12 @@ def test_parallel_decoding_matches_one_process_and_reports_progress(
     two = load_dataset("tinyimagenet", tiny, options=opts)
     assert torch.equal(one.train.images, two.train.images)
     assert torch.equal(one.test.images, two.test.images)
+    warned = [e["message"] for e in events if e["event"] == "warning"]
+    assert warned == [  # one training image a class is 80x80 (tests/imagesets.py)
+        "3 of the 9 Tiny-ImageNet train JPEGs are not 64x64 pixels; they were resized "
+        "(stretched, bilinear) to 64x64"
+    ]
+    events = [e for e in events if e["event"] != "warning"]
     whats = sorted({e["what"] for e in events})
     assert whats == [
         "decoding 6 Tiny-ImageNet val JPEGs in 2 processes",
@@ -67,7 +73,7 @@ def test_parallel_decoding_matches_one_process_and_reports_progress(
 
 
 def test_progress_display_shows_one_bar_per_decoding_pass() -> None:
-    from icckd_cli.presentation.report import TrainingProgress
+    from icckd_cli.presentation.progress import TrainingProgress
 
     progress = TrainingProgress("teacher resnet8")
     what = "decoding 9 Tiny-ImageNet train JPEGs in 2 processes"

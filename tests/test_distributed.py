@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from icckd_cli.base.errors import IcckdError
 from icckd_cli.data import Batch
-from icckd_cli.losses import icc_terms
+from icckd_cli.methods.icc import icc_terms
 from icckd_cli.methods.queue import ClassQueue
 from icckd_cli.training import distributed as dist
 from icckd_cli.training.objectives import TeacherObjective

@@ -203,3 +203,25 @@ def test_a_made_up_option_or_command_fails(args: list[str], says: str) -> None:
 def test_a_broken_link_is_found(tmp_path: Path) -> None:
     text = "[a](there.md) [b](here.md#part) [c](https://example.org) [d](#top) `[e](code.md)`"
     assert relative_links(text) == ["there.md", "here.md#part"]
+
+
+def test_the_throughput_batch_the_docs_give_is_the_one_measured() -> None:
+    from icckd_cli.work.cost import THROUGHPUT_BATCH
+
+    (row,) = [r for r in (ROOT / "docs" / "evaluation.md").read_text().splitlines()
+              if r.startswith("| `throughput` |")]  # fmt: skip
+    assert f"(default {THROUGHPUT_BATCH}," in row, row
+    assert "512, eval's batch" not in row
+
+
+@pytest.mark.parametrize("page", ["training.md", "distill.md"])
+def test_following_a_page_in_order_never_writes_one_run_folder_twice(page: str) -> None:
+    """A second run into a finished run's --out exits 2 unless it resumes or overwrites."""
+    outs = [
+        args[args.index("--out") + 1]
+        for args in icckd_commands((ROOT / "docs" / page).read_text())
+        if args[0] in ("train-teacher", "distill") and "--out" in args
+        and not {"--resume", "--overwrite"} & set(args)
+    ]  # fmt: skip
+    assert outs, page
+    assert len(outs) == len(set(outs)), outs

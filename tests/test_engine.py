@@ -251,6 +251,15 @@ def test_every_step_trains_at_its_scheduled_lr() -> None:
     assert [r["lr"] for r in st.history] == [used[2], used[5], used[8]]  # each epoch's last
 
 
+def test_a_resumed_epoch_counts_only_the_images_it_trained_on() -> None:
+    # 20 images in batches of 8, 8 and 4: resumed after its first step, the last epoch
+    # trains on 8 + 4 images, and its throughput is those over the span timed
+    (record,) = trainer(Boom(None), [], state=TrainState(2, 1)).run().history
+    assert record["images_per_s"] * record["time"] == pytest.approx(12)
+    (*_, whole) = trainer(Boom(None), []).run().history
+    assert whole["images_per_s"] * whole["time"] == pytest.approx(20)  # the last batch's 4
+
+
 def test_nan_names_the_part_and_saves_nothing_after_it() -> None:
     saved: list[TrainState] = []
     boom = Boom((1, 5))  # epoch 2, its second step (3 calls per epoch)

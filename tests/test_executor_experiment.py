@@ -18,7 +18,8 @@ import pytest
 from icckd_cli.settings.config import DistillConfig, build
 from icckd_cli.work import runs
 from icckd_cli.work.executor.job import RunJob, restarts
-from icckd_cli.work.experiment import load_experiment, run_experiment
+from icckd_cli.work.experiment import load_experiment
+from icckd_cli.work.experiment.matrix import run_experiment
 from tests.helpers import SETTINGS, assert_same_weights, icckd, tiny_experiment
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from icckd_cli.training.engine import Interrupted
-from icckd_cli.work import experiment as ex
+from icckd_cli.work.experiment.config import load_experiment
+from icckd_cli.work.experiment.matrix import run_experiment
+from icckd_cli.work.experiment.plan import Experiment
 from tests.helpers import icckd, tiny_experiment
 
 
@@ -26,7 +28,7 @@ def test_interrupted_experiment_resumes_and_a_finished_one_redoes_nothing(
     config = tmp_path / "tiny.toml"
     config.write_text(tiny_experiment(tmp_path))
     out = tmp_path / "exp"
-    exp = ex.load_experiment(config)
+    exp = load_experiment(config)
     events: list[tuple[str, dict[str, Any]]] = []
 
     def ctrl_c_in_third_run(event: str, info: dict[str, Any]) -> None:
@@ -36,7 +38,7 @@ def test_interrupted_experiment_resumes_and_a_finished_one_redoes_nothing(
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does, seen by the run's handler
 
     with pytest.raises(Interrupted):
-        ex.run_experiment(exp, ctrl_c_in_third_run)
+        run_experiment(exp, ctrl_c_in_third_run)
     assert (out / "teachers/icc/seed0/model.safetensors").is_file()
     assert (out / "students/ce/kd/seed0/state.safetensors").is_file()
     assert not (out / "students/ce/kd/seed0/model.safetensors").exists()
@@ -106,10 +108,10 @@ def test_interrupted_experiment_resumes_and_a_finished_one_redoes_nothing(
 def test_cli_interrupt_exits_130_with_how_to_continue(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def interrupted(exp: ex.Experiment, callback: Any) -> None:
+    def interrupted(exp: Experiment, callback: Any) -> None:
         raise Interrupted()
 
-    monkeypatch.setattr(ex, "run_experiment", interrupted)
+    monkeypatch.setattr("icckd_cli.work.experiment.matrix.run_experiment", interrupted)
     config = tmp_path / "tiny.toml"
     config.write_text(tiny_experiment(tmp_path))
     r = icckd(capsys, "experiment", config)
@@ -140,7 +142,7 @@ def test_the_ablation_example_runs_end_to_end_and_resumes(
 ) -> None:
     config = tmp_path / "ablation.toml"
     config.write_text(_reduced_ablation(tmp_path))
-    exp = ex.load_experiment(config)
+    exp = load_experiment(config)
     assert [t.name for t in exp.teachers] == [
         "ce", "ls0.1", "icc-nogate", "icc-nocache", "icc0.05", "icc0.1"
     ]  # fmt: skip
@@ -155,7 +157,7 @@ def test_the_ablation_example_runs_end_to_end_and_resumes(
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C inside the fourth teacher
 
     with pytest.raises(Interrupted):
-        ex.run_experiment(exp, ctrl_c_in_the_no_cache_teacher)
+        run_experiment(exp, ctrl_c_in_the_no_cache_teacher)
     r = icckd(capsys, "experiment", config, "--format", "json")
     assert r.code == 0, r.err
     assert "teachers/icc-nocache/seed0: resuming" in r.err
@@ -243,7 +245,7 @@ def test_an_experiment_with_a_timm_student_resumes_and_then_skips_every_run(
     config = tmp_path / "vit.toml"
     out = tmp_path / "exp"
     config.write_text(VIT_EXPERIMENT.format(out=out))
-    exp = ex.load_experiment(config)
+    exp = load_experiment(config)
     assert [(r.label, r.config.arch) for r in exp.runs] == [
         ("teachers/ce/seed0", "resnet8"),
         ("students/ce/kd/seed0", "timm:vit_tiny_patch16_224"),
@@ -257,7 +259,7 @@ def test_an_experiment_with_a_timm_student_resumes_and_then_skips_every_run(
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(Interrupted):
-        ex.run_experiment(exp, ctrl_c_in_the_student)
+        run_experiment(exp, ctrl_c_in_the_student)
     student = out / "students/ce/kd/seed0"
     # the run recorded the image size it filled in; the file asks for none
     assert json.loads((student / "config.json").read_text())["model_args"]["img_size"] == 32
@@ -282,3 +284,51 @@ def test_an_experiment_with_a_timm_student_resumes_and_then_skips_every_run(
         assert r.code == 2
         assert f"error: {student} was run with model_args = " in r.err
         assert "'patch_size': 8" in r.err and "delete that folder to redo it" in r.err
+
+
+@pytest.mark.parametrize("folder", ["cifar10-jpeg", "my-images"])
+@pytest.mark.parametrize("extra", [("--dry-run",), ()])
+def test_a_missing_data_folder_is_refused_by_the_dry_run_as_by_the_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, folder: str, extra: tuple[str, ...]
+) -> None:
+    data = tmp_path / "data" / folder  # not unpacked
+    config = tmp_path / "exp.toml"
+    config.write_text(tiny_experiment(
+        tmp_path, ('dataset = "digits"', f'dataset = "imagefolder"\ndata_dir = "{data}"')
+    ))  # fmt: skip
+    r = icckd(capsys, "experiment", config, *extra)
+    assert r.code == 2
+    unpack = "unpack the data set there"
+    if folder == "cifar10-jpeg":
+        unpack = (
+            f"unpack the archive there (`tar xzf cifar10-jpeg.tgz -C {data.parent}` gives "
+            f"{data}/train/<class>/*.jpg and {data}/test/)"
+        )
+    assert r.err == (
+        f"error: data directory {data} (data_dir in {config}) does not exist; {unpack}, or "
+        "set data_dir to the folder holding train/ and test/\n"
+    )
+    assert r.out == "" and not (tmp_path / "exp").exists()  # no run listed, nothing written
+
+
+@pytest.mark.slow
+def test_in_a_log_every_run_prints_one_line_per_epoch(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # stderr captured, as when piped to a log: no bars, so the epochs must say the run lives
+    config = tmp_path / "tiny.toml"
+    small = ("train_per_class = 20\ntest_per_class = 5", "train_per_class = 5\ntest_per_class = 3")
+    two = ("epochs = 1  # teacher", "epochs = 2  # teacher")
+    config.write_text(tiny_experiment(tmp_path, ("seeds = [0, 1]", "seeds = [0]"), small, two))
+    r = icckd(capsys, "experiment", config, "--no-latency")
+    assert r.code == 0, r.err
+    runs = ["teachers/ce/seed0", "teachers/icc/seed0", "students/ce/kd/seed0",
+            "students/icc/kd/seed0", "baseline/seed0"]  # fmt: skip
+    for i, label in enumerate(runs, 1):
+        epochs = 2 if label.startswith("teachers/") else 1
+        prefix = f"run {i}/5: {label}: epoch "
+        shown = [line for line in r.err.splitlines() if line.startswith(prefix)]
+        assert [line[len(prefix) :].split()[0] for line in shown] == [
+            f"{e}/{epochs}" for e in range(1, epochs + 1)
+        ], r.err
+        assert all(line.endswith(" img/s") for line in shown), shown

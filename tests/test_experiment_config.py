@@ -9,7 +9,8 @@ import pytest
 from icckd_cli.base.errors import UsageError
 from icckd_cli.methods.registry import choices
 from icckd_cli.settings.config import read_toml
-from icckd_cli.work import experiment as ex
+from icckd_cli.work.experiment.config import load_experiment, parse_experiment
+from icckd_cli.work.experiment.results import collect, results_markdown
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,14 +180,14 @@ def test_fewer_teacher_seeds_than_student_seeds(tmp_path: Path) -> None:
             assert taught[label] == root / f"teachers/{t}/seed{tseed}/model.safetensors"
             order = [r.label for r in exp.runs]
             assert order.index(f"teachers/{t}/seed{tseed}") < order.index(label)
-    results = ex.collect(exp, {})
+    results = collect(exp, {}).to_json()
     assert results["teacher_seeds"] == [7, 8]
     assert all(t["top1"]["seeds"] == 2 for t in results["teachers"])
     assert all(s["last"]["seeds"] == 5 for s in results["students"])
-    assert "(teachers: seeds 7, 8;" in ex.results_markdown(results)
+    assert "(teachers: seeds 7, 8;" in results_markdown(results)
     plain = parse_experiment_text(tiny_experiment(tmp_path))  # by default the same seeds
     assert plain.options.resolved_teacher_seeds() == [0, 1]
-    assert "(teachers:" not in ex.results_markdown(ex.collect(plain, {}))
+    assert "(teachers:" not in results_markdown(collect(plain, {}).to_json())
 
 
 def test_tensorboard_is_one_setting_for_every_run(tmp_path: Path) -> None:
@@ -195,7 +196,7 @@ def test_tensorboard_is_one_setting_for_every_run(tmp_path: Path) -> None:
     assert {r.config.tensorboard for r in exp.runs} == {False} and len(exp.runs) == 10
     file = tmp_path / "x.toml"
     file.write_text(text)
-    exp = ex.parse_experiment(read_toml(file), "x.toml", {"tensorboard": True})  # the option wins
+    exp = parse_experiment(read_toml(file), "x.toml", {"tensorboard": True})  # the option wins
     assert {r.config.tensorboard for r in exp.runs} == {True}
     assert {
         r.config.tensorboard for r in parse_experiment_text(tiny_experiment(tmp_path)).runs
@@ -211,7 +212,7 @@ def test_tensorboard_is_one_setting_for_every_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_example_validates(path: Path) -> None:
-    exp = ex.load_experiment(path)
+    exp = load_experiment(path)
     assert any(t.cross_entropy for t in exp.teachers)
     assert any(not t.cross_entropy for t in exp.teachers)
     if path.stem.startswith("cifar100"):
@@ -234,7 +235,7 @@ def test_six_standard_cifar100_pairs_are_there() -> None:
 
 
 def test_imagenet_example_fine_tunes_published_teachers_and_uses_the_recipe() -> None:
-    exp = ex.load_experiment(ROOT / "examples" / "imagenet-resnet34-resnet18.toml")
+    exp = load_experiment(ROOT / "examples" / "imagenet-resnet34-resnet18.toml")
     assert exp.options.dataset == "imagenet"
     for t in exp.teachers:  # both start from the fetched weights, for the same schedule
         assert t.config.arch == "tv_resnet34" and t.config.epochs == 10

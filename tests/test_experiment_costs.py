@@ -11,16 +11,18 @@ import torch
 from icckd_cli.base.checkpoint import save_model
 from icckd_cli.data import load_dataset
 from icckd_cli.models import create_model
-from icckd_cli.work import experiment as ex
 from icckd_cli.work.cost import count_macs, count_params
-from icckd_cli.work.experiment.costs import FIGURE
+from icckd_cli.work.experiment.config import load_experiment
+from icckd_cli.work.experiment.costs import FIGURE, cost_figure, measure_costs
+from icckd_cli.work.experiment.plan import Experiment
+from icckd_cli.work.experiment.results import collect, result_tables, results_markdown
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment
 
 TOP1 = {"teachers/ce": 90.0, "teachers/icc": 92.0, "students/ce/kd": 80.0,
         "students/icc/kd": 82.0, "baseline": 70.0}  # fmt: skip
 
 
-def _finish(exp: ex.Experiment) -> None:
+def _finish(exp: Experiment) -> None:
     """Every run of the plan 'finished': an untrained model saved with a top-1 per seed."""
     spec = load_dataset("digits", train_per_class=20, test_per_class=5).spec.to_dict()
     for run in exp.runs:
@@ -39,14 +41,15 @@ def test_cost_table_of_a_tiny_experiment(tmp_path: Path) -> None:
     exp = parse_experiment_text(text)
     _finish(exp)
     events: list[str] = []
-    costs = ex.measure_costs(exp, lambda event, info: events.append(event))
+    costs = measure_costs(exp, lambda event, info: events.append(event))
     assert events == ["cost"] and set(costs["archs"]) == {"resnet20", "resnet8"}
     for arch, cost in costs["archs"].items():
         model = create_model(arch, 10)
         assert cost["params"] == count_params(model) and cost["image_size"] == 32
         assert cost["macs"] == count_macs(model, 32) and cost["latency_ms"] > 0
     assert costs["timing"]["device"] == "cpu" and costs["timing"]["reps"]["latency"] <= 10
-    results = ex.collect(exp, {}, costs)
+    collected = collect(exp, {}, costs)
+    results = collected.to_json()
     rows = {r["name"]: r for r in results["cost"]["rows"]}
     assert list(rows) == ["ce", "icc", "kd from ce", "kd from icc", "alone (CE)"]
     assert rows["ce"]["top1"]["mean"] == 90.5 and rows["kd from icc"]["top1"]["mean"] == 82.5
@@ -55,7 +58,7 @@ def test_cost_table_of_a_tiny_experiment(tmp_path: Path) -> None:
     assert rows["ce"]["speedup"] is None and rows["alone (CE)"]["speedup"] is None
     assert rows["alone (CE)"]["macs"] == small["macs"] and rows["icc"]["macs"] == big["macs"]
 
-    table = ex.result_tables(results)[-1]
+    table = result_tables(results)[-1]
     assert table.title.startswith("accuracy against cost (top-1 % at the last epoch")
     assert "latency on cpu, " in table.title
     cells = {r[0]: r[1:] for r in table.rows}
@@ -66,10 +69,10 @@ def test_cost_table_of_a_tiny_experiment(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert cells["ce"][-1] == ""
 
-    results["cost"]["figure"] = ex.cost_figure(exp, results)
+    results["cost"]["figure"] = cost_figure(exp, collected.cost)
     assert results["cost"]["figure"] == FIGURE
     assert (tmp_path / "exp" / FIGURE).read_bytes().startswith(b"\x89PNG")
-    markdown = ex.results_markdown(results)
+    markdown = results_markdown(results)
     assert "## accuracy against cost" in markdown
     assert f"![top-1 against latency]({FIGURE})" in markdown
 
@@ -79,7 +82,7 @@ def test_without_latency_the_table_keeps_params_and_macs(
 ) -> None:
     config = tmp_path / "tiny.toml"
     config.write_text(tiny_experiment(tmp_path))
-    exp = ex.load_experiment(config)
+    exp = load_experiment(config)
     _finish(exp)
     # every run is done: the command only measures the teachers and the cost, then writes
     r = icckd(capsys, "experiment", config, "--no-latency", "--format", "json")

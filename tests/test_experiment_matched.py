@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -11,12 +12,19 @@ import pytest
 
 from icckd_cli.base.checkpoint import read_metadata
 from icckd_cli.base.errors import UsageError
-from icckd_cli.training.snapshots import file_sha256, list_snapshots, snapshot_path
-from icckd_cli.work import experiment as ex
+from icckd_cli.training.snapshots import list_snapshots, snapshot_path
+from icckd_cli.work.experiment.config import load_experiment
 from icckd_cli.work.experiment.matched import MATCH_NEEDS_VALIDATION
 from icckd_cli.work.experiment.matching_tables import gap_table, with_matching
-from icckd_cli.work.experiment.matrix import plan_states
-from icckd_cli.work.experiment.teacher_gap import add_teacher_gap
+from icckd_cli.work.experiment.matrix import plan_states, run_experiment
+from icckd_cli.work.experiment.result_types import (
+    Answer,
+    Costs,
+    Difference,
+    ExperimentResults,
+    Setup,
+)
+from icckd_cli.work.experiment.teacher_gap import with_gaps
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment
 
 # resnet8 teachers and a KD student on 10 digits a class, 2 epochs, 5 + 5 held out: 4 runs
@@ -77,19 +85,21 @@ def _line(x: list[float], y: list[float]) -> tuple[float, float, float]:
     return slope, intercept, 12.706204736174698 * se  # t_{0.975, 1}
 
 
-def _hand_made(seeds: list[int], student: dict[str, float]) -> dict[str, Any]:
-    diff = {"values": student, "n": len(student), "seeds": len(seeds), "mean": 0.0}
-    diff.update({"std": None, "ci95": None, "positive": 0})
-    answer = {"student": "kd", "method": "kd", "teacher": "icc", "reference": "ce", "last": diff}
-    alone = {"student": "kd", "method": "kd", "teacher": "icc", "reference": None, "last": diff}
-    return {"seeds": seeds, "dataset": "digits", "answers": [alone, answer]}
+def _hand_made(seeds: list[int], student: dict[str, float]) -> ExperimentResults:
+    diff = Difference(0.0, None, len(student), len(seeds), student, None, 0)
+    answer = Answer("kd", "kd", "icc", "ce", diff)
+    alone = Answer("kd", "kd", "icc", None, diff)
+    setup = Setup("x", "digits", None, None, None, None, None, None, seeds, "out", seeds, 4.0)
+    answers = [alone, answer]
+    none = Costs(None, None, [])
+    return ExperimentResults(setup, "icckd experiment", answers, "", [], [], [], [], None, none)
 
 
 def test_the_teacher_gap_and_the_intercept_against_a_hand_computation() -> None:
     # teachers icc minus ce: +1, +2, +3 points; their students: +2, +3, +5
     results = _hand_made([0, 1, 2], {"0": 2.0, "1": 3.0, "2": 5.0})
     teachers = {"ce": {0: 70.0, 1: 70.0, 2: 71.0}, "icc": {0: 71.0, 1: 72.0, 2: 74.0}}
-    add_teacher_gap(results, teachers)
+    results = with_gaps(results, teachers).to_json()
     alone, answer = results["answers"]
     assert "teacher_difference" not in alone  # not a comparison of two teachers' students
     gap = answer["teacher_difference"]
@@ -118,8 +128,8 @@ def test_the_teacher_gap_and_the_intercept_against_a_hand_computation() -> None:
 
 
 def test_under_three_seeds_no_line_and_the_table_says_why() -> None:
-    results = _hand_made([0, 1], {"0": 2.0, "1": 3.0})
-    add_teacher_gap(results, {"ce": {0: 70.0, 1: 70.0}, "icc": {0: 71.0, 1: 72.0}})
+    hand_made = _hand_made([0, 1], {"0": 2.0, "1": 3.0})
+    results = with_gaps(hand_made, {"ce": {0: 70.0, 1: 70.0}, "icc": {0: 71.0, 1: 72.0}}).to_json()
     assert results["answers"][1]["line"] is None
     table = gap_table(results)
     assert table is not None and table.rows[0][-2:] == ["-", "- (needs 3 seeds)"]
@@ -131,9 +141,11 @@ def test_a_tiny_matched_experiment_end_to_end(tmp_path: Path) -> None:
     config = tmp_path / "m.toml"
     config.write_text(tiny_experiment(tmp_path, *MATCHED))
     out = tmp_path / "exp"
-    exp = ex.load_experiment(config)
-    results = ex.run_experiment(exp, lambda event, info: None)
-
+    exp = load_experiment(config)
+    done = run_experiment(exp, lambda event, info: None)
+    assert done is not None
+    results = done.to_json()
+    assert results == json.loads((out / "results.json").read_text())
     assert results["match_teachers"] is True
     matched = results["matched"]["0"]
     curves = {}
@@ -156,7 +168,7 @@ def test_a_tiny_matched_experiment_end_to_end(tmp_path: Path) -> None:
         snap = snapshot_path(out / f"teachers/{name}/seed0", chosen["epoch"])
         assert teacher["path"] == str(snap.resolve())
         assert teacher["epoch"] == chosen["epoch"]
-        assert teacher["file_sha256"] == file_sha256(snap)
+        assert teacher["file_sha256"] == hashlib.sha256(snap.read_bytes()).hexdigest()
     assert not (out / "students").exists()  # the unmatched students' folders untouched
     answer = next(a for a in results["answers"] if a["reference"] == "ce")
     assert answer["teacher_difference"]["n"] == 1 and answer["line"] is None
@@ -165,17 +177,17 @@ def test_a_tiny_matched_experiment_end_to_end(tmp_path: Path) -> None:
     assert "## accuracy-matched teachers on digits" in md
 
     events: list[tuple[str, dict[str, Any]]] = []
-    again = ex.run_experiment(ex.load_experiment(config), lambda e, i: events.append((e, i)))
+    again = run_experiment(load_experiment(config), lambda e, i: events.append((e, i)))
     assert [i["action"] for e, i in events if e == "run"] == ["skip"] * 4  # reused
-    assert again["matched"] == results["matched"]
+    assert again is not None and again.to_json()["matched"] == results["matched"]
 
     # --dry-run checks the matched students against the snapshots they read, as a run does
-    assert [s for _, s in plan_states(ex.load_experiment(config))] == ["done"] * 4
+    assert [s for _, s in plan_states(load_experiment(config))] == ["done"] * 4
 
     # a teacher made without snapshots cannot be matched: refused before any work
     for _, path in list_snapshots(out / "teachers/icc/seed0"):
         path.unlink()
     with pytest.raises(UsageError, match="teachers/icc/seed0 was trained without epoch snap"):
-        ex.run_experiment(ex.load_experiment(config), lambda e, i: None)
+        run_experiment(load_experiment(config), lambda e, i: None)
     with pytest.raises(UsageError, match="teachers/icc/seed0 was trained without epoch snap"):
-        plan_states(ex.load_experiment(config))
+        plan_states(load_experiment(config))

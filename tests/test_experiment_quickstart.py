@@ -9,15 +9,18 @@ from typing import Any
 
 import pytest
 
-from icckd_cli.work import experiment as ex
+from icckd_cli.work.experiment.plan import Experiment
+from icckd_cli.work.experiment.quickstart import QUICKSTART_TOML, quickstart_experiment
+from icckd_cli.work.experiment.result_types import ExperimentResults
+from icckd_cli.work.experiment.results import collect
 from tests.helpers import icckd
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quickstart_text_is_the_example_file() -> None:
-    assert ex.QUICKSTART_TOML == (ROOT / "examples" / "quickstart.toml").read_text()
-    exp = ex.quickstart_experiment()
+    assert QUICKSTART_TOML == (ROOT / "examples" / "quickstart.toml").read_text()
+    exp = quickstart_experiment()
     assert exp.options.dataset == "digits" and len(exp.options.seeds) >= 2
     assert [t.cross_entropy for t in exp.teachers] == [True, False]
     assert [s.config.method for s in exp.students] == ["kd"]
@@ -26,13 +29,13 @@ def test_quickstart_text_is_the_example_file() -> None:
 def test_cli_quickstart_runs_the_built_in_experiment_into_out(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[ex.Experiment] = []
+    seen: list[Experiment] = []
 
-    def fake_run(exp: ex.Experiment, callback: Any) -> dict[str, Any]:
+    def fake_run(exp: Experiment, callback: Any) -> ExperimentResults:
         seen.append(exp)
-        return ex.collect(exp, {})  # nothing trained: every cell is missing
+        return collect(exp, {})  # nothing trained: every cell is missing
 
-    monkeypatch.setattr(ex, "run_experiment", fake_run)
+    monkeypatch.setattr("icckd_cli.work.experiment.matrix.run_experiment", fake_run)
     r = icckd(capsys, "quickstart", "--out", str(tmp_path / "qs"), "--device", "cpu")
     assert r.code == 0, r.err
     (exp,) = seen
@@ -54,7 +57,7 @@ def test_reduced_quickstart_trains_each_role_on_its_own_subset(
     from icckd_cli.data import load_dataset
     from icckd_cli.work.experiment import quickstart as qs
 
-    built_in = ex.quickstart_experiment()
+    built_in = quickstart_experiment()
     assert built_in.baseline is not None
     student_pc = built_in.baseline.train_per_class
     assert student_pc and built_in.teachers[0].config.train_per_class is None  # all of digits
@@ -85,7 +88,7 @@ def test_reduced_quickstart_trains_each_role_on_its_own_subset(
     assert [r["speedup"] for r in cost["rows"] if r["role"] == "student"] == [1.0, 1.0]
     assert "accuracy against cost" in r.out
     # every checkpoint records the subset its run trained on
-    for run in ex.quickstart_experiment({"out": tmp_path / "qs"}).runs:
+    for run in quickstart_experiment({"out": tmp_path / "qs"}).runs:
         meta = read_metadata(run.out / "model.safetensors")
         wanted = 20 if run.kind == "teacher" else student_pc
         assert meta["config"]["train_per_class"] == wanted, run.label

@@ -7,45 +7,51 @@ from pathlib import Path
 
 import pytest
 
-from icckd_cli.work import experiment as ex
 from icckd_cli.work.experiment import results as res
+from icckd_cli.work.experiment.finished import FinishedRuns
+from icckd_cli.work.experiment.markdown import result_tables, results_markdown
+from icckd_cli.work.experiment.plan import Run
+from icckd_cli.work.experiment.results import aggregate, collect, paired_difference
+from icckd_cli.work.experiment.tables import TableSpec, cell
 from tests.helpers import parse_experiment_text, tiny_experiment
 
 
 def test_aggregate_mean_and_sample_std() -> None:
-    agg = ex.aggregate({0: 1.0, 1: 2.0, 2: 4.0}, 3)
-    assert agg["mean"] == pytest.approx(7 / 3)
+    agg = aggregate({0: 1.0, 1: 2.0, 2: 4.0}, 3)
+    assert agg.mean == pytest.approx(7 / 3)
     # sample std (n - 1): sum of squares 42/9 over 2
-    assert agg["std"] == pytest.approx(math.sqrt(7 / 3))
-    assert agg["n"] == 3 and agg["seeds"] == 3
-    assert agg["values"] == {"0": 1.0, "1": 2.0, "2": 4.0}
-    assert ex.cell(agg) == "2.33 ± 1.53"
+    assert agg.std == pytest.approx(math.sqrt(7 / 3))
+    assert agg.n == 3 and agg.seeds == 3
+    assert agg.values == {"0": 1.0, "1": 2.0, "2": 4.0}
+    assert agg.to_json() == {"mean": agg.mean, "std": agg.std, "n": 3, "seeds": 3,
+                             "values": {"0": 1.0, "1": 2.0, "2": 4.0}}  # fmt: skip
+    assert cell(agg.to_json()) == "2.33 ± 1.53"
 
 
 def test_one_seed_has_no_std() -> None:
-    agg = ex.aggregate({0: 97.2222}, 1)
-    assert agg["std"] is None
-    assert ex.cell(agg) == "97.22 ± -"
+    agg = aggregate({0: 97.2222}, 1)
+    assert agg.std is None
+    assert cell(agg.to_json()) == "97.22 ± -"
 
 
 def test_missing_runs_are_shown_as_missing_never_as_zero() -> None:
-    some = ex.aggregate({0: 90.0, 1: None, 2: float("nan")}, 3)
-    assert some["n"] == 1 and some["mean"] == 90.0 and some["std"] is None
-    assert ex.cell(some) == "90.00 ± - (1/3 seeds)"
-    none = ex.aggregate({0: None, 1: None}, 2)
-    assert none["mean"] is None and none["n"] == 0
-    assert ex.cell(none) == "n/a (0/2 seeds)"
-    assert ex.cell(ex.aggregate({}, 2), signed=True) == "n/a (0/2 seeds)"
+    some = aggregate({0: 90.0, 1: None, 2: float("nan")}, 3)
+    assert some.n == 1 and some.mean == 90.0 and some.std is None
+    assert cell(some.to_json()) == "90.00 ± - (1/3 seeds)"
+    none = aggregate({0: None, 1: None}, 2)
+    assert none.mean is None and none.n == 0
+    assert cell(none.to_json()) == "n/a (0/2 seeds)"
+    assert cell(aggregate({}, 2).to_json(), signed=True) == "n/a (0/2 seeds)"
 
 
 def test_paired_difference_is_per_seed_and_skips_missing_seeds() -> None:
     icc = {0: 92.0, 1: 94.0, 2: 95.0, 3: None}
     ce = {0: 91.0, 1: 91.5, 3: 90.0}
-    diff = ex.paired_difference(icc, ce)
+    diff = paired_difference(icc, ce)
     assert diff == {0: 1.0, 1: 2.5}
-    agg = ex.aggregate(diff, 4)
-    assert ex.cell(agg, signed=True) == f"+1.75 ± {math.sqrt(2 * 0.75**2):.2f} (2/4 seeds)"
-    assert ex.cell(ex.aggregate({0: -0.5}, 1), signed=True) == "-0.50 ± -"
+    agg = aggregate(diff, 4)
+    assert cell(agg.to_json(), signed=True) == f"+1.75 ± {math.sqrt(2 * 0.75**2):.2f} (2/4 seeds)"
+    assert cell(aggregate({0: -0.5}, 1).to_json(), signed=True) == "-0.50 ± -"
 
 
 def test_collect_builds_every_cell_and_the_icc_minus_ce_difference(
@@ -60,15 +66,17 @@ def test_collect_builds_every_cell_and_the_icc_minus_ce_difference(
         "baseline/seed0": 88.0, "baseline/seed1": 89.0,
     }  # fmt: skip
 
-    def fake_metric(run: ex.Run, which: str) -> float | None:
+    def fake_metric(run: Run, which: str) -> float | None:
         value = top1.get(run.label)  # best epoch: 0.5 above the last one
         return None if value is None else value + (0.5 if which == "best" else 0.0)
 
-    monkeypatch.setattr(res, "run_top1", fake_metric)  # where collect looks it up
+    monkeypatch.setattr(
+        FinishedRuns, "top1", lambda self, run, which="final": fake_metric(run, which)
+    )
     diversity = {"ce": {0: {"ratio": 0.1, "feature_ratio": 0.3, "target_prob": 0.9}},
                  "icc": {0: {"ratio": 0.2, "feature_ratio": 0.4, "target_prob": 0.8},
                          1: {"ratio": 0.4, "feature_ratio": 0.5, "target_prob": 0.7}}}  # fmt: skip
-    results = ex.collect(exp, diversity)
+    results = collect(exp, diversity).to_json()
     ce, icc = results["teachers"]
     assert ce["cross_entropy"] and not icc["cross_entropy"]
     assert ce["top1"]["mean"] == 95.5 and icc["top1"]["mean"] == 94.5
@@ -83,13 +91,13 @@ def test_collect_builds_every_cell_and_the_icc_minus_ce_difference(
     assert diff["last"]["values"] == {"0": 2.0} and diff["last"]["n"] == 1
     assert results["baseline"]["last"]["mean"] == 88.5
 
-    tables = ex.result_tables(results)
+    tables = result_tables(results)
     students = _students_table(tables)
     rows = {tuple(r[:3]): r[3:] for r in students.rows}
     assert rows[("kd", "resnet8", "icc")] == ["92.00 ± - (1/2 seeds)", "92.50 ± - (1/2 seeds)"]
     assert rows[("", "", "icc minus ce")] == ["+2.00 [-] 1/1 (1/2 seeds)"] * 2
     assert rows[("alone (CE)", "resnet8", "none")] == ["88.50 ± 0.71", "89.00 ± 0.71"]
-    markdown = ex.results_markdown(results)
+    markdown = results_markdown(results)
     assert (
         "| teacher | intra/inter (soft labels) | intra/inter (features) | mean p(target) |"
         in markdown
@@ -138,11 +146,11 @@ def test_t_interval_matches_the_t_table() -> None:
 
 def test_sign_count_counts_seeds_strictly_above_zero() -> None:
     stats = res.difference_stats({0: 0.5, 1: 0.0, 2: -0.2, 3: 1.5, 4: None}, 5)
-    assert stats["positive"] == 2 and stats["n"] == 4  # 0.0 is not a gain; None is missing
-    assert res.diff_cell(stats).endswith(" 2/4 (4/5 seeds)")
-    assert res.diff_cell(res.difference_stats({}, 3)) == "n/a (0/3 seeds)"
+    assert stats.positive == 2 and stats.n == 4  # 0.0 is not a gain; None is missing
+    assert res.diff_cell(stats.to_json()).endswith(" 2/4 (4/5 seeds)")
+    assert res.diff_cell(res.difference_stats({}, 3).to_json()) == "n/a (0/3 seeds)"
     one = res.difference_stats({0: -0.25}, 1)
-    assert one["ci95"] is None and res.diff_cell(one) == "-0.25 [-] 0/1"
+    assert one.ci95 is None and res.diff_cell(one.to_json()) == "-0.25 [-] 0/1"
 
 
 def test_label_smoothing_teacher_is_a_variant_not_the_reference(tmp_path: Path) -> None:
@@ -153,13 +161,13 @@ def test_label_smoothing_teacher_is_a_variant_not_the_reference(tmp_path: Path) 
     exp = parse_experiment_text(text)
     assert [t.name for t in exp.teachers] == ["ce", "ls", "icc"]
     assert [t.cross_entropy for t in exp.teachers] == [True, False, False]
-    results = ex.collect(exp, {})
+    results = collect(exp, {}).to_json()
     assert [d["teacher"] for d in results["differences"]] == ["ls", "icc"]
     assert results["teachers"][1]["objective"] == "CE (label smoothing 0.1)"
 
 
 def _answer(values: dict[int, float | None], reference: str | None = None) -> dict:
-    stats = res.difference_stats(values, len(values))
+    stats = res.difference_stats(values, len(values)).to_json()
     return {"student": "kd", "teacher": "icc", "reference": reference, "last": stats}
 
 
@@ -195,25 +203,27 @@ def test_with_a_validation_split_the_best_column_is_best_on_validation(
     text = tiny_experiment(tmp_path, ('name = "tiny"', 'name = "tiny"\nval_per_class = 5'))
     exp = parse_experiment_text(text)
     assert {r.config.val_per_class for r in exp.runs} == {5}  # every run holds out the same
-    monkeypatch.setattr(res, "run_top1", lambda run, which: 80.0 if which == "best" else 79.0)
-    results = ex.collect(exp, {})
+    monkeypatch.setattr(
+        FinishedRuns, "top1", lambda self, run, which="final": 80.0 if which == "best" else 79.0
+    )
+    results = collect(exp, {}).to_json()
     assert (results["val_per_class"], results["val_fraction"]) == (5, None)
-    students = _students_table(ex.result_tables(results))
+    students = _students_table(result_tables(results))
     assert students.columns[-2:] == ["last epoch", "best on validation"]
     assert students.notes[-1] == (
         "best on validation: top-1 on the test split at the epoch of the highest top-1 on 5 "
         "images per class held out of the training split (never trained on)"
     )
     assert not any("flatters" in n for n in students.notes)
-    markdown = ex.results_markdown(results)
+    markdown = results_markdown(results)
     assert "val per class 5" in markdown and "| best on validation |" in markdown
     # without one, the column says what it is: best on the test split
-    plain = ex.collect(parse_experiment_text(tiny_experiment(tmp_path)), {})
-    assert _students_table(ex.result_tables(plain)).columns[-1] == "best epoch"
-    assert "flatters" in _students_table(ex.result_tables(plain)).notes[-1]
+    plain = collect(parse_experiment_text(tiny_experiment(tmp_path)), {}).to_json()
+    assert _students_table(result_tables(plain)).columns[-1] == "best epoch"
+    assert "flatters" in _students_table(result_tables(plain)).notes[-1]
     assert res.validation_phrase({"val_fraction": 0.1}) == "10% of each class"
 
 
-def _students_table(tables: list[ex.TableSpec]) -> ex.TableSpec:
+def _students_table(tables: list[TableSpec]) -> TableSpec:
     """The students' table (the accuracy-against-cost table follows it)."""
     return next(t for t in tables if t.title.startswith("students on"))

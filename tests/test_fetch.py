@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import socket
+import struct
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import torch
 import torchvision
 from safetensors.torch import load_file
 
-from icckd_cli.base.checkpoint import read_metadata
+from icckd_cli.base.checkpoint import Checkpoint, read_metadata
 from icckd_cli.models import create_model
 from icckd_cli.work.fetch import CIFAR100_CLASSES, CRD_MEMBER, cached_path
 from tests.helpers import icckd
@@ -132,6 +133,10 @@ def test_crd_teacher_from_a_mirror(
     assert meta["source"] == {"name": "crd:resnet56", "url": url, "sha256": digest,
                               "file": "cifar_teachers/resnet56_vanilla/ckpt_epoch_240.pth",
                               "verified": False}  # fmt: skip
+    # the import is our format, with the digest of its tensors (a .pth has none)
+    data = out.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    assert Checkpoint.read(out).data_sha256 == hashlib.sha256(data[8 + n :]).hexdigest()
     # downloaded once: a second fetch reads the cache, and the cache holds no partial file
     cached = cached_path(url, torchvision=False)
     assert cached.read_bytes() == crd_tar and not list(cached.parent.glob("*.part"))

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from icckd_cli.base.checkpoint import read_metadata
-from icckd_cli.models.loading import load_model
+from icckd_cli.models.loading import load_any_model
 from icckd_cli.work.fetch_timm import hf_cache_dir, hf_cached_file
 from tests.helpers import icckd, ok
 
@@ -62,7 +62,7 @@ def test_resnet_from_the_hugging_face_cache(
     meta = read_metadata(out)
     assert meta["model_args"] == {} and meta["source"]["tag"] == "a1_in1k"
     assert meta["dataset"]["classes"][0] == "tench" and meta["dataset"]["num_classes"] == 1000
-    model, _ = load_model(out)
+    model, _ = load_any_model(out)
     for key, value in net.state_dict().items():
         assert torch.equal(model.state_dict()[key], value)
     assert path.is_file()  # the cache is read, never changed

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "icckd_cli"
 
 # top to bottom; a folder may import its own modules and any folder on a lower rank. Folders
 # on one rank are peers and import none of each other. The package's face (__init__,
-# __main__, and losses.py, the reference API of METHOD.md) stands above every layer.
+# __main__, and losses.py, the reference API of docs/method.md) stands above every layer.
 LAYERS: list[tuple[str, ...]] = [
     ("cli",),
     ("work",),

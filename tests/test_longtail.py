@@ -9,14 +9,15 @@ import torch
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.data import Split
+from icckd_cli.data.imbalance import apply_imbalance
 from icckd_cli.data.longtail import (
     check_imbalance_factor,
     class_counts,
     longtail_counts,
     longtail_lists,
     longtail_positions,
-    longtail_split,
 )
+from icckd_cli.data.registry import Dataset, DataSpec
 
 
 def exact_counts(n_max: int, num_classes: int, factor: Fraction) -> list[int]:
@@ -111,23 +112,39 @@ def test_split_positions_are_per_class_prefixes_in_original_order() -> None:
     assert pos.tolist() == want
 
 
+def _dataset(labels: torch.Tensor) -> Dataset:
+    """A 3-class data set whose training image k is filled with the value k (its position)."""
+    n = len(labels)
+    images = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(-1, 3, 2, 2)
+    spec = DataSpec("toy", 3, ["a", "b", "c"], [0.5] * 3, [0.5] * 3, 2, False)
+    empty = Split(torch.zeros(0, 3, 2, 2, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
+    return Dataset(spec, Split(images.contiguous(), labels, torch.arange(n)), empty)
+
+
 def test_split_on_images_keeps_images_with_their_labels_and_is_seed_free() -> None:
     labels = torch.tensor([2, 0, 1, 0, 2, 1, 0, 1, 2, 0, 2, 2])
-    images = torch.arange(len(labels), dtype=torch.uint8)[:, None, None, None].expand(-1, 3, 2, 2)
-    split = Split(images.contiguous(), labels, torch.arange(len(labels)))
-    out = longtail_split(split, 3, 2)  # n_max 5 (class 2): 5, floor(5/sqrt 2) = 3, 2
-    assert class_counts(out.labels, 3) == [4, 3, 2]  # class 0 has only 4
-    assert out.images[:, 0, 0, 0].tolist() == out.index.tolist()
-    assert labels[out.index].tolist() == out.labels.tolist()
-    assert out.index.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 9]
-    again = longtail_split(split, 3, 2)
-    assert torch.equal(again.images, out.images)
-    assert longtail_split(split, 3, 1) is split
+    data = _dataset(labels)
+    # n_max 5 (class 2): 5, floor(5/sqrt 2) = 3, 2; class 0 has only 4
+    assert apply_imbalance(data, 2) == [4, 3, 2]
+    out = data.train
+    kept = out.images[:, 0, 0, 0].long()  # each kept image's position before the split
+    assert kept.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 9]  # per class its first n_i, in order
+    assert labels[kept].tolist() == out.labels.tolist()  # every image keeps its own label
+    assert out.index.tolist() == list(range(9))  # renumbered 0..K-1 (store and bank key on it)
+    again = _dataset(labels)
+    apply_imbalance(again, 2)  # no random draw: the same images again
+    assert torch.equal(again.train.images, out.images)
+    balanced = _dataset(labels)
+    train = balanced.train
+    assert apply_imbalance(balanced, 1) == [4, 3, 5] and balanced.train is train
 
 
 def test_split_validates_labels_and_factor() -> None:
-    split = Split(torch.zeros(2, 3, 1, 1, dtype=torch.uint8), torch.tensor([0, 3]))
-    with pytest.raises(ValueError, match="labels outside"):
-        longtail_split(split, 3, 2)
-    with pytest.raises(UsageError, match="--imbalance-factor"):
-        longtail_split(split, 4, 0.5)
+    with pytest.raises(ValueError, match=r"^labels outside 0\.\.2$"):
+        apply_imbalance(_dataset(torch.tensor([0, 3])), 2)
+    with pytest.raises(UsageError) as refused:
+        apply_imbalance(_dataset(torch.tensor([0, 1])), 0.5)
+    assert str(refused.value) == (
+        "invalid value for --imbalance-factor: 0.5; give a factor of at least 1 (1 is balanced; "
+        "100 is the CIFAR-LT standard)"
+    )

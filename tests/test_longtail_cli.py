@@ -21,6 +21,8 @@ from icckd_cli.cli import main
 from icckd_cli.data import load_dataset
 from icckd_cli.data.longtail import longtail_counts
 from icckd_cli.metrics.transfer import read_predictions
+from icckd_cli.models.loading import load_any_model
+from icckd_cli.work.corruptions import summarise
 from tests.helpers import icckd
 
 RUN = ["--arch", "resnet8", "--dataset", "digits", "--test-per-class", "2", "--epochs", "1",
@@ -105,10 +107,18 @@ def test_predictions_npy_holds_the_final_models_test_predictions(
     lt_run: tuple[Path, str],
 ) -> None:
     out, _ = lt_run
-    labels = load_dataset("digits", test_per_class=2, train_per_class=1).test.labels.numpy()
-    pred = read_predictions(out / "predictions.npy", len(labels), 10)
+    test = load_dataset("digits", test_per_class=2, train_per_class=1).test
+    pred = read_predictions(out / "predictions.npy", len(test.labels), 10)
+    # the final model's argmax over the test split, computed here from the checkpoint alone:
+    # images in 0..1 normalised with the statistics it records, in the split's order
+    model, meta = load_any_model(out / "model.safetensors")
+    mean = torch.tensor(meta["dataset"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(meta["dataset"]["std"]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        logits = model.eval()((test.images.float() / 255 - mean) / std)
+    assert pred.tolist() == logits.argmax(dim=1).tolist()
     final = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert 100.0 * float((pred == labels).mean()) == pytest.approx(final["top1"])
+    assert 100.0 * float((pred == test.labels.numpy()).mean()) == pytest.approx(final["top1"])
 
 
 def test_a_run_keeps_its_last_test_pass_as_predictions_npy(
@@ -206,8 +216,17 @@ def test_a_release_of_clean_images_scores_the_clean_top1_at_every_severity(
     assert r.code == 0, r.err
     c = r.json()["corruptions"]
     assert c["suite"] == str(folder)
+    assert c["clean_top1"] > 0  # the run classifies some test images, so relative is defined
     assert [x["top1"] for x in c["results"]] == [c["clean_top1"]] * 5
-    assert c["relative"] in (None, pytest.approx(1.0))
+    assert c["mean_top1"] == c["clean_top1"] and c["relative"] == 1.0
+
+
+def test_relative_is_none_where_the_clean_top1_or_the_results_leave_it_undefined() -> None:
+    one = [{"corruption": "gaussian_noise", "severity": 1, "top1": 20.0}]
+    assert summarise("s", 40.0, one)["relative"] == 0.5
+    assert summarise("s", 0.0, one)["relative"] is None  # no clean image right: no ratio
+    empty = summarise("s", 40.0, [])
+    assert (empty["mean_top1"], empty["relative"]) == (None, None)
 
 
 def test_bad_corruption_folders_are_one_line_errors(
@@ -226,7 +245,7 @@ def test_bad_corruption_folders_are_one_line_errors(
         no_labels: f"{no_labels} has no labels.npy",
         wrong_shape: "a corruption file is uint8 (5 x N, H, W, 3)",
         small: "takes 32x32 images with 3 channels but",
-        many: "predicts 10 classes but",
+        many: "holds labels up to 90 but",
     }
     for folder, text in wanted.items():
         r = icckd(capsys, "eval", ckpt, "--device", "cpu", "--corruptions-dir", folder)

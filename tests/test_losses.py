@@ -8,20 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from icckd_cli.losses import (
-    dkd_loss,
-    dkd_parts,
-    expected_calibration_error,
-    icc_terms,
-    intra_class_contrastive,
-    kd_loss,
-    margin_gate,
-    prediction_margin,
-    rkd_angle,
-    rkd_distance,
-    rkd_loss,
-)
+from icckd_cli.losses import intra_class_contrastive, prediction_margin
 from icckd_cli.methods.crd import CRDLoss, nce_criterion
+from icckd_cli.methods.dkd import dkd_loss, dkd_parts
+from icckd_cli.methods.icc import icc_terms, margin_gate
+from icckd_cli.methods.kd import kd_loss
+from icckd_cli.methods.rkd import rkd_angle, rkd_distance, rkd_loss
+from icckd_cli.metrics.calibration import expected_calibration_error
 
 E = math.e
 
@@ -113,7 +106,7 @@ def test_icc_gate_closing_every_anchor_gives_graph_zero() -> None:
 
 
 def naive_icc(z1, z2, labels, tau, queue, queue_labels, mask):  # type: ignore[no-untyped-def]
-    """METHOD.md read literally, one anchor at a time."""
+    """Eq. 2 and 4 of docs/method.md read literally, one anchor at a time."""
     b = z1.shape[0]
     zs = [F.normalize(v, dim=0) for v in torch.cat([z1, z2])]
     lab = labels.tolist() * 2

@@ -12,7 +12,6 @@ from icckd_cli.work.experiment.matched import (
     check_match_split,
     curve_from_history,
     first_reaching,
-    match_all,
     match_seed,
     match_target,
 )
@@ -114,13 +113,18 @@ def test_single_teacher_matches_its_own_best() -> None:
     }
 
 
-def test_match_all_by_teacher_seed() -> None:
+def test_each_teacher_seed_is_matched_on_its_own_curves() -> None:
+    # the experiment calls match_seed once per teacher seed (matching_plan.py)
     per_seed = {
         0: {"ce": [(1, 50.0)], "icc": [(1, 60.0)]},
         1: {"ce": [(1, 70.0), (2, 71.0)], "icc": [(1, 65.0), (2, 64.0)]},
     }
-    out = match_all(per_seed)
+    out = {seed: match_seed(curves) for seed, curves in per_seed.items()}
     assert out[0]["target_val_top1"] == 50.0 and out[1]["target_val_top1"] == 65.0
+    assert out[0]["teachers"] == {
+        "ce": {"epoch": 1, "val_top1": 50.0},
+        "icc": {"epoch": 1, "val_top1": 60.0},
+    }
     assert out[1]["teachers"] == {
         "ce": {"epoch": 1, "val_top1": 70.0},
         "icc": {"epoch": 1, "val_top1": 65.0},

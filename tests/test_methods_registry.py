@@ -82,7 +82,7 @@ def test_every_method_builds_its_objective_and_trains_a_step(name: str) -> None:
     cfg = build(DistillConfig, {"method": name, "crd_nce_k": 4})
     teacher, student = create_model("resnet8", 3), create_model("resnet8", 3)
     weights = cfg.resolved_weights()
-    obj = DistillObjective.from_config(cfg, teacher, student.feature_dim, 6, dkd_warmup=1)
+    obj = DistillObjective.from_config(cfg, teacher, student.feature_dim, 6, epochs=12)
     expected = {k.removesuffix("_weight") for k, v in weights.items() if v}
     assert {t.name for t in obj.terms} == expected
     # a term's module sits under the part's name (resumable state keys: objective/crd.*)
@@ -113,3 +113,83 @@ def test_the_cli_and_the_settings_start_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# A whole new method in one file: its loss, its settings (one of them a `distill` option) and
+# a warm-up hook (`resolve`: the whole run unless given). Nothing else of the package changes.
+TOY_METHOD = '''
+"""toy: half the squared logit difference, ramped in linearly over its warm-up."""
+
+from pydantic import BaseModel, Field
+
+from icckd_cli.methods.registry import Context, Method, Part, register
+
+
+class ToySettings(BaseModel):
+    toy_weight: float | None = Field(None, ge=0, description="Toy weight.")
+    toy_scale: float = Field(1.0, gt=0, description="Toy scale.")
+    toy_warmup: int | None = Field(None, ge=0)  # None: the whole run
+
+
+def toy_loss(logits, t_logits, scale):
+    """scale * mean of half the squared difference: (N, C), (N, C) -> ()."""
+    return scale * 0.5 * ((logits - t_logits.detach()) ** 2).mean()
+
+
+def _resolve(settings, context):
+    warmup = context.epochs if settings.toy_warmup is None else settings.toy_warmup
+    return settings.model_copy(update={"toy_warmup": warmup})
+
+
+def _build(settings, context):
+    import torch
+
+    def term(out, stats):
+        ramp = min((out["epoch"] + 1) / settings.toy_warmup, 1.0)
+        stats["toy_ramp"] = torch.full((), ramp)
+        return ramp * toy_loss(out["logits"], out["t_logits"], settings.toy_scale)
+
+    return {"toy": Part(term)}
+
+
+register(Method(name="toy", order=90, parts=("toy",), settings=ToySettings,
+                preset={"ce_weight": 1.0, "toy_weight": 0.5}, build=_build,
+                recorded=("toy_scale", "toy_warmup"), resolve=_resolve))
+'''
+
+
+@pytest.mark.slow
+def test_a_method_in_one_file_runs_through_distill(reference: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    # the file, and an installed-distribution record naming it in the methods' entry points
+    plugin = tmp_path / "plugin"
+    (plugin / "icckd_toy-0.1.dist-info").mkdir(parents=True)
+    (plugin / "icckd_toy_method.py").write_text(TOY_METHOD)
+    info = plugin / "icckd_toy-0.1.dist-info"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: icckd-toy\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{registry.ENTRY_POINTS}]\ntoy = icckd_toy_method\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), *sys.path])}
+    out = tmp_path / "toy"
+    cmd = [sys.executable, "-m", "icckd_cli", "distill", "--teacher",
+           str(reference / "model.safetensors"), "--arch", "resnet8", "--dataset", "digits",
+           "--train-per-class", "20", "--test-per-class", "5", "--epochs", "2", "--device",
+           "cpu", "--method", "toy", "--toy-scale", "3", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # the warm-up hook resolved 2 epochs: the term weighs 1/2, then 2/2
+    assert [h["train_toy_ramp"] for h in history] == [0.5, 1.0]
+    assert all(h["train_toy"] > 0 for h in history)
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+    objective = json.loads(meta["objective"])
+    assert objective["terms"] == {"ce": 1.0, "toy": 0.5}  # its preset's weights
+    assert (objective["toy_scale"], objective["toy_warmup"]) == (3.0, 2)  # given, resolved
+    config = json.loads((out / "config.json").read_text())
+    assert (config["method"], config["toy_scale"], config["toy_warmup"]) == ("toy", 3.0, None)

@@ -12,6 +12,7 @@ from torch import nn
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.models import ZooModel, create_model, feature_dim, list_models
+from icckd_cli.models.registry import describe_zoo
 
 # name -> (parameters at 100 classes, feature_dim, state-dict entries, layout fingerprint).
 # The fingerprint hashes the sorted "key:shape" rows (buffers included), so any renamed,
@@ -339,3 +340,11 @@ def test_compiles_without_graph_breaks(name: str) -> None:
             logits, feats = compiled(x, return_features=True)
             torch.testing.assert_close(logits, model(x))
             assert feats.shape == (2, model.feature_dim)
+
+
+def test_describe_zoo_counts_parameters_on_the_meta_device_as_a_real_model_has_them() -> None:
+    real = create_model("resnet8", 100)  # built for real, on the CPU
+    params = sum(p.numel() for p in real.parameters())
+    assert describe_zoo("RESNET8") == [("resnet8", params, 64, 32)]  # the glob ignores case
+    assert [row[0] for row in describe_zoo("resnet8*")] == ["resnet8", "resnet8x4"]
+    assert describe_zoo("no_such_*") == []

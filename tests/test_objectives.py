@@ -130,7 +130,7 @@ def test_distill_objective_keeps_teacher_frozen_and_out_of_its_state() -> None:
     teacher = create_model("resnet8", 3)
     cfg = build(DistillConfig, {"method": "kd"})
     weights = cfg.resolved_weights()
-    obj = DistillObjective(teacher, weights, {**cfg.model_dump(), "dkd_warmup": 1})
+    obj = DistillObjective(teacher, weights, cfg)
     assert list(obj.parameters()) == [] and obj.state_dict() == {}
     obj.train()
     assert not teacher.training

@@ -1,4 +1,4 @@
-"""Presentation's modules: the old face names the same objects, soft-label paths below the table."""
+"""Presentation's modules: JSON output, soft-label paths below the table."""
 
 from __future__ import annotations
 
@@ -11,20 +11,10 @@ import pytest
 from icckd_cli.presentation import (
     console,
     experiment_progress,
-    lines,
     progress,
-    report,
     softlabel_tables,
     tables,
 )
-
-
-def test_report_is_a_face_of_the_focused_modules() -> None:
-    homes = (console, experiment_progress, lines, progress, softlabel_tables, tables)
-    for name in report.__all__:
-        if name == "size_text":  # from base/units, below presentation
-            continue
-        assert any(getattr(m, name, None) is getattr(report, name) for m in homes), name
 
 
 def test_json_is_one_document_with_paths_as_text(capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,3 +49,49 @@ def test_table_notes_keep_their_square_brackets(capsys: pytest.CaptureFixture[st
     tables.experiment_tables([spec])
     printed = capsys.readouterr().out
     assert "latency = false in [experiment], or --no-latency" in printed
+
+
+# ----------------------------------------------------------------------------- progress in a log
+
+EPOCH = {"epoch": 1, "train_loss": 2.3, "train_ce": 2.3, "top1": 12.5, "lr": 0.1,
+         "images_per_s": 50.0}  # fmt: skip
+
+
+def _one_run(view: experiment_progress.ExperimentProgress) -> None:
+    """The events of a matrix of one run of two epochs, as run_experiment sends them."""
+    view("plan", {"total": 1, "done": 0})
+    view("run", {"index": 1, "total": 1, "label": "teachers/ce/seed0", "action": "train"})
+    view("start", {"epochs": 2, "steps": 3, "epoch": 0})
+    for epoch in (1, 2):
+        for _ in range(3):
+            view("step", {})
+        view("epoch", {**EPOCH, "epoch": epoch})
+    best = {"top1": 12.5, "epoch": 1}
+    view("run_end", {"final": {"top1": 12.5}, "best": best, "elapsed": 3.0})
+    view.close()
+
+
+def test_in_a_log_each_epoch_of_an_experiment_run_is_one_plain_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _one_run(experiment_progress.ExperimentProgress("tiny"))  # stderr captured: not a terminal
+    assert capsys.readouterr().err.splitlines() == [
+        "run 1/1: teachers/ce/seed0: training",
+        "run 1/1: teachers/ce/seed0: epoch   1/2  loss 2.3  ce 2.3  top1 12.50  lr 0.1  50 img/s",
+        "run 1/1: teachers/ce/seed0: epoch   2/2  loss 2.3  ce 2.3  top1 12.50  lr 0.1  50 img/s",
+        "run 1/1: teachers/ce/seed0: top-1 12.50 (best 12.50 at epoch 1), 3 s",
+    ]
+
+
+def test_on_a_terminal_the_epochs_stay_in_the_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    screen = Console(file=StringIO(), force_terminal=True, width=200)
+    monkeypatch.setattr(progress, "err", screen)  # the bars' console
+    monkeypatch.setattr(experiment_progress, "err", screen)
+    _one_run(experiment_progress.ExperimentProgress("tiny"))
+    shown = screen.file.getvalue()  # type: ignore[attr-defined]
+    assert "run 1/1: teachers/ce/seed0: top-1 12.50" in shown  # the lines above the bars
+    assert "img/s" not in shown  # no epoch line: the bar's description carries the epoch

@@ -77,11 +77,15 @@ def test_export_round_trip_matches_the_checkpoint(
         pytest.importorskip("timm")  # the optional [timm] extra (the test extra has it)
     model = _digits_checkpoint(tmp_path / "m.safetensors", arch).eval()
     out = tmp_path / f"m.{fmt}"
-    r = icckd(capsys, "export", tmp_path / "m.safetensors", "--format", fmt, "--out", out, "--json")
+    r = icckd(capsys, "export", tmp_path / "m.safetensors", "--to", fmt, "--out", out,
+              "--format", "json")  # fmt: skip
     assert r.code == 0, r.err
     told = json.loads(r.out)
     parity = told["parity"]
     assert parity["inputs"] == "32 digits test images" and parity["images"] == 32
+    # all 32 agree because the logits do (max_abs_diff): these untrained models' best two
+    # logits differ by 2.9e-3 or more on the parity images, 40 times the tolerance, so no
+    # argmax can flip within it, whatever order a runtime sums in
     assert parity["top1_agree"] == 32 and parity["max_abs_diff"] <= 1e-4 * parity["logit_scale"]
     side = json.loads((tmp_path / f"m.{fmt}.json").read_text())
     assert side["classes"] == [str(k) for k in range(10)] and side["format"] == fmt
@@ -106,7 +110,7 @@ def test_a_channels_last_checkpoint_exports_in_the_standard_layout(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     model = digits_teacher(tmp_path / "t.safetensors", {"channels_last": True})
-    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "torchscript",
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--to", "torchscript",
               "--out", tmp_path / "t.pt")  # fmt: skip
     assert r.code == 0, r.err
     assert "32 digits test images" in r.out and "32 of 32" in r.out
@@ -122,8 +126,8 @@ def test_without_the_data_set_parity_runs_on_random_inputs(
     gone = {**spec, "name": "imagefolder", "data_dir": str(tmp_path / "gone")}
     meta = {"kind": "teacher", "arch": "resnet8", "num_classes": 10, "dataset": gone}
     save_model(tmp_path / "t.safetensors", create_model("resnet8", 10), {**meta, "config": {}})
-    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "onnx",
-              "--out", tmp_path / "t.onnx", "--parity-images", "4", "--json")  # fmt: skip
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--to", "onnx",
+              "--out", tmp_path / "t.onnx", "--parity-images", "4", "--format", "json")  # fmt: skip
     assert r.code == 0, r.err
     assert json.loads(r.out)["parity"]["inputs"] == "4 random inputs (no imagefolder images here)"
 
@@ -136,7 +140,7 @@ def test_an_existing_file_needs_overwrite(
 ) -> None:
     digits_teacher(tmp_path / "t.safetensors")
     (tmp_path / "t.onnx").write_text("mine")
-    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "onnx",
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--to", "onnx",
               "--out", tmp_path / "t.onnx")  # fmt: skip
     assert r.code == 2
     assert r.err.strip() == (
@@ -144,7 +148,7 @@ def test_an_existing_file_needs_overwrite(
         "t.onnx.json) or choose another --out"
     )
     assert (tmp_path / "t.onnx").read_text() == "mine" and not (tmp_path / "t.onnx.json").exists()
-    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "onnx",
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--to", "onnx",
               "--out", tmp_path / "t.onnx", "--overwrite")  # fmt: skip
     assert r.code == 0, r.err
     assert (tmp_path / "t.onnx").read_bytes() != b"mine"
@@ -152,13 +156,45 @@ def test_an_existing_file_needs_overwrite(
 
 def test_an_unknown_format_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     digits_teacher(tmp_path / "t.safetensors")
-    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "tflite",
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--to", "tflite",
               "--out", tmp_path / "t.tflite")  # fmt: skip
     assert r.code == 2
     assert r.err.strip() == (
-        "error: invalid value for --format ('tflite'): Input should be 'onnx', 'torchscript' "
-        "or 'exported'"
+        "error: invalid value for --to ('tflite'): use onnx, torchscript or exported"
     )
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--out", tmp_path / "t.pt")
+    assert r.code == 2
+    assert r.err.strip() == "error: missing option --to: give onnx, torchscript or exported"
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--to", "onnx", "--format", "yaml",
+              "--out", tmp_path / "t.onnx")  # fmt: skip
+    assert r.code == 2
+    assert r.err.strip() == "error: invalid value for --format ('yaml'): use table or json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]
+
+
+def test_the_old_spellings_format_onnx_and_json_still_work_with_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    digits_teacher(tmp_path / "t.safetensors")
+    new = icckd(capsys, "export", tmp_path / "t.safetensors", "--to", "torchscript",
+                "--out", tmp_path / "new.pt", "--format", "json")  # fmt: skip
+    old = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "torchscript",
+                "--out", tmp_path / "old.pt", "--json")  # fmt: skip
+    assert (new.code, old.code, new.err) == (0, 0, "")
+    assert old.err.splitlines() == [
+        "warning: --format torchscript is deprecated here: use --to torchscript",
+        "warning: --json is deprecated: use --format json",
+    ]
+    told_new, told_old = json.loads(new.out), json.loads(old.out)
+    assert told_old["out"] == str(tmp_path / "old.pt")
+    assert told_old["parity"] == told_new["parity"]
+    both = icckd(capsys, "export", tmp_path / "t.safetensors", "--to", "onnx",
+                 "--format", "torchscript", "--out", tmp_path / "x.pt")  # fmt: skip
+    assert both.code == 2
+    assert both.err.strip() == (
+        "error: give the export format once: --to onnx (not also --format torchscript)"
+    )
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_missing_onnx_runtime_names_the_extra(
@@ -166,12 +202,12 @@ def test_missing_onnx_runtime_names_the_extra(
 ) -> None:
     digits_teacher(tmp_path / "t.safetensors")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
-    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "onnx",
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--to", "onnx",
               "--out", tmp_path / "t.onnx")  # fmt: skip
     assert r.code == 2
     assert r.err.strip() == (
-        "error: --format onnx needs the onnx and onnxruntime packages (onnxruntime missing); "
-        "install them with pip install -e '.[export]' (or use --format torchscript or exported)"
+        "error: --to onnx needs the onnx and onnxruntime packages (onnxruntime missing); "
+        "install them with pip install -e '.[export]' (or use --to torchscript or exported)"
     )
     assert not (tmp_path / "t.onnx").exists()
 
@@ -201,14 +237,14 @@ def test_a_model_the_exporter_cannot_trace_fails_in_one_line(
     data = load_dataset("digits", test_per_class=1).spec.to_dict()
     meta = {"kind": "teacher", "arch": "branchy", "num_classes": 10, "dataset": data}
     save_model(tmp_path / "b.safetensors", _DataDependent(), {**meta, "config": {}})
-    r = icckd(capsys, "export", tmp_path / "b.safetensors", "--format", "exported",
+    r = icckd(capsys, "export", tmp_path / "b.safetensors", "--to", "exported",
               "--out", tmp_path / "b.pt2")  # fmt: skip
     assert r.code == 1
     (line,) = r.err.strip().splitlines()
     assert line.startswith(
         f"error: cannot export {tmp_path / 'b.safetensors'} (branchy) as exported: "
     )
-    assert "data-dependent" in line.lower() and line.endswith("; try another --format")
+    assert "data-dependent" in line.lower() and line.endswith("; try another --to")
     assert not (tmp_path / "b.pt2").exists() and not list(tmp_path.glob(".b.pt2.*"))
 
 
@@ -219,7 +255,7 @@ def test_a_mismatch_beyond_the_tolerance_leaves_no_file(
     write, run, runtime = ex.FORMATS["torchscript"]
     off = lambda path, x: run(path, x) + 1e-3  # noqa: E731 - a runtime that is slightly off
     monkeypatch.setitem(ex.FORMATS, "torchscript", (write, off, runtime))
-    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "torchscript",
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--to", "torchscript",
               "--out", tmp_path / "t.pt")  # fmt: skip
     assert r.code == 1
     assert r.err.strip().startswith(
@@ -227,10 +263,10 @@ def test_a_mismatch_beyond_the_tolerance_leaves_no_file(
         "checkpoint by up to 0.001 in the logits of 32 digits test images, over the tolerance "
     )
     assert r.err.strip().endswith(
-        "nothing was written: try another --format, or allow more with --tolerance"
+        "nothing was written: try another --to, or allow more with --tolerance"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]
-    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--format", "torchscript",
+    r = icckd(capsys, "export", tmp_path / "t.safetensors", "--to", "torchscript",
               "--out", tmp_path / "t.pt", "--tolerance", "1e-2")  # fmt: skip
     assert r.code == 0, r.err
 
@@ -239,7 +275,7 @@ def test_a_mismatch_beyond_the_tolerance_leaves_no_file(
 
 
 def _export_onnx(capsys: pytest.CaptureFixture[str], src: Path, out: Path, *more: str) -> Any:
-    r = icckd(capsys, "export", src, "--format", "onnx", "--out", out, "--json", *more)
+    r = icckd(capsys, "export", src, "--to", "onnx", "--out", out, "--format", "json", *more)
     assert r.code == 0, r.err
     return json.loads(r.out)
 
@@ -292,7 +328,7 @@ def test_an_onnx_export_over_the_limit_keeps_its_tensors_in_out_data(
     assert told["bytes"] == out.stat().st_size + data.stat().st_size
     assert data.stat().st_size > 300_000 > out.stat().st_size  # resnet8's 78,042 float32 weights
     # --overwrite replaces the data file, and removes it when the new export needs none
-    r = icckd(capsys, "export", src, "--format", "onnx", "--out", out, *exporter_args)
+    r = icckd(capsys, "export", src, "--to", "onnx", "--out", out, *exporter_args)
     assert r.code == 2 and "already exists; pass --overwrite" in r.err
     _export_onnx(capsys, src, out, "--overwrite", *exporter_args)
     assert sorted(p.name for p in out.parent.iterdir()) == ["t.onnx", "t.onnx.data", "t.onnx.json"]

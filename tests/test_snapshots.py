@@ -14,18 +14,15 @@ import torch
 from icckd_cli.base.checkpoint import read_metadata, weights_hash
 from icckd_cli.base.errors import IcckdError
 from icckd_cli.models import create_model
-from icckd_cli.models.loading import load_model
+from icckd_cli.models.loading import load_any_model
 from icckd_cli.training.snapshots import (
     clear_snapshots,
-    file_sha256,
     list_snapshots,
-    load_snapshot,
     read_snapshot,
     save_snapshot,
     snapshot_curve,
     snapshot_epoch,
     snapshot_path,
-    snapshot_sha256,
 )
 
 META = {
@@ -61,23 +58,14 @@ def test_save_list_read_round_trip(saved: Path, model: torch.nn.Module) -> None:
     snap = read_snapshot(snapshot_path(saved, 2))
     assert (snap.epoch, snap.val_top1) == (2, 0.1 + 0.2)
     assert snap.weights_sha256 == weights_hash(model.state_dict())
-    loaded, snap2 = load_snapshot(snapshot_path(saved, 3))
-    assert snap2.epoch == 3 and loaded.arch == "resnet8"
-    assert weights_hash(loaded.state_dict()) == weights_hash(model.state_dict())
     # a full checkpoint: it loads as a teacher with the run's metadata, and says its epoch
-    _, meta = load_model(snapshot_path(saved, 3))
+    loaded, meta = load_any_model(snapshot_path(saved, 3))
+    assert loaded.arch == "resnet8"
+    assert weights_hash(loaded.state_dict()) == weights_hash(model.state_dict())
     assert meta["kind"] == "teacher" and meta["dataset"] == META["dataset"]
     assert snapshot_epoch(meta) == {"epoch": 3, "val_top1": 100 * 7 / 30}
     assert snapshot_epoch(META) is None
     assert not list((saved / "epochs").glob(".*")), "no temporary file left behind"
-
-
-def test_sha256_is_the_file_bytes(saved: Path) -> None:
-    path = snapshot_path(saved, 1)
-    assert snapshot_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert file_sha256(path) == snapshot_sha256(path)
-    # two epochs with the same weights differ in their metadata, hence in their file's hash
-    assert snapshot_sha256(path) != snapshot_sha256(snapshot_path(saved, 2))
 
 
 def test_size_is_the_weights_plus_a_small_header(saved: Path, model: torch.nn.Module) -> None:
@@ -93,7 +81,7 @@ def test_a_moved_run_folder_still_reads(
     moved = tmp_path_factory.mktemp("elsewhere") / "run"
     shutil.move(str(saved), moved)
     assert [e for e, _ in snapshot_curve(moved)] == [1, 2, 3]
-    load_snapshot(snapshot_path(moved, 2))
+    load_any_model(snapshot_path(moved, 2))
 
 
 def test_overwrite_of_an_epoch_replaces_it(saved: Path, model: torch.nn.Module) -> None:
@@ -143,7 +131,7 @@ def _empty(p: Path) -> None:
 def test_damaged_file_refused_in_one_line(saved: Path, damage, says: str) -> None:
     path = snapshot_path(saved, 2)
     damage(path)
-    for read in (read_snapshot, load_snapshot, snapshot_sha256):
+    for read in (read_snapshot, load_any_model):
         with pytest.raises(IcckdError) as err:
             read(path)
         assert says in err.value.message and "\n" not in err.value.message
@@ -153,15 +141,19 @@ def test_damaged_file_refused_in_one_line(saved: Path, damage, says: str) -> Non
 
 
 def test_damaged_weights_refused(saved: Path) -> None:
-    # bytes flipped inside the tensors: the header is intact, the recorded hash is not
+    # bytes flipped inside the tensors: the header is intact, the digest of the data is not
     path = snapshot_path(saved, 3)
     data = bytearray(path.read_bytes())
     for i in range(len(data) - 64, len(data)):
         data[i] ^= 0xFF
     path.write_bytes(bytes(data))
     assert read_snapshot(path).epoch == 3  # the header alone cannot tell
-    with pytest.raises(IcckdError, match="its weights differ from those saved"):
-        load_snapshot(path)
+    with pytest.raises(IcckdError) as err:
+        load_any_model(path)
+    assert err.value.message == (
+        f"{path} is damaged: its tensor data does not match the digest recorded when it was "
+        "written; re-create it or use another checkpoint"
+    )
 
 
 def test_renamed_snapshot_refused(saved: Path) -> None:
@@ -182,7 +174,8 @@ def test_a_model_checkpoint_is_not_a_snapshot(tmp_path: Path, model: torch.nn.Mo
         save_model(path, model, {**META, "extra": extra})
         with pytest.raises(IcckdError, match="is not an epoch snapshot"):
             read_snapshot(path)
-        assert snapshot_epoch(read_metadata(path)) in (None, {"epoch": 1, "val_top1": None})
+        want = {"epoch": 1, "val_top1": None} if extra == {"snapshot": {"epoch": 1}} else None
+        assert snapshot_epoch(read_metadata(path)) == want
 
 
 @pytest.mark.parametrize(("epoch", "val", "says"), [
@@ -195,3 +188,36 @@ def test_bad_save_refused(tmp_path: Path, model: torch.nn.Module, epoch, val, sa
         save_snapshot(tmp_path, epoch, model, val, META)
     assert says in err.value.message
     assert list_snapshots(tmp_path) == []
+
+
+def test_a_snapshot_whose_weights_changed_after_it_was_recorded_is_refused(
+    saved: Path, model: torch.nn.Module
+) -> None:
+    from icckd_cli.base.checkpoint import Checkpoint, save_tensors
+    from icckd_cli.work.run_snapshots import teacher_snapshot
+
+    path = snapshot_path(saved, 2)
+    ckpt = Checkpoint.read(path)
+    assert teacher_snapshot(ckpt, weights_hash(model.state_dict())) == {
+        "epoch": 2,
+        "val_top1": 0.1 + 0.2,
+        "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    # other weights written under the same header, with a digest of their own: the file
+    # reads whole, and only the weights' hash recorded when the snapshot was taken tells
+    torch.manual_seed(1)
+    other = create_model("resnet8", 10).state_dict()
+    save_tensors(path, other, read_metadata(path))
+    changed = Checkpoint.read(path)
+    assert changed.extra["snapshot"]["weights_sha256"] == weights_hash(model.state_dict())
+    with pytest.raises(IcckdError) as err:
+        teacher_snapshot(changed, weights_hash(other))
+    assert err.value.message == (
+        f"{path}: its weights differ from those saved (the hash recorded in it does not "
+        "match); it is damaged: delete it and rerun the teacher"
+    )
+    # a teacher that is no snapshot records nothing of one, whatever its weights' hash
+    from icckd_cli.base.checkpoint import save_model
+
+    save_model(saved / "model.safetensors", model, META)
+    assert teacher_snapshot(Checkpoint.read(saved / "model.safetensors"), "x" * 64) == {}

@@ -18,7 +18,7 @@ from icckd_cli.base.checkpoint import load_tensors, read_metadata
 from icckd_cli.base.errors import UsageError
 from icckd_cli.data import Batch
 from icckd_cli.models import create_model
-from icckd_cli.presentation import report
+from icckd_cli.presentation.progress import TrainingProgress
 from icckd_cli.settings.config import TeacherLoss, TrainTeacherConfig, build
 from icckd_cli.settings.recipes import make_optimizer
 from icckd_cli.training.engine import Interrupted, TrainState
@@ -135,14 +135,14 @@ def test_interrupted_student_resumes_bit_for_bit(
     ok(capsys, *args("distill", STUDENT, teacher=teacher, out=tmp_path / "whole"))
     # Ctrl-C in epoch 2, after the end-of-epoch save, through the CLI's own progress display
     run = tmp_path / "resumed"
-    show = report.TrainingProgress.__call__
+    show = TrainingProgress.__call__
     stop = sigint_at(1, 3)
 
-    def progress(self: report.TrainingProgress, event: str, info: dict[str, Any]) -> None:
+    def progress(self: TrainingProgress, event: str, info: dict[str, Any]) -> None:
         show(self, event, info)
         stop(event, info)
 
-    monkeypatch.setattr(report.TrainingProgress, "__call__", progress)
+    monkeypatch.setattr(TrainingProgress, "__call__", progress)
     r = icckd(capsys, *args("distill", STUDENT, teacher=teacher, out=run))
     monkeypatch.undo()
     assert r.code == INTERRUPTED, r.err

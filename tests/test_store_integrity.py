@@ -112,6 +112,21 @@ def test_the_message_names_the_damaged_bytes(made: Path, tmp_path: Path) -> None
     )
 
 
+def test_a_text_file_under_an_array_name_is_called_that(
+    capsys: Capsys, made: Path, tmp_path: Path
+) -> None:
+    cache = Path(shutil.copytree(made / "full", tmp_path / "cache"))
+    path = cache / "logits.npy"
+    size = path.stat().st_size
+    path.write_text(("0.1,0.2\n" * size)[:size])  # its very size, but text
+    r = student(capsys, made, cache, tmp_path / "s", "full")
+    assert r.code == 1
+    assert one_error(r.err) == (
+        f"error: teacher cache file {path} is damaged (it is not a NumPy array file: no .npy "
+        f"header); delete {cache} to rebuild the store"
+    )
+
+
 def test_a_header_edited_into_other_valid_json_is_refused(
     capsys: Capsys, made: Path, tmp_path: Path
 ) -> None:
@@ -200,3 +215,4 @@ def test_a_second_writer_is_refused_and_a_killed_holder_frees_the_store(
     r = student(capsys, made, cache, tmp_path / "s", "full")
     assert r.code == 0, r.err
     assert store.status(cache) == "complete"
+    assert not (cache / store.LOCK).exists()  # removed on sealing: nothing suggests a writer

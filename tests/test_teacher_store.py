@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from icckd_cli.base.errors import IcckdError, UsageError
-from icckd_cli.losses import kd_loss
+from icckd_cli.methods.kd import kd_loss
+from icckd_cli.presentation.lines import teacher_cache_line
 from icckd_cli.settings.config import DistillConfig, build
 from icckd_cli.training import store
 from icckd_cli.training.objectives import RunTeacher
@@ -193,7 +194,9 @@ def test_a_killed_write_is_never_read_and_resumes_to_the_same_student(
         distill(tmp_path, "s", killed, **more)
     cache = tmp_path / "cache"
     assert store.status(cache) == "partial"
-    assert json.loads((cache / store.PROGRESS).read_text()) == {"batches": 4}
+    record = json.loads((cache / store.PROGRESS).read_text())
+    assert record["batches"] == 4
+    assert [end for end, _ in record["checksums"]] == [2, 4]  # one per record, never batch 5
     with pytest.raises(IcckdError, match="is not complete"):
         store.open_store(cache, *_ident(cache), "cpu")
     events.clear()
@@ -203,6 +206,69 @@ def test_a_killed_write_is_never_read_and_resumes_to_the_same_student(
     passes = [i["done"] for e, i in events if e == "teacher_cache_pass"]
     assert passes == [5, 6, 7]  # only the missing batches ran
     assert_same_weights(made / "plain", tmp_path / "s")
+
+
+def test_rows_damaged_before_the_writer_died_are_written_again_never_sealed(
+    made: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(made / "teacher.safetensors", tmp_path / "teacher.safetensors")
+    cache = tmp_path / "cache"
+    more = {"method": "crd", "teacher_cache": cache, "teacher_cache_dtype": "float32"}
+    monkeypatch.setattr(store.writer, "SAVE_EVERY", 2)  # checksums of batches 1-2, 3-4, 5-6, 7
+    distill(tmp_path, "first", **more)
+    (cache / store.COMPLETE).unlink()  # as if the writer died before sealing it
+    logits = cache / "logits.npy"
+    data = bytearray(logits.read_bytes())
+    data[2000:2100] = bytes(100)  # rows 46-49 of 40 bytes after a 128-byte header: batch 3
+    logits.write_bytes(bytes(data))
+    events: list[tuple[str, dict[str, Any]]] = []
+    distill(tmp_path, "s", lambda e, i: events.append((e, i)), **more)
+    told = [i for e, i in events if e == "teacher_cache" and i["action"] != "read"]
+    assert [(i["action"], i["done"]) for i in told] == [("damaged", 2), ("resume", 2)]
+    assert teacher_cache_line(told[0]) == (
+        f"teacher cache: {cache}: batches 3 to 7 of 7 do not all match the checksums "
+        "written with them (or have none); writing them again"
+    )
+    assert [i["done"] for e, i in events if e == "teacher_cache_pass"] == [3, 4, 5, 6, 7]
+    assert_same_weights(made / "plain", tmp_path / "s")  # the damage left no trace
+    assert store.status(cache) == "complete"
+
+
+def test_a_whole_unsealed_store_is_verified_and_sealed_with_a_true_count(
+    made: Path, tmp_path: Path
+) -> None:
+    cache = copy_store(made, tmp_path)
+    (cache / store.COMPLETE).unlink()
+    shutil.copy(made / "teacher.safetensors", tmp_path / "teacher.safetensors")
+    events: list[tuple[str, dict[str, Any]]] = []
+    more = {"teacher_cache": cache, "teacher_cache_dtype": "float32"}
+    distill(tmp_path, "s", lambda e, i: events.append((e, i)), method="crd", **more)
+    (told, _) = [i for e, i in events if e == "teacher_cache"]
+    assert (told["action"], told["done"], told["total"]) == ("seal", 7, 7)
+    assert teacher_cache_line(told) == (
+        f"teacher cache: all 7 batches of {cache} verified; sealing it"
+    )
+    assert not [e for e, _ in events if e == "teacher_cache_pass"]  # the teacher never ran
+    assert store.status(cache) == "complete"
+    assert not (cache / store.LOCK).exists()  # a sealed store suggests no writer
+    assert_same_weights(made / "plain", tmp_path / "s")
+
+
+def test_a_teacher_cache_path_that_is_a_file_is_refused(
+    capsys: Capsys, made: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "store.npy"
+    path.write_text("not a folder")
+    r = icckd(capsys, "distill", "--teacher", made / "teacher.safetensors", "--arch",
+              "resnet8", "--dataset", "digits", "--train-per-class", "10", "--epochs", "1",
+              "--device", "cpu", "--out", tmp_path / "s", "--teacher-cache", path)  # fmt: skip
+    assert r.code == 2
+    assert one_error(r.err) == (
+        f"error: teacher cache {path}: {path} is a file, not a folder; give --teacher-cache "
+        "a folder (a new one is created), or move the file away"
+    )
+    assert path.read_text() == "not a folder"
+    assert not (tmp_path / "s").exists()
 
 
 def test_ctrl_c_while_writing_keeps_what_was_written(made: Path, tmp_path: Path) -> None:
@@ -223,7 +289,7 @@ def test_ctrl_c_while_writing_keeps_what_was_written(made: Path, tmp_path: Path)
         f"interrupted while writing the teacher cache {cache} (5 of 7 batches kept); run the "
         "same command again to continue it"
     )
-    assert json.loads((cache / store.PROGRESS).read_text()) == {"batches": 5}
+    assert json.loads((cache / store.PROGRESS).read_text())["batches"] == 5
     assert store.status(cache) == "partial"
 
 

@@ -87,6 +87,12 @@ def test_a_file_without_a_validation_split_is_refused_to_the_letter(
         ("", "", "margin = { low = 0.0, high = 0.5, bad = 1 }",
          "[space.teacher]: margin (bad): a range takes low, high, log and step; a list takes "
          "choices"),
+        ("", "", 'margin = { low = "a", high = 0.9 }',
+         "[space.teacher]: margin (low): Input should be a number"),
+        ("", "", "margin = { low = -1.0, high = [0.9] }",
+         "[space.teacher]: margin (high): Input should be a number"),
+        ("", "", "embedding = [{}]", "[space.teacher]: embedding (choices): Input should be "
+         "true or false, a number or a string"),
         ("", "", "margin = 0.5", "[space.teacher]: margin = 0.5: give a range "
          "{ low = ..., high = ... } or a list of choices [...]"),
         ("", "margin = 0.2", SPACE,
@@ -122,6 +128,48 @@ def test_bad_files_are_refused_in_one_line_before_any_work(
         return
     path = write(tmp_path, tune, teacher, space)
     assert refused(capsys, path) == f"error: {path}: {message}"
+
+
+def test_a_validation_split_that_leaves_no_training_image_is_refused_before_out_is_made(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # digits has 142 or more training images of each class; the first class refused is '0'
+    path = write(tmp_path, space=SPACE)
+    path.write_text(path.read_text().replace("val_per_class = 5", "val_per_class = 500"))
+    assert refused(capsys, path) == (
+        f"error: {path}: [tune]: val_per_class 500 holds out 500 of the 142 training images of "
+        "class '0' and leaves it none to train on; lower val_per_class"
+    )
+
+
+def test_a_file_without_a_tune_table_is_told_the_table_is_missing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('[teacher]\narch = "resnet8"\n\n[space.teacher]\n' + SPACE + "\n")
+    assert refused(capsys, path) == (
+        f"error: {path}: the [tune] table is missing; add one with the data set and a "
+        'validation split, e.g. [tune] dataset = "digits", val_per_class = 5 (see docs/tuning.md)'
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--n-trials", "0"], "invalid value for --n-trials (0): Input should be greater than "
+         "or equal to 1"),
+        (["--timeout", "0"], "invalid value for --timeout (0.0): Input should be greater than 0"),
+    ],
+)  # fmt: skip
+def test_a_bad_option_is_blamed_on_the_option_not_the_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, option: list[str], message: str
+) -> None:
+    assert refused(capsys, write(tmp_path), *option) == "error: " + message
+    # the same value written in the file is the file's
+    path = write(tmp_path, tune="n_trials = 0")
+    assert refused(capsys, path) == (
+        f"error: {path}: [tune]: invalid n_trials = 0: Input should be greater than or equal to 1"
+    )
 
 
 def test_an_unknown_table_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -226,7 +274,7 @@ def test_the_median_pruner_judges_no_trial_in_its_first_half(tmp_path: Path) -> 
 def test_confirm_keeps_the_tuned_non_intra_class_settings_for_both_teachers(
     tmp_path: Path,
 ) -> None:
-    from icckd_cli.work.experiment import parse_experiment
+    from icckd_cli.work.experiment.config import parse_experiment
     from icckd_cli.work.tune.files import confirm_toml
 
     raw = {

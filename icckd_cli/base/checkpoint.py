@@ -1,38 +1,40 @@
-"""safetensors checkpoints with typed JSON metadata, atomic writes, `.pth` imports.
+"""safetensors checkpoints with typed JSON metadata, a digest of their tensors, atomic writes.
 
 The header holds everything needed to describe and rebuild a model without loading its
 tensors or guessing: format version, kind, architecture, classes, data set and its
-normalisation, the resolved config, metrics, seed and versions.
+normalisation, the resolved config, metrics, seed and versions, and `data_sha256`, the
+sha256 of the tensor data, which every reader checks before it uses a tensor. A
+`Checkpoint` is a file opened once: its header, its tensors when asked, its hashes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
 from icckd_cli import __version__
 from icckd_cli.base.atomic import atomic_write
-from icckd_cli.base.errors import IcckdError, UsageError, first_line
+from icckd_cli.base.errors import IcckdError, UnverifiedCheckpoint, first_line
+from icckd_cli.base.safetensors_file import FIX, data_digest, read_header, read_whole
 
 FORMAT = "icckd"
 FORMAT_VERSION = 1
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit; larger means corrupt
-ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container
-PICKLE_MAGIC = b"\x80"  # a raw pickle (protocol 2 or later), the legacy torch.save format
+DIGEST_KEY = "data_sha256"  # a metadata string; absent from files written before it
 JSON_FIELDS = (
     "dataset", "config", "metrics", "versions", "teacher", "objective", "extra", "source",
     "model_args",
 )  # fmt: skip
+_PENDING = "0" * 63 + "x"  # the digest's stand-in while the data is serialised: same length
 
 
 def versions() -> dict[str, str]:
@@ -49,9 +51,11 @@ def encode_metadata(meta: dict[str, Any]) -> dict[str, str]:
 
 
 def decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
-    """Inverse of encode_metadata."""
+    """Inverse of encode_metadata (the digest is the file's, not the run's: left out)."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
+        if key == DIGEST_KEY:
+            continue
         if key in JSON_FIELDS:
             out[key] = json.loads(value)
         elif key in ("num_classes", "seed", "format_version"):
@@ -61,10 +65,25 @@ def decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def checkpoint_bytes(tensors: dict[str, Tensor], meta: dict[str, Any]) -> bytearray:
+    """A whole checkpoint file: the tensors serialised, their digest written into the header."""
+    raw = {**encode_metadata(meta), DIGEST_KEY: _PENDING}
+    data = bytearray(save_bytes(tensors, metadata=raw))
+    n = int.from_bytes(data[:8], "little")
+    at = data.find(_PENDING.encode(), 8, 8 + n)  # the header's one stand-in (JSON-quoted)
+    data[at : at + len(_PENDING)] = data_digest(data, n).encode()
+    return data
+
+
 def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    """Atomically save tensors with icckd metadata."""
+    """Atomically save tensors with icckd metadata and the digest of their data."""
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda p: save_file(clean, str(p), metadata=encode_metadata(meta)))
+    data = checkpoint_bytes(clean, meta)
+
+    def write(tmp: Path) -> None:
+        Path(tmp).write_bytes(data)
+
+    atomic_write(path, write)
 
 
 def save_model(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
@@ -73,110 +92,184 @@ def save_model(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     save_tensors(path, dict(model.state_dict()), meta)
 
 
-def check_file(path: Path) -> None:
-    """Reject a missing, truncated or non-safetensors file with one clear line."""
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"checkpoint {path} does not exist; check the path")
-    if path.is_dir():
-        hint = (
-            " (did you mean DIR/model.safetensors?)"
-            if (path / "model.safetensors").exists()
-            else ""
-        )
-        raise UsageError(f"checkpoint {path} is a directory{hint}; pass a .safetensors file")
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(9)  # the header's length (u64, little-endian), then its JSON's '{'
-    if size == 0:
-        raise IcckdError(f"{path} is empty; re-create it or use another checkpoint")
-    # a header length of 0x..80 bytes also starts with the pickle byte: a JSON '{' (or its
-    # space padding) at byte 8 says safetensors, whatever the first byte is
-    json_at_8 = head[8:9] in (b"{", b" ")
-    if not json_at_8 and (head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC)):
-        raise IcckdError(
-            f"{path} is a PyTorch pickle (.pth) file, not safetensors; name it .pth and use "
-            "it as a teacher with --teacher FILE.pth --teacher-arch NAME"
-        )
-    if len(head) < 9:
-        raise IcckdError(
-            f"{path} is too short ({size} bytes) to be a safetensors checkpoint; it is "
-            "truncated or of another format: re-create it or use another checkpoint"
-        )
-    (n,) = struct.unpack("<Q", head[:8])
-    if not json_at_8:
-        raise IcckdError(
-            f"{path} is not a safetensors file (no JSON header after the first 8 bytes); it "
-            "is corrupt or of another format: re-create it or use another checkpoint"
-        )
-    if n > MAX_HEADER_BYTES:
-        raise IcckdError(
-            f"{path} claims a header of {n:,} bytes, over the {MAX_HEADER_BYTES:,}-byte limit; "
-            "it is corrupt: re-create it or use another checkpoint"
-        )
-    if n + 8 > size:
-        raise IcckdError(
-            f"{path} is truncated: {size:,} bytes, while its header alone needs {n + 8:,}; "
-            "re-create it or use another checkpoint"
-        )
-    with path.open("rb") as fh:
-        fh.seek(8)
-        raw = fh.read(n)
-    try:
-        header = json.loads(raw)
-        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-        need = 8 + n + max(ends, default=0)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        raise IcckdError(
-            f"{path} has a damaged header (not the JSON safetensors writes); it is corrupt: "
-            "re-create it or use another checkpoint"
-        ) from None
-    if need > size:
-        raise IcckdError(
-            f"{path} is truncated: {size:,} bytes, while its header describes {need:,}; "
-            "re-create it or use another checkpoint"
-        )
+@dataclass
+class Checkpoint:
+    """A safetensors file opened once per use: header metadata, tensors when asked, hashes.
 
+    `open` reads the header alone; `read` reads the whole file once, checks the digest of
+    its tensor data and deserialises the tensors from those bytes. `meta` is the decoded
+    icckd metadata ({} for a foreign file: a published teacher's weights).
+    """
 
-@contextmanager
-def reading(path: Path) -> Iterator[None]:
-    """Read a file check_file passed: whatever safetensors then fails on is one damaged line."""
-    try:
-        yield
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt file
-        raise IcckdError(
-            f"{path} is damaged or truncated ({first_line(exc)}); re-create it or use "
-            "another checkpoint"
-        ) from None
+    path: Path
+    raw: dict[str, str]
+    header_len: int
+    _data: bytes | None = field(default=None, repr=False)
+    _tensors: dict[str, Tensor] | None = field(default=None, repr=False)
+    _weights_sha256: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, path: Path) -> Checkpoint:
+        """The header alone (one open): metadata, no tensor read."""
+        header, n = read_header(Path(path))
+        ckpt = cls(Path(path), header.get("__metadata__") or {}, n)
+        ckpt._check_version()
+        return ckpt
+
+    @classmethod
+    def read(cls, path: Path) -> Checkpoint:
+        """The whole file (one open), its tensor data checked against the recorded digest."""
+        data, header, n = read_whole(Path(path))
+        ckpt = cls(Path(path), header.get("__metadata__") or {}, n, data)
+        ckpt._check_version()
+        ckpt._verify()
+        return ckpt
+
+    @property
+    def is_icckd(self) -> bool:
+        """Whether the file carries icckd metadata (a foreign one holds weights only)."""
+        return self.raw.get("format") == FORMAT
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        """The decoded icckd metadata (decoded once); refused in one line for a foreign file."""
+        if not self.is_icckd:
+            raise IcckdError(
+                f"{self.path} has no icckd metadata (format, arch, classes); it was not written "
+                "by icckd. For a published .pth teacher use --teacher FILE.pth --teacher-arch NAME"
+            )
+        try:
+            return decode_metadata(self.raw)
+        except (json.JSONDecodeError, ValueError):
+            raise IcckdError(f"{self.path} has damaged metadata; {FIX}") from None
+
+    def _field(self, key: str) -> dict[str, Any]:
+        value = self.meta.get(key)
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def kind(self) -> str | None:
+        """teacher, student, state (an unfinished run) or None."""
+        return self.meta.get("kind")
+
+    @property
+    def arch(self) -> str | None:
+        """The architecture's registered name."""
+        return self.meta.get("arch")
+
+    @property
+    def num_classes(self) -> int | None:
+        """The classes the model predicts."""
+        return self.meta.get("num_classes")
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        """The builder arguments of a library model ({} for the zoo's)."""
+        return self._field("model_args")
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        """The data set: name, classes, mean, std, image size, flip, folder."""
+        return self._field("dataset")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's resolved config."""
+        return self._field("config")
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The final and best metrics."""
+        return self._field("metrics")
+
+    @property
+    def teacher(self) -> dict[str, Any]:
+        """What a student records of its teacher (path, sha256 of weights, arch, ...)."""
+        return self._field("teacher")
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Run-specific records (a state's epoch and step, a snapshot's epoch)."""
+        return self._field("extra")
+
+    @property
+    def data_sha256(self) -> str | None:
+        """The digest of the tensor data recorded when written (None: written before digests)."""
+        return self.raw.get(DIGEST_KEY)
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Every tensor, on the CPU, deserialised from the verified bytes (read once)."""
+        if self._tensors is None:
+            if self._data is None:
+                self._read_bytes()
+            try:
+                self._tensors = load_bytes(self._data or b"")
+            except Exception as exc:  # noqa: BLE001 - any parse failure is a corrupt file
+                raise IcckdError(
+                    f"{self.path} is damaged or truncated ({first_line(exc)}); {FIX}"
+                ) from None
+        return self._tensors
+
+    @property
+    def weights_sha256(self) -> str:
+        """weights_hash of the tensors, computed once."""
+        if self._weights_sha256 is None:
+            self._weights_sha256 = weights_hash(self.tensors())
+        return self._weights_sha256
+
+    @property
+    def file_sha256(self) -> str:
+        """sha256 of the file's bytes, from the bytes read (a header-only open reads them)."""
+        data = self._data if self._data is not None else self._read_bytes()
+        return hashlib.sha256(data).hexdigest()
+
+    def _read_bytes(self) -> bytes:
+        """The whole file, read once after a header-only open, and verified."""
+        data, header, self.header_len = read_whole(self.path)
+        raw = header.get("__metadata__") or {}
+        if raw != self.raw:  # rewritten since its header was read: the new header holds
+            self.__dict__.pop("meta", None)
+        self.raw, self._data = raw, data
+        self._verify()
+        return data
+
+    def _check_version(self) -> None:
+        version = self.raw.get("format_version", "0") if self.is_icckd else "0"
+        if not version.isdigit() or int(version) > FORMAT_VERSION:
+            raise IcckdError(
+                f"{self.path} has checkpoint format {version}, newer than this icckd reads "
+                f"({FORMAT_VERSION}); upgrade icckd"
+            )
+
+    def _verify(self) -> None:
+        """Refuse tensor data that differs from the digest recorded when the file was written."""
+        assert self._data is not None
+        recorded = self.data_sha256
+        if recorded is None:
+            if self.is_icckd:
+                warnings.warn(
+                    f"{self.path} was written before icckd recorded a digest of its tensors, "
+                    "so damage inside them cannot be detected; re-create it to get one",
+                    UnverifiedCheckpoint,
+                    stacklevel=2,
+                )
+            return
+        if data_digest(self._data, self.header_len) != recorded:
+            raise IcckdError(
+                f"{self.path} is damaged: its tensor data does not match the digest recorded "
+                f"when it was written; {FIX}"
+            )
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
     """The decoded metadata of an icckd checkpoint, without loading its tensors."""
-    check_file(path)
-    with reading(path), safe_open(str(path), "pt") as fh:
-        raw = fh.metadata() or {}
-    if raw.get("format") != FORMAT:
-        raise IcckdError(
-            f"{path} has no icckd metadata (format, arch, classes); it was not written by "
-            "icckd. For a published .pth teacher use --teacher FILE.pth --teacher-arch NAME"
-        )
-    version = int(raw.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise IcckdError(
-            f"{path} has checkpoint format {version}, newer than this icckd reads "
-            f"({FORMAT_VERSION}); upgrade icckd"
-        )
-    try:
-        return decode_metadata(raw)
-    except (json.JSONDecodeError, ValueError):
-        raise IcckdError(f"{path} has damaged metadata; re-create the checkpoint") from None
+    return Checkpoint.open(path).meta
 
 
 def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, Tensor]:
-    """All tensors of a checkpoint, after the header checks."""
-    check_file(path)
-    with reading(path):
-        return load_file(str(path), device=str(device))
+    """All tensors of a checkpoint, their data checked against the recorded digest."""
+    tensors = Checkpoint.read(path).tensors()
+    return {k: v.to(device) for k, v in tensors.items()} if str(device) != "cpu" else tensors
 
 
 def weights_hash(state: dict[str, Tensor]) -> str:
@@ -188,13 +281,3 @@ def weights_hash(state: dict[str, Tensor]) -> str:
         h.update(str(t.dtype).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def is_icckd_file(path: Path) -> bool:
-    """Whether a safetensors file carries icckd metadata (a foreign one holds weights only)."""
-    check_file(path)
-    try:
-        with safe_open(str(path), "pt") as fh:
-            return (fh.metadata() or {}).get("format") == FORMAT
-    except Exception:  # noqa: BLE001 - damaged: read_metadata says so in its own words
-        return True

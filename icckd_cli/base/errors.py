@@ -56,3 +56,7 @@ def first_line(exc: BaseException) -> str:
     """An exception's message cut to one line, for one-line errors."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class UnverifiedCheckpoint(UserWarning):
+    """An icckd checkpoint written before digests: read, but its tensors cannot be checked."""

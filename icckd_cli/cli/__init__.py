@@ -1,14 +1,19 @@
 """The Typer app: thin commands that build a config, call the engine, render.
 
 Each command module registers on the one app when imported; the import order below is
-the order `icckd --help` lists them in.
+the order `icckd --help` lists them in. Commands import work/ (and with it torch) inside
+their bodies, so that `icckd --help` and a bad option answer without importing torch.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
+from typing import TextIO
 
-from icckd_cli.base.errors import INTERRUPTED, USAGE, IcckdError
+import typer
+
+from icckd_cli.base.errors import INTERRUPTED, USAGE, IcckdError, UnverifiedCheckpoint
 from icckd_cli.cli.common import _reports, app, show_error
 from icckd_cli.presentation import console
 
@@ -24,8 +29,27 @@ from icckd_cli.cli import tune  # noqa: F401  tune
 __all__ = ["app", "main"]
 
 
+_show_warning = warnings.showwarning
+
+
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A checkpoint read without a digest is one warning line; other warnings as Python shows."""
+    if issubclass(category, UnverifiedCheckpoint):
+        console.warning(str(message))
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
     """Console entry point: one-line errors, documented exit codes, no tracebacks."""
+    warnings.showwarning = _one_line_warning
     try:
         code = app(standalone_mode=False)
     except IcckdError as exc:
@@ -39,7 +63,7 @@ def main() -> None:
             if _reports(exc):
                 console.error(f"{exc.format_message()} (see 'icckd --help')")
             sys.exit(USAGE)
-        if type(exc).__name__ == "Abort":
+        if isinstance(exc, typer.Abort):  # click's Abort, as Typer names it in every version
             console.error("aborted")
             sys.exit(INTERRUPTED)
         raise

@@ -4,31 +4,46 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
+from icckd_cli import __version__
 from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.presentation import console
+from icckd_cli.settings.config import (
+    RECORDED_ONLY,
+    RunSettings,
+    build,
+    option_name,
+    teacher_data,
+)
+
+# Typer's rich option tables cut long option names in a narrow terminal (`--logit-standardi…`
+# at 80 columns; none at 90 or more); narrower than WIDE_HELP, click's plain layout is used,
+# which wraps the help text and never a name (tests/test_cli.py renders both at 80 and 100).
+WIDE_HELP = 100
 
 app = typer.Typer(
     help="Intra-class contrastive teachers and knowledge distillation.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="rich" if shutil.get_terminal_size().columns >= WIDE_HELP else None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R", bound=RunSettings)
 
 
 def _show_version(value: bool) -> None:
     if value:
-        from icckd_cli import __version__
-
         print(f"icckd {__version__}")
         raise typer.Exit()
 
@@ -231,6 +246,52 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(show_error(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- a run's settings
+
+
+def teacher_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """distill without --dataset: the data set (and folder) its teacher was trained on."""
+    return {} if values.get("dataset") is not None else teacher_data(values.get("teacher"))
+
+
+def resume_config(model: type[R], resume: Path, given: dict[str, Any]) -> R:
+    """The saved settings of an interrupted run, read back into their type; only --device and
+    --tensorboard may change. config.json holds the resolved values (lr, decay epochs, ...),
+    so they read back as given and resolve to themselves."""
+    from icckd_cli.training.rundir import CONFIG_FILE
+
+    path = Path(resume) / CONFIG_FILE
+    if not path.is_file():
+        raise UsageError(f"{resume} holds no {CONFIG_FILE}; it is not an icckd run folder")
+    extra = sorted(k for k in given if k not in ("device", "tensorboard"))
+    if extra:
+        raise UsageError(
+            f"--resume continues the saved settings of {resume}; drop {option_name(extra[0])} "
+            "(only --device and --tensorboard may change)"
+        )
+    try:
+        saved = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise UsageError(
+            f"{path} is damaged (no JSON object of settings); start the run afresh with --overwrite"
+        )
+    for key in RECORDED_ONLY:  # derived when the run started, no setting
+        saved.pop(key, None)
+    unknown = sorted(k for k in saved if k not in model.model_fields)
+    if unknown:
+        raise UsageError(
+            f"{path} holds '{unknown[0]}', a setting this version of icckd does not know (the "
+            "run was started by another version); resume it with that version, or start it "
+            "afresh with --overwrite"
+        )
+    saved.update({"out": str(resume)})
+    saved.update({k: given[k] for k in ("device", "tensorboard") if given.get(k) is not None})
+    cfg: R = build(model, saved)
+    return cfg
 
 
 # where the runs of an experiment or a study train (docs/distributed.md)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from icckd_cli.base.errors import INTERRUPTED
+from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.cli.common import (
     Device,
     Executor,
@@ -36,18 +37,20 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False, wait: bool = True) ->
     """Shared body of experiment and quickstart: run the matrix, render the table."""
     from icckd_cli.training import distributed as dist
     from icckd_cli.training.engine import Interrupted
-    from icckd_cli.work import experiment as ex
-    from icckd_cli.work.experiment.matrix import RunsFailed
+    from icckd_cli.work.experiment.matrix import RunsFailed, plan_states, run_experiment
+    from icckd_cli.work.experiment.results import result_tables
 
     if dry_run:
-        tables.experiment_plan(ex.plan_states(exp))
+        tables.experiment_plan(plan_states(exp))
         return
+    if exp.needs_torchvision():
+        check_torchvision()  # before hours of training, not at the first evaluation after them
     dist.init_from_env()  # under torchrun every run of the matrix is data-parallel
     progress = ExperimentProgress(exp.options.name)
     quiet = not dist.is_main()
     failed: RunsFailed | None = None
     try:
-        results = ex.run_experiment(exp, (lambda event, info: None) if quiet else progress, wait)
+        results = run_experiment(exp, (lambda event, info: None) if quiet else progress, wait)
     except RunsFailed as exc:  # the tables of the others first, then the one line, exit 1
         results, failed = exc.results, exc
     except Interrupted:
@@ -61,22 +64,22 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False, wait: bool = True) ->
         raise typer.Exit(INTERRUPTED) from None
     finally:
         progress.close()
-    if quiet:
-        return
-    if not results:  # --no-wait: submitted
+    if results is None and not wait and not quiet:  # --no-wait: runs still in their jobs
         console.note(
             f"submitted to Slurm (logs in {Path(exp.options.out) / 'executor'}); run the same "
             "command again to follow the jobs and collect the results"
         )
+    if quiet or results is None:
         return
+    doc = results.to_json()
     if fmt == "json":
-        console.print_json(results)
+        console.print_json(doc)
     else:
-        files = ["results.json", "results.md", *(f["file"] for f in results.get("figures", []))]
-        if (results.get("cost") or {}).get("figure"):
-            files.append(results["cost"]["figure"])
+        files = ["results.json", "results.md", *(f["file"] for f in results.figures or [])]
+        if results.cost.figure:
+            files.append(results.cost.figure)
         written = [str(Path(exp.options.out) / f) for f in files]
-        tables.experiment_tables(ex.result_tables(results), written)
+        tables.experiment_tables(result_tables(doc), written)
     if failed is not None:
         raise failed
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from icckd_cli.base.errors import UsageError
+from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.cli.common import DataDir, Device, Format, Opt, _format, app, handle_errors
 from icckd_cli.presentation import console, tables
 from icckd_cli.presentation.progress import DownloadProgress
@@ -41,6 +42,7 @@ def fetch_teacher(
     """Download a published teacher and write it as an icckd checkpoint."""
     given = {k: v for k, v in locals().items() if v is not None and k != "fmt"}
     cfg = build(FetchConfig, {**given, "format": _format(fmt)})
+    check_torchvision()  # the weights' names and the networks come from torchvision
     if cfg.out.exists() and not cfg.overwrite:
         raise UsageError(f"{cfg.out} exists; pass --overwrite to replace it, or another --out")
     from icckd_cli.work.fetch import evaluate_if_present

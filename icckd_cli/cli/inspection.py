@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.cli.common import (
     DataDir,
     Dataset,
@@ -59,6 +60,8 @@ def eval_(
 ) -> None:
     """Evaluate a checkpoint on its data set's test split, with what it costs to run."""
     cfg = build(EvalConfig, {**_collect(locals()), "format": _format(fmt)})
+    if cfg.corruptions and cfg.corruptions_dir is None:
+        check_torchvision()  # the built-in suite blurs with torchvision: say so before the pass
     from icckd_cli.work.evaluation import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
@@ -195,11 +198,9 @@ def models(
     fmt: Format = "table",
 ) -> None:
     """List the model zoo (or a library's models) with parameter counts at 100 classes."""
-    import torch
-
+    check_torchvision()  # the zoo's tv_ networks are built to count their parameters
     from icckd_cli.base.errors import UsageError
-    from icckd_cli.models import create_model, input_size, list_models
-    from icckd_cli.models.registry import COUNT_LIMIT, FAMILIES, describe_family
+    from icckd_cli.models.registry import COUNT_LIMIT, FAMILIES, describe_family, describe_zoo
 
     fmt = _format(fmt)
     rows: list[tuple[str, int | None, int | None, int | None]] = []
@@ -215,15 +216,7 @@ def models(
                 f"'*{(filter or '').strip('*')}*'"
             )
     else:
-        import fnmatch
-
-        for name in list_models():
-            if filter is not None and not fnmatch.fnmatch(name.lower(), filter.lower()):
-                continue
-            with torch.device("meta"):  # the structure alone: no memory, no initialisation
-                m = create_model(name, 100)
-            params = sum(p.numel() for p in m.parameters())
-            rows.append((name, params, m.feature_dim, input_size(name)))
+        rows = list(describe_zoo(filter))
     if fmt == "json":
         console.print_json(
             [{"arch": n, "params": p, "feature_dim": d, "input_size": s} for n, p, d, s in rows]

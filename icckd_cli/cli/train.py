@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import typer
 
-from icckd_cli.base.errors import INTERRUPTED, UsageError
+from icckd_cli.base.errors import INTERRUPTED
 from icckd_cli.cli.common import (
     Arch,
     BatchSize,
@@ -53,41 +52,16 @@ from icckd_cli.cli.common import (
     _format,
     app,
     handle_errors,
+    resume_config,
+    teacher_defaults,
 )
 from icckd_cli.methods import registry
-from icckd_cli.presentation import report
-from icckd_cli.settings.config import (
-    RECORDED_ONLY,
-    DistillConfig,
-    TrainTeacherConfig,
-    build,
-    option_name,
-)
+from icckd_cli.presentation import console, progress, tables
+from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig, build, option_name
 
 _CHOICES = ", ".join(registry.choices()[:-1]) + " or " + registry.choices()[-1]
 _NAMES = ", ".join(m.name.upper() for m in registry.methods())
 KEYWORD = inspect.Parameter.POSITIONAL_OR_KEYWORD
-
-
-def _resume_config(model: type, resume: Path, given: dict[str, Any]) -> Any:
-    """The saved config of an interrupted run; only --device and --tensorboard may change."""
-    from icckd_cli.training.rundir import CONFIG_FILE
-
-    path = Path(resume) / CONFIG_FILE
-    if not path.is_file():
-        raise UsageError(f"{resume} holds no {CONFIG_FILE}; it is not an icckd run folder")
-    extra = sorted(k for k in given if k not in ("device", "tensorboard"))
-    if extra:
-        raise UsageError(
-            f"--resume continues the saved settings of {resume}; drop {option_name(extra[0])} "
-            "(only --device and --tensorboard may change)"
-        )
-    saved = json.loads(path.read_text())
-    for key in RECORDED_ONLY:  # derived when the run started, no setting
-        saved.pop(key, None)
-    saved.update({"out": str(resume)})
-    saved.update({k: given[k] for k in ("device", "tensorboard") if given.get(k) is not None})
-    return build(model, saved)
 
 
 def _train(kind: str, model: type, local: dict[str, Any]) -> None:
@@ -100,24 +74,29 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
     fmt = _format(local["fmt"])
     given = _collect(local)
     resume = local.get("resume")
-    cfg = _resume_config(model, resume, given) if resume else build(model, given, local["config"])
+    below = teacher_defaults if kind == "student" else None
+    cfg = (
+        resume_config(model, resume, given)
+        if resume
+        else build(model, given, local["config"], below)
+    )
     dist.init_from_env()
-    progress = report.TrainingProgress(f"{kind} {cfg.arch}", quiet=not dist.is_main())
+    view = progress.TrainingProgress(f"{kind} {cfg.arch}", quiet=not dist.is_main())
     try:
-        result = run(cfg, progress, resume=bool(resume))
+        result = run(cfg, view, resume=bool(resume))
     except Interrupted:
-        progress.close()
-        report.note(
+        view.close()
+        console.note(
             f"interrupted: state saved in {cfg.out}; continue with "
             f"icckd {'train-teacher' if kind == 'teacher' else 'distill'} --resume {cfg.out}"
         )
         raise typer.Exit(INTERRUPTED) from None
     finally:
-        progress.close()
+        view.close()
     if not dist.is_main():
         return
     if fmt == "json":
-        report.print_json(
+        console.print_json(
             {
                 "checkpoint": str(result.checkpoint),
                 **result.final,
@@ -125,11 +104,11 @@ def _train(kind: str, model: type, local: dict[str, Any]) -> None:
                 **({"validation": result.validation} if result.validation else {}),
                 "params": result.params,
                 "elapsed_s": result.elapsed,
-                "recipe": progress.recipe,
+                "recipe": view.recipe,
             }
         )
     else:
-        report.run_summary(kind, result)
+        tables.run_summary(kind, result)
 
 
 @app.command("train-teacher")
@@ -277,11 +256,11 @@ def distill(
 
 def _method_options() -> list[inspect.Parameter]:
     """A `distill` option for each method setting with a description (the rest: TOML only)."""
-    params = []
+    params: list[inspect.Parameter] = []
     for method in registry.methods():
         for name, field in method.settings.model_fields.items():
-            if not field.description:
-                continue
+            if not field.description or name in {p.name for p in params}:
+                continue  # a TOML key only, or a field two methods share: one option
             kinds = get_args(field.annotation) or (field.annotation,)
             kind = next(a for a in kinds if a is not type(None))
             flag = (option_name(name),) if kind is bool else ()  # a flag: given means on

@@ -18,7 +18,7 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
-from icckd_cli.presentation import report
+from icckd_cli.presentation import console
 
 
 def _progress(fmt: str) -> Any:
@@ -32,9 +32,9 @@ def _progress(fmt: str) -> Any:
             reason = t.user_attrs.get("fail_reason")
             trial_line(trial_row(t), reason, info["time"])
         elif event == "warning":  # a tuning worker in a process or job that stopped early
-            report.note(info["message"])
+            console.note(info["message"])
         elif event == "timeout":
-            report.note(f"--timeout {info['timeout']:g} s passed: no further trial starts here")
+            console.note(f"--timeout {info['timeout']:g} s passed: no further trial starts here")
 
     return progress
 
@@ -55,8 +55,9 @@ def tune(
     storage: Annotated[
         str | None,
         Opt(
-            help="SQLAlchemy URL of a shared study, e.g. postgresql://u:p@host/db "
-            "(default: a journal file in OUT)."
+            help="SQLAlchemy URL of a shared study, e.g. postgresql://u:p@host/db (default: "
+            "$ICCKD_TUNE_STORAGE, else a journal file in OUT; the password may come from "
+            "$PGPASSWORD)."
         ),  # fmt: skip
     ] = None,
     study_name: Annotated[
@@ -70,7 +71,13 @@ def tune(
 ) -> None:
     """Search teacher and student settings on the validation split (Optuna); workers share it."""
     from icckd_cli.training.engine import Interrupted
-    from icckd_cli.work.tune import default_study_name, load_tune, overrides, run_tune
+    from icckd_cli.work.tune import (
+        default_study_name,
+        load_tune,
+        overrides,
+        rerun_command,
+        run_tune,
+    )
 
     fmt = _format(fmt)
     given = overrides({"out": out, "n_trials": n_trials, "timeout": timeout, "device": device})
@@ -79,12 +86,19 @@ def tune(
     try:
         tuned = run_tune(spec, name, storage, _progress(fmt), plot)
     except Interrupted:
-        report.note(
+        console.note(
             "interrupted: the current trial does not count; run the same command again to go on"
         )
         raise typer.Exit(INTERRUPTED) from None
+    if tuned.running:
+        from icckd_cli.presentation.tune import still_running_line
+
+        rerun = rerun_command(config, given, study_name, storage)
+        for r in tuned.running:
+            worker = f"worker process {r.pid} on {r.host}" if r.pid else "its worker"
+            still_running_line(r.number, worker, rerun, r.silent_s, r.grace_s, r.free_at)
     if fmt == "json":
-        report.print_json(tuned.result)
+        console.print_json(tuned.result)
         return
     from icckd_cli.presentation.tune import trials_table, written
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from icckd_cli.base.errors import UsageError, first_line
+from icckd_cli.base.npyfile import is_npy
 from icckd_cli.data.corruptions import SEVERITIES, CorruptedBlock
 
 LABELS_FILE = "labels.npy"
@@ -38,6 +39,11 @@ class CorruptionsDir:
 
 def _load(path: Path) -> np.ndarray:
     """A .npy file memory-mapped (its header read, its data not), or a one-line UsageError."""
+    if path.is_file() and not is_npy(path):
+        raise UsageError(
+            f"{path} is not a NumPy array file (it does not begin with the .npy header); "
+            "download it again"
+        )
     try:
         a = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -106,11 +112,17 @@ def check_checkpoint(
         )
     found = np.unique(cdir.labels)
     top = int(found.max()) + 1 if found.size else 0
-    if top > num_classes or (found.size and found.size != num_classes):
+    fix = "use the release of the checkpoint's data set (CIFAR-10-C for CIFAR-10, CIFAR-100-C "
+    fix += "for CIFAR-100)"
+    if top > num_classes:  # a label the checkpoint has no output for, however many there are
         raise UsageError(
-            f"{source} predicts {num_classes} classes but {cdir.path / LABELS_FILE} has "
-            f"{found.size} (labels 0..{top - 1}); use the release of the checkpoint's data set "
-            "(CIFAR-10-C for CIFAR-10, CIFAR-100-C for CIFAR-100)"
+            f"{cdir.path / LABELS_FILE} holds labels up to {top - 1} but {source} predicts "
+            f"only classes 0..{num_classes - 1}; {fix}"
+        )
+    if found.size and found.size != num_classes:
+        raise UsageError(
+            f"{source} predicts {num_classes} classes but {cdir.path / LABELS_FILE} holds "
+            f"{found.size} distinct labels; {fix}"
         )
 
 

@@ -46,9 +46,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import Tensor
+
+from icckd_cli.base.torchvision_check import check_torchvision
 
 BUILTIN_SUITE = "icckd-builtin"
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -93,6 +94,9 @@ def _speckle_noise(x: Tensor, s: int, g: torch.Generator) -> Tensor:
 def _gaussian_blur(x: Tensor, s: int, g: torch.Generator) -> Tensor:
     sigma = (0.4, 0.6, 0.7, 0.8, 1.0)[s - 1]
     k = 2 * int(4 * sigma + 0.5) + 1  # truncated at 4 sigma, as scikit-image's filter
+    check_torchvision()  # imported here: the rest of the suite, and its callers, need none
+    import torchvision.transforms.v2.functional as TF
+
     return TF.gaussian_blur(x, [k, k], [sigma, sigma])
 
 

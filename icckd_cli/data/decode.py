@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from icckd_cli.base.errors import IcckdError
 
@@ -37,26 +38,37 @@ def unreadable(path: Path | str, exc: BaseException) -> IcckdError:
     return IcckdError(f"cannot read image {path} ({why}); remove or replace it")
 
 
-def read_rgb(path: Path | str, size: int | None) -> np.ndarray:
-    """One image as (H, W, 3) uint8, resized to (size, size) where it differs."""
-    from PIL import Image
-
+def read_rgb_resized(path: Path | str, size: int | None) -> tuple[np.ndarray, bool]:
+    """One image as (H, W, 3) uint8, resized to (size, size) where it differs; and whether
+    it was."""
     with Image.open(path) as raw:
         im = raw.convert("RGB")
-        if size is not None and im.size != (size, size):
-            im = im.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+        if size is None or im.size == (size, size):
+            return np.asarray(im, dtype=np.uint8), False
+        im = im.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.uint8), True
 
 
-def _decode_chunk(paths: Sequence[str], size: int) -> tuple[np.ndarray | None, str, str]:
-    """(images (K, S, S, 3), '', '') or (None, the file that failed, why): runs in a worker."""
+def read_rgb(path: Path | str, size: int | None) -> np.ndarray:
+    """One image as (H, W, 3) uint8, resized to (size, size) where it differs."""
+    return read_rgb_resized(path, size)[0]
+
+
+Decoded = tuple[np.ndarray | None, int, str, str]
+
+
+def _decode_chunk(paths: Sequence[str], size: int) -> Decoded:
+    """(images (K, S, S, 3), how many were resized, '', '') or (None, 0, the file that
+    failed, why): runs in a worker."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    resized = 0
     for i, p in enumerate(paths):
         try:
-            out[i] = read_rgb(p, size)
+            out[i], changed = read_rgb_resized(p, size)
         except (OSError, ValueError) as exc:  # PIL: truncated, unidentified, bad mode
-            return None, p, str(exc)
-    return out, "", ""
+            return None, 0, p, str(exc)
+        resized += changed
+    return out, resized, "", ""
 
 
 def _context() -> Any:
@@ -75,8 +87,9 @@ def decode_files(
 ) -> np.ndarray:
     """Decode `files` into (N, size, size, 3) uint8, in parallel when there are many.
 
-    Progress goes to `progress("decode", {"what", "done", "total"})`; an unreadable file is
-    a one-line error naming it.
+    Progress goes to `progress("decode", {"what", "done", "total"})`; images of another
+    size are resized and counted in one "warning" event; an unreadable file is a one-line
+    error naming it.
     """
     n = len(files)
     out = np.empty((n, size, size, 3), dtype=np.uint8)
@@ -85,26 +98,31 @@ def decode_files(
     procs = min(workers or usable_cores(), len(chunks))
     label = f"decoding {n:,} {what}" + (f" in {procs} processes" if procs > 1 else "")
     progress("decode", {"what": label, "done": 0, "total": n})
-    done = 0
+    done = resized = 0
 
-    def take(start: int, result: tuple[np.ndarray | None, str, str]) -> None:
-        nonlocal done
-        images, bad, why = result
+    def take(start: int, result: Decoded) -> None:
+        nonlocal done, resized
+        images, changed, bad, why = result
         if images is None:
             raise unreadable(bad, OSError(why))
         out[start : start + len(images)] = images
         done += len(images)
+        resized += changed
         progress("decode", {"what": label, "done": done, "total": n})
 
     if procs <= 1 or n < PARALLEL_MIN:
         for start, chunk in chunks:
             take(start, _decode_chunk(chunk, size))
-        return out
-    pool = ProcessPoolExecutor(procs, mp_context=_context())
-    try:
-        futures = [(start, pool.submit(_decode_chunk, chunk, size)) for start, chunk in chunks]
-        for start, fut in futures:
-            take(start, fut.result())
-    finally:
-        pool.shutdown(cancel_futures=True)  # after an unreadable file: stop the rest at once
+    else:
+        pool = ProcessPoolExecutor(procs, mp_context=_context())
+        try:
+            futures = [(start, pool.submit(_decode_chunk, chunk, size)) for start, chunk in chunks]
+            for start, fut in futures:
+                take(start, fut.result())
+        finally:
+            pool.shutdown(cancel_futures=True)  # after an unreadable file: stop the rest at once
+    if resized:  # a stretched image changes what the model sees: never silently
+        message = f"{resized:,} of the {n:,} {what} are not {size}x{size} pixels; they were "
+        message += f"resized (stretched, bilinear) to {size}x{size}"
+        progress("warning", {"message": message})
     return out

@@ -52,6 +52,6 @@ def imbalance_meta(factor: float, data: Dataset) -> dict[str, Any]:
     return {"imbalance_factor": float(factor), "train_counts": counts}
 
 
-def dataset_meta(data: Dataset, cfg: Any) -> dict[str, Any]:
+def dataset_meta(data: Dataset, imbalance_factor: float) -> dict[str, Any]:
     """A checkpoint's `dataset` metadata: the spec, and for a long-tailed run its counts."""
-    return {**data.spec.to_dict(), **imbalance_meta(getattr(cfg, "imbalance_factor", 1), data)}
+    return {**data.spec.to_dict(), **imbalance_meta(imbalance_factor, data)}

@@ -26,6 +26,29 @@ def data_root(data_dir: Path | None, needs: str) -> Path:
     return root
 
 
+FOLDER_SETS = ("imagefolder", "tinyimagenet", "imagenet")  # the loaders that call data_root
+ARCHIVE = "cifar10-jpeg"  # the CIFAR-10 JPEG archive's folder, as `tar xzf` unpacks it
+
+
+def check_folder(dataset: str, data_dir: Path | str | None, where: str) -> None:
+    """Refuse, naming the fix, a folder data set whose data_dir is missing, before any run.
+
+    What data_root checks when the data are read, made up front (an experiment, its dry run).
+    `where`: how the user set the folder (`data_dir in FILE`).
+    """
+    if dataset not in FOLDER_SETS or data_dir is None or Path(data_dir).is_dir():
+        return
+    root = Path(data_dir)
+    unpack = "unpack the data set there"
+    if root.name == ARCHIVE:
+        unpack = f"unpack the archive there (`tar xzf {ARCHIVE}.tgz -C {root.parent}` gives "
+        unpack += f"{root}/train/<class>/*.jpg and {root}/test/)"
+    raise UsageError(
+        f"data directory {root} ({where}) does not exist; {unpack}, or set data_dir to the "
+        "folder holding train/ and test/"
+    )
+
+
 def stamps(files: Iterable[Path]) -> list[tuple[str, int, int]]:
     """(path, size, modification time in ns) of each file: what a cached decode depends on."""
     out = []

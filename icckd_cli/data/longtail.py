@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 from icckd_cli.base.errors import UsageError
-from icckd_cli.data.registry import Split
 
 T = TypeVar("T")
 
@@ -91,16 +90,6 @@ def longtail_positions(labels: Tensor, num_classes: int, factor: float) -> Tenso
     per_class = [(labels == c).nonzero().flatten().tolist() for c in range(num_classes)]
     kept = longtail_lists(per_class, factor)
     return torch.tensor(sorted(p for positions in kept for p in positions), dtype=torch.long)
-
-
-def longtail_split(split: Split, num_classes: int, factor: float) -> Split:
-    """The long-tailed part of an in-memory training split, in its original order."""
-    if factor == 1:
-        check_imbalance_factor(factor)
-        return split
-    keep = longtail_positions(split.labels, num_classes, factor).to(split.labels.device)
-    index = split.index[keep] if split.index.numel() == len(split) else split.index
-    return Split(split.images[keep], split.labels[keep], index)
 
 
 def class_counts(labels: Tensor, num_classes: int) -> list[int]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -224,7 +225,6 @@ def _cached(key: dict, build: Callable[[], tuple[dict, Splits]]) -> tuple[dict, 
     if path.is_file():
         try:
             t = load_file(str(path))
-            from safetensors import safe_open
 
             with safe_open(str(path), "pt") as fh:
                 info = json.loads(fh.metadata()["info"])

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from icckd_cli.base.errors import IcckdError, UsageError
+from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.data.decode import decode_files
 from icckd_cli.data.holdout import split_lists
 from icckd_cli.data.loading import cache_key, data_root, folder_spec, stamps
@@ -46,6 +48,7 @@ def _digits(req: LoadRequest) -> Loaded:
     """
 
     def build() -> tuple[dict, dict[str, Split]]:
+        # scikit-learn takes seconds to import: only a miss of the decode cache pays it
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 
@@ -80,8 +83,12 @@ CIFAR_STATS = {
 }
 
 
+TORCHVISION_DATASETS = ("cifar10", "cifar100")  # read through torchvision.datasets
+
+
 def _cifar(name: str) -> Loader:
     def load(req: LoadRequest) -> Loaded:
+        check_torchvision()
         from torchvision import datasets
 
         cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
@@ -211,8 +218,6 @@ def _imagefolder(req: LoadRequest) -> Loaded:
         split: stamps(f for fs in files.values() for f in fs) for split, files in parts.items()
     }
     key = cache_key("imagefolder", stamped["train"] + stamped["test"], stamped.get("val"))
-
-    from PIL import Image
 
     with Image.open(train_files[classes[0]][0]) as im:
         size = max(im.size)

@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from icckd_cli.base.errors import DataFileError
-from icckd_cli.data.decode import unreadable, usable_cores
+from icckd_cli.data.decode import read_rgb, unreadable, usable_cores
 from icckd_cli.data.device import Batch, batch_count, epoch_order, normalize
 from icckd_cli.data.loading import folder_spec
 from icckd_cli.data.registry import DataSpec, Loaded, LoadRequest, register
@@ -140,8 +141,6 @@ class _Images(TorchDataset):
         return torch.from_numpy(out), True, i
 
     def _read(self, i: int) -> np.ndarray:
-        from PIL import Image
-
         s = self.size
         rng = random.Random(f"{self.seed}/{self.epoch}/{i}")
         with Image.open(self.files[i].decode()) as raw:
@@ -189,8 +188,6 @@ def _deliver(
 
 def _raise_unreadable(split: StreamSplit, i: int) -> None:
     """Read the failing file again here, for the decoder's own words, and stop."""
-    from icckd_cli.data.decode import read_rgb
-
     path = split.path(i)
     try:
         read_rgb(path, None)

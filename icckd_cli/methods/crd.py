@@ -9,7 +9,6 @@ load without torch; both names stay importable from here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -43,17 +42,17 @@ class CRDSettings(BaseModel):
     crd_momentum: float = Field(0.5, ge=0, lt=1)
 
 
-def _build(settings: Mapping[str, Any], context: Context) -> dict[str, Part]:
+def _build(settings: CRDSettings, context: Context) -> dict[str, Part]:
     from icckd_cli.methods.crd_nce import CRDLoss
 
     crd = CRDLoss(
         context.feature_dim,
         context.teacher_feature_dim,
         context.train_size,
-        feat_dim=settings["crd_feat_dim"],
-        nce_k=settings["crd_nce_k"],
-        nce_t=settings["crd_temperature"],
-        momentum=settings["crd_momentum"],
+        feat_dim=settings.crd_feat_dim,
+        nce_k=settings.crd_nce_k,
+        nce_t=settings.crd_temperature,
+        momentum=settings.crd_momentum,
     )
 
     def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:

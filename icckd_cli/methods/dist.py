@@ -16,11 +16,11 @@ and the DIST term 1, so beta and gamma carry the 2.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from icckd_cli.methods.kd import KD_TEMPERATURE
 from icckd_cli.methods.registry import Context, Method, Part, register
 
 if TYPE_CHECKING:  # torch is imported where a loss runs: the CLI starts without it
@@ -60,11 +60,12 @@ class DISTSettings(BaseModel):
     dist_weight: float | None = Field(None, ge=0, description="DIST weight.")
     dist_beta: float = Field(2.0, ge=0, description="DIST inter-class (per image) weight.")
     dist_gamma: float = Field(2.0, ge=0, description="DIST intra-class (per class) weight.")
+    kd_temperature: float = KD_TEMPERATURE  # kd.py's option: DIST's tau
 
 
-def _build(settings: Mapping[str, Any], context: Context) -> dict[str, Part]:
-    temperature = settings["kd_temperature"]
-    beta, gamma = settings["dist_beta"], settings["dist_gamma"]
+def _build(settings: DISTSettings, context: Context) -> dict[str, Part]:
+    temperature = settings.kd_temperature
+    beta, gamma = settings.dist_beta, settings.dist_gamma
 
     def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
         return dist_loss(

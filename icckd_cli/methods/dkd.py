@@ -2,18 +2,19 @@
 
 alpha * TCKD + beta * NCKD at T = 4 with alpha 1, beta 8 and CE 1: the paper's CIFAR-100
 setting (its code, mdistiller, configs/cifar100/dkd), with a linear warm-up of the DKD term
-over the first 20 of 240 epochs (scaled to the run). `--logit-standardization` (kd.py)
-standardises both sides' logits first, as Sun et al. 2024 do for DKD.
+over the first 20 of 240 epochs (scaled to the run). `--logit-standardization` (shared with
+kd.py) standardises both sides' logits first, as Sun et al. 2024 do for DKD. On ImageNet the
+paper's ResNet34 -> ResNet18 setting (mdistiller configs/imagenet/r34_r18/dkd.yaml): T = 1,
+beta 0.5, one warm-up epoch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from icckd_cli.methods.kd import Reduction, kl_rows, reduce, standardize
+from icckd_cli.methods.kd import LOGIT_STANDARDIZATION, Reduction, kl_rows, reduce, standardize
 from icckd_cli.methods.registry import Context, Method, Part, register
 
 if TYPE_CHECKING:  # torch is imported where a loss runs: the CLI starts without it
@@ -21,6 +22,8 @@ if TYPE_CHECKING:  # torch is imported where a loss runs: the CLI starts without
 
 # the paper's warm-up: 20 epochs of its 240-epoch CIFAR-100 schedule
 WARMUP_EPOCHS, SCHEDULE_EPOCHS = 20, 240
+# the paper's ImageNet values (mdistiller configs/imagenet/r34_r18/dkd.yaml)
+IMAGENET = {"dkd_temperature": 1.0, "dkd_beta": 0.5, "dkd_warmup": 1}
 
 
 def warmup_epochs(given: int | None, epochs: int) -> int:
@@ -96,14 +99,22 @@ class DKDSettings(BaseModel):
     dkd_temperature: float = Field(4.0, gt=0, description="DKD temperature.")
     # None: 20 of 240 epochs, scaled
     dkd_warmup: int | None = Field(None, ge=0, description="DKD warm-up epochs.")
+    logit_standardization: bool = LOGIT_STANDARDIZATION  # kd.py's option, read here too
 
 
-def _build(settings: Mapping[str, Any], context: Context) -> dict[str, Part]:
-    alpha, beta = settings["dkd_alpha"], settings["dkd_beta"]
-    temperature, warmup = settings["dkd_temperature"], settings["dkd_warmup"] or 0
-    standard = bool(settings.get("logit_standardization"))
+def _resolve(settings: DKDSettings, context: Context) -> DKDSettings:
+    """The warm-up's length in epochs: given, or 20 of 240 scaled to the run's epochs."""
+    warmup = warmup_epochs(settings.dkd_warmup, context.epochs)
+    return settings.model_copy(update={"dkd_warmup": warmup})
+
+
+def _build(settings: DKDSettings, context: Context) -> dict[str, Part]:
+    alpha, beta = settings.dkd_alpha, settings.dkd_beta
+    temperature, warmup = settings.dkd_temperature, settings.dkd_warmup or 0
+    standard = settings.logit_standardization
 
     def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
+        # linear warm-up: epoch e (from 0) weighs (e + 1) / warmup until it reaches 1
         ramp = min((out["epoch"] + 1) / warmup, 1.0) if warmup else 1.0
         loss = dkd_loss(
             out["logits"],
@@ -128,5 +139,7 @@ DKD = register(
         preset={"ce_weight": 1.0, "dkd_weight": 1},
         build=_build,
         recorded=("dkd_alpha", "dkd_beta", "dkd_temperature", "dkd_warmup"),
+        resolve=_resolve,
+        dataset_defaults={"imagenet": IMAGENET},
     )
 )

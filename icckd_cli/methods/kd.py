@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from icckd_cli.methods.registry import Context, Method, Part, register
 
@@ -77,38 +77,38 @@ def kd_loss(
 _standardize = standardize  # kd_loss's keyword of the same name hides the function
 
 
+# two settings other methods' terms read too: each declares the same field, one option
+KD_TEMPERATURE = Field(4.0, gt=0, description="KD temperature T.")  # CRD: T = 4
+LOGIT_STANDARDIZATION = Field(
+    False,
+    description="Standardise student and teacher logits per row before the temperature "
+    "(kd, dkd; Sun et al. 2024).",
+)
+
+
 class KDSettings(BaseModel):
     """KD's settings; a description makes a field a `distill` option."""
 
     kd_weight: float | None = Field(None, ge=0, description="Hinton KD weight.")
-    kd_temperature: float = Field(4.0, gt=0, description="KD temperature T.")  # CRD: T = 4
-    logit_standardization: bool = Field(
-        False,
-        description="Standardise student and teacher logits per row before the temperature "
-        "(kd, dkd; Sun et al. 2024).",
-    )
-
-    @model_validator(mode="after")
-    def _standardization_needs_a_logit_term(self) -> KDSettings:
-        """--logit-standardization acts on the kd and dkd terms: refuse it where neither runs."""
-        weights: dict[str, float] = getattr(self, "resolved_weights", dict)()  # StudentLoss's
-        if (
-            self.logit_standardization
-            and weights
-            and not any(weights.get(k) for k in ("kd_weight", "dkd_weight"))
-        ):
-            method = getattr(self, "method", "")
-            raise ValueError(
-                "invalid value for --logit-standardization: it standardises the logits of the "
-                f"kd and dkd terms and --method {method} has neither; use --method kd or dkd, "
-                "or give --kd-weight"
-            )
-        return self
+    kd_temperature: float = KD_TEMPERATURE
+    logit_standardization: bool = LOGIT_STANDARDIZATION
 
 
-def _build(settings: Mapping[str, Any], context: Context) -> dict[str, Part]:
-    temperature = settings["kd_temperature"]
-    standard = bool(settings["logit_standardization"])
+def _check(settings: KDSettings, weights: Mapping[str, float], method: str) -> None:
+    """--logit-standardization acts on the kd and dkd terms: refuse it where neither runs."""
+    if settings.logit_standardization and not any(
+        weights.get(k) for k in ("kd_weight", "dkd_weight")
+    ):
+        raise ValueError(
+            "invalid value for --logit-standardization: it standardises the logits of the "
+            f"kd and dkd terms and --method {method} has neither; use --method kd or dkd, "
+            "or give --kd-weight"
+        )
+
+
+def _build(settings: KDSettings, context: Context) -> dict[str, Part]:
+    temperature = settings.kd_temperature
+    standard = settings.logit_standardization
 
     def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
         return kd_loss(out["logits"], out["t_logits"], temperature, standardize=standard)
@@ -125,5 +125,6 @@ KD = register(
         preset={"ce_weight": 0.1, "kd_weight": 0.9},
         build=_build,
         recorded=("kd_temperature", "logit_standardization"),
+        check=_check,
     )
 )

@@ -2,10 +2,13 @@
 
 A method is one module in this folder that calls `register(Method(...))`: its name, the loss
 parts it logs, its settings (a pydantic model whose fields are the TOML keys and, where they
-carry a description, the `distill` options), its published term weights and a function that
-builds its objective terms. A combination of registered terms (kd+rkd) is a `Preset`. The
-settings, the CLI, the tables and `experiment` read everything from here, so adding a method
-is one new file and its test.
+carry a description, the `distill` options), its published term weights, a function that
+builds its objective terms from its own typed settings, and the hooks it needs (`resolve`:
+settings derived from the run, such as a warm-up scaled to its epochs; `check`: a refusal of
+settings that make no sense with the run's weights; `dataset_defaults`: a data set's
+published values). The objective calls these hooks and knows no method by name. A
+combination of registered terms (kd+rkd) is a `Preset`. The settings, the CLI, the tables and
+`experiment` read everything from here, so adding a method is one new file and its test.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Context:
     feature_dim: int  # the student's pooled feature size
     teacher_feature_dim: int  # the teacher's pooled feature size (0 when unknown)
     train_size: int  # training images (CRD's memory has one row per image)
+    epochs: int = 0  # the run's length (a warm-up scales with it)
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,30 @@ class Method:
     parts: tuple[str, ...]  # loss-part names it logs; each is weighted by <part>_weight
     settings: type[BaseModel]  # fields with published defaults (and the <part>_weight fields)
     preset: Mapping[str, float]  # the --method preset: ce_weight and <part>_weight values
-    build: Callable[[Mapping[str, Any], Context], dict[str, Part]]  # resolved settings -> parts
+    # its settings (an instance of `settings`, resolved) -> its parts by name
+    build: Callable[[Any, Context], dict[str, Part]]
     recorded: tuple[str, ...] = ()  # settings written into the checkpoint's objective record
     teacher_features: bool = False  # a term reads the teacher's pooled features
+    # settings -> settings with what the run decides filled in (DKD: its warm-up's length)
+    resolve: Callable[[Any, Context], Any] | None = None
+    # (settings, the run's term weights, the --method value): raise ValueError to refuse
+    check: Callable[[Any, Mapping[str, float], str], None] | None = None
+    # a data set's published values of its settings, under the data set's name
+    dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def settings_from(self, values: BaseModel | Mapping[str, Any]) -> BaseModel:
+        """This method's own typed settings out of a run's settings (a model or a dict)."""
+        fields = set(self.settings.model_fields)
+        if isinstance(values, BaseModel):
+            given = values.model_dump(include=fields)
+        else:
+            given = {k: v for k, v in values.items() if k in fields}
+        return self.settings.model_validate(given)
+
+    def resolved(self, values: BaseModel | Mapping[str, Any], context: Context) -> BaseModel:
+        """Its settings with what the run decides filled in (the `resolve` hook)."""
+        settings = self.settings_from(values)
+        return settings if self.resolve is None else self.resolve(settings, context)
 
 
 @dataclass(frozen=True)
@@ -68,6 +93,9 @@ class Preset:
 
 # modules of this folder that hold no method: imported where they are used (with torch)
 HELPERS = frozenset({"registry", "queue", "icc", "crd_nce"})
+# the entry-point group of methods outside this folder: a distribution (or a test) names a
+# module here, e.g. `toy = "toy_method"`, and importing that module registers its method
+ENTRY_POINTS = "icckd_cli.methods"
 
 _METHODS: dict[str, Method] = {}
 _PRESETS: dict[str, Preset | Method] = {}
@@ -94,6 +122,10 @@ def _load() -> None:
     for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
         if info.name not in HELPERS and not info.name.startswith("_"):
             importlib.import_module(f"{package}.{info.name}")
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINTS):
+        entry.load()
 
 
 def methods() -> list[Method]:
@@ -123,6 +155,21 @@ def preset_weights(name: str) -> dict[str, float]:
 def loss_parts() -> tuple[str, ...]:
     """Loss-part names in presentation order: total, CE, the teacher's icc, then each method's."""
     return ("loss", "ce", "icc", *(p for m in methods() for p in m.parts))
+
+
+def dataset_defaults(dataset: str | None) -> dict[str, Any]:
+    """Every method's published values for this data set (ImageNet's DKD temperature, ...)."""
+    out: dict[str, Any] = {}
+    for method in methods():
+        out.update(method.dataset_defaults.get(dataset or "", {}))
+    return out
+
+
+def check_all(values: BaseModel, weights: Mapping[str, float], method: str) -> None:
+    """Each method's `check` hook on a run's settings; the first refusal raises ValueError."""
+    for entry in methods():
+        if entry.check is not None:
+            entry.check(entry.settings_from(values), weights, method)
 
 
 def needs_teacher_features(weights: Mapping[str, float]) -> bool:

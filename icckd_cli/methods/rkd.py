@@ -7,7 +7,6 @@ term enters with weight 1 beside CE 1. `kd+rkd` adds it to KD's CE 0.1 / KD 0.9.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -78,8 +77,8 @@ class RKDSettings(BaseModel):
     rkd_angle_weight: float = Field(50.0, ge=0)  # Park et al. 2019
 
 
-def _build(settings: Mapping[str, Any], context: Context) -> dict[str, Part]:
-    dw, aw = settings["rkd_distance_weight"], settings["rkd_angle_weight"]
+def _build(settings: RKDSettings, context: Context) -> dict[str, Part]:
+    dw, aw = settings.rkd_distance_weight, settings.rkd_angle_weight
 
     def term(out: dict[str, Any], stats: dict[str, Tensor]) -> Tensor:
         return rkd_loss(out["features"], out["t_features"], dw, aw)

@@ -55,7 +55,7 @@ class Line:
 
 def fit_line(x: Sequence[float], y: Sequence[float], confidence: float = 0.95) -> Line | None:
     """Least squares of y on x with the intercept's t-interval; None under 3 points."""
-    from scipy.stats import t as student_t
+    from scipy.stats import t as student_t  # about 2 s to import: only a fit pays it
 
     if len(x) != len(y):
         raise IcckdError(f"a line needs as many x as y values ({len(x)} x, {len(y)} y)")

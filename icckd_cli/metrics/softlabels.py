@@ -1,4 +1,4 @@
-"""Soft-label diversity statistics (METHOD.md, "Soft-label diversity"), fed batch by batch.
+"""Soft-label diversity statistics (docs/method.md, docs/softlabels.md), fed batch by batch.
 
 With p = softmax(logits / T) and q = p without the target class, renormalised to sum 1,
 `SoftLabelAccumulator` streams everything it can into float64 sums whose size depends on

@@ -26,10 +26,10 @@ import numpy as np
 
 from icckd_cli.base.atomic import atomic_write
 from icckd_cli.base.errors import IcckdError, first_line
+from icckd_cli.base.npyfile import is_npy
 
 PREDICTIONS_FILE = "predictions.npy"
 DTYPES = (np.dtype(np.int16), np.dtype(np.int32))
-NPY_MAGIC = b"\x93NUMPY"
 
 
 def _as_labels(x: Any, name: str) -> np.ndarray:
@@ -112,9 +112,8 @@ def read_predictions(
     fix = "delete it and re-run the run that wrote it"
     if not path.is_file():
         raise IcckdError(f"{path} is missing: the run kept no test predictions; {fix}")
-    with open(path, "rb") as fh:
-        if fh.read(6) != NPY_MAGIC:  # numpy's own message for this talks of unpickling
-            raise IcckdError(f"{path} is not a .npy file (damaged or overwritten); {fix}")
+    if not is_npy(path):  # numpy's own message for this talks of unpickling
+        raise IcckdError(f"{path} is not a .npy file (damaged or overwritten); {fix}")
     try:
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:

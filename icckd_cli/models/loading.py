@@ -9,33 +9,29 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from icckd_cli.base.checkpoint import (
-    is_icckd_file,
-    load_tensors,
-    read_metadata,
-)
+from icckd_cli.base.checkpoint import Checkpoint
 from icckd_cli.base.errors import IcckdError, UsageError
+from icckd_cli.models import create_model, resolve_name
+from icckd_cli.models.registry import probe_model
 
 if TYPE_CHECKING:
     from icckd_cli.models import ZooModel
 
 
-def load_model(
-    path: Path,
+def model_from_checkpoint(
+    ckpt: Checkpoint,
     device: str | torch.device = "cpu",
     expect_arch: str | None = None,
     option: str = "--arch",
-) -> tuple[ZooModel, dict[str, Any]]:
-    """Rebuild a model from a checkpoint's metadata alone and load its weights strictly.
+) -> ZooModel:
+    """The model an icckd checkpoint describes, its weights loaded strictly.
 
     `expect_arch`, when given, must match the recorded architecture; `option` is the
     command-line option that asked for it, named in the error. The builder arguments
     recorded (`model_args`) rebuild exactly the model that was saved.
     """
-    from icckd_cli.models import create_model, resolve_name
-
-    meta = read_metadata(path)
-    if meta.get("kind") == "state":
+    path, meta = ckpt.path, ckpt.meta
+    if ckpt.kind == "state":
         raise UsageError(
             f"{path} is the resumable state of an unfinished run, not a model; finish the run "
             f"with --resume {Path(path).parent} and use its model.safetensors"
@@ -48,10 +44,9 @@ def load_model(
             f"{path} holds a {meta['arch']}, not the {expect_arch} asked for with {option}; "
             f"pass {option} {meta['arch']} or another checkpoint"
         )
-    model = create_model(meta["arch"], meta["num_classes"], **(meta.get("model_args") or {}))
-    state = load_tensors(path)
-    load_state_strict(model, state, str(path))
-    return model.to(device), meta
+    model = create_model(meta["arch"], meta["num_classes"], **ckpt.model_args)
+    load_state_strict(model, ckpt.tensors(), str(path))
+    return model.to(device)
 
 
 def load_state_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
@@ -119,16 +114,15 @@ def load_pth_model(
     num_classes: int | None = None,
     option: str | None = "--teacher-arch",
     model_args: dict[str, Any] | None = None,
+    state: dict[str, Tensor] | None = None,
 ) -> ZooModel:
-    """Build `arch` and load a published `.pth` teacher into it strictly.
+    """Build `arch` and load a published `.pth` teacher (or `state`, read already) strictly.
 
     `option` names the command-line option that gives the architecture (None: the
     command has none, so a `.pth` file cannot be used there). A weights file records no
     builder arguments: the library's defaults apply, with `model_args` over them. A
     safetensors file without icckd metadata (a timm or Hugging Face file) is read the same way.
     """
-    from icckd_cli.models import create_model
-
     if arch is None:
         if option is None:
             raise UsageError(
@@ -138,7 +132,8 @@ def load_pth_model(
         raise UsageError(
             f"{path} is a .pth file without metadata; say what it holds with {option} NAME"
         )
-    state = read_pth_state(path) if Path(path).suffix != ".safetensors" else load_tensors(path)
+    if state is None:
+        state = read_pth_state(path)
     if num_classes is None:
         num_classes = head_classes(state, arch)
     model = create_model(arch, num_classes, **(model_args or {}))
@@ -148,8 +143,6 @@ def load_pth_model(
 
 def head_classes(state: dict[str, Tensor], arch: str) -> int:
     """The number of classes a state dict predicts: the rows of its classifier's weight."""
-    from icckd_cli.models.registry import probe_model
-
     if ":" in arch:  # a library's model: its classifier's key, found on the meta device
         key = _classifier_key(probe_model(arch, 7))
         if key in state and state[key].dim() == 2:
@@ -166,6 +159,31 @@ def _classifier_key(model: nn.Module) -> str:
     return f"{names[-1]}.weight" if names else ""
 
 
+def open_any_model(
+    path: Path,
+    arch: str | None = None,
+    device: str | torch.device = "cpu",
+    option: str | None = "--teacher-arch",
+    model_args: dict[str, Any] | None = None,
+) -> tuple[ZooModel, Checkpoint | None]:
+    """A model from our checkpoint, or from a weights file (`.pth`, or safetensors without
+    icckd metadata, given with `arch`), and the checkpoint it was read from (None: `.pth`).
+
+    A safetensors file is read once, its tensor data verified. `option` is the command-line
+    option that gave `arch`, named in errors (None: none); `model_args` are the builder
+    arguments of a weights file (ours record their own, and are rebuilt from those).
+    """
+    path = Path(path)
+    if path.suffix in (".pth", ".pt"):
+        return load_pth_model(path, arch, option=option, model_args=model_args).to(device), None
+    ckpt = Checkpoint.read(path)
+    if arch is not None and path.suffix == ".safetensors" and not ckpt.is_icckd:
+        state = ckpt.tensors()
+        model = load_pth_model(path, arch, option=option, model_args=model_args, state=state)
+        return model.to(device), ckpt
+    return model_from_checkpoint(ckpt, device, expect_arch=arch, option=option or "--arch"), ckpt
+
+
 def load_any_model(
     path: Path,
     arch: str | None = None,
@@ -173,17 +191,6 @@ def load_any_model(
     option: str | None = "--teacher-arch",
     model_args: dict[str, Any] | None = None,
 ) -> tuple[ZooModel, dict[str, Any]]:
-    """A model from our checkpoint, or from a weights file (`.pth`, or safetensors without
-    icckd metadata, given with `arch`); metadata is {} for a weights file.
-
-    `option` is the command-line option that gave `arch`, named in errors (None: none);
-    `model_args` are the builder arguments of a weights file (ours record their own, and
-    are rebuilt from those).
-    """
-    path = Path(path)
-    foreign = path.suffix in (".pth", ".pt") or (
-        arch is not None and path.suffix == ".safetensors" and not is_icckd_file(path)
-    )
-    if foreign:
-        return load_pth_model(path, arch, option=option, model_args=model_args).to(device), {}
-    return load_model(path, device, expect_arch=arch, option=option or "--arch")
+    """open_any_model's model and metadata ({} for a weights file)."""
+    model, ckpt = open_any_model(path, arch, device, option, model_args)
+    return model, ckpt.meta if ckpt is not None and ckpt.is_icckd else {}

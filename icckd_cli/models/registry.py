@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from icckd_cli.base.errors import UsageError, suggest
 from icckd_cli.models.base import ZooModel
@@ -66,6 +69,12 @@ def family(prefix: str) -> Family:
     return FAMILY
 
 
+def uses_torchvision(name: str) -> bool:
+    """Whether building `name` imports torchvision: torchvision:<builder> and the zoo's tv_ nets."""
+    prefix, sep, rest = name.partition(":")
+    return (bool(sep) and prefix.lower() == "torchvision") or name.lower().startswith("tv_")
+
+
 def split_name(name: str) -> tuple[str | None, str]:
     """('timm', 'vit_tiny_patch16_224') for a library's name, (None, name) for the zoo's."""
     prefix, sep, rest = name.partition(":")
@@ -120,8 +129,6 @@ def model_args_for(name: str, given: dict[str, Any], image_size: int | None) -> 
 def probe_model(name: str, num_classes: int = 100, **model_args: Any) -> ZooModel:
     """`name` built on the meta device (the structure alone: no memory, no initialisation),
     or for real where an initialiser reads values (torchvision's RegNets)."""
-    import torch
-
     try:
         with torch.device("meta"):
             return create_model(name, num_classes, **model_args)
@@ -167,16 +174,26 @@ def create_model(name: str, num_classes: int = 100, **model_args: Any) -> ZooMod
 COUNT_LIMIT = 64
 
 
+def describe_zoo(pattern: str | None = None) -> list[tuple[str, int, int, int]]:
+    """(name, parameters at 100 classes, feature size, input size) of the zoo's models
+    matching the glob `pattern` (any case), in listing order."""
+    rows = []
+    for name in list_models():
+        if pattern is not None and not fnmatch.fnmatch(name.lower(), pattern.lower()):
+            continue
+        with torch.device("meta"):  # the structure alone: no memory, no initialisation
+            model = create_model(name, 100)
+        params = sum(p.numel() for p in model.parameters())
+        rows.append((name, params, model.feature_dim, input_size(name)))
+    return rows
+
+
 def describe_family(
     prefix: str, pattern: str | None = None
 ) -> list[tuple[str, int | None, int | None, int | None]]:
     """(name, parameters at 100 classes, feature size, input size) of a library's models
     matching the glob `pattern`; sizes are None past COUNT_LIMIT names or where a model
     cannot be built with its defaults on the meta device."""
-    import fnmatch
-
-    import torch
-
     fam = family(prefix)
     if pattern is not None and pattern.lower().startswith(f"{prefix}:"):
         pattern = pattern[len(prefix) + 1 :]

@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from icckd_cli.base.errors import UsageError
+from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.models.library import (
     Family,
     LibraryModel,
@@ -33,6 +34,7 @@ PASS = "_icckd_pass_through"  # set on a head module while the features are comp
 @lru_cache(maxsize=1)
 def names() -> list[str]:
     """Every classification builder of torchvision.models (not detection, video, ...)."""
+    check_torchvision()
     from torchvision import models
 
     return sorted(models.list_models(module=models))
@@ -43,6 +45,7 @@ def check_name(name: str) -> str:
     for candidate in (name, name.lower()):  # torchvision's builders are lower case
         if candidate in names():
             return candidate
+    check_torchvision()
     from torchvision import models
 
     if name in models.list_models():  # a builder of torchvision.models.detection, video, ...
@@ -128,6 +131,7 @@ class TorchvisionModel(LibraryModel):
 
 
 def _builder(name: str, num_classes: int | None, args: dict[str, Any]) -> Any:
+    check_torchvision()
     from torchvision import models
 
     kw = {"num_classes": num_classes} if num_classes is not None else {}
@@ -160,6 +164,7 @@ def input_size(name: str, args: dict[str, Any]) -> int:
     """The image side: the image_size given, else the crop of the builder's first weights."""
     if "image_size" in args:
         return int(args["image_size"])
+    check_torchvision()
     from torchvision import models
 
     try:

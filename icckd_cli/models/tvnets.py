@@ -16,6 +16,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from torchvision.models import ResNet
 
+from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.models.base import ZooModel, global_pool
 from icckd_cli.models.registry import register
 
@@ -48,6 +49,7 @@ class TvMobileNetV2(ZooModel):
     """torchvision's MobileNetV2 (width 1.0): `features`, then dropout and `classifier.1`."""
 
     def __init__(self, arch: str, num_classes: int = 100) -> None:
+        check_torchvision()
         from torchvision.models import mobilenet_v2
 
         net = mobilenet_v2(weights=None, num_classes=num_classes)
@@ -68,6 +70,7 @@ def _resnet(depth: int) -> Callable[..., ResNet]:
     """torchvision's builder for ResNet-`depth`, imported when a model is built."""
 
     def build(**kw: object) -> ResNet:
+        check_torchvision()
         from torchvision import models
 
         net: ResNet = getattr(models, f"resnet{depth}")(**kw)

@@ -1,4 +1,8 @@
-"""The experiment's progress view: which run of the matrix, of how many, and that run's bar."""
+"""The experiment's progress view: which run of the matrix, of how many, and that run's bar.
+
+On a terminal the runs show as live bars; where stderr is not one (a log, a batch job) the
+bars are off, so each epoch of a run is one plain line instead.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,13 @@ from typing import Any
 from rich.markup import escape
 
 from icckd_cli.base.events import Event
-from icckd_cli.presentation.lines import best_phrase, recipe_line, teacher_cache_line
+from icckd_cli.presentation.console import err
+from icckd_cli.presentation.lines import (
+    best_phrase,
+    epoch_line,
+    recipe_line,
+    teacher_cache_line,
+)
 from icckd_cli.presentation.progress import Handler, View, progress_bar
 
 
@@ -91,6 +101,9 @@ class ExperimentProgress(View):
 
     def _epoch(self, info: dict[str, Any]) -> None:
         if self.progress is None or self.run is None:
+            return
+        if not err.is_terminal:  # no bar in a log: one plain line per epoch says it is alive
+            self._print(f"{self.label}: {epoch_line(info, self.epochs)}")
             return
         desc = f"{self.label}  epoch {info['epoch']}/{self.epochs}"
         if "top1" in info:

@@ -33,6 +33,14 @@ def teacher_cache_line(info: dict[str, Any]) -> str:
     size, path = size_text(info["bytes"]), info["path"]
     if info["action"] == "read":
         return f"teacher cache: reading {path} ({size}); the teacher is not run"
+    if info["action"] == "damaged":
+        return (
+            f"teacher cache: {path}: batches {info['done'] + 1} to {info['counted']} of "
+            f"{info['total']} do not all match the checksums written with them (or have none); "
+            "writing them again"
+        )
+    if info["action"] == "seal":
+        return f"teacher cache: all {info['total']} batches of {path} verified; sealing it"
     if info["action"] == "resume":
         return (
             f"teacher cache: resuming {path} at batch {info['done'] + 1} of {info['total']} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from icckd_cli.presentation.report import err, out
+from icckd_cli.presentation.console import err, out
 from icckd_cli.presentation.run_plots import panel_grid, save_atomic
 
 HISTORY_FIGURE, PARAMS_FIGURE = "optimization-history.png", "parameters.png"
@@ -122,6 +123,36 @@ def written(paths: Sequence[Path]) -> None:
     """The files a study wrote."""
     for path in paths:
         out.print(f"wrote {escape(str(path))}", highlight=False)
+
+
+def still_running_line(
+    number: int,
+    worker: str,
+    rerun: str,
+    silent_s: float | None = None,
+    grace_s: float | None = None,
+    free_at: datetime | None = None,
+) -> None:
+    """One line on stderr for a trial another worker (or a dead one) still holds: with a
+    heartbeat, when it is freed and the command that then replaces it."""
+    if grace_s is None:  # a journal: no heartbeat; a dead worker on this machine is found
+        text = (
+            f"trial {number} is still running ({worker}); the summary shows it as running: "
+            f"rerun once that worker ends: {rerun}"
+        )
+    else:
+        beat = "" if silent_s is None else f", last heartbeat {silent_s:.0f} s ago"
+        when = (
+            f"after {free_at:%H:%M:%S}"
+            if free_at is not None
+            else f"{grace_s:g} s after its last heartbeat"
+        )
+        text = (
+            f"trial {number} is still running ({worker}{beat}); if that worker is gone, its "
+            f"trial is freed {when} ({grace_s:g} s without a heartbeat): rerun then to run its "
+            f"replacement: {rerun}"
+        )
+    err.print(escape(text), highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- figures

@@ -8,12 +8,16 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from icckd_cli.base.errors import UsageError
+from icckd_cli.methods import registry
 from icckd_cli.settings.common import _Strict
 from icckd_cli.settings.recipes import recipe_defaults
 
 
-def teacher_data(teacher: Any) -> dict[str, Any]:
-    """The data set (and its folder) recorded in an icckd teacher checkpoint; {} if none."""
+def teacher_data(teacher: Path | str | None) -> dict[str, Any]:
+    """The data set (and its folder) recorded in an icckd teacher checkpoint; {} if none.
+
+    Read once, where distill's settings are built (the CLI), as defaults under those given.
+    """
     if teacher is None or Path(teacher).suffix in (".pth", ".pt"):
         return {}
     from icckd_cli.base.checkpoint import read_metadata
@@ -52,16 +56,14 @@ class DataOptions(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _data_set_defaults(cls, data: Any) -> Any:
-        """Precedence: given > the teacher's recorded data set (distill) > data set recipe."""
+        """Precedence: given > data set recipe (distill's teacher's data set: teacher_data)."""
         if not isinstance(data, dict):
             return data
-        if "teacher" in cls.model_fields and data.get("dataset") is None:
-            recorded = teacher_data(data.get("teacher"))
-            given = {k: v for k, v in data.items() if v is not None}
-            data = {**recorded, **given}
         fields = cls.model_fields
         arch = (data.get("arch") or fields["arch"].default) if "arch" in fields else None
         defaults = recipe_defaults(data.get("dataset"), fields, data.get("method"), arch, data)
+        published = registry.dataset_defaults(data.get("dataset"))  # the methods' own
+        defaults.update({k: v for k, v in published.items() if k in fields})
         return {**defaults, **data}
 
     @field_validator("imbalance_factor")

@@ -1,4 +1,4 @@
-"""Optimiser and schedule settings; the recipe fills in what is not given."""
+"""Optimiser and schedule settings; the recipe fills in what is not given (train.RunSettings)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from icckd_cli.settings.common import _Strict
-from icckd_cli.settings.recipes import RECIPE_EPOCHS, Choice, choose, step_recipe
+from icckd_cli.settings.recipes import RECIPE_EPOCHS
 
 
 class OptimOptions(_Strict):
@@ -49,30 +49,3 @@ class OptimOptions(_Strict):
                 f"epoch ({self.epochs}); give at most --epochs"
             )
         return self
-
-    def recipe(self, arch: str) -> Choice:
-        """The recipe this architecture, data set and optimiser train with, and why."""
-        return choose(arch, getattr(self, "dataset", None), self.optimizer)
-
-    def resolved_lr(self, arch: str, world: int = 1) -> float:
-        """The learning rate: explicit, or the recipe's for this architecture and data set.
-
-        ImageNet and DeiT scale linearly with the global batch (batch_size x `world` processes).
-        """
-        if self.lr is not None:
-            return self.lr
-        return self.recipe(arch).recipe.base_lr(arch, self.batch_size * world)
-
-    def resolved_decay(self) -> list[int]:
-        """Decay epochs: explicit, none for cosine, or the data set's scaled to the run."""
-        if self.lr_decay_epochs is not None:
-            return list(self.lr_decay_epochs)
-        if self.schedule == "cosine":
-            return []
-        return step_recipe(getattr(self, "dataset", None)).decay_epochs(self.epochs)
-
-    def resolved_warmup(self, arch: str) -> int:
-        """Warm-up epochs: explicit, or the recipe's scaled to the run (DeiT: 5/300, >= 1)."""
-        if self.warmup_epochs is not None:
-            return self.warmup_epochs
-        return self.recipe(arch).recipe.warmup_epochs(self.epochs)

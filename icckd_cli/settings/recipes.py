@@ -5,9 +5,9 @@ the data set and a given `--optimizer`.
   benchmark every KD paper since reuses): SGD momentum 0.9, lr 0.05 (0.01 for MobileNetV2 and
   the ShuffleNets), weight decay 5e-4, lr x0.1 at epochs 150, 180 and 210 of 240.
 - ImageNet: the ResNet34 -> ResNet18 KD protocol, as in mdistiller's
-  configs/imagenet/r34_r18/{kd,dkd}.yaml: 100 epochs, SGD momentum 0.9, weight decay 1e-4,
+  configs/imagenet/r34_r18/kd.yaml: 100 epochs, SGD momentum 0.9, weight decay 1e-4,
   lr x0.1 at epochs 30, 60 and 90, lr 0.1 per 256 images of the global batch (0.2 at 512);
-  KD with CE 0.5, KD 0.5, T = 1; DKD with CE 1, alpha 1, beta 0.5, T = 1, one warm-up epoch.
+  KD with CE 0.5, KD 0.5, T = 1 (a method's own ImageNet values are in its file, methods/).
 - DeiT (Touvron et al. 2021, "Training data-efficient image transformers & distillation
   through attention", ICML, Table 9): AdamW, lr 5e-4 x global batch / 512, weight decay 0.05,
   a cosine schedule after 5 linear warm-up epochs of 300. Vision Transformers get it; the
@@ -47,9 +47,6 @@ IMAGENET_RECIPE: dict[str, Any] = {
     "batch_size": 256,
     "momentum": 0.9,
     "queue_size": IMAGENET_QUEUE_SIZE,
-    "dkd_temperature": 1.0,
-    "dkd_beta": 0.5,
-    "dkd_warmup": 1,
 }
 IMAGENET_KD_WEIGHTS: dict[str, Any] = {"ce_weight": 0.5, "kd_weight": 0.5, "kd_temperature": 1.0}
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from icckd_cli.methods import registry
-from icckd_cli.methods.dkd import warmup_epochs
 from icckd_cli.settings.common import _Strict, check_model_args
 from icckd_cli.settings.data import DataOptions
 from icckd_cli.settings.optim import OptimOptions
+from icckd_cli.settings.recipes import Choice, choose, step_recipe
 from icckd_cli.settings.run import RunOptions
 
 
@@ -33,7 +33,44 @@ class TeacherLoss(_Strict):
     init: Path | None = None
 
 
-class TrainTeacherConfig(DataOptions, OptimOptions, RunOptions, TeacherLoss):
+class RunSettings(DataOptions, OptimOptions, RunOptions):
+    """What a teacher run and a student run share: data, optimiser and schedule, execution.
+
+    Frozen: built once at the command line (or from an experiment or tune file), it is the
+    run's one settings object; work/inputs.resolve_run fills in what the recipe derives.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    def recipe(self, arch: str) -> Choice:
+        """The recipe this architecture, data set and optimiser train with, and why."""
+        return choose(arch, self.dataset, self.optimizer)
+
+    def resolved_lr(self, arch: str, world: int = 1) -> float:
+        """The learning rate: explicit, or the recipe's for this architecture and data set.
+
+        ImageNet and DeiT scale linearly with the global batch (batch_size x `world` processes).
+        """
+        if self.lr is not None:
+            return self.lr
+        return self.recipe(arch).recipe.base_lr(arch, self.batch_size * world)
+
+    def resolved_decay(self) -> list[int]:
+        """Decay epochs: explicit, none for cosine, or the data set's scaled to the run."""
+        if self.lr_decay_epochs is not None:
+            return list(self.lr_decay_epochs)
+        if self.schedule == "cosine":
+            return []
+        return step_recipe(self.dataset).decay_epochs(self.epochs)
+
+    def resolved_warmup(self, arch: str) -> int:
+        """Warm-up epochs: explicit, or the recipe's scaled to the run (DeiT: 5/300, >= 1)."""
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return self.recipe(arch).recipe.warmup_epochs(self.epochs)
+
+
+class TrainTeacherConfig(RunSettings, TeacherLoss):
     """Everything `icckd train-teacher` needs."""
 
     # issue 29: keep the weights of each evaluated epoch in RUN/epochs/ (set by `experiment`
@@ -41,7 +78,7 @@ class TrainTeacherConfig(DataOptions, OptimOptions, RunOptions, TeacherLoss):
     keep_snapshots: bool = Field(False, exclude=True)
 
 
-# kd, rkd, kd+rkd, dkd, crd, dist: every registered method and preset
+# every registered method and preset, in the registry's order
 Method = Literal[registry.choices()]  # type: ignore[valid-type]
 
 # Published weights of each --method value (each method file cites its own)
@@ -67,7 +104,7 @@ class _Teacher(_Strict):
         return check_model_args(value, "--teacher-model-arg")
 
 
-# bases listed last-method-first: pydantic then orders the fields kd, rkd, dkd, crd, dist
+# bases listed last-method-first: pydantic then orders the fields in method order
 _METHOD_SETTINGS = tuple(m.settings for m in reversed(registry.methods()))
 
 
@@ -84,6 +121,12 @@ class StudentLoss(*_METHOD_SETTINGS, _Teacher):  # type: ignore[misc]
             given = getattr(self, key)
             out[key] = float(value if given is None else given)
         return out
+
+    @model_validator(mode="after")
+    def _methods_check(self) -> StudentLoss:
+        """Each method's own refusals (its `check` hook) of these settings and weights."""
+        registry.check_all(self, self.resolved_weights(), self.method)
+        return self
 
 
 class TeacherCacheOptions(_Strict):
@@ -102,11 +145,11 @@ class TeacherCacheOptions(_Strict):
         return registry.needs_teacher_features(weights)
 
 
-class DistillConfig(DataOptions, OptimOptions, RunOptions, StudentLoss, TeacherCacheOptions):
+class DistillConfig(RunSettings, StudentLoss, TeacherCacheOptions):
     """Everything `icckd distill` needs."""
 
     arch: str = "resnet20"
 
-    def resolved_dkd_warmup(self) -> int:
-        """DKD's linear warm-up length in epochs (20 of the 240-epoch recipe, scaled)."""
-        return warmup_epochs(self.dkd_warmup, self.epochs)
+
+# the settings of one training run, either kind
+RunConfig = TrainTeacherConfig | DistillConfig

@@ -121,6 +121,7 @@ class Trainer:
             }
             bad = torch.full((2,), -1, dtype=torch.long, device=device)  # (step, part)
             names: list[str] = []
+            images = 0  # this span's own: a resumed epoch's earlier steps were timed before
             batches = self.loader.epoch(st.epoch, st.step)
             while (batch := self._next(batches, st, sums, started)) is not None:
                 lr = self._set_lr(lr_of(st.epoch, st.step))  # the record keeps the epoch's last
@@ -142,6 +143,7 @@ class Trainer:
                 )
                 bad = torch.where(first, here, bad)
                 st.step += 1
+                images += int(batch.labels.shape[0])
                 self.callback("step", {"epoch": st.epoch, "step": st.step, "steps": steps})
                 if st.step % CHECK_EVERY == 0 or st.step == steps:
                     self._check(bad, names, st)
@@ -158,9 +160,7 @@ class Trainer:
             record: dict[str, Any] = {"epoch": st.epoch + 1, "lr": lr}
             record.update({f"train_{k}": v.item() / max(st.step, 1) for k, v in sums.items()})
             record["time"] = time.perf_counter() - started
-            record["images_per_s"] = (
-                st.step * self.loader.batch_size * self.loader.world / max(record["time"], 1e-9)
-            )
+            record["images_per_s"] = images * self.loader.world / max(record["time"], 1e-9)
             if (st.epoch + 1) % self.eval_every == 0 or st.epoch + 1 == self.epochs:
                 if self.test is not None:
                     record.update(self._evaluate(self.test, st.epoch + 1 == self.epochs))

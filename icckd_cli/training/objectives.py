@@ -232,22 +232,25 @@ class DistillObjective(Objective):
         self,
         teacher: nn.Module | TeacherSource,
         weights: dict[str, float],
-        settings: Mapping[str, Any],
+        settings: StudentLoss | Mapping[str, Any],
         *,
         feature_dim: int = 0,
         train_size: int = 0,
+        epochs: int = 0,
     ) -> None:
         super().__init__()
         source = RunTeacher(teacher) if isinstance(teacher, nn.Module) else teacher
         object.__setattr__(self, "source", source)  # not a submodule: never trained or saved
-        context = registry.Context(feature_dim, int(source.feature_dim), train_size)
+        context = registry.Context(feature_dim, int(source.feature_dim), train_size, epochs)
         self.settings: dict[str, Any] = {}
         self.add("ce", weights["ce_weight"], _ce)
         for method in registry.methods():
-            self.settings.update({k: settings[k] for k in method.recorded})
+            own = method.resolved(settings, context)  # its typed settings, run-derived ones filled
+            recorded = own.model_dump()
+            self.settings.update({k: recorded[k] for k in method.recorded})
             if not any(weights[f"{p}_weight"] for p in method.parts):
                 continue
-            built = method.build(settings, context)
+            built = method.build(own, context)
             for part in method.parts:
                 if built[part].module is not None:
                     self.add_module(part, built[part].module)
@@ -260,16 +263,17 @@ class DistillObjective(Objective):
         teacher: ZooModel | TeacherSource,
         feature_dim: int,
         train_size: int,
-        dkd_warmup: int,
+        epochs: int,
     ) -> DistillObjective:
-        """The configured terms for a student of `feature_dim` trained on `train_size` images."""
-        settings = {**loss.model_dump(), "dkd_warmup": dkd_warmup}  # the warm-up resolved
+        """The configured terms for a student of `feature_dim` trained on `train_size` images
+        for `epochs` epochs (a method's schedule, such as a warm-up, scales with them)."""
         return cls(
             teacher,
             loss.resolved_weights(),
-            settings,
+            loss,
             feature_dim=feature_dim,
             train_size=train_size,
+            epochs=epochs,
         )
 
     def train(self, mode: bool = True) -> DistillObjective:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from icckd_cli.base.atomic import write_text_atomic
-from icckd_cli.base.checkpoint import read_metadata
+from icckd_cli.base.checkpoint import Checkpoint, read_metadata
 from icckd_cli.base.errors import IcckdError, UsageError
 
 MODEL_FILE = "model.safetensors"
@@ -35,6 +35,9 @@ def check_resumable(out: Path) -> None:
         raise UsageError(
             f"{out} holds no {STATE_FILE} to resume from; start the run without --resume"
         )
+    # its tensors checked against their digest before the folder is touched: damage is refused
+    # while nothing has been written (restore_state reads it again, after the rebuild)
+    Checkpoint.read(out / STATE_FILE)
 
 
 def prepare_out_dir(out: Path, overwrite: bool, resume: bool) -> None:

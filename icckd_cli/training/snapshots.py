@@ -3,10 +3,10 @@
 Accuracy-matched teachers (issue 29) distill from an earlier epoch than the last, so a teacher
 run keeps one small checkpoint per evaluated epoch. Each is a full icckd checkpoint (the run's
 metadata: kind, arch, classes, builder arguments, data set, config), so it loads as a teacher
-with load_model, plus `extra.snapshot = {epoch, val_top1, weights_sha256}`. The weights' hash is
-checked on load: damage inside the tensor bytes, which the safetensors header cannot see, is
-refused as well as a truncated, zeroed or foreign file. Written atomically: a reader never sees a
-half-written snapshot, and of two writers at once one whole file wins.
+with load_any_model, plus `extra.snapshot = {epoch, val_top1, weights_sha256}`. Like every
+checkpoint it records the digest of its tensor data, checked when it is read as a teacher; the
+weights' hash is checked there too (work/run_snapshots.py). Written atomically: a reader never
+sees a half-written snapshot, and of two writers at once one whole file wins.
 
 Sizes per evaluated epoch, measured (float32 weights and buffers, 10 classes, plus a few kB of
 metadata): resnet8 0.32 MB, resnet20 1.11 MB, resnet56 3.47 MB; saving one takes 50-80 ms on a
@@ -16,21 +16,16 @@ eval_every, or clear_snapshots after matching, where space counts.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
 from torch import nn
 
 from icckd_cli.base.checkpoint import read_metadata, save_model, weights_hash
 from icckd_cli.base.errors import IcckdError
-
-if TYPE_CHECKING:
-    from icckd_cli.models import ZooModel
 
 EPOCHS_DIR = "epochs"
 NAME = re.compile(r"epoch-(\d{3,})\.safetensors")
@@ -109,20 +104,6 @@ def snapshot_curve(run_dir: Path) -> list[tuple[int, float]]:
     return [(e, read_snapshot(p).val_top1) for e, p in list_snapshots(run_dir)]
 
 
-def load_snapshot(path: Path, device: str | torch.device = "cpu") -> tuple[ZooModel, Snapshot]:
-    """The model of a snapshot, its weights checked against the hash recorded when saved."""
-    from icckd_cli.models.loading import load_model
-
-    snap = read_snapshot(path)
-    model, _ = load_model(path, device)
-    if weights_hash(model.state_dict()) != snap.weights_sha256:
-        raise IcckdError(
-            f"{path}: its weights differ from those saved (the hash recorded in it does not "
-            "match); it is damaged: delete it and rerun the teacher"
-        )
-    return model, snap
-
-
 def _record(meta: dict[str, Any]) -> dict[str, Any] | None:
     """The `extra.snapshot` record of a checkpoint's metadata, if it has one."""
     extra = meta.get("extra")
@@ -136,21 +117,6 @@ def snapshot_epoch(meta: dict[str, Any]) -> dict[str, Any] | None:
     if record is None:
         return None
     return {"epoch": record.get("epoch"), "val_top1": record.get("val_top1")}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (what a student records of the snapshot it read)."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def snapshot_sha256(path: Path) -> str:
-    """sha256 of a snapshot file, after its header checks (a damaged file is refused)."""
-    read_snapshot(path)
-    return file_sha256(path)
 
 
 def clear_snapshots(run_dir: Path, after: int = 0) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from icckd_cli.base.checkpoint import load_tensors, read_metadata, save_tensors
+from icckd_cli.base.checkpoint import Checkpoint, save_tensors
 from icckd_cli.base.errors import UsageError
 from icckd_cli.models.loading import load_state_strict
 from icckd_cli.training.engine import TrainState
@@ -65,7 +65,8 @@ def restore_state(
 ) -> TrainState:
     """Load an interrupted run's state into the freshly built modules; returns where it was."""
     path = out / STATE_FILE
-    meta = read_metadata(path)
+    ckpt = Checkpoint.read(path)  # one read; its tensor data verified before anything is used
+    meta = ckpt.meta
     then = (meta.get("teacher") or {}).get("sha256")
     now = (extra_meta.get("teacher") or {}).get("sha256")
     if then and now and then != now:
@@ -73,7 +74,7 @@ def restore_state(
             f"the teacher {extra_meta['teacher']['path']} changed since this run was "
             "interrupted; put the original back, or start afresh with --overwrite"
         )
-    t = load_tensors(path)
+    t = ckpt.tensors()
     sub = {k[6:]: v for k, v in t.items() if k.startswith("model/")}
     load_state_strict(model, sub, str(path))
     objective.load_state_dict({k[10:]: v for k, v in t.items() if k.startswith("objective/")})

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from icckd_cli.base.events import Callback
 
@@ -53,15 +54,11 @@ def _cpu_attention_flops(
     **kwargs: Any,
 ) -> int:
     """FLOPs of scaled-dot-product attention on the CPU, as torch counts the CUDA kernels."""
-    from torch.utils.flop_counter import sdpa_flop_count
-
     return int(sdpa_flop_count(query_shape, key_shape, value_shape))
 
 
 def count_macs(model: nn.Module, image_size: int) -> int:
     """Multiply-accumulates of one (1, 3, S, S) image, S = image_size: FLOPs / 2."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     # torch 2.14 counts the CUDA attention kernels but not the CPU one that
     # F.scaled_dot_product_attention runs here (timm's ViTs): without it a ViT's QK^T and
     # AV products would be missing from a count made on the CPU

@@ -16,7 +16,6 @@ from torch import nn
 
 from icckd_cli.data import Dataset, DataSpec
 from icckd_cli.metrics.perclass import per_class_report
-from icckd_cli.work.corruptions import corruption_robustness
 
 
 def class_metrics(
@@ -41,6 +40,9 @@ def corruption_metrics(
 ) -> dict[str, Any]:
     """The `corruptions` key of eval's JSON: {suite, clean_top1, mean_top1, relative, results}
     (clean_top1: the test split's top-1 when already computed)."""
+    # imported here: an evaluation without --corruptions needs neither it nor torchvision
+    from icckd_cli.work.corruptions import corruption_robustness
+
     return corruption_robustness(
         model,
         data,

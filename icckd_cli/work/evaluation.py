@@ -20,6 +20,7 @@ from icckd_cli.models.loading import load_any_model
 from icckd_cli.settings.config import RunOptions
 from icckd_cli.training.engine import channels_last_on, resolve_device
 from icckd_cli.training.scoring import logit_metrics, split_logits
+from icckd_cli.work import eval_extra  # per-class top-1, groups, corruptions
 from icckd_cli.work.cost import THROUGHPUT_BATCH, Progress, measure_latency, static_cost
 from icckd_cli.work.cost import count_params as count_params  # re-exported
 
@@ -217,7 +218,6 @@ def evaluate_checkpoint(
             )
         cl = checkpoint_channels_last(meta, dev)
         about = {"dataset": data.spec.name, "split": split}
-        from icckd_cli.work import eval_extra  # per-class top-1, groups, corruptions
 
         # one pass over the split: the summary metrics and the per-class ones share its logits
         logits, labels = split_logits(model, getattr(data, split), data.spec, batch_size, cl)

@@ -18,11 +18,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import torch.hub
+
 from icckd_cli.base.checkpoint import load_tensors, save_model
 from icckd_cli.base.download import Progress, download, hash_prefix, is_url, sha256_of, verify
 from icckd_cli.base.errors import IcckdError, UsageError, suggest
+from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.data.registry import cache_dir
+from icckd_cli.models import create_model, torchvision_adapter
 from icckd_cli.models.loading import load_state_strict, read_pth_state
+from icckd_cli.work.evaluation import evaluate_checkpoint
+from icckd_cli.work.fetch_timm import locate, resolve_timm
 
 # mdistiller's GitHub release "checkpoints" (see its README, "CIFAR-100"), and the layout
 # mdistiller/models/cifar/__init__.py reads from the unpacked tar
@@ -77,6 +83,7 @@ def _dataset(
 def known_names() -> list[str]:
     """Every name fetch-teacher accepts."""
     names = [f"crd:{a}" for a in CRD_TEACHERS]
+    check_torchvision()
     from torchvision import models
 
     for enum_name in TORCHVISION_ARCHS:
@@ -95,8 +102,6 @@ def resolve(name: str) -> Published:
         if found is not None:
             return found
     if kind == "timm":
-        from icckd_cli.work.fetch_timm import resolve_timm
-
         info = resolve_timm(name, rest)
         return Published(name, info["arch"], f"hf://{info['repo']}", info["dataset"],
                          extra=info["extra"], model_args=info["model_args"], hub=info)  # fmt: skip
@@ -111,11 +116,10 @@ def _torchvision_builder(enum_name: str) -> tuple[str, dict[str, Any]] | None:
     """Our network for a torchvision weights enum: a tv_ name, else torchvision:<builder>."""
     if enum_name in TORCHVISION_ARCHS:
         return TORCHVISION_ARCHS[enum_name], {}
+    check_torchvision()
     from torchvision import models
 
-    from icckd_cli.models.torchvision_adapter import names
-
-    for builder in names():
+    for builder in torchvision_adapter.names():
         try:
             enum = models.get_model_weights(builder)
         except (ValueError, KeyError):
@@ -127,6 +131,7 @@ def _torchvision_builder(enum_name: str) -> tuple[str, dict[str, Any]] | None:
 
 def _torchvision(name: str, rest: str) -> Published | None:
     """torchvision:<Enum>.<member> through torchvision's weights API, or None if unknown."""
+    check_torchvision()
     from torchvision import models
 
     enum_name, _, member = rest.partition(".")
@@ -138,9 +143,8 @@ def _torchvision(name: str, rest: str) -> Published | None:
     if weights is None:
         return None
     if arch.startswith("torchvision:") and "min_size" in weights.meta:
-        from icckd_cli.models.torchvision_adapter import size_arg
-
-        if size_arg(arch.partition(":")[2]) == "image_size":  # ViT weights of 384 px exist
+        # ViT weights of 384 px exist
+        if torchvision_adapter.size_arg(arch.partition(":")[2]) == "image_size":
             args = {"image_size": int(weights.meta["min_size"][0])}
     tf = weights.transforms()  # torchvision's ImageClassification preset
     categories = list(weights.meta["categories"])
@@ -164,8 +168,6 @@ def cached_path(url: str, torchvision: bool) -> Path:
     """Where a download is kept: torch.hub's cache for torchvision's own URLs, else ours."""
     base = Path(urlparse(url).path).name or "download"
     if torchvision:
-        import torch.hub
-
         return Path(torch.hub.get_dir()) / "checkpoints" / base
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]  # a mirror never shadows another
     return cache_dir() / "downloads" / f"{digest}-{base}"
@@ -174,8 +176,6 @@ def cached_path(url: str, torchvision: bool) -> Path:
 def obtain(pub: Published, source: str | None, progress: Progress | None) -> tuple[Path, str]:
     """The file on disk (downloaded or given) and the URL or path it came from."""
     if pub.hub is not None:  # timm: a file given or the Hugging Face cache, never the network
-        from icckd_cli.work.fetch_timm import locate
-
         path = locate(pub.name, pub.hub, source)
         return path, str(path.absolute())  # the snapshot's name, not the blob it links to
     if source is not None and not is_url(source):
@@ -225,8 +225,6 @@ def fetch_teacher(
 
     `data_dir`, where given, is recorded as the data set's folder (eval and distill use it).
     """
-    from icckd_cli.models import create_model
-
     pub = resolve(name)  # an unknown name fails before anything is downloaded
     path, origin = obtain(pub, source, progress)
     # ours to remove from the cache if wrong (never a file of the Hugging Face cache)
@@ -265,8 +263,6 @@ def evaluate_if_present(
     out: Path, device: str = "auto", batch_size: int = 512
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Metrics on the recorded data set's test split, or None and why it was not measured."""
-    from icckd_cli.work.evaluation import evaluate_checkpoint
-
     try:
         metrics = evaluate_checkpoint(
             out, download=False, split="test", device=device, batch_size=batch_size

@@ -77,16 +77,18 @@ def pretrained_cfg(rest: str) -> Any:
     return cfg
 
 
-def class_names(cfg: Any) -> list[str]:
+def class_names(pretrained: Any) -> list[str]:
     """The classes of the weights: timm's ImageNet names where it knows them, else numbers."""
     from timm.data import ImageNetInfo, infer_imagenet_subset
 
-    subset = infer_imagenet_subset(cfg.to_dict())
+    subset = infer_imagenet_subset(pretrained.to_dict())
     if subset:
         info = ImageNetInfo(subset)
-        if len(info.label_names()) == cfg.num_classes:
-            return [info.index_to_description(i).split(",")[0] for i in range(cfg.num_classes)]
-    return [f"class_{i}" for i in range(cfg.num_classes)]
+        if len(info.label_names()) == pretrained.num_classes:
+            return [
+                info.index_to_description(i).split(",")[0] for i in range(pretrained.num_classes)
+            ]
+    return [f"class_{i}" for i in range(pretrained.num_classes)]
 
 
 def resolve_timm(name: str, rest: str) -> dict[str, Any]:

@@ -1,12 +1,14 @@
-"""What a run is made from: its data on the device, its resolved config, its batches.
+"""What a run is made from: its data on the device, its resolved settings, its batches.
 
-train-teacher, distill and experiment build these the same way (runs.py re-exports them).
+train-teacher, distill and experiment build these the same way. A run's settings are one
+frozen object (settings/train.py: TrainTeacherConfig or DistillConfig); `resolve_run` fills in
+what the recipe and the machine derive, and config.json is that object's JSON (`record`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -22,12 +24,20 @@ from icckd_cli.data import (
 )
 from icckd_cli.data.imbalance import apply_imbalance
 from icckd_cli.models import resolve_name
+from icckd_cli.settings.config import (
+    DataOptions,
+    DistillConfig,
+    RunSettings,
+    TrainTeacherConfig,
+)
 from icckd_cli.training import distributed as dist
 from icckd_cli.training.engine import Callback
 
+Run = TypeVar("Run", bound=RunSettings)
+
 
 def load_data(
-    cfg: Any, device: torch.device, progress: Callback | None = None, test: bool = True
+    cfg: DataOptions, device: torch.device, progress: Callback | None = None, test: bool = True
 ) -> Dataset:
     """The configured data set with its splits moved to the device (streamed ones: bound).
 
@@ -60,23 +70,42 @@ def load_data(
     return data
 
 
-def resolved_config(cfg: Any) -> dict[str, Any]:
-    """The config as JSON-ready values, with the recipe's derived values filled in."""
-    out = cfg.model_dump(mode="json")
-    out["arch"] = resolve_name(cfg.arch)  # the registered spelling: the recipe's lr keys on it
-    out["lr"] = cfg.resolved_lr(out["arch"], dist.world_size())
-    out["lr_decay_epochs"] = cfg.resolved_decay()
-    out["warmup_epochs"] = cfg.resolved_warmup(out["arch"])
-    out["recipe"] = cfg.recipe(out["arch"]).recipe.name  # recorded only (config.RECORDED_ONLY)
-    out["data_seed"] = cfg.resolved_data_seed()
-    for key in ("data_dir", "teacher", "init", "teacher_cache"):  # --resume from any folder
-        if out.get(key) is not None:
-            out[key] = str(Path(out[key]).resolve())
+def resolve_run(cfg: Run) -> Run:
+    """The run's settings with what the recipe and the machine derive filled in: the
+    registered architecture name, lr (scaled to the processes), decay and warm-up epochs, the
+    data seed, absolute paths (--resume from any folder). Resolving again changes nothing."""
+    arch = resolve_name(cfg.arch)  # the registered spelling: the recipe's lr keys on it
+    paths: dict[str, Path | None] = {"data_dir": cfg.data_dir}
+    if isinstance(cfg, TrainTeacherConfig):
+        paths["init"] = cfg.init
+    elif isinstance(cfg, DistillConfig):
+        paths.update(teacher=cfg.teacher, teacher_cache=cfg.teacher_cache)
+    update: dict[str, Any] = {
+        "arch": arch,
+        "lr": cfg.resolved_lr(arch, dist.world_size()),
+        "lr_decay_epochs": cfg.resolved_decay(),
+        "warmup_epochs": cfg.resolved_warmup(arch),
+        "data_seed": cfg.resolved_data_seed(),
+        **{k: Path(v).resolve() for k, v in paths.items() if v is not None},
+    }
+    return cfg.model_copy(update=update)
+
+
+def record(run: RunSettings) -> dict[str, Any]:
+    """config.json: the resolved settings as JSON values, and the recipe's name (recorded
+    only: settings.RECORDED_ONLY, dropped when the file is read back)."""
+    out = run.model_dump(mode="json")
+    out["recipe"] = run.recipe(run.arch).recipe.name
     return out
 
 
+def resolved_config(cfg: RunSettings) -> dict[str, Any]:
+    """The config.json a run of these settings writes (less the builder's default arguments)."""
+    return record(resolve_run(cfg))
+
+
 def train_loader(
-    cfg: Any, data: Dataset, views: int, channels_last: bool
+    cfg: RunSettings, data: Dataset, views: int, channels_last: bool
 ) -> DeviceLoader | StreamLoader:
     """The run's augmentation stream: order, crops and flips from the data seed."""
     loader = make_loader(
@@ -98,7 +127,7 @@ def train_loader(
     return loader
 
 
-def validation_info(cfg: Any, data: Dataset) -> dict[str, Any]:
+def validation_info(cfg: DataOptions, data: Dataset) -> dict[str, Any]:
     """The validation split of a run: its setting and size, as checkpoints record it."""
     return {
         "val_per_class": cfg.val_per_class,

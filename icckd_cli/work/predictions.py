@@ -8,13 +8,13 @@ without running any model again.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from icckd_cli.data import Dataset
 from icckd_cli.metrics.transfer import PREDICTIONS_FILE, write_predictions
+from icckd_cli.settings.config import RunOptions
 from icckd_cli.training.scoring import split_logits
 
 
@@ -30,7 +30,7 @@ def save_test_predictions(
     out: Path,
     model: nn.Module,
     data: Dataset,
-    cfg: Any,
+    cfg: RunOptions,
     channels_last: bool,
     known: torch.Tensor | None = None,
 ) -> Path | None:

@@ -14,13 +14,10 @@ from typing import Any
 
 from torch import nn
 
+from icckd_cli.base.checkpoint import Checkpoint
 from icckd_cli.base.errors import IcckdError
-from icckd_cli.training.snapshots import (
-    clear_snapshots,
-    file_sha256,
-    save_snapshot,
-    snapshot_epoch,
-)
+from icckd_cli.settings.config import DataOptions
+from icckd_cli.training.snapshots import clear_snapshots, save_snapshot, snapshot_epoch
 
 
 class SnapshotKeeper:
@@ -37,32 +34,36 @@ class SnapshotKeeper:
 
 
 def snapshot_keeper(
-    cfg: Any, out: Path, model: nn.Module, meta: dict[str, Any], resumed_at: int
+    cfg: DataOptions, out: Path, model: nn.Module, meta: dict[str, Any], resumed_at: int
 ) -> SnapshotKeeper:
     """The keeper of a run that asks for snapshots (a teacher of a matched experiment).
 
     `meta` is what the final checkpoint records, less its metrics; `model` the plain module.
     """
-    if getattr(cfg, "val_per_class", None) is None and getattr(cfg, "val_fraction", None) is None:
+    if cfg.val_per_class is None and cfg.val_fraction is None:
         raise IcckdError(
             "keeping epoch snapshots needs a validation split (val_per_class or val_fraction)"
         )
     return SnapshotKeeper(out, model, meta, resumed_at)
 
 
-def teacher_snapshot(meta: dict[str, Any], path: Path, weights_sha256: str) -> dict[str, Any]:
-    """What a student records of a snapshot teacher: {} for any other teacher file."""
-    record = snapshot_epoch(meta)
+def teacher_snapshot(ckpt: Checkpoint, weights_sha256: str) -> dict[str, Any]:
+    """What a student records of a snapshot teacher: {} for any other teacher file.
+
+    `weights_sha256` is the hash of the weights the teacher was loaded with; the file's
+    sha256 comes from the bytes the checkpoint already read.
+    """
+    record = snapshot_epoch(ckpt.meta)
     if record is None:
         return {}
-    recorded = ((meta.get("extra") or {}).get("snapshot") or {}).get("weights_sha256")
+    recorded = (ckpt.extra.get("snapshot") or {}).get("weights_sha256")
     if recorded != weights_sha256:
         raise IcckdError(
-            f"{path}: its weights differ from those saved (the hash recorded in it does not "
+            f"{ckpt.path}: its weights differ from those saved (the hash recorded in it does not "
             "match); it is damaged: delete it and rerun the teacher"
         )
     return {
         "epoch": record["epoch"],
         "val_top1": record["val_top1"],
-        "file_sha256": file_sha256(path),
+        "file_sha256": ckpt.file_sha256,
     }

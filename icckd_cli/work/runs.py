@@ -22,7 +22,7 @@ from icckd_cli.data.imbalance import dataset_meta
 from icckd_cli.models import ZooModel, create_model, model_args_for, resolve_name
 from icckd_cli.models.loading import load_any_model, load_state_strict
 from icckd_cli.models.registry import probe_model
-from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig
+from icckd_cli.settings.config import DistillConfig, RunConfig, TrainTeacherConfig
 from icckd_cli.settings.recipes import make_optimizer, summary
 from icckd_cli.training import distributed as dist
 from icckd_cli.training.engine import (
@@ -39,8 +39,6 @@ from icckd_cli.training.objectives import (
     Objective,
     TeacherObjective,
 )
-from icckd_cli.training.rundir import CONFIG_FILE as CONFIG_FILE  # moved; kept here
-from icckd_cli.training.rundir import METRICS_FILE as METRICS_FILE  # moved; kept here
 from icckd_cli.training.rundir import (
     MODEL_FILE,
     STATE_FILE,
@@ -56,10 +54,7 @@ from icckd_cli.training.rundir import (
 from icckd_cli.training.state import restore_state, save_state
 from icckd_cli.training.tensorboard_log import check_tensorboard, open_event_log
 from icckd_cli.work.evaluation import check_classes, check_input_size, count_params
-from icckd_cli.work.evaluation import evaluate_checkpoint as evaluate_checkpoint  # moved; kept here
-from icckd_cli.work.evaluation import open_checkpoint as open_checkpoint  # moved; kept here
-from icckd_cli.work.inputs import load_data, resolved_config, train_loader
-from icckd_cli.work.inputs import validation_info as validation_info  # moved; kept here
+from icckd_cli.work.inputs import load_data, record, resolve_run, train_loader, validation_info
 from icckd_cli.work.predictions import save_test_predictions
 from icckd_cli.work.run_snapshots import snapshot_keeper
 from icckd_cli.work.teachers import load_teacher, teacher_source
@@ -83,7 +78,7 @@ class RunResult:
 
 
 def _fit(
-    cfg: Any,
+    cfg: RunConfig,
     kind: str,
     data: Dataset,
     model: nn.Module,
@@ -93,59 +88,61 @@ def _fit(
     resume: bool,
     extra_meta: dict[str, Any],
 ) -> RunResult:
-    """The shared part of train-teacher and distill."""
-    out = Path(cfg.out)
-    config = resolved_config(cfg)
-    config["model_args"] = dict(getattr(model, "model_args", {}))  # with the defaults filled in
+    """The shared part of train-teacher and distill: `cfg` resolved once into the run's
+    settings (`run`), which the rest reads and config.json records."""
+    lr_given = cfg.lr is not None  # before resolving: the recipe line shows the lr rule
+    # the builder's defaults filled in, so the record rebuilds the same model
+    run = resolve_run(cfg).model_copy(update={"model_args": dict(getattr(model, "model_args", {}))})
+    config = record(run)
+    out, lr = Path(run.out), run.resolved_lr(run.arch)  # resolved: the lr itself
     if dist.is_main():
-        callback("recipe", summary(config, dist.world_size(), lr_given=cfg.lr is not None))
+        callback("recipe", summary(config, dist.world_size(), lr_given=lr_given))
         from icckd_cli.work.evaluation import patch_grid_warning
 
         if (few := patch_grid_warning(model, data.spec.image_size)) is not None:
             callback("warning", {"message": few})
-        start_run_dir(out, config, cfg.overwrite, resume)
+        start_run_dir(out, config, run.overwrite, resume)
     tune_backends(device)
     model = model.to(device)
     objective = objective.to(device)
     # one answer for the model, the batches and evaluation (never channels-last on MPS)
-    channels_last = channels_last_on(device, cfg.channels_last)
+    channels_last = channels_last_on(device, run.channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_model: nn.Module = model
     if dist.is_distributed():
-        if cfg.sync_bn and device.type != "cuda":
+        if run.sync_bn and device.type != "cuda":
             raise UsageError(
                 "--sync-bn needs GPUs (SyncBatchNorm runs on CUDA only); drop --sync-bn on CPU"
             )
-        if cfg.sync_bn:
+        if run.sync_bn:
             train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [device.index] if device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
         # DDP keeps the model in step; the objective's own heads (projection, CRD) need the same
         dist.broadcast_from_main(objective.parameters())
-    opt = make_optimizer(
-        [model, objective], cfg.optimizer, config["lr"], cfg.weight_decay, cfg.momentum
-    )
+    opt = make_optimizer([model, objective], run.optimizer, lr, run.weight_decay, run.momentum)
     if dist.is_distributed():
         heads = list(objective.parameters())
         opt.register_step_pre_hook(lambda *_: dist.average_gradients(heads))
     state = TrainState()
     state = restore_state(out, model, objective, opt, extra_meta) if resume else state
-    loader = train_loader(cfg, data, objective.views, channels_last)
-    step_fn: nn.Module = torch.compile(train_model) if cfg.compile else train_model  # type: ignore[assignment]
+    loader = train_loader(run, data, objective.views, channels_last)
+    step_fn: nn.Module = torch.compile(train_model) if run.compile else train_model  # type: ignore[assignment]
 
-    run = {"arch": config["arch"], "num_classes": data.spec.num_classes, "config": config,
-           "model_args": config["model_args"]}  # fmt: skip
+    header = {"arch": run.arch, "num_classes": data.spec.num_classes, "config": config,
+              "model_args": config["model_args"]}  # fmt: skip
 
     keeper = None  # issue 29: a matched experiment's teacher keeps each evaluated epoch
-    if dist.is_main() and getattr(cfg, "keep_snapshots", False):
-        snap_meta = {"kind": kind, **run, "dataset": dataset_meta(data, cfg), "seed": cfg.seed,
+    if dist.is_main() and isinstance(run, TrainTeacherConfig) and run.keep_snapshots:
+        snap_meta = {"kind": kind, **header, "seed": run.seed,
+                     "dataset": dataset_meta(data, run.imbalance_factor),
                      "objective": objective.describe(), **extra_meta}  # fmt: skip
-        keeper = snapshot_keeper(cfg, out, model, snap_meta, state.epoch if resume else 0)
+        keeper = snapshot_keeper(run, out, model, snap_meta, state.epoch if resume else 0)
 
     def on_save(st: TrainState) -> None:
         if dist.is_main():
-            save_state(out, st, model, objective, opt, run, extra_meta)
+            save_state(out, st, model, objective, opt, header, extra_meta)
 
     def on_event(event: str, info: dict[str, Any]) -> None:
         if event == "epoch" and dist.is_main():
@@ -167,25 +164,25 @@ def _fit(
             test=data.test,
             val=data.val,
             spec=data.spec,
-            epochs=cfg.epochs,
-            base_lr=config["lr"],
-            decay_epochs=config["lr_decay_epochs"],
-            decay_rate=cfg.lr_decay_rate,
-            schedule=cfg.schedule,
-            warmup_epochs=config["warmup_epochs"],
-            precision=cfg.precision,
+            epochs=run.epochs,
+            base_lr=lr,
+            decay_epochs=run.resolved_decay(),
+            decay_rate=run.lr_decay_rate,
+            schedule=run.schedule,
+            warmup_epochs=run.resolved_warmup(run.arch),
+            precision=run.precision,
             channels_last=channels_last,
-            eval_batch_size=cfg.eval_batch_size,
+            eval_batch_size=run.eval_batch_size,
             callback=on_event,
             save_state=on_save,
-            save_every=cfg.save_every,
-            eval_every=cfg.eval_every,
+            save_every=run.save_every,
+            eval_every=run.eval_every,
             stop_requested=lambda: dist.any_rank(flag[0]),  # all ranks stop together
             state=state,
             eval_model=model,
         )
         # process 0 alone writes, as for metrics.jsonl; a resumed run continues its curves
-        events = open_event_log(cfg.tensorboard, out, state.history) if dist.is_main() else None
+        events = open_event_log(run.tensorboard, out, state.history) if dist.is_main() else None
         try:
             st = trainer.run()
         except Diverged as exc:
@@ -197,24 +194,24 @@ def _fit(
                 events.close()
     final = {k: v for k, v in st.history[-1].items() if k in FINAL_KEYS}
     checkpoint = out / MODEL_FILE
-    metrics = {"final": final, "best": st.best, "epochs": cfg.epochs}
+    metrics: dict[str, Any] = {"final": final, "best": st.best, "epochs": run.epochs}
     if data.val is not None:  # what "best" was chosen on
-        metrics["validation"] = validation_info(cfg, data)
+        metrics["validation"] = validation_info(run, data)
     if dist.is_main():
         meta = {
             "kind": kind,
-            "arch": config["arch"],
+            "arch": run.arch,
             "num_classes": data.spec.num_classes,
             "model_args": config["model_args"],
-            "dataset": dataset_meta(data, cfg),  # with train_counts when long-tailed
+            "dataset": dataset_meta(data, run.imbalance_factor),  # train_counts if long-tailed
             "config": config,
-            "seed": cfg.seed,
+            "seed": run.seed,
             "metrics": metrics,
             "objective": objective.describe(),
             **extra_meta,
         }
         # the last epoch's test pass, reused; then the model: its file says "done"
-        save_test_predictions(out, model, data, cfg, channels_last, trainer.test_predictions)
+        save_test_predictions(out, model, data, run, channels_last, trainer.test_predictions)
         with writing(out, MODEL_FILE):
             save_model(checkpoint, model, meta)
         (out / STATE_FILE).unlink(missing_ok=True)
@@ -227,7 +224,7 @@ def _fit(
 FINAL_KEYS = ("top1", "top5", "nll", "ece", "val_top1", "val_top5", "val_nll", "val_ece")
 
 
-def _precheck(cfg: Any, resume: bool) -> torch.device:
+def _precheck(cfg: RunConfig, resume: bool) -> torch.device:
     """The cheap checks, before data is loaded and before anything is written."""
     resolve_name(cfg.arch)  # an unknown architecture fails now, not after the data loads
     if ":" in cfg.arch or cfg.model_args:  # so do builder arguments the builder rejects
@@ -293,8 +290,7 @@ def distill(
     source = teacher_source(cfg, teacher, info, data, device, callback)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, cfg.model_args, data, "--model-arg")
-    warmup = cfg.resolved_dkd_warmup()
     objective = DistillObjective.from_config(
-        cfg, source, model.feature_dim, len(data.train), warmup
+        cfg, source, model.feature_dim, len(data.train), cfg.epochs
     )
     return _fit(cfg, "student", data, model, objective, device, callback, resume, {"teacher": info})

@@ -15,10 +15,11 @@ from icckd_cli.base.checkpoint import weights_hash
 from icckd_cli.base.errors import UsageError
 from icckd_cli.data import Dataset
 from icckd_cli.models import ZooModel
-from icckd_cli.models.loading import load_any_model
+from icckd_cli.models.loading import open_any_model
 from icckd_cli.settings.config import DistillConfig
 from icckd_cli.training.engine import Callback, channels_last_on
 from icckd_cli.training.objectives import DistillObjective, RunTeacher, TeacherSource
+from icckd_cli.training.store import cached_teacher
 from icckd_cli.work.inputs import train_loader
 from icckd_cli.work.run_snapshots import teacher_snapshot
 
@@ -27,9 +28,10 @@ def load_teacher(cfg: DistillConfig) -> tuple[ZooModel, dict[str, Any], dict[str
     """The frozen teacher, its metadata, and what the student records of it."""
     if cfg.teacher is None:
         raise UsageError("distill needs a teacher: pass --teacher T.safetensors (or T.pth)")
-    teacher, meta = load_any_model(
+    teacher, ckpt = open_any_model(
         cfg.teacher, cfg.teacher_arch, option="--teacher-arch", model_args=cfg.teacher_model_args
-    )
+    )  # the file read once: its header, verified tensors and hashes come from those bytes
+    meta = ckpt.meta if ckpt is not None and ckpt.is_icckd else {}
     if meta and cfg.teacher_model_args:
         raise UsageError(
             f"{cfg.teacher} records the builder arguments of its model; drop "
@@ -44,7 +46,8 @@ def load_teacher(cfg: DistillConfig) -> tuple[ZooModel, dict[str, Any], dict[str
         "objective": meta.get("objective"),
         "metrics": meta.get("metrics"),
     }
-    info.update(teacher_snapshot(meta, Path(cfg.teacher), info["sha256"]))  # issue 29
+    if ckpt is not None and ckpt.is_icckd:
+        info.update(teacher_snapshot(ckpt, info["sha256"]))
     return teacher, meta, info
 
 
@@ -65,7 +68,6 @@ def teacher_source(
 
     if cfg.teacher_cache is None:
         return on_device()
-    from icckd_cli.training.store import cached_teacher
 
     loader = train_loader(cfg, data, DistillObjective.views, channels_last)
     return cached_teacher(cfg, loader, data, teacher, info, on_device, device, callback)

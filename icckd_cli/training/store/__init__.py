@@ -8,9 +8,10 @@ memory-mapped and never run the teacher. Like the fast-KD framework (Shen & Xing
 2022), which stores a teacher's soft labels per augmented view, it can keep only the top-k
 logits of each row (see `rebuild_logits` for the rest).
 
-format.py holds the files, their names and checksums; writer.py writes a store (one process
-at a time: lock.py); reader.py checks a complete one and reads it; run.py joins them for a
-distill run.
+format.py holds the files, their names and checksums; progress.py the record of a write
+under way, with the checksums that let a killed one resume safely; writer.py writes a store
+(one process at a time: lock.py); reader.py checks a complete one and reads it; run.py joins
+them for a distill run.
 """
 
 from icckd_cli.training.store.format import (

@@ -7,8 +7,10 @@ One store folder per process (under torchrun rank r of w uses DIR/rank{r}-of-{w}
     topk_logits.npy   (E, R, K) and topk_index.npy (E, R, K) and rest.npy (E, R)
     features.npy      (E, R, D) pooled penultimate features, where kept
     index.npy         (E, R) each row's data set index, checked against the batches read
-    progress.json     batches written so far: a killed write continues from there
-    writing.lock      held (an OS file lock) by the one process writing the store (lock.py)
+    progress.json     batches written so far, with checksums of their rows (progress.py):
+                      a killed write checks them, then continues from there
+    writing.lock      held (an OS file lock) by the one process writing the store (lock.py);
+                      removed once the store is complete
     complete.json     written last, atomically: the files' sizes and checksums; only then is
                       the store read
 

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from icckd_cli.base.errors import IcckdError
+from icckd_cli.base.npyfile import is_npy
 from icckd_cli.data import Batch
 from icckd_cli.training.store.format import (
     COMPLETE,
@@ -35,6 +36,8 @@ def open_arrays(folder: Path, layout: Layout, sizes: dict[str, int] | None, mode
             raise damaged(folder, path, "missing")
         if sizes is not None and path.stat().st_size != sizes.get(stem):
             raise damaged(folder, path, f"{path.stat().st_size} bytes, not {sizes.get(stem)}")
+        if not is_npy(path):  # numpy's own message would talk of pickled data
+            raise damaged(folder, path, "it is not a NumPy array file: no .npy header")
         try:
             arr = np.load(path, mmap_mode=mode)  # type: ignore[arg-type]
         except (OSError, ValueError) as exc:

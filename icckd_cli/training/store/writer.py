@@ -36,7 +36,8 @@ from icckd_cli.training.store.format import (
     read_json,
     status,
 )
-from icckd_cli.training.store.lock import writer_lock
+from icckd_cli.training.store.lock import LOCK, writer_lock
+from icckd_cli.training.store.progress import read_progress, save_progress, verified
 from icckd_cli.training.store.reader import open_arrays
 
 SAVE_EVERY = 64  # batches between progress records while writing
@@ -60,13 +61,6 @@ def _rows(logits: Tensor, feats: Tensor | None, layout: Layout) -> dict[str, np.
         assert feats is not None
         out["features"] = feats.detach().to(dtype).cpu().numpy()
     return out
-
-
-def _save_progress(folder: Path, arrays: dict[str, Any], done: int) -> None:
-    """Flush the arrays, then record how many batches they hold."""
-    for arr in arrays.values():
-        arr.flush()
-    write_text_atomic(folder / PROGRESS, json.dumps({"batches": done}) + "\n")
 
 
 def check_limit(folder: Path, layout: Layout, limit_gb: float) -> None:
@@ -118,6 +112,18 @@ def _check_complete(folder: Path, ident: dict[str, Any], layout: Layout) -> None
     check_match(folder, header, ident, layout)
 
 
+def _check_folder(folder: Path) -> None:
+    """Refuse a store path that is (or lies under) a file, before mkdir says "File exists"."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UsageError(
+                    f"teacher cache {folder}: {path} is a file, not a folder; give "
+                    "--teacher-cache a folder (a new one is created), or move the file away"
+                )
+            return
+
+
 def ensure_store(
     folder: Path,
     ident: dict[str, Any],
@@ -138,16 +144,19 @@ def ensure_store(
     Another process writing the same store is refused (lock.py).
     """
     folder = Path(folder)
+    _check_folder(folder)
     if status(folder) == "complete":
         return _check_complete(folder, ident, layout)
     if status(folder) == "absent":
         check_limit(folder, layout, limit_gb)  # before the lock creates the folder
     with writer_lock(folder):
-        if status(folder) == "complete":  # another process finished it meanwhile
-            return _check_complete(folder, ident, layout)
-        _write(folder, ident, layout, teacher, loader, device, precision, limit_gb,
-               callback, stop_requested)  # fmt: skip
-    return None
+        if status(folder) != "complete":  # else another process finished it meanwhile
+            _write(folder, ident, layout, teacher, loader, device, precision, limit_gb,
+                   callback, stop_requested)  # fmt: skip
+        # a sealed store is never written again: no lock file is left to suggest a writer
+        # (unlinked while held, so a later writer finds the store complete under its own)
+        (folder / LOCK).unlink(missing_ok=True)
+    return _check_complete(folder, ident, layout)
 
 
 def _write(
@@ -166,21 +175,26 @@ def _write(
     header = read_json(folder / HEADER)
     arrays: dict | None = None
     done = 0
+    sums: list[tuple[int, str]] = []  # batches kept, and their checksums (progress.py)
     if header is not None:
         check_match(folder, header, ident, layout)
         layout = layout_of(folder, header)  # keep what it holds (embeddings)
         try:
             arrays = open_arrays(folder, layout, None, "r+")
-            done = int((read_json(folder / PROGRESS) or {}).get("batches", 0))
         except IcckdError:  # killed while creating its files: start again
             arrays = None
     total = layout.epochs * layout.steps
-    action = "resume" if arrays is not None and done else "write"
+    info: dict[str, Any] = {"path": str(folder), "bytes": layout.nbytes(), "total": total}
+    if arrays is not None:
+        counted, recorded = read_progress(folder)
+        done, sums = verified(arrays, layout, min(counted, total), recorded)
+        if done < counted:  # never sealed over: those batches are written again
+            callback("teacher_cache", {"action": "damaged", **info, "done": done,
+                                       "counted": counted})  # fmt: skip
+    action = "write" if not done else "seal" if done == total else "resume"
     if arrays is None:
         arrays = _fresh(folder, layout, ident, limit_gb)
-        done = 0
-    info = {"path": str(folder), "bytes": layout.nbytes(), "done": done, "total": total}
-    callback("teacher_cache", {"action": action, **info, "dtype": layout.dtype})
+    callback("teacher_cache", {"action": action, **info, "done": done, "dtype": layout.dtype})
     start_epoch, start_step = divmod(done, layout.steps)
     for epoch in range(start_epoch, layout.epochs):
         for batch in loader.epoch(epoch, start_step if epoch == start_epoch else 0):
@@ -194,15 +208,15 @@ def _write(
             done += 1
             callback("teacher_cache_pass", {"done": done, "total": total})
             if done % SAVE_EVERY == 0 or batch.step == layout.steps - 1:
-                _save_progress(folder, arrays, done)
+                save_progress(folder, arrays, layout, done, sums)
             if stop_requested():
-                _save_progress(folder, arrays, done)
+                save_progress(folder, arrays, layout, done, sums)
                 raise IcckdError(
                     f"interrupted while writing the teacher cache {folder} ({done} of {total} "
                     "batches kept); run the same command again to continue it",
                     INTERRUPTED,
                 )
-    _save_progress(folder, arrays, done)
+    save_progress(folder, arrays, layout, done, sums)
     stems = list(arrays)
     sizes = {stem: (folder / f"{stem}.npy").stat().st_size for stem in stems}
     del arrays

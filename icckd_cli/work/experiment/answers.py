@@ -12,6 +12,7 @@ from typing import Any
 
 from icckd_cli.work.experiment.tables import TableSpec, diff_cell
 
+MATCHED = "students of accuracy-matched teachers"
 ANSWERS_NOTE = (
     "paired by seed (seed k minus seed k), top-1 points at the last epoch: mean [95% "
     "t-interval] and how many seeds are above 0"
@@ -73,6 +74,9 @@ def answers_table(results: Mapping[str, Any]) -> TableSpec | None:
     subset = results.get("student_train_per_class")
     sees = f"{subset} training images per class" if subset else "all training images"
     title = f"what distillation adds on {results['dataset']} (students see {sees})"
+    if results.get("matched") is not None:
+        title += f" ({MATCHED})"
     rows = [[answer_label(a), diff_cell(a["last"])] for a in answers]
     notes = [results.get("answers_summary") or answers_sentence(answers), ANSWERS_NOTE]
-    return TableSpec(title, ["answer", "difference (top-1 points, last epoch)"], rows, notes)
+    columns = ["answer", "difference (top-1 points, last epoch)"]
+    return TableSpec(title, columns, rows, notes, key="answers")

@@ -14,11 +14,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from icckd_cli.base.errors import UsageError, suggest
+from icckd_cli.models import resolve_name
 from icckd_cli.settings.config import (
     DataOptions,
     DistillConfig,
     TrainTeacherConfig,
     check_tables,
+    first_problem,
+    in_table,
     read_table,
     read_toml,
 )
@@ -202,20 +205,13 @@ def _validate(
     try:
         cfg = model(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
-        msg = err.get("msg", "invalid value").removeprefix("Value error, ")
-        if not loc:
-            raise UsageError(f"{source}: {where}: {msg}") from None
-        key = loc[0]
-        table = where if key in entry or not shared else shared
+        problem = first_problem(exc)
+        key = problem.field
+        table = where if key is None or key in entry or not shared else shared
         if key in SHARED and key not in (common or {}) and model is not ExperimentOptions:
             table = "[experiment]"
-        shown = f" = {values[key]!r}" if key in values else ""
-        raise UsageError(f"{source}: {table}: invalid {key}{shown}: {msg}") from None
+        raise UsageError(in_table(source, table, problem, values)) from None
     if "arch" in getattr(model, "model_fields", {}):
-        from icckd_cli.models import resolve_name
-
         try:
             resolve_name(cfg.arch)
         except UsageError as exc:

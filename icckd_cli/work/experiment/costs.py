@@ -8,77 +8,83 @@ seeds at the last epoch; a student's speed-up is its teacher's batch-1 latency o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from icckd_cli.work.experiment.finished import FinishedRuns, RunResult
 from icckd_cli.work.experiment.plan import Experiment
+from icckd_cli.work.experiment.result_types import (
+    COST_KEYS,
+    Baseline,
+    CostRow,
+    Costs,
+    Stats,
+    StudentCell,
+    TeacherSummary,
+)
 from icckd_cli.work.experiment.tables import TableSpec, cell
 
 # timed runs per architecture: batch-1 latency of a small net is a fraction of a millisecond,
 # and the median of 10 after a warm-up is stable to a few percent where nothing else runs
 EXPERIMENT_REPS = 10
 FIGURE = "accuracy_latency.png"
-COST_KEYS = ("params", "size_mb", "macs", "image_size", "latency_ms")
 
 
 def measure_costs(
-    exp: Experiment, callback: Callable[[str, dict[str, Any]], None]
+    exp: Experiment,
+    callback: Callable[[str, dict[str, Any]], None],
+    finished: FinishedRuns | None = None,
 ) -> dict[str, Any]:
     """{arch: cost} for every architecture with a finished run, and how latency was timed."""
     import torch
 
-    from icckd_cli.models.loading import load_any_model
     from icckd_cli.training.engine import resolve_device
-    from icckd_cli.training.rundir import MODEL_FILE
     from icckd_cli.work.evaluation import checkpoint_channels_last, checkpoint_cost
 
-    first: dict[str, Path] = {}
+    finished = FinishedRuns() if finished is None else finished
+    first: dict[str, RunResult] = {}
     for run in exp.runs:
-        if run.status() == "done":
-            first.setdefault(run.config.arch, run.out / MODEL_FILE)
+        if (result := finished.of(run)) is not None:
+            first.setdefault(run.config.arch, result)
     if not first:
         return {"latency": exp.options.latency, "timing": None, "archs": {}}
     callback("cost", {"count": len(first), "latency": exp.options.latency})
     device = resolve_device(exp.options.device)
     archs, timing = {}, None
-    for arch, path in first.items():
-        model, meta = load_any_model(path, device=device, option=None)
+    for arch, result in first.items():
+        model, meta = result.model(device), dict(result.meta)  # the header read once
         if checkpoint_channels_last(meta, device):
             model = model.to(memory_format=torch.channels_last)
-        cost = checkpoint_cost(path, model, meta, device, exp.options.latency, None,
+        cost = checkpoint_cost(result.path, model, meta, device, exp.options.latency, None,
                                EXPERIMENT_REPS)  # fmt: skip
         timing = cost.pop("timing") or timing
-        archs[arch] = {k: cost[k] for k in COST_KEYS} | {"checkpoint": str(path)}
+        archs[arch] = {k: cost[k] for k in COST_KEYS} | {"checkpoint": str(result.path)}
     return {"latency": exp.options.latency, "timing": timing, "archs": archs}
 
 
-def cost_rows(results: Mapping[str, Any], costs: Mapping[str, Any] | None) -> dict[str, Any]:
+def cost_rows(
+    teachers: Sequence[TeacherSummary],
+    students: Sequence[StudentCell],
+    baseline: Baseline | None,
+    costs: Mapping[str, Any] | None,
+) -> Costs:
     """The table's numbers: one row per teacher, per student (per teacher), and the baseline."""
     archs = (costs or {}).get("archs", {})
+    latency = {t.name: archs.get(t.arch, {}).get("latency_ms") for t in teachers}
 
-    def row(role: str, name: str, arch: str, top1: Any, **more: Any) -> dict[str, Any]:
-        cost = archs.get(arch, {})
-        return {"role": role, "name": name, "arch": arch, "top1": top1,
-                **{k: cost.get(k) for k in COST_KEYS}, **more}  # fmt: skip
+    def row(role: str, name: str, arch: str, top1: Stats, teacher: str | None = None) -> CostRow:
+        cost = {k: archs.get(arch, {}).get(k) for k in COST_KEYS}
+        mine, theirs = cost["latency_ms"], latency.get(teacher) if teacher else None
+        speedup = theirs / mine if theirs and mine else None
+        return CostRow(role, name, arch, top1, cost, teacher, speedup)
 
-    rows = [row("teacher", t["name"], t["arch"], t["top1"]) for t in results["teachers"]]
-    teacher_arch = {t["name"]: t["arch"] for t in results["teachers"]}
-    for s in results["students"]:
-        label = f"{s['student']} from {s['teacher']}"
-        rows.append(row("student", label, s["arch"], s["last"], teacher=s["teacher"]))
-    if results.get("baseline"):
-        rows.append(row("baseline", "alone (CE)", results["baseline"]["arch"],
-                        results["baseline"]["last"]))  # fmt: skip
-    for r in rows:
-        mine = r["latency_ms"]
-        theirs = archs.get(teacher_arch.get(r.get("teacher", "")), {}).get("latency_ms")
-        r["speedup"] = theirs / mine if r["role"] == "student" and theirs and mine else None
-    return {
-        "latency": (costs or {}).get("latency"),
-        "timing": (costs or {}).get("timing"),
-        "rows": rows,
-    }
+    rows = [row("teacher", t.name, t.arch, t.top1) for t in teachers]
+    for s in students:
+        rows.append(row("student", f"{s.student} from {s.teacher}", s.arch, s.top1.last, s.teacher))
+    if baseline is not None:
+        rows.append(row("baseline", "alone (CE)", baseline.arch, baseline.top1.last))
+    return Costs((costs or {}).get("latency"), (costs or {}).get("timing"), rows)
 
 
 def cost_table(results: Mapping[str, Any]) -> TableSpec | None:
@@ -112,26 +118,23 @@ def cost_table(results: Mapping[str, Any]) -> TableSpec | None:
     title = f"accuracy against cost (top-1 % at the last epoch, mean ± std over seeds{measured})"
     columns = ["model", "arch", "top-1", "params", "MACs", "latency ms (batch 1)", "speed-up"]
     figure = cost.get("figure")
-    return TableSpec(title, columns, rows, notes, figure, "top-1 against latency")
+    return TableSpec(title, columns, rows, notes, figure, "top-1 against latency", key="cost")
 
 
-def cost_figure(exp: Experiment, results: Mapping[str, Any]) -> str | None:
+def cost_figure(exp: Experiment, cost: Costs) -> str | None:
     """accuracy_latency.png beside results.md (None when no latency was measured)."""
+    from icckd_cli.base.units import timing_note
     from icckd_cli.presentation.run_plots import CostPoint, write_accuracy_latency
 
-    cost = results.get("cost") or {}
     points = [
-        CostPoint(r["name"], r["role"], r["latency_ms"], r["top1"]["mean"], r["top1"]["std"])
-        for r in cost.get("rows", [])
-        if r["latency_ms"] is not None and r["top1"]["mean"] is not None
+        CostPoint(r.name, r.role, r.cost["latency_ms"], r.top1.mean, r.top1.std)
+        for r in cost.rows
+        if r.cost["latency_ms"] is not None and r.top1.mean is not None
     ]
     if not points:
         return None
-    timing = cost.get("timing") or {}
-    from icckd_cli.base.units import timing_note
-
     title = f"top-1 against latency ({exp.options.name}, {exp.options.dataset}; " + (
-        f"{timing_note(timing)})" if timing else "this machine)"
+        f"{timing_note(cost.timing)})" if cost.timing else "this machine)"
     )
     write_accuracy_latency(points, Path(exp.options.out) / FIGURE, title)
     return FIGURE

@@ -11,7 +11,7 @@ from typing import Any
 
 from icckd_cli.work.experiment.answers import answers_table
 from icckd_cli.work.experiment.costs import cost_table
-from icckd_cli.work.experiment.matching_tables import with_matching
+from icckd_cli.work.experiment.matching_tables import MATCHED, with_matching
 from icckd_cli.work.experiment.tables import TableSpec, cell, diff_cell
 from icckd_cli.work.experiment.transfer_tables import transfer_table
 
@@ -42,12 +42,14 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
             ["teacher", "arch", "objective", "top-1 (last epoch)"],
             teacher_rows,
             [DIFF_NOTE] if results.get("teacher_differences") else [],
+            key="teachers",
         ),
         TableSpec(
             f"soft-label diversity of the teachers (test split, T = {results['temperature']:g})",
             ["teacher", "intra/inter (soft labels)", "intra/inter (features)", "mean p(target)"],
             [[t["name"], *(cell(t["diversity"][k], 4) for k in DIVERSITY_KEYS)] for t in teachers],
             ["intra/inter: mean intra-class distance over mean distance between class centroids"],
+            key="diversity",
         ),
     ]
     rows = []
@@ -75,10 +77,11 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
         best_note,
     ]
     if rows:
-        title = f"students on {results['dataset']} (top-1 %, {over})"
+        who = MATCHED if results.get("matched") is not None else "students"
+        title = f"{who} on {results['dataset']} (top-1 %, {over})"
         best = "best on validation" if held else "best epoch"
         columns = ["student", "arch", "teacher", "last epoch", best]
-        tables.append(TableSpec(title, columns, rows, notes))
+        tables.append(TableSpec(title, columns, rows, notes, key="students"))
     transfer = transfer_table(results)  # negative transfer (experiment/transfer.py)
     tables += [] if transfer is None else [transfer]
     cost = cost_table(results)

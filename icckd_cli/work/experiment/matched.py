@@ -19,7 +19,7 @@ Design note for wiring (the lead's, after the split of work/experiment):
   `model` the unwrapped model (not DDP or compiled) and `meta` what the final checkpoint gets
   except metrics (kind, arch, num_classes, model_args, dataset, config, seed, objective,
   extra_meta; all known before the Trainer starts), so a snapshot loads as a teacher with
-  load_model. Turn it on by an execution option of the teacher config that check_reusable
+  load_any_model. Turn it on by an execution option of the teacher config that check_reusable
   ignores (add it to IGNORED_ON_REUSE), set for every experiment teacher run when a validation
   split exists: then switching match_teachers re-plans only the students. A finished teacher
   without RUN/epochs/ (made before this) is refused in one line naming the folder to delete.
@@ -35,7 +35,7 @@ Design note for wiring (the lead's, after the split of work/experiment):
   teacher-output store must be keyed by the snapshot too. load_teacher adds
   `info["epoch"] = (snapshot_epoch(meta) or {}).get("epoch")`; its `info["sha256"]` (the
   weights' hash) equals the snapshot's recorded weights_sha256, so check_student_teacher keeps
-  working; the file's sha256 (`snapshot_sha256`) goes in results.json beside the epoch.
+  working; the file's sha256 (`Checkpoint.file_sha256`) goes in results.json beside the epoch.
 - results.json gains, per teacher seed, `matched = {target_val_top1, teachers: {name: {epoch,
   val_top1, test_top1}}}`: `match_seed` gives all but test_top1, which is `top1` of that
   epoch's record in the teacher's metrics.jsonl (validation epochs are test epochs too). Tables
@@ -116,8 +116,3 @@ def match_seed(curves: Mapping[str, Curve]) -> dict[str, Any]:
         epoch, value = first_reaching(curve, target)
         teachers[name] = {"epoch": epoch, "val_top1": value}
     return {"target_val_top1": target, "teachers": teachers}
-
-
-def match_all(per_seed: Mapping[int, Mapping[str, Curve]]) -> dict[int, dict[str, Any]]:
-    """match_seed for every teacher seed."""
-    return {seed: match_seed(curves) for seed, curves in per_seed.items()}

@@ -9,40 +9,19 @@ Under `match_teachers = true` every teacher run keeps its weights at each evalua
 so the unmatched students under OUT/students/ stay valid and are reused when match_teachers is
 switched back. Which epoch a student reads is known only once its seed's teachers are done:
 `resolve_teacher` points its --teacher at that snapshot just before it runs (in plan order the
-teachers come first). The choice reads validation numbers only (matched.py).
+teachers come first). The choice reads validation numbers only (matched.py); the folders
+themselves are planned in plan.py (`match_plan`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.work.experiment.matched import curve_from_history, match_seed
-
-# config.py plans with match_plan, so the Experiment and Run types are not imported here
-Experiment: TypeAlias = Any
-Run: TypeAlias = Any
-
-MATCHED_STUDENTS = "students-matched"
-MATCHED_CACHE = "teacher_cache-matched"
-
-
-def match_plan(runs: list[Run], root: Path) -> None:
-    """Teachers keep snapshots; students (and their stores) move to their matched folders."""
-    root = Path(root)
-    for run in runs:
-        if run.kind == "teacher":
-            run.config = run.config.model_copy(update={"keep_snapshots": True})
-        elif run.kind == "student":
-            run.label = MATCHED_STUDENTS + run.label.removeprefix("students")
-            update: dict[str, Any] = {"out": root / run.label}
-            cache = getattr(run.config, "teacher_cache", None)
-            if cache is not None:
-                update["teacher_cache"] = (
-                    root / MATCHED_CACHE / Path(cache).relative_to(root / "teacher_cache")
-                )
-            run.config = run.config.model_copy(update=update)
+from icckd_cli.work.experiment.plan import Experiment, Run
+from icckd_cli.work.experiment.result_types import MatchedSeed, MatchedTeacher
 
 
 def _teacher_dir(exp: Experiment, name: str, tseed: int) -> Path:
@@ -126,14 +105,17 @@ def _seed_done(exp: Experiment, tseed: int) -> bool:
     return all(r.status() == "done" for r in exp.runs if r.kind == "teacher" and r.seed == tseed)
 
 
-def matched_results(exp: Experiment) -> dict[str, dict[str, Any]] | None:
+def matched_results(exp: Experiment) -> dict[int, MatchedSeed] | None:
     """results.json's `matched`: per teacher seed whose teachers are all done; None when off."""
     if not exp.options.match_teachers:
         return None
-    used = sorted({r.teacher_seed for r in exp.runs if r.kind == "student"} - {None})
+    used = sorted({r.teacher_seed for r in exp.runs if r.teacher_seed is not None})
     memo: dict[int, dict[str, Any]] = {}
     out = {}
     for tseed in used:
-        if _seed_done(exp, int(tseed)):  # type: ignore[arg-type]
-            out[str(tseed)] = seed_match(exp, int(tseed), memo)  # type: ignore[arg-type]
+        if _seed_done(exp, tseed):
+            match = seed_match(exp, tseed, memo)
+            teachers = {name: MatchedTeacher(c["epoch"], c["val_top1"], c.get("test_top1"))
+                        for name, c in match["teachers"].items()}  # fmt: skip
+            out[tseed] = MatchedSeed(match["target_val_top1"], teachers)
     return out

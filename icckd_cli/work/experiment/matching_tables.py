@@ -1,8 +1,9 @@
 """The tables of issue 29: accuracy-matched teachers, and the student gain beside the teacher gap.
 
-`with_matching(results, tables)` is applied to result_tables' list: under match_teachers the
-answers' and students' titles say "students of accuracy-matched teachers" and a table shows each
-teacher's matched epoch with its validation and test top-1; every experiment whose answers
+`with_matching(results, tables)` is applied to result_tables' list (the answers' and students'
+titles say "students of accuracy-matched teachers" where those tables are built): under
+match_teachers a table shows each teacher's matched epoch with its validation and test top-1,
+after the answers (the table keyed "answers"); every experiment whose answers
 compare two teachers' students gains the table of teacher difference, student difference and,
 with 3 seeds or more, the line of one on the other.
 """
@@ -12,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from icckd_cli.work.experiment.answers import answer_label
+from icckd_cli.work.experiment.answers import MATCHED, answer_label
 from icckd_cli.work.experiment.tables import TableSpec, diff_cell
 
-MATCHED = "students of accuracy-matched teachers"
+__all__ = ["MATCHED", "gap_table", "line_cells", "matched_table", "with_matching"]
 WIDE_NOTE = (
     "with few seeds this interval is wide (t = 12.71 on 3 seeds, 4.30 on 4, 3.18 on 5): "
     "an interval that holds 0 says nothing either way; more seeds narrow it"
@@ -28,15 +29,9 @@ LINE_NOTE = (
 
 
 def with_matching(results: Mapping[str, Any], tables: list[TableSpec]) -> list[TableSpec]:
-    """result_tables' list with the matched titles and the tables of issue 29 after the answers."""
+    """result_tables' list with the matched teachers' and the teacher gap's after the answers."""
     extra = [t for t in (matched_table(results), gap_table(results)) if t is not None]
-    if results.get("matched") is not None:
-        for t in tables:
-            if t.title.startswith("students on "):
-                t.title = t.title.replace("students on ", f"{MATCHED} on ", 1)
-            elif t.title.startswith("what distillation adds"):
-                t.title += f" ({MATCHED})"
-    at = 1 if tables and tables[0].title.startswith("what distillation adds") else 0
+    at = 1 if tables and tables[0].key == "answers" else 0
     return tables[:at] + extra + tables[at:]
 
 
@@ -60,7 +55,8 @@ def matched_table(results: Mapping[str, Any]) -> TableSpec | None:
     if not rows:
         notes.append("no teacher seed finished yet")
     columns = ["teacher seed", "target (val)", "teacher", "epoch", "val top-1", "test top-1"]
-    return TableSpec(f"accuracy-matched teachers on {results['dataset']}", columns, rows, notes)
+    title = f"accuracy-matched teachers on {results['dataset']}"
+    return TableSpec(title, columns, rows, notes, key="matched")
 
 
 def gap_table(results: Mapping[str, Any]) -> TableSpec | None:
@@ -84,7 +80,7 @@ def gap_table(results: Mapping[str, Any]) -> TableSpec | None:
         "intercept [95% interval]",
     ]
     title = "the student gain a teacher's accuracy does not explain (top-1 points, test split)"
-    return TableSpec(title, columns, rows, [LINE_NOTE, WIDE_NOTE])
+    return TableSpec(title, columns, rows, [LINE_NOTE, WIDE_NOTE], key="gap")
 
 
 def line_cells(line: Mapping[str, Any] | None) -> list[str]:

@@ -1,4 +1,5 @@
-"""Running the matrix: every run not finished yet, then the teachers' soft-label diversity.
+"""Running the matrix: every run not finished yet (here, or in workers or Slurm jobs), then
+the measurements and the results.
 
 A folder holding model.safetensors is finished and skipped; one holding state.safetensors
 is resumed; so running the same command again after Ctrl-C only does what is left.
@@ -8,45 +9,47 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.base.events import Callback
-from icckd_cli.settings.config import DistillConfig
+from icckd_cli.data.loading import check_folder
 from icckd_cli.work.executor.checks import check_executor
 from icckd_cli.work.experiment.costs import cost_figure, measure_costs
+from icckd_cli.work.experiment.diversity import measure_diversity
+from icckd_cli.work.experiment.finished import FinishedRuns
 from icckd_cli.work.experiment.matching_plan import check_matchable, resolve_teacher
 from icckd_cli.work.experiment.plan import Experiment, Run
+from icckd_cli.work.experiment.result_types import ExperimentResults
 from icckd_cli.work.experiment.results import collect, write_results
 from icckd_cli.work.experiment.robustness import measure_corruptions
 from icckd_cli.work.experiment.stages import run_stages
-from icckd_cli.work.experiment.teacher_gap import add_teacher_gaps
-from icckd_cli.work.experiment.transfer import add_transfer
+from icckd_cli.work.experiment.teacher_gap import with_teacher_gaps
+from icckd_cli.work.experiment.transfer import with_transfer
 
 # Execution details that may change between invocations without invalidating a finished run.
 IGNORED_ON_REUSE = set(
     "device overwrite download save_every eval_batch_size out teacher data_dir precision "
     "compile channels_last tensorboard teacher_cache teacher_cache_embeddings".split()
 )
-DIVERSITY_FILE = "diversity.json"
 # Panels of the learning-curve figures: the unweighted training CE compares every kind of
 # run (their weighted sums do not); the gate's pass rate only where a run logs it.
 CURVE_METRICS = ("train_ce", "top1", "nll", "train_icc_gate_pass")
 
 
-def check_reusable(run: Run) -> None:
+def check_reusable(run: Run, finished: FinishedRuns | None = None) -> None:
     """A finished or partial run must have been made with the settings asked for now."""
     from icckd_cli.training.rundir import CONFIG_FILE
-    from icckd_cli.work.runs import resolved_config
+    from icckd_cli.work.inputs import resolved_config
 
     saved_file = run.out / CONFIG_FILE
     if run.status() == "new" or not saved_file.is_file():
         return
     saved = json.loads(saved_file.read_text())
     wanted = json.loads(json.dumps(resolved_config(run.config)))
-    wanted["model_args"] = _filled_model_args(run, wanted, saved)
+    wanted["model_args"] = _filled_model_args(run, wanted, saved, finished or FinishedRuns())
     for key, value in wanted.items():
         if key not in IGNORED_ON_REUSE and saved.get(key, value) != value:
             raise UsageError(
@@ -55,7 +58,9 @@ def check_reusable(run: Run) -> None:
             )
 
 
-def _filled_model_args(run: Run, wanted: dict[str, Any], saved: dict[str, Any]) -> Any:
+def _filled_model_args(
+    run: Run, wanted: dict[str, Any], saved: dict[str, Any], finished: FinishedRuns
+) -> Any:
     """The builder arguments asked for, with the defaults a run fills in filled in too.
 
     A run records its model's arguments with the data set's image size added where the
@@ -63,9 +68,7 @@ def _filled_model_args(run: Run, wanted: dict[str, Any], saved: dict[str, Any]) 
     checkpoint, or (an interrupted run records no data set) taken as the recorded value,
     which resuming checks anyway: the saved weights load only into the same shapes.
     """
-    from icckd_cli.base.checkpoint import read_metadata
     from icckd_cli.models import model_args_for
-    from icckd_cli.training.rundir import MODEL_FILE
 
     given = dict(wanted.get("model_args") or {})
     recorded = saved.get("model_args")
@@ -75,28 +78,32 @@ def _filled_model_args(run: Run, wanted: dict[str, Any], saved: dict[str, Any]) 
     size_key = next(iter(model_args_for(wanted["arch"], given, 1).keys() - given.keys()), None)
     if size_key is None:
         return given
-    size = None
-    if run.status() == "done":
-        size = (read_metadata(run.out / MODEL_FILE).get("dataset") or {}).get("image_size")
+    result = finished.of(run)  # None while the run is not finished
+    size = None if result is None else result.dataset.get("image_size")
     size = recorded.get(size_key) if size is None else size
     return json.loads(json.dumps(model_args_for(wanted["arch"], given, size)))
 
 
-def check_student_teacher(run: Run, cache: dict[Path, str]) -> None:
+def check_student_teacher(run: Run, finished: FinishedRuns) -> None:
     """A finished student must come from the teacher now in its teacher's folder."""
-    from icckd_cli.base.checkpoint import load_tensors, read_metadata, weights_hash
-    from icckd_cli.training.rundir import MODEL_FILE
-
-    recorded = (read_metadata(run.out / MODEL_FILE).get("teacher") or {}).get("sha256")
-    assert isinstance(run.config, DistillConfig) and run.config.teacher is not None
-    teacher = Path(run.config.teacher)
-    if teacher not in cache:
-        cache[teacher] = weights_hash(load_tensors(teacher))
-    if recorded and recorded != cache[teacher]:
+    result = finished.of(run)
+    distill = run.distill
+    if result is None or distill is None or distill.teacher is None:
+        return
+    teacher = Path(distill.teacher)
+    recorded = result.teacher_sha256
+    if recorded and recorded != finished.teacher_hash(teacher):
         raise UsageError(
             f"{run.out} was distilled from other weights than {teacher} (the teacher was "
             "retrained); delete the student folder to redo it"
         )
+
+
+def check_data(exp: Experiment) -> None:
+    """Refuse a missing data folder before any run (or a dry run's list), as a run would."""
+    for run in exp.runs:
+        cfg = run.config
+        check_folder(cfg.dataset, cfg.data_dir, f"data_dir in {exp.source}")
 
 
 def plan_states(exp: Experiment) -> list[tuple[str, str]]:
@@ -105,57 +112,61 @@ def plan_states(exp: Experiment) -> list[tuple[str, str]]:
     `--dry-run` shows this: a run listed as done is one the experiment would skip, and a
     folder made with other settings is refused here as it would be there.
     """
+    check_data(exp)
+    finished = FinishedRuns()
     for run in exp.runs:
-        check_reusable(run)
-    check_matchable(exp)  # issue 29: teachers made without snapshots, refused as a run would
+        check_reusable(run, finished)
+    check_matchable(exp)  # teachers made without snapshots, refused as a run would
     matches: dict[int, dict[str, Any]] = {}
-    hashes: dict[Path, str] = {}
     for run in exp.runs:
-        resolve_teacher(exp, run, matches, required=False)  # issue 29: where its teachers are done
-        teacher = getattr(run.config, "teacher", None)
+        resolve_teacher(exp, run, matches, required=False)  # where its teachers are done
+        teacher = None if run.distill is None else run.distill.teacher
         if teacher is not None and run.status() == "done" and Path(teacher).is_file():
-            check_student_teacher(run, hashes)
+            check_student_teacher(run, finished)
     return [(r.label, r.status()) for r in exp.runs]
 
 
 class RunsFailed(IcckdError):
     """Runs of the matrix failed in their workers or jobs; the others' results were written."""
 
-    def __init__(self, message: str, results: dict[str, Any]) -> None:
+    def __init__(self, message: str, results: ExperimentResults) -> None:
         super().__init__(message)
         self.results = results
 
 
-def run_experiment(exp: Experiment, callback: Callback, wait: bool = True) -> dict[str, Any]:
+def run_experiment(
+    exp: Experiment, callback: Callback, wait: bool = True
+) -> ExperimentResults | None:
     """Do every run not finished yet, then measure the teachers and write the results.
 
-    exp.executor local or slurm: the runs go to worker processes or Slurm jobs (stages.py);
-    without `wait` they are submitted and nothing more is done (an empty dict).
+    None in a process other than the first under torchrun (only that one writes them), and
+    after `wait=False`: exp.executor local or slurm sends the runs to worker processes or
+    Slurm jobs (stages.py), and without waiting they are submitted and nothing more is done.
     """
-    executor = exp.executor
-    check_executor(executor)
-    if not wait and executor.kind != "slurm":
+    check_executor(exp.executor)
+    if not wait and exp.executor.kind != "slurm":
         raise UsageError(
             "--no-wait needs --executor slurm (local workers and in-process runs end with the "
             "command)"
         )
+    check_data(exp)
+    finished = FinishedRuns()  # each finished run's header read once, each teacher hashed once
     for run in exp.runs:
-        check_reusable(run)
-    check_matchable(exp)  # issue 29: teachers made without snapshots, refused before any work
-    if executor.kind == "inprocess":
-        _run_inprocess(exp, callback)
-        return finish_experiment(exp, callback)
-    outcome = run_stages(exp, executor, callback, wait)
+        check_reusable(run, finished)
+    check_matchable(exp)  # teachers made without snapshots, refused before any work
+    if exp.executor.kind == "inprocess":
+        _run_inprocess(exp, callback, finished)
+        return finish_experiment(exp, callback, finished)
+    outcome = run_stages(exp, exp.executor, callback, wait)
     if outcome.waiting:
-        return {}
-    hashes: dict[Path, str] = {}
-    for run in exp.runs:
-        if run.kind == "student" and run.status() == "done":
-            resolve_teacher(exp, run, {})
-            check_student_teacher(run, hashes)
-            drop_finished_cache(exp, run)
-    results = finish_experiment(exp, callback)
-    if outcome.failed:
+        return None
+    matches: dict[int, dict[str, Any]] = {}
+    for run in (r for r in exp.runs if r.kind == "student" and r.status() == "done"):
+        resolve_teacher(exp, run, matches)  # a matched student's snapshot, for the check
+        check_student_teacher(run, finished)
+        drop_finished_cache(exp, run)
+    results = finish_experiment(exp, callback, finished)
+    if outcome.failed and results is not None:
         failed = "; ".join(f"{label} (log: {log})" for label, log in outcome.failed.items())
         raise RunsFailed(
             f"{len(outcome.failed)} run(s) failed: {failed}; their cells are missing from the "
@@ -165,21 +176,20 @@ def run_experiment(exp: Experiment, callback: Callback, wait: bool = True) -> di
     return results
 
 
-def _run_inprocess(exp: Experiment, callback: Callback) -> None:
+def _run_inprocess(exp: Experiment, callback: Callback, finished: FinishedRuns) -> None:
     """Every unfinished run of the matrix, one after another in this process."""
     from icckd_cli.work import runs as runner
 
     matches: dict[int, dict[str, Any]] = {}
     total = len(exp.runs)
     callback("plan", {"total": total, "done": sum(r.status() == "done" for r in exp.runs)})
-    hashes: dict[Path, str] = {}
     for i, run in enumerate(exp.runs, 1):
-        resolve_teacher(exp, run, matches)  # issue 29: a matched student's teacher snapshot
+        resolve_teacher(exp, run, matches)  # a matched student's teacher snapshot
         status = run.status()
         info = {"index": i, "total": total, "label": run.label, "kind": run.kind}
         if status == "done":
             if run.kind == "student":
-                check_student_teacher(run, hashes)
+                check_student_teacher(run, finished)
             callback("run", {**info, "action": "skip"})
             continue
         callback("run", {**info, "action": "resume" if status == "partial" else "train"})
@@ -196,19 +206,21 @@ def _run_inprocess(exp: Experiment, callback: Callback) -> None:
             drop_finished_cache(exp, run)
 
 
-def finish_experiment(exp: Experiment, callback: Callback) -> dict[str, Any]:
-    """Measure the finished teachers and students, write results.json, tables and figures."""
+def finish_experiment(
+    exp: Experiment, callback: Callback, finished: FinishedRuns
+) -> ExperimentResults | None:
+    """Measure the finished runs and write results.json, the tables and the figures."""
     from icckd_cli.training import distributed as dist
 
     if not dist.is_main():  # under torchrun process 0 alone measures and writes the results
-        return {}
+        return None
     diversity = measure_diversity(exp, callback)
     measure_corruptions(exp, callback)  # corruptions = true: each student once, kept on disk
-    results = collect(exp, diversity, measure_costs(exp, callback))
-    add_transfer(exp, results)  # negative transfer, robustness and long-tail answers
-    add_teacher_gaps(exp, results)  # issue 29: matched teachers; teacher gap and line
-    results["figures"] = write_curves(exp)
-    results["cost"]["figure"] = cost_figure(exp, results)
+    results = collect(exp, diversity, measure_costs(exp, callback, finished), finished)
+    results = with_transfer(exp, results, finished)  # negative transfer, robustness, long tail
+    results = with_teacher_gaps(exp, results)  # matched teachers; teacher gap and line
+    figure = cost_figure(exp, results.cost)
+    results = replace(results, figures=write_curves(exp), cost=replace(results.cost, figure=figure))
     write_results(exp, results)
     callback("finish", {"out": str(exp.options.out)})
     return results
@@ -221,10 +233,10 @@ def drop_finished_cache(exp: Experiment, run: Run) -> None:
     from icckd_cli.training import distributed as dist
     from icckd_cli.training.store import shard_folder
 
-    cache = getattr(run.config, "teacher_cache", None)
+    cache = run.teacher_cache
     if cache is None:
         return
-    readers = [r for r in exp.runs if getattr(r.config, "teacher_cache", None) == cache]
+    readers = [r for r in exp.runs if r.teacher_cache == cache]
     if all(r.status() == "done" for r in readers):
         shutil.rmtree(shard_folder(cache, dist.rank(), dist.world_size()), ignore_errors=True)
         for folder in (Path(cache), Path(cache).parent, Path(cache).parent.parent):
@@ -265,60 +277,3 @@ def _curve_label(run: Run) -> str:
     if run.kind == "student":
         return f"from {run.teacher}, seed {run.seed}"
     return f"alone (CE), seed {run.seed}"
-
-
-def measure_diversity(exp: Experiment, callback: Callback) -> dict[str, dict[int, dict]]:
-    """Soft-label statistics of every finished teacher on the test split, cached per run."""
-    from icckd_cli.settings.config import InspectConfig
-    from icckd_cli.training.rundir import MODEL_FILE
-    from icckd_cli.work.inspect import inspect_checkpoints
-
-    temperature = exp.options.temperature
-    found: dict[str, dict[int, dict]] = {t.name: {} for t in exp.teachers}
-    todo: list[Run] = []
-    for run in (r for r in exp.runs if r.kind == "teacher" and r.status() == "done"):
-        stamp = (run.out / MODEL_FILE).stat().st_mtime_ns
-        cached = _read_json(run.out / DIVERSITY_FILE)
-        if cached.get("temperature") == temperature and cached.get("model_mtime_ns") == stamp:
-            found[run.teacher][run.seed] = cached["overall"]  # type: ignore[index]
-        else:
-            todo.append(run)
-    if todo:
-        callback("diversity", {"count": len(todo)})
-        cfg = InspectConfig.model_validate(
-            {
-                "checkpoints": [r.out / MODEL_FILE for r in todo],
-                "temperature": temperature,
-                "device": exp.options.device,
-                "download": exp.options.download,
-            }
-        )
-        for run, res in zip(todo, inspect_checkpoints(cfg), strict=True):
-            overall = {k: _finite(v) for k, v in res.stats.overall.items()}
-            stamp = (run.out / MODEL_FILE).stat().st_mtime_ns
-            record = {
-                "temperature": temperature,
-                "split": "test",
-                "model_mtime_ns": stamp,
-                "overall": overall,
-            }
-            _write_json(run.out / DIVERSITY_FILE, record)
-            found[run.teacher][run.seed] = overall  # type: ignore[index]
-    return found
-
-
-def _finite(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from icckd_cli.base.atomic import write_text_atomic
-
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

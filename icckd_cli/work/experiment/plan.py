@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 
 from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig
 from icckd_cli.settings.executor import ExecutorConfig
-from icckd_cli.work.experiment.matching_plan import match_plan
+from icckd_cli.training.rundir import MODEL_FILE, STATE_FILE
+
+MATCHED_STUDENTS = "students-matched"
+MATCHED_CACHE = "teacher_cache-matched"
 
 
 class ExperimentOptions(DataOptions):
@@ -91,10 +95,18 @@ class Run:
         """The run folder."""
         return Path(self.config.out)
 
+    @property
+    def distill(self) -> DistillConfig | None:
+        """A student's distill settings; None for a teacher and the student alone."""
+        return self.config if isinstance(self.config, DistillConfig) else None
+
+    @property
+    def teacher_cache(self) -> Path | None:
+        """The teacher-output store a student reads; None where it has none."""
+        return None if self.distill is None else self.distill.teacher_cache
+
     def status(self) -> str:
         """done (model saved), partial (resumable state saved) or new."""
-        from icckd_cli.training.rundir import MODEL_FILE, STATE_FILE
-
         if (self.out / MODEL_FILE).exists():
             return "done"
         return "partial" if (self.out / STATE_FILE).exists() else "new"
@@ -120,6 +132,18 @@ class Experiment:
     def teacher_runs(self, name: str) -> dict[int, Run]:
         """The runs of one teacher by seed."""
         return {r.seed: r for r in self.runs if r.kind == "teacher" and r.teacher == name}
+
+    def needs_torchvision(self) -> bool:
+        """Whether a run, a data set or the built-in corruption suite will import torchvision."""
+        from icckd_cli.data.sources import TORCHVISION_DATASETS
+        from icckd_cli.models.registry import uses_torchvision
+
+        o = self.options
+        return (
+            (o.corruptions and o.corruptions_dir is None)
+            or any(uses_torchvision(r.config.arch) for r in self.runs)
+            or any(r.config.dataset in TORCHVISION_DATASETS for r in self.runs)
+        )
 
 
 def plan(exp: Experiment) -> list[Run]:
@@ -160,7 +184,7 @@ def plan(exp: Experiment) -> list[Run]:
             label = f"teachers/{t.name}/seed{tseed}"
             cfg = t.config.model_copy(update={"seed": tseed, "out": root / label})
             runs.append(Run("teacher", label, tseed, cfg, teacher=t.name))
-    if exp.options.match_teachers:  # issue 29: snapshots kept, students in their own folders
+    if exp.options.match_teachers:  # snapshots kept, students in their own folders
         match_plan(runs, root)
     return runs
 
@@ -196,3 +220,19 @@ def share_teacher_outputs(runs: list[Run], root: Path) -> None:
             update = {"teacher_cache": folder, "data_seed": tseed}
             update["teacher_cache_embeddings"] = embeddings
             m.config = m.config.model_copy(update=update)
+
+
+def match_plan(runs: list[Run], root: Path) -> None:
+    """match_teachers: teachers keep snapshots; students (and their stores) move to their
+    matched folders (OUT/students-matched/..., OUT/teacher_cache-matched/...)."""
+    root = Path(root)
+    for run in runs:
+        if run.kind == "teacher":
+            run.config = run.config.model_copy(update={"keep_snapshots": True})
+        elif run.kind == "student":
+            run.label = MATCHED_STUDENTS + run.label.removeprefix("students")
+            update: dict[str, Any] = {"out": root / run.label}
+            if run.teacher_cache is not None:
+                relative = Path(run.teacher_cache).relative_to(root / "teacher_cache")
+                update["teacher_cache"] = root / MATCHED_CACHE / relative
+            run.config = run.config.model_copy(update=update)

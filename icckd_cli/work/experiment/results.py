@@ -4,6 +4,8 @@ The results (the answers first: what KD from each teacher adds over the student 
 each teacher variant minus the cross-entropy teacher, as paired differences with a 95%
 t-interval and a sign count, and one sentence saying so; then mean and sample std over
 seeds and the teachers' soft-label diversity) go to OUT/results.json and results.md.
+`collect` builds them as an ExperimentResults (result_types.py) from each finished run's
+header, read once (finished.py); transfer.py and teacher_gap.py return it with more added.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from icckd_cli.settings.config import TrainTeacherConfig
 from icckd_cli.work.experiment.answers import answers_sentence
 from icckd_cli.work.experiment.costs import cost_rows
+from icckd_cli.work.experiment.finished import FinishedRuns
 from icckd_cli.work.experiment.markdown import (
     DIVERSITY_KEYS,
     result_tables,
@@ -25,6 +28,18 @@ from icckd_cli.work.experiment.markdown import (
     validation_phrase,
 )
 from icckd_cli.work.experiment.plan import Experiment, Run
+from icckd_cli.work.experiment.result_types import (
+    Answer,
+    Baseline,
+    Difference,
+    ExperimentResults,
+    LastBest,
+    Setup,
+    Stats,
+    StudentCell,
+    TeacherDifference,
+    TeacherSummary,
+)
 from icckd_cli.work.experiment.tables import TableSpec, cell, diff_cell
 
 # the tables and Markdown live in markdown.py; these names stay importable from here
@@ -32,17 +47,17 @@ __all__ = ["DIVERSITY_KEYS", "TableSpec", "cell", "collect", "diff_cell", "resul
            "results_markdown", "validation_phrase", "write_results"]  # fmt: skip
 
 
-def aggregate(values: Mapping[int, float | None], seeds: int) -> dict[str, Any]:
+def aggregate(values: Mapping[int, float | None], seeds: int) -> Stats:
     """Mean and sample std (n - 1) over the seeds present; n counts them, of `seeds`."""
     present = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
     xs = list(present.values())
-    return {
-        "mean": statistics.fmean(xs) if xs else None,
-        "std": statistics.stdev(xs) if len(xs) > 1 else None,
-        "n": len(xs),
-        "seeds": seeds,
-        "values": {str(k): v for k, v in sorted(present.items())},
-    }
+    return Stats(
+        mean=statistics.fmean(xs) if xs else None,
+        std=statistics.stdev(xs) if len(xs) > 1 else None,
+        n=len(xs),
+        seeds=seeds,
+        values={str(k): v for k, v in sorted(present.items())},
+    )
 
 
 def t_interval(xs: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
@@ -56,14 +71,12 @@ def t_interval(xs: list[float], confidence: float = 0.95) -> tuple[float, float]
     return mean - half, mean + half
 
 
-def difference_stats(values: Mapping[int, float | None], seeds: int) -> dict[str, Any]:
+def difference_stats(values: Mapping[int, float | None], seeds: int) -> Difference:
     """aggregate() of paired differences plus the 95% t-interval and the positive seeds."""
     agg = aggregate(values, seeds)
-    xs = list(agg["values"].values())
+    xs = list(agg.values.values())
     ci = t_interval(xs)
-    agg["ci95"] = list(ci) if ci else None
-    agg["positive"] = sum(x > 0 for x in xs)
-    return agg
+    return Difference(**vars(agg), ci95=ci, positive=sum(x > 0 for x in xs))
 
 
 def paired_difference(
@@ -71,17 +84,6 @@ def paired_difference(
 ) -> dict[int, float]:
     """a - b for every seed where both are present (students share their seed's data order)."""
     return {k: a[k] - b[k] for k in a if k in b and a[k] is not None and b[k] is not None}  # type: ignore[operator]
-
-
-def run_top1(run: Run, which: str = "final") -> float | None:
-    """A finished run's test top-1 at its last ('final') or best epoch; None if not done."""
-    from icckd_cli.base.checkpoint import read_metadata
-    from icckd_cli.training.rundir import MODEL_FILE
-
-    if run.status() != "done":
-        return None
-    metrics = read_metadata(run.out / MODEL_FILE).get("metrics") or {}
-    return (metrics.get(which) or {}).get("top1")
 
 
 def _objective(cfg: TrainTeacherConfig) -> str:
@@ -93,13 +95,13 @@ def _objective(cfg: TrainTeacherConfig) -> str:
     return f"{ce} + {cfg.icc_weight:g} L_intra ({gate}, tau {cfg.icc_temperature:g}, {cache})"
 
 
-def _top1(runs: Mapping[int, Run]) -> dict[str, dict[int, float | None]]:
+def _top1(runs: Mapping[int, Run], finished: FinishedRuns) -> dict[str, dict[int, float | None]]:
     """top-1 at the last ('final') and at the best epoch, by seed; None where not done."""
-    return {w: {k: run_top1(r, w) for k, r in runs.items()} for w in ("final", "best")}
+    return {w: {k: finished.top1(r, w) for k, r in runs.items()} for w in ("final", "best")}
 
 
-def _last_best(top1: Mapping[str, Mapping[int, float | None]], n: int) -> dict[str, Any]:
-    return {"last": aggregate(top1["final"], n), "best": aggregate(top1["best"], n)}
+def _last_best(top1: Mapping[str, Mapping[int, float | None]], n: int) -> LastBest:
+    return LastBest(aggregate(top1["final"], n), aggregate(top1["best"], n))
 
 
 def _last_best_diff(diff: Mapping[str, Mapping[int, float | None]], n: int) -> dict[str, Any]:
@@ -110,8 +112,10 @@ def collect(
     exp: Experiment,
     diversity: Mapping[str, Mapping[int, dict]],
     costs: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Everything the tables show, as JSON-ready numbers (costs: from measure_costs)."""
+    finished: FinishedRuns | None = None,
+) -> ExperimentResults:
+    """Every cell the tables show, from each finished run's header (costs: measure_costs)."""
+    finished = FinishedRuns() if finished is None else finished
     o, n = exp.options, len(exp.options.seeds)
     nt = len(o.resolved_teacher_seeds())  # teachers are aggregated over their own seeds
     reference = next((t for t in exp.teachers if t.cross_entropy), None)
@@ -119,62 +123,61 @@ def collect(
     for t in exp.teachers:
         div = diversity.get(t.name, {})
         teachers.append(
-            dict(name=t.name, arch=t.config.arch, objective=_objective(t.config),
-                 icc_weight=t.config.icc_weight, cross_entropy=t.cross_entropy,
-                 top1=aggregate(_top1(exp.teacher_runs(t.name))["final"], nt),
-                 diversity={key: aggregate({k: d.get(key) for k, d in div.items()}, nt)
+            TeacherSummary(t.name, t.config.arch, _objective(t.config), t.config.icc_weight,
+                           t.cross_entropy,
+                           aggregate(_top1(exp.teacher_runs(t.name), finished)["final"], nt),
+                           {key: aggregate({k: d.get(key) for k, d in div.items()}, nt)
                             for key in DIVERSITY_KEYS})
         )  # fmt: skip
         if reference is not None and t is not reference:
-            ours, ref = _top1(exp.teacher_runs(t.name)), _top1(exp.teacher_runs(reference.name))
+            ours = _top1(exp.teacher_runs(t.name), finished)
+            ref = _top1(exp.teacher_runs(reference.name), finished)
             gap = paired_difference(ours["final"], ref["final"])
-            pair = dict(teacher=t.name, reference=reference.name)
-            teacher_differences.append({**pair, "last": difference_stats(gap, nt)})
+            teacher_differences.append(
+                TeacherDifference(t.name, reference.name, difference_stats(gap, nt))
+            )
     base_top1 = None
     if exp.baseline is not None:
-        base_top1 = _top1({r.seed: r for r in exp.runs if r.kind == "baseline"})
+        base_top1 = _top1({r.seed: r for r in exp.runs if r.kind == "baseline"}, finished)
     students, differences, answers = [], [], []
     for s in exp.students:
         top1 = {}
         for t in exp.teachers:
             runs = {r.seed: r for r in exp.runs if (r.teacher, r.student) == (t.name, s.name)}
-            top1[t.name] = _top1(runs)
+            top1[t.name] = _top1(runs, finished)
             about = dict(student=s.name, method=s.config.method, arch=s.config.arch)
-            students.append({**about, "teacher": t.name, **_last_best(top1[t.name], n)})
+            students.append(StudentCell(**about, teacher=t.name, top1=_last_best(top1[t.name], n)))
             if base_top1 is not None:  # what distilling from t adds over the student alone
                 gain = {w: paired_difference(top1[t.name][w], base_top1[w]) for w in base_top1}
                 pair = dict(student=s.name, method=s.config.method, teacher=t.name)
-                answers.append({**pair, "reference": None, **_last_best_diff(gain, n)})
+                answers.append(Answer(**pair, reference=None, **_last_best_diff(gain, n)))
         for t in exp.teachers:
             if reference is None or t is reference:
                 continue
             ours, ref = top1[t.name], top1[reference.name]
             diff = {w: paired_difference(ours[w], ref[w]) for w in ours}
             pair = dict(student=s.name, method=s.config.method, teacher=t.name)
-            differences.append({**pair, "reference": reference.name, **_last_best_diff(diff, n)})
+            differences.append(Answer(**pair, reference=reference.name, **_last_best_diff(diff, n)))
     answers += differences
     baseline = None
     if exp.baseline is not None and base_top1 is not None:
-        baseline = {"arch": exp.baseline.arch, **_last_best(base_top1, n)}
+        baseline = Baseline(exp.baseline.arch, _last_best(base_top1, n))
     student_cfg = exp.students[0].config if exp.students else exp.baseline
-    out = dict(name=o.name, dataset=o.dataset, train_per_class=o.train_per_class,
-                teacher_train_per_class=exp.teachers[0].config.train_per_class,
-                student_train_per_class=student_cfg.train_per_class if student_cfg else None,
-                test_per_class=o.test_per_class, val_per_class=o.val_per_class,
-                val_fraction=o.val_fraction, seeds=list(o.seeds), out=str(o.out),
-                teacher_seeds=o.resolved_teacher_seeds(),
-                temperature=o.temperature, command=exp.command, answers=answers,
-                answers_summary=answers_sentence(answers), teachers=teachers,
-                teacher_differences=teacher_differences, students=students,
-                differences=differences, baseline=baseline)  # fmt: skip
-    out["cost"] = cost_rows(out, costs)
-    return out
+    setup = Setup(o.name, o.dataset, o.train_per_class, exp.teachers[0].config.train_per_class,
+                  student_cfg.train_per_class if student_cfg else None, o.test_per_class,
+                  o.val_per_class, o.val_fraction, list(o.seeds), str(o.out),
+                  o.resolved_teacher_seeds(), o.temperature)  # fmt: skip
+    return ExperimentResults(
+        setup, exp.command, answers, answers_sentence([a.to_json() for a in answers]),
+        teachers, teacher_differences, students, differences, baseline,
+        cost_rows(teachers, students, baseline, costs),
+    )  # fmt: skip
 
 
-def write_results(exp: Experiment, results: Mapping[str, Any]) -> None:
+def write_results(exp: Experiment, results: ExperimentResults) -> None:
     """OUT/results.json and OUT/results.md."""
     from icckd_cli.base.atomic import write_text_atomic
 
-    root = Path(exp.options.out)
-    write_text_atomic(root / "results.json", json.dumps(results, indent=2) + "\n")
-    write_text_atomic(root / "results.md", results_markdown(results))
+    root, doc = Path(exp.options.out), results.to_json()
+    write_text_atomic(root / "results.json", json.dumps(doc, indent=2) + "\n")
+    write_text_atomic(root / "results.md", results_markdown(doc))

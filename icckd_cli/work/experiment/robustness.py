@@ -16,13 +16,13 @@ from icckd_cli.work.experiment.transfer import CORRUPTIONS_FILE, save_corruption
 
 def measure_corruptions(exp: Experiment, callback: Any) -> int:
     """Evaluate the students not measured yet; how many were evaluated now."""
+    o = exp.options
+    if not o.corruptions:
+        return 0  # before the imports: a run that measures no corruptions never loads them
     from icckd_cli.training.rundir import MODEL_FILE
     from icckd_cli.work.eval_extra import corruption_metrics
     from icckd_cli.work.evaluation import checkpoint_channels_last, open_checkpoint
 
-    o = exp.options
-    if not o.corruptions:
-        return 0
     done = 0
     for run in (r for r in exp.runs if r.kind == "student" and r.status() == "done"):
         model_file = run.out / MODEL_FILE

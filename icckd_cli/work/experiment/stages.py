@@ -32,7 +32,7 @@ def experiment_stages(exp: Experiment, config: ExecutorConfig) -> list[Stage]:
     students = [r for r in exp.runs if r.kind == "student"]
     writers: dict[Path, Run] = {}
     for run in students:  # in plan order, as in process: the first student writes the store
-        cache = getattr(run.config, "teacher_cache", None)
+        cache = run.teacher_cache
         if cache is not None:
             writers.setdefault(Path(cache), run)
     second = list(writers.values())

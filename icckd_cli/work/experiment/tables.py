@@ -21,6 +21,7 @@ class TableSpec:
     notes: list[str] = field(default_factory=list)
     figure: str | None = None  # a figure beside results.md that shows this table's numbers
     figure_title: str | None = None
+    key: str = ""  # which table: answers, teachers, diversity, students, transfer, cost, ...
 
 
 def cell(agg: Mapping[str, Any], digits: int = 2, signed: bool = False) -> str:

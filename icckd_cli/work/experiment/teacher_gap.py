@@ -9,65 +9,65 @@ seed) gains the paired difference of the teachers those students read, per stude
                          intercept's 95% interval); None with fewer
 
 The teacher's accuracy is that of the weights the students read: the last epoch's test top-1
-(model.safetensors), or under match_teachers the matched epoch's (results["matched"]). Student
+(model.safetensors), or under match_teachers the matched epoch's (`matched`). Student
 seed i reads teacher seed teacher_seeds[i mod n].
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
 
 from icckd_cli.metrics.regression import paired_line
+from icckd_cli.work.experiment.matching_plan import matched_results
+from icckd_cli.work.experiment.plan import Experiment
+from icckd_cli.work.experiment.result_types import Answer, ExperimentResults, TeacherGap
 from icckd_cli.work.experiment.results import difference_stats, paired_difference
 
-if TYPE_CHECKING:
-    from icckd_cli.work.experiment.config import Experiment
+
+def with_teacher_gaps(exp: Experiment, results: ExperimentResults) -> ExperimentResults:
+    """The results with `match_teachers`, `matched` (per teacher seed) and each answer's gap."""
+    on = bool(exp.options.match_teachers)
+    out = replace(results, match_teachers=on, matched=matched_results(exp) if on else None)
+    return with_gaps(out, teacher_accuracy(out))
 
 
-def add_teacher_gaps(exp: Experiment, results: dict[str, Any]) -> None:
-    """results.json's `match_teachers`, `matched` (per teacher seed) and each answer's gap."""
-    from icckd_cli.work.experiment.matching_plan import matched_results
-
-    results["match_teachers"] = bool(exp.options.match_teachers)
-    if exp.options.match_teachers:
-        results["matched"] = matched_results(exp)
-    add_teacher_gap(results, teacher_accuracy(results))
-
-
-def teacher_accuracy(results: Mapping[str, Any]) -> dict[str, dict[int, float]]:
+def teacher_accuracy(results: ExperimentResults) -> dict[str, dict[int, float]]:
     """{teacher: {student seed: test top-1 of the teacher weights that seed's students read}}."""
-    seeds = list(results["seeds"])
-    tseeds = list(results.get("teacher_seeds") or seeds)
-    matched = results.get("matched")
+    seeds, tseeds = results.setup.seeds, results.setup.teacher_seeds
+    matched = results.matched
     out: dict[str, dict[int, float]] = {}
-    for t in results["teachers"]:
-        values = out[t["name"]] = {}
+    for t in results.teachers:
+        values = out[t.name] = {}
         for i, seed in enumerate(seeds):
-            tseed = str(tseeds[i % len(tseeds)])
+            tseed = tseeds[i % len(tseeds)]
             if matched is not None:
-                chosen = ((matched.get(tseed) or {}).get("teachers") or {}).get(t["name"])
-                value = None if chosen is None else chosen.get("test_top1")
+                chosen = matched[tseed].teachers.get(t.name) if tseed in matched else None
+                value = None if chosen is None else chosen.test_top1
             else:
-                value = t["top1"]["values"].get(tseed)
+                value = t.top1.values.get(str(tseed))
             if value is not None:
                 values[seed] = float(value)
     return out
 
 
-def add_teacher_gap(
-    results: dict[str, Any], teacher_acc: Mapping[str, Mapping[int, float]]
-) -> None:
-    """Each answer between two teachers' students gains teacher_difference and line."""
-    n = len(results["seeds"])
-    seen: set[int] = set()
-    for d in [*results.get("answers", []), *results.get("differences", [])]:
-        if d.get("reference") is None or id(d) in seen:
-            continue
-        seen.add(id(d))
-        ours, ref = teacher_acc.get(d["teacher"], {}), teacher_acc.get(d["reference"], {})
-        gap = paired_difference(ours, ref)  # type: ignore[arg-type]
-        student = {int(k): v for k, v in d["last"]["values"].items()}
-        d["teacher_difference"] = difference_stats(gap, n)
-        line = paired_line(gap, student)
-        d["line"] = None if line is None else line.to_dict()
+def answer_gap(answer: Answer, teacher_acc: Mapping[str, Mapping[int, float]], n: int) -> Answer:
+    """An answer between two teachers' students with its teacher gap; others as they are."""
+    if answer.reference is None:
+        return answer
+    ours, ref = teacher_acc.get(answer.teacher, {}), teacher_acc.get(answer.reference, {})
+    gap = paired_difference(ours, ref)  # type: ignore[arg-type]
+    student = {int(k): v for k, v in answer.last.values.items()}
+    line = paired_line(gap, student)
+    found = TeacherGap(difference_stats(gap, n), None if line is None else line.to_dict())
+    return replace(answer, gap=found)
+
+
+def with_gaps(
+    results: ExperimentResults, teacher_acc: Mapping[str, Mapping[int, float]]
+) -> ExperimentResults:
+    """Each answer (and difference) between two teachers' students gains its teacher gap."""
+    n = len(results.setup.seeds)
+    answers = [answer_gap(a, teacher_acc, n) for a in results.answers]
+    differences = [answer_gap(d, teacher_acc, n) for d in results.differences]
+    return replace(results, answers=answers, differences=differences)

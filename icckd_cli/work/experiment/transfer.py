@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,12 @@ from icckd_cli.metrics.transfer import (
     mean_negative_flip_rate,
     read_predictions,
 )
-from icckd_cli.work.experiment.config import Experiment, Run
-from icckd_cli.work.experiment.results import difference_stats, paired_difference, run_top1
-from icckd_cli.work.experiment.transfer_tables import TRANSFER_KEYS
+from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig
+from icckd_cli.work.experiment.answers import answers_sentence
+from icckd_cli.work.experiment.finished import FinishedRuns
+from icckd_cli.work.experiment.plan import Experiment, Run
+from icckd_cli.work.experiment.result_types import Answer, ExperimentResults, Transfer
+from icckd_cli.work.experiment.results import difference_stats, paired_difference
 
 CORRUPTIONS_FILE = "corruptions.json"
 
@@ -50,7 +54,9 @@ def test_labels(exp: Experiment) -> np.ndarray | None:
     """
     from icckd_cli.data import Holdout, LoadOptions, load_dataset
 
-    cfg: Any = exp.students[0].config if exp.students else exp.teachers[0].config
+    cfg: DistillConfig | TrainTeacherConfig = (
+        exp.students[0].config if exp.students else exp.teachers[0].config
+    )
     options = LoadOptions(image_size=cfg.image_size, workers=cfg.workers,
                           memory_limit_gb=cfg.memory_limit_gb, holdout=Holdout.of(cfg))  # fmt: skip
     try:
@@ -77,25 +83,29 @@ def _mean(xs: list[float]) -> float | None:
 
 
 def transfer_entry(
-    exp: Experiment, teacher: str, student: str, labels: np.ndarray | None
-) -> dict[str, Any]:
-    """{kd_worse_seeds, negative_flip_rate, agreement} of one student method from one teacher."""
+    exp: Experiment,
+    teacher: str,
+    student: str,
+    labels: np.ndarray | None,
+    finished: FinishedRuns,
+) -> Transfer:
+    """kd_worse_seeds, negative_flip_rate and agreement of one student method from one teacher."""
     n = None if labels is None else len(labels)
     runs = {r.seed: r for r in exp.runs if (r.teacher, r.student) == (teacher, student)}
     base = {r.seed: r for r in exp.runs if r.kind == "baseline"}
     teachers = exp.teacher_runs(teacher)
-    out: dict[str, Any] = dict.fromkeys(TRANSFER_KEYS)
+    worse, flips = None, None
     if base:
-        alone = {s: run_top1(r) for s, r in base.items()}
-        kd = {s: run_top1(r) for s, r in runs.items()}
+        alone = {s: finished.top1(r) for s, r in base.items()}
+        kd = {s: finished.top1(r) for s, r in runs.items()}
         a = {s: v for s, v in alone.items() if v is not None}
         k = {s: v for s, v in kd.items() if v is not None}
         if a.keys() & k.keys():
-            out["kd_worse_seeds"] = kd_worse_seeds(a, k)  # over the seeds both have
+            worse = kd_worse_seeds(a, k)  # over the seeds both have
         p_alone = {s: p for s, r in base.items() if (p := _predictions(r, n)) is not None}
         p_kd = {s: p for s, r in runs.items() if (p := _predictions(r, n)) is not None}
         if labels is not None:
-            out["negative_flip_rate"] = mean_negative_flip_rate(p_alone, p_kd, labels)
+            flips = mean_negative_flip_rate(p_alone, p_kd, labels)
     rates = []
     for run in runs.values():
         t_run = teachers.get(run.teacher_seed) if run.teacher_seed is not None else None
@@ -103,21 +113,19 @@ def transfer_entry(
         pt = _predictions(t_run, n) if t_run is not None else None
         if ps is not None and pt is not None and len(ps) == len(pt):
             rates.append(agreement(ps, pt))
-    out["agreement"] = _mean(rates)
-    return out
+    return Transfer(worse, flips, _mean(rates))
 
 
-def student_class_metrics(run: Run, labels: np.ndarray | None) -> dict[str, Any]:
+def student_class_metrics(
+    run: Run, labels: np.ndarray | None, finished: FinishedRuns
+) -> dict[str, Any]:
     """balanced_top1 and few-shot top-1 of a finished student, from its predictions."""
-    from icckd_cli.base.checkpoint import read_metadata
-    from icckd_cli.training.rundir import MODEL_FILE
-
     pred = None if labels is None else _predictions(run, len(labels))
-    if pred is None or labels is None:
+    result = finished.of(run)
+    if pred is None or labels is None or result is None:
         return {}
-    dataset = read_metadata(run.out / MODEL_FILE).get("dataset") or {}
-    counts = dataset.get("train_counts")
-    classes = int(dataset.get("num_classes") or (max(labels.max(), pred.max()) + 1))
+    counts = result.dataset.get("train_counts")
+    classes = int(result.dataset.get("num_classes") or (max(labels.max(), pred.max()) + 1))
     report = per_class_report(pred, labels, classes, counts)
     return {
         "balanced_top1": report["balanced_top1"],
@@ -133,19 +141,22 @@ def corruption_mean(run: Run) -> float | None:
         return None
 
 
-def extra_answers(exp: Experiment, labels: np.ndarray | None) -> list[dict[str, Any]]:
+def extra_answers(
+    exp: Experiment, labels: np.ndarray | None, finished: FinishedRuns
+) -> list[Answer]:
     """Answers on corruption top-1 / balanced top-1 / few-shot: each teacher minus the CE one."""
     o = exp.options
     reference = next((t for t in exp.teachers if t.cross_entropy), None)
     if reference is None:
         return []
-    measures: list[tuple[str, Any]] = []
+    measures: list[tuple[str, Callable[[Run], float | None]]] = []
     if o.corruptions:
         measures.append(("mean corruption top-1", corruption_mean))
     if o.imbalance_factor != 1:
-        measures.append(("balanced top-1", lambda r: student_class_metrics(r, labels).get(
-            "balanced_top1")))  # fmt: skip
-        measures.append(("few-shot top-1", lambda r: student_class_metrics(r, labels).get("few")))
+        measures.append(("balanced top-1", lambda r: student_class_metrics(r, labels, finished)
+                         .get("balanced_top1")))  # fmt: skip
+        measures.append(("few-shot top-1", lambda r: student_class_metrics(r, labels, finished)
+                         .get("few")))  # fmt: skip
     answers = []
     n = len(o.seeds)
     for metric, get in measures:
@@ -159,24 +170,27 @@ def extra_answers(exp: Experiment, labels: np.ndarray | None) -> list[dict[str, 
                 if t is reference:
                     continue
                 diff = paired_difference(by_teacher[t.name], by_teacher[reference.name])
-                pair = dict(student=s.name, method=s.config.method, teacher=t.name)
-                answers.append({**pair, "reference": reference.name, "metric": metric,
-                                "last": difference_stats(diff, n)})  # fmt: skip
+                answers.append(Answer(s.name, s.config.method, t.name, reference.name,
+                                      difference_stats(diff, n), metric=metric))  # fmt: skip
     return answers
 
 
-def add_transfer(exp: Experiment, results: dict[str, Any]) -> None:
-    """Put the transfer keys into results['students'] and the extra answers into 'answers'."""
+def with_transfer(
+    exp: Experiment, results: ExperimentResults, finished: FinishedRuns
+) -> ExperimentResults:
+    """The results with each student's transfer numbers and the answers on other measures."""
     labels = test_labels(exp)
-    for entry in results.get("students", []):
-        entry.update(transfer_entry(exp, entry["teacher"], entry["student"], labels))
-    results["imbalance_factor"] = exp.options.imbalance_factor
-    extra = extra_answers(exp, labels)
-    if extra:
-        from icckd_cli.work.experiment.answers import answers_sentence
-
-        results["answers"] = [*results.get("answers", []), *extra]
-        results["answers_summary"] = answers_sentence(results["answers"])
+    students = [
+        replace(s, transfer=transfer_entry(exp, s.teacher, s.student, labels, finished))
+        for s in results.students
+    ]
+    out = replace(results, students=students, imbalance_factor=exp.options.imbalance_factor)
+    extra = extra_answers(exp, labels, finished)
+    if not extra:
+        return out
+    answers = [*results.answers, *extra]
+    summary = answers_sentence([a.to_json() for a in answers])
+    return replace(out, answers=answers, answers_summary=summary)
 
 
 def save_corruptions(path: Path, summary: Mapping[str, Any], stamp: int) -> None:

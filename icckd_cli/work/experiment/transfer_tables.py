@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from icckd_cli.work.experiment.result_types import TRANSFER_KEYS
 from icckd_cli.work.experiment.tables import TableSpec
-
-TRANSFER_KEYS = ("kd_worse_seeds", "negative_flip_rate", "agreement")
 
 
 def _num(x: Any, digits: int = 2) -> str:
@@ -34,4 +33,5 @@ def transfer_table(results: Mapping[str, Any]) -> TableSpec | None:
         "NeurIPS 2021); n/a: no student alone, or runs without predictions.npy",
     ]
     columns = ["student", "teacher", "worse seeds", "negative flips %", "agreement %"]
-    return TableSpec("negative transfer (test split, last epoch)", columns, rows, notes)
+    title = "negative transfer (test split, last epoch)"
+    return TableSpec(title, columns, rows, notes, key="transfer")

@@ -21,8 +21,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from icckd_cli.base.errors import IcckdError, UsageError
+from icckd_cli.base.atomic import atomic_write, write_text_atomic
+from icckd_cli.base.checkpoint import versions
+from icckd_cli.base.errors import IcckdError, UsageError, first_line
+from icckd_cli.data import LoadOptions, eval_batches, load_dataset
+from icckd_cli.models.loading import load_any_model
 from icckd_cli.settings.config import ExportConfig
+from icckd_cli.work.evaluation import checkpoint_image_size
 from icckd_cli.work.shipping.formats import (
     EXTRA,
     FORMATS,
@@ -64,8 +69,6 @@ def sidecar_path(out: Path) -> Path:
 
 def parity_inputs(meta: dict[str, Any], cfg: ExportConfig, size: int) -> tuple[Tensor, str]:
     """(N, 3, S, S) RGB images in 0..1 from the recorded data set's test split, else random."""
-    from icckd_cli.data import LoadOptions, eval_batches, load_dataset
-
     recorded = meta.get("dataset") or {}
     name, n = recorded.get("name"), cfg.parity_images
     data_dir = cfg.data_dir or recorded.get("data_dir")
@@ -117,12 +120,6 @@ def check_parity(
 
 def export_checkpoint(cfg: ExportConfig) -> dict[str, Any]:
     """Export, check and write cfg.out and its JSON; nothing is written unless they agree."""
-    from icckd_cli.base.atomic import atomic_write, write_text_atomic
-    from icckd_cli.base.checkpoint import versions
-    from icckd_cli.base.errors import first_line
-    from icckd_cli.models.loading import load_any_model
-    from icckd_cli.work.evaluation import checkpoint_image_size
-
     out, side = Path(cfg.out), sidecar_path(Path(cfg.out))
     written = (out, side, data_file(out)) if cfg.format == "onnx" else (out, side)
     for existing in written:
@@ -151,7 +148,7 @@ def export_checkpoint(cfg: ExportConfig) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - any exporter failure, told in one line
             raise IcckdError(
                 f"cannot export {cfg.checkpoint} ({model.arch}) as {cfg.format}: "
-                f"{type(exc).__name__}: {first_line(exc)}; try another --format"
+                f"{type(exc).__name__}: {first_line(exc)}; try another --to"
             ) from None
         with quiet():
             parity.update(check_parity(module, run, tmp, x))
@@ -161,7 +158,7 @@ def export_checkpoint(cfg: ExportConfig) -> dict[str, Any]:
                 f"the {cfg.format} export of {cfg.checkpoint} differs from the checkpoint by up "
                 f"to {parity['max_abs_diff']:.3g} in the logits of {described}, over the "
                 f"tolerance {limit:.3g} ({cfg.tolerance:g} x max(1, largest |logit|)); nothing "
-                "was written: try another --format, or allow more with --tolerance"
+                "was written: try another --to, or allow more with --tolerance"
             )
 
     if cfg.format == "onnx":  # OUT and, over protobuf's limit, OUT.data moved in together

@@ -64,8 +64,8 @@ def require_runtime(fmt: str, onnx_exporter: str = "torchscript") -> None:
             missing.append(name)
     if missing:
         raise UsageError(
-            f"--format onnx needs the {' and '.join(wanted)} packages ({', '.join(missing)} "
-            f"missing); install them with {EXTRA} (or use --format torchscript or exported)"
+            f"--to onnx needs the {' and '.join(wanted)} packages ({', '.join(missing)} "
+            f"missing); install them with {EXTRA} (or use --to torchscript or exported)"
         )
 
 

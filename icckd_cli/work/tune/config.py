@@ -21,6 +21,9 @@ from icckd_cli.settings.config import (
     DistillConfig,
     TrainTeacherConfig,
     check_tables,
+    describe_problem,
+    first_problem,
+    in_table,
     read_table,
     read_toml,
 )
@@ -104,10 +107,16 @@ def parse_tune(
 ) -> TuneFile:
     """Validate a whole tune file; one-line errors name the table."""
     check_tables(raw, TABLES, source)
+    if "tune" not in raw:
+        raise UsageError(
+            f"{source}: the [tune] table is missing; add one with the data set and a validation "
+            'split, e.g. [tune] dataset = "digits", val_per_class = 5 (see docs/tuning.md)'
+        )
     placement = parse_executor(read_table(raw, "executor", source), executor or {}, source)
     given = read_table(raw, "tune", source)
-    given.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    options = _validate(TuneOptions, given, source, "[tune]")
+    options_given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    given.update(options_given)
+    options = _validate(TuneOptions, given, source, "[tune]", options_given)
     if options.val_per_class is None and options.val_fraction is None:
         raise UsageError(VAL_REFUSAL)
     roles = ROLES if options.target == "student" else ("teacher",)
@@ -185,29 +194,33 @@ def _param(value: Any, source: str, where: str, key: str) -> Param:
     try:
         return Param(**value)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = err.get("msg", "invalid value").removeprefix("Value error, ")
-        loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
-        field = f" ({loc[0]})" if loc else ""
-        if err.get("type") == "extra_forbidden":
+        problem = first_problem(exc)
+        field = f" ({problem.field})" if problem.field else ""
+        msg = problem.msg
+        if problem.kind == "extra_forbidden":
             msg = "a range takes low, high, log and step; a list takes choices"
         raise UsageError(f"{source}: {where}: {key}{field}: {msg}") from None
 
 
-def _validate(model: type[BaseModel], values: dict[str, Any], source: str, where: str) -> Any:
+def _validate(
+    model: type[BaseModel],
+    values: dict[str, Any],
+    source: str,
+    where: str,
+    options: Mapping[str, Any] | None = None,
+) -> Any:
+    """model(**values); a bad value given as a command-line option (--n-trials) is blamed on
+    the option, one from the file on its table."""
     try:
         return model(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
-        msg = err.get("msg", "invalid value").removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden" and loc:
-            hint = suggest(loc[0], model.model_fields) or " Check the spelling."
-            raise UsageError(f"{source}: {where}: unknown key '{loc[0]}'.{hint}") from None
-        if not loc:
-            raise UsageError(f"{source}: {where}: {msg}") from None
-        shown = f" = {values[loc[0]]!r}" if loc[0] in values else ""
-        raise UsageError(f"{source}: {where}: invalid {loc[0]}{shown}: {msg}") from None
+        problem = first_problem(exc)
+        if problem.kind == "extra_forbidden" and problem.field:
+            hint = suggest(problem.field, model.model_fields) or " Check the spelling."
+            raise UsageError(f"{source}: {where}: unknown key '{problem.field}'.{hint}") from None
+        if problem.field in (options or {}):
+            raise UsageError(describe_problem(problem)) from None
+        raise UsageError(in_table(source, where, problem, values)) from None
 
 
 def _check_values(tune: TuneFile) -> None:
@@ -231,14 +244,14 @@ def _check_values(tune: TuneFile) -> None:
 
 
 def _where(exc: ValidationError, tune: TuneFile, role: str, key: str | None = None) -> UsageError:
-    err = exc.errors()[0]
-    loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
-    msg = err.get("msg", "invalid value").removeprefix("Value error, ")
-    name = loc[0] if loc else key
-    if key is not None and (name == key or not loc):
-        return UsageError(f"{tune.source}: [space.{role}]: {key} reaches an invalid value: {msg}")
+    problem = first_problem(exc)
+    name = problem.field or key
+    if key is not None and name == key:
+        return UsageError(
+            f"{tune.source}: [space.{role}]: {key} reaches an invalid value: {problem.msg}"
+        )
     table = "[tune]" if name in SHARED else f"[{role}]"
-    return UsageError(f"{tune.source}: {table}: invalid {name}: {msg}")
+    return UsageError(f"{tune.source}: {table}: invalid {name}: {problem.msg}")
 
 
 def _check_arch(arch: str, source: str, where: str) -> None:

@@ -8,14 +8,8 @@ from typing import Any
 
 from icckd_cli.base.errors import IcckdError, first_line
 from icckd_cli.work.tune.config import TuneFile
-from icckd_cli.work.tune.study import (
-    REASON,
-    RUN_DIR,
-    UNCOUNTED,
-    Storage,
-    lost_trials,
-    optuna_module,
-)
+from icckd_cli.work.tune.storage import Storage, optuna_module
+from icckd_cli.work.tune.study import REASON, RUN_DIR, UNCOUNTED, lost_trials
 
 TEST_TOP1 = "icckd_test_top1"  # study user attribute: {"trial": n, "value": top-1 or None}
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",

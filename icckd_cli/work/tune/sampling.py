@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from icckd_cli.work.tune.config import TuneFile
-from icckd_cli.work.tune.study import optuna_module
+from icckd_cli.work.tune.storage import optuna_module
 
 
 def make_sampler(tune: TuneFile, salt: int) -> Any:

@@ -18,16 +18,8 @@ from icckd_cli.base.events import Callback
 from icckd_cli.settings.tune import Param
 from icckd_cli.work import runs
 from icckd_cli.work.tune.config import TuneFile
-from icckd_cli.work.tune.study import (
-    HOST,
-    PID,
-    REASON,
-    RUN_DIR,
-    UNCOUNTED,
-    Storage,
-    optuna_module,
-    taken,
-)
+from icckd_cli.work.tune.storage import Storage, optuna_module
+from icckd_cli.work.tune.study import HOST, PID, REASON, RUN_DIR, UNCOUNTED, taken
 
 Progress = Callback  # base/events.py: the one progress type
 

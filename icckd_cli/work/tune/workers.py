@@ -2,9 +2,9 @@
 
 Each worker joins the one study and runs trials until it holds n_trials, exactly as a
 worker started by hand does (trial.py); the driver then sums the study up once. The
-storage's URL reaches the workers through the environment (ICCKD_TUNE_STORAGE), never
-through a file, so its password is written nowhere; a journal needs no URL (it lives in
-OUT, which must be on a file system every worker sees).
+storage's URL reaches the workers through the environment ($ICCKD_TUNE_STORAGE), never
+through a file, so its password is written nowhere (storage.py reads it back); a journal
+needs no URL (it lives in OUT, which must be on a file system every worker sees).
 """
 
 from __future__ import annotations
@@ -21,17 +21,9 @@ from typing import Any
 from icckd_cli.settings.executor import ExecutorConfig
 from icckd_cli.work.executor.driver import Stage, drive
 from icckd_cli.work.tune.config import TuneFile
-from icckd_cli.work.tune.study import (
-    GRACE,
-    HEARTBEAT,
-    Storage,
-    fail_lost_trials,
-    open_study,
-    study_state,
-    taken,
-)
+from icckd_cli.work.tune.storage import ENV_STORAGE, GRACE, HEARTBEAT, Storage
+from icckd_cli.work.tune.study import fail_lost_trials, open_study, study_state, taken
 
-STORAGE_ENV = "ICCKD_TUNE_STORAGE"
 FOLDER = "executor"  # under OUT: the record, the job files, the workers' logs and marks
 FINISHED = "finished"  # a worker's mark: it ran until the study held n_trials
 
@@ -59,7 +51,7 @@ class TuneWorker:
 
         if self.threads is not None:
             torch.set_num_threads(self.threads)
-        storage = Storage(os.environ.get(STORAGE_ENV), self.tune.options.out)
+        storage = Storage.given(None, self.tune.options.out)  # the URL from the environment
         pruner = sampling.make_pruner(self.tune.options.pruner, steps(self.tune))
         sampler = sampling.make_sampler(self.tune, 0)
         study = open_study(self.tune, storage, self.study_name, sampler, pruner)
@@ -95,16 +87,16 @@ def log_event(event: str, info: dict[str, Any]) -> None:
 @contextmanager
 def storage_in_environment(url: str | None) -> Iterator[None]:
     """The storage's URL in this process's environment while the workers are started."""
-    old = os.environ.get(STORAGE_ENV)
+    old = os.environ.get(ENV_STORAGE)
     if url is not None:
-        os.environ[STORAGE_ENV] = url
+        os.environ[ENV_STORAGE] = url
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop(STORAGE_ENV, None)
+            os.environ.pop(ENV_STORAGE, None)
         else:
-            os.environ[STORAGE_ENV] = old
+            os.environ[ENV_STORAGE] = old
 
 
 def run_workers(
@@ -142,7 +134,7 @@ def _lost_trials_settled(
 ) -> bool:
     """Wait until no trial of the study is RUNNING (every worker has ended, so those are
     lost); True when the study then holds fewer than n_trials, so workers must go on."""
-    storage = Storage(url, tune.options.out)
+    storage = Storage.given(url, tune.options.out)
     study = open_study(tune, storage, study_name)
     deadline = time.monotonic() + GRACE + 3 * HEARTBEAT
     while True:
