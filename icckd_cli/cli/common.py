@@ -292,25 +292,3 @@ def resume_config(model: type[R], resume: Path, given: dict[str, Any]) -> R:
     saved.update({k: given[k] for k in ("device", "tensorboard") if given.get(k) is not None})
     cfg: R = build(model, saved)
     return cfg
-
-
-# where the runs of an experiment or a study train (docs/distributed.md)
-Executor = Annotated[
-    str | None,
-    Opt(
-        "--executor",
-        help="inprocess (one run after another here, the default), local (worker processes on "
-        "this machine) or slurm (jobs through submitit); overrides [executor] kind.",
-    ),
-]
-ExecutorWorkers = Annotated[
-    int | None,
-    Opt(help="Runs at once (local) or tuning workers (local, slurm); overrides [executor]."),
-]
-NoWait = Annotated[
-    bool,
-    Opt(
-        "--no-wait",
-        help="slurm: submit and return; the same command later collects what has finished.",
-    ),
-]

@@ -11,16 +11,14 @@ from icckd_cli.base.errors import INTERRUPTED
 from icckd_cli.base.torchvision_check import check_torchvision
 from icckd_cli.cli.common import (
     Device,
-    Executor,
-    ExecutorWorkers,
     Format,
-    NoWait,
     Opt,
     Tensorboard,
     _format,
     app,
     handle_errors,
 )
+from icckd_cli.cli.executor import Executor, ExecutorWorkers, NoWait
 from icckd_cli.presentation import console, tables
 from icckd_cli.presentation.experiment_progress import ExperimentProgress
 

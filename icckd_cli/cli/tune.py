@@ -10,14 +10,13 @@ import typer
 from icckd_cli.base.errors import INTERRUPTED
 from icckd_cli.cli.common import (
     Device,
-    Executor,
-    ExecutorWorkers,
     Format,
     Opt,
     _format,
     app,
     handle_errors,
 )
+from icckd_cli.cli.executor import Executor, ExecutorWorkers
 from icckd_cli.presentation import console
 
 
