@@ -256,3 +256,22 @@ def test_the_matrix_goes_out_in_three_stages() -> None:
                       "students/ce/rkd/seed1", "students/icc/rkd/seed1"]),
     ]  # fmt: skip
     assert all(j.threads == 1 and j.max_requeues == 3 for s in stages for j in s.jobs)
+
+
+def test_ctrl_c_in_the_driver_stops_the_workers_and_says_interrupted(tmp_path: Path) -> None:
+    from icckd_cli.base.errors import Interrupted
+    from icckd_cli.work.executor.driver import Stage, drive
+
+    out = tmp_path / "run"
+    out.mkdir()
+
+    def ctrl_c(seconds: float) -> None:
+        while not (out / "calls.txt").exists():  # the run has started in its worker
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    config = ExecutorConfig(kind="local")
+    with pytest.raises(Interrupted):
+        drive([Stage("one", [fake_job(out, 2.0)])], config, tmp_path / "ex", print, sleep=ctrl_c)
+    time.sleep(3.0)  # a worker left running would have finished the run by now
+    assert folder_status(out) == "new"

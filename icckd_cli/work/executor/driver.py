@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from icckd_cli.base.atomic import write_text_atomic
+from icckd_cli.base.errors import Interrupted
 from icckd_cli.base.events import Callback
 from icckd_cli.settings.executor import ExecutorConfig
 from icckd_cli.work.executor.checks import machine_gpus
@@ -98,8 +99,11 @@ def drive(
             if not wait or not outcome.waiting:
                 return outcome
             sleep(POLL_S)
+    except KeyboardInterrupt:  # Ctrl-C: local workers save their runs' state; jobs run on
+        pool.stop()
+        raise Interrupted() from None
     except BaseException:
-        pool.stop()  # Ctrl-C: local workers save their runs' state; Slurm jobs run on
+        pool.stop()
         raise
     finally:
         pool.close()
