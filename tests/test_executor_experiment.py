@@ -123,7 +123,7 @@ def test_a_failed_run_is_named_with_its_log_and_the_others_go_on(
     assert [t["top1"]["n"] for t in results["teachers"]] == [1, 1]  # the others went on
 
 
-def test_no_wait_submits_and_the_same_command_later_collects(
+def test_no_wait_submits_and_the_same_command_later_collects_and_resubmits_what_died(
     slurm_cluster: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("submitit", reason="submitit is in the test extra")
@@ -136,12 +136,14 @@ def test_no_wait_submits_and_the_same_command_later_collects(
     record = tmp_path / "exp" / "executor" / "jobs.json"
     submitted = json.loads(record.read_text())
     assert len(submitted) == 5 and not (tmp_path / "exp" / "results.json").exists()
-    r = icckd(capsys, *command)  # attaches to the jobs, submits nothing again
+    # the student alone waits for a CPU (two teachers hold both): cancelled, it dies unrun
+    subprocess.run(["scancel", submitted["baseline/seed0"]["job_id"]], check=True)
+    r = icckd(capsys, *command)  # attaches to the others, submits the dead one again
     assert r.code == 0, r.err
-    assert json.loads(record.read_text()) == submitted
-    assert (
-        json.loads((tmp_path / "exp" / "results.json").read_text())["teachers"][0]["top1"]["n"] == 1
-    )
+    now = json.loads(record.read_text())
+    assert {k for k in now if now[k] != submitted[k]} == {"baseline/seed0"}
+    results = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert results["baseline"]["last"]["n"] == 1 and results["teachers"][0]["top1"]["n"] == 1
 
 
 # ----------------------------------------------------------------------------- requeue
