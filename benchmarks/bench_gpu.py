@@ -146,8 +146,8 @@ method = "rkd"
 
 def store_part(args: argparse.Namespace, device: torch.device, work: Path) -> dict[str, Any]:
     """One teacher and two students with the teacher-output store and without: wall time."""
-    from icckd_cli.work.experiment import load_experiment
-    from icckd_cli.work.experiment.matrix import run_experiment
+    from icckd_cli.commands.experiment import load_experiment
+    from icckd_cli.commands.experiment.matrix import run_experiment
 
     out: dict[str, Any] = {}
     for cache in (True, False):
@@ -196,8 +196,8 @@ icc_weight = 0
 
 def stage_part(args: argparse.Namespace, device: torch.device, work: Path) -> dict[str, Any]:
     """One teacher run per GPU, in process one after another and on local workers."""
-    from icckd_cli.work.experiment import load_experiment
-    from icckd_cli.work.experiment.matrix import run_experiment
+    from icckd_cli.commands.experiment import load_experiment
+    from icckd_cli.commands.experiment.matrix import run_experiment
 
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
     runs = max(gpus, 2)

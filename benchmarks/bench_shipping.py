@@ -31,8 +31,8 @@ DEFAULT_ARCHS = ("resnet8,resnet20,resnet56,resnet8x4,resnet32x4,wrn_16_2,wrn_40
 
 def cost_rows(archs: list[str], size: int, classes: int, batch: int) -> None:
     from icckd_cli.base.units import si
+    from icckd_cli.commands.cost import count_macs, count_params, measure_latency
     from icckd_cli.models import create_model
-    from icckd_cli.work.cost import count_macs, count_params, measure_latency
 
     dev = torch.device("cpu")
     print(
@@ -50,11 +50,11 @@ def cost_rows(archs: list[str], size: int, classes: int, batch: int) -> None:
 
 def quickstart_added() -> None:
     from icckd_cli.base.checkpoint import save_model
+    from icckd_cli.commands.experiment.costs import cost_figure, measure_costs
+    from icckd_cli.commands.experiment.quickstart import quickstart_experiment
+    from icckd_cli.commands.experiment.results import collect
     from icckd_cli.data import load_dataset
     from icckd_cli.models import create_model
-    from icckd_cli.work.experiment.costs import cost_figure, measure_costs
-    from icckd_cli.work.experiment.quickstart import quickstart_experiment
-    from icckd_cli.work.experiment.results import collect
 
     with tempfile.TemporaryDirectory() as tmp:
         exp = quickstart_experiment({"out": Path(tmp) / "qs", "device": "cpu"})

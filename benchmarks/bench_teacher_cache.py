@@ -123,8 +123,8 @@ class Clock:
 
 def run_once(data: Path, work: Path, cache: bool, args: argparse.Namespace) -> dict:
     """One whole experiment in a fresh folder, in this process."""
-    from icckd_cli.work.experiment.config import load_experiment
-    from icckd_cli.work.experiment.matrix import run_experiment
+    from icckd_cli.commands.experiment.config import load_experiment
+    from icckd_cli.commands.experiment.matrix import run_experiment
 
     out = work / f"exp-{'cache' if cache else 'plain'}"
     shutil.rmtree(out, ignore_errors=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from icckd_cli.commands import runs
 from icckd_cli.settings.config import TrainTeacherConfig, build
 from icckd_cli.training.engine import Interrupted
-from icckd_cli.work import runs
 from tests.helpers import TEACHER, sigint_at
 
 # Several processes with 2 threads each on 2 cores slow torch down twentyfold; one is steady.

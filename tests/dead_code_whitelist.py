@@ -33,8 +33,9 @@ CALLED_BY_THE_FRAMEWORKS = [
     _._check_teacher_model_args,
     _._one_kind,
     _._distinct,
-    _._directives,
     _._methods_check,
+    _._store_holds_no_maps,
+    _._directives,
 ]
 
 # Called only by tests today, in modules other work is changing: each is listed in the

@@ -19,10 +19,10 @@ from safetensors.torch import load_file
 
 from icckd_cli.base.checkpoint import save_model
 from icckd_cli.cli import main
+from icckd_cli.commands.experiment.config import parse_experiment
+from icckd_cli.commands.experiment.plan import Experiment
 from icckd_cli.data import load_dataset
 from icckd_cli.models import ZooModel, create_model
-from icckd_cli.work.experiment.config import parse_experiment
-from icckd_cli.work.experiment.plan import Experiment
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -117,8 +117,8 @@ def test_validation_split_picks_best_and_is_recorded(
               "--format", "json")  # fmt: skip
     assert r.json()["n"] == 200  # the training images, without the held-out ones
     # the table after training says what best was chosen on
+    from icckd_cli.commands.runs import RunResult
     from icckd_cli.presentation.tables import run_summary
-    from icckd_cli.work.runs import RunResult
 
     capsys.readouterr()
     final = {k: summary[k] for k in ("top1", "top5", "nll", "ece")}
@@ -129,8 +129,8 @@ def test_validation_split_picks_best_and_is_recorded(
 
 
 def test_validation_images_do_not_depend_on_the_seed(tmp_path: Path) -> None:
+    from icckd_cli.commands.runs import load_data
     from icckd_cli.settings.config import TrainTeacherConfig, build
-    from icckd_cli.work.runs import load_data
 
     def held(**kw: object) -> object:
         settings = {"dataset": "digits", "val_fraction": 0.05, "out": tmp_path, **kw}

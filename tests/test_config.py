@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from icckd_cli.base.errors import UsageError
+from icckd_cli.commands.inputs import resolved_config
 from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig, build
-from icckd_cli.work.inputs import resolved_config
 
 
 def test_command_line_over_file_over_defaults(tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ def test_config_json_reads_back_into_the_runs_own_type(tmp_path: Path) -> None:
     import json
 
     from icckd_cli.cli.common import resume_config
-    from icckd_cli.work.inputs import record, resolve_run
+    from icckd_cli.commands.inputs import record, resolve_run
 
     cfg = build(DistillConfig, {"method": "dkd", "epochs": 10, "teacher": "t.safetensors",
                                 "out": tmp_path, "seed": 3})  # fmt: skip
@@ -234,7 +234,7 @@ def test_resume_refuses_a_config_json_it_cannot_read_in_one_line(
 ) -> None:
     import json
 
-    from icckd_cli.work.inputs import record, resolve_run
+    from icckd_cli.commands.inputs import record, resolve_run
     from tests.helpers import icckd
 
     run = tmp_path / "run"

@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 
 from icckd_cli.base.errors import UsageError
+from icckd_cli.commands.robustness.scoring import corruption_robustness, evaluate_blocks, summarise
 from icckd_cli.data import Dataset, load_dataset, normalize
 from icckd_cli.data.cifar_c import check_checkpoint, corruption_blocks, open_corruptions_dir
 from icckd_cli.data.corruptions import (
@@ -23,7 +24,6 @@ from icckd_cli.data.corruptions import (
     builtin_suite,
     corrupt,
 )
-from icckd_cli.work.corruptions import corruption_robustness, evaluate_blocks, summarise
 from tests.imagesets import CIFAR_ARCHIVE as ARCHIVE
 from tests.imagesets import unpack_cifar
 

@@ -12,9 +12,7 @@ from torch import nn
 
 from icckd_cli.base.checkpoint import save_model
 from icckd_cli.base.units import si
-from icckd_cli.data import load_dataset
-from icckd_cli.models import create_model
-from icckd_cli.work.cost import (
+from icckd_cli.commands.cost import (
     REPS,
     THROUGHPUT_BATCH,
     WARMUP,
@@ -23,6 +21,8 @@ from icckd_cli.work.cost import (
     measure_latency,
     stored_bytes,
 )
+from icckd_cli.data import load_dataset
+from icckd_cli.models import create_model
 from tests.helpers import digits_teacher, icckd
 
 

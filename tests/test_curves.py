@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from icckd_cli.commands.curves import metric_key, run_labels
 from icckd_cli.presentation.run_plots import CURVE_DPI, PANEL_SIZE
-from icckd_cli.work.curves import metric_key, run_labels
 from tests.helpers import RUNTIME, USAGE, check_fails
 
 Capsys = pytest.CaptureFixture[str]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from icckd_cli.base.errors import DataFileError, UsageError
+from icckd_cli.commands import runs
 from icckd_cli.data import (
     IMAGENET_STATS,
     Holdout,
@@ -28,7 +29,6 @@ from icckd_cli.data.holdout import split_class
 from icckd_cli.data.stream import centre_box, random_resized_box
 from icckd_cli.settings.config import TrainTeacherConfig, build
 from icckd_cli.training.rundir import STATE_FILE
-from icckd_cli.work import runs
 from tests.helpers import history, icckd
 from tests.imagesets import COLOURS, image_folder
 

@@ -228,7 +228,7 @@ PROBE_SCRIPT = textwrap.dedent(
     import os, runpy, signal
     import torch
     from icckd_cli.training import distributed as dist
-    from icckd_cli.work import runs
+    from icckd_cli.commands import runs
     from icckd_cli.base.errors import IcckdError
 
     FAULT = os.environ.get("PROBE_FAULT", "")
@@ -409,7 +409,7 @@ CACHE_SCRIPT = textwrap.dedent(
     """
     import json, sys
     from icckd_cli.training import distributed as dist
-    from icckd_cli.work import runs
+    from icckd_cli.commands import runs
     from icckd_cli.settings.config import DistillConfig, build
 
     dist.init_from_env()

@@ -206,7 +206,7 @@ def test_a_broken_link_is_found(tmp_path: Path) -> None:
 
 
 def test_the_throughput_batch_the_docs_give_is_the_one_measured() -> None:
-    from icckd_cli.work.cost import THROUGHPUT_BATCH
+    from icckd_cli.commands.cost import THROUGHPUT_BATCH
 
     (row,) = [r for r in (ROOT / "docs" / "evaluation.md").read_text().splitlines()
               if r.startswith("| `throughput` |")]  # fmt: skip

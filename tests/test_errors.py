@@ -298,7 +298,7 @@ def test_validation_split_that_empties_a_class(fails: Fails, tmp_path: Path) -> 
 
 
 def test_experiment_runs_made_with_another_validation_split(fails: Fails, tmp_path: Path) -> None:
-    from icckd_cli.work.inputs import resolved_config
+    from icckd_cli.commands.inputs import resolved_config
     from tests.helpers import parse_experiment_text
 
     # a finished teacher of the same experiment, made without a validation split

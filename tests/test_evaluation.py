@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from icckd_cli.base.errors import UsageError
-from icckd_cli.data import DataSpec
-from icckd_cli.work.evaluation import (
+from icckd_cli.commands.evaluation import (
     check_classes,
     checkpoint_channels_last,
     count_params,
     evaluate_checkpoint,
     open_checkpoint,
 )
+from icckd_cli.data import DataSpec
 from tests.helpers import TINY, digits_teacher, icckd
 
 SPEC = DataSpec("digits", 3, ["0", "1", "2"], [0.5], [0.5], 8, False)

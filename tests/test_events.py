@@ -37,7 +37,8 @@ def test_every_emitted_event_is_listed_and_every_listed_one_is_emitted() -> None
     # the scan sees the emitters of every layer that reports progress
     files = set().union(*found.values())
     for expected in ("training/engine.py", "training/store/writer.py", "data/decode.py",
-                     "base/download.py", "work/runs.py", "work/experiment/matrix.py"):  # fmt: skip
+                     "base/download.py", "commands/runs.py",
+                     "commands/experiment/matrix.py"):  # fmt: skip
         assert expected in files, f"no event found in {expected}: is EMITTERS still right?"
     unknown = {name: where for name, where in found.items() if name not in set(Event)}
     assert unknown == {}, "add these events to icckd_cli/base/events.py"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from icckd_cli.base.errors import IcckdError, UsageError
+from icckd_cli.commands.executor.checks import check_executor
+from icckd_cli.commands.executor.job import LOCK_FILE, RunJob, folder_status
+from icckd_cli.commands.executor.local import Handle, LocalPool
 from icckd_cli.settings.executor import ExecutorConfig, parse_executor
-from icckd_cli.work.executor.checks import check_executor
-from icckd_cli.work.executor.job import LOCK_FILE, RunJob, folder_status
-from icckd_cli.work.executor.local import Handle, LocalPool
 
 
 def fake_train(out: Path, pause: float, resume: bool) -> None:
@@ -101,7 +101,7 @@ def test_workers_need_an_executor_that_runs_several() -> None:
 
 
 def test_a_gpu_per_run_is_refused_on_a_machine_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("icckd_cli.work.executor.checks.machine_gpus", lambda: 0)
+    monkeypatch.setattr("icckd_cli.commands.executor.checks.machine_gpus", lambda: 0)
     with pytest.raises(UsageError) as exc:
         check_executor(ExecutorConfig(kind="local", gpus_per_run=1))
     assert exc.value.message == (
@@ -209,7 +209,7 @@ def test_local_workers_run_a_stage_after_the_one_it_waits_for(tmp_path: Path) ->
 
 def test_slurm_arrays_run_on_the_local_cluster(slurm_cluster: Path, tmp_path: Path) -> None:
     pytest.importorskip("submitit", reason="submitit is in the test extra")
-    from icckd_cli.work.executor.slurm import SlurmPool
+    from icckd_cli.commands.executor.slurm import SlurmPool
 
     pool = SlurmPool(ExecutorConfig(kind="slurm", cpus_per_run=1), tmp_path / "ex")
     outs = [tmp_path / f"r{i}" for i in range(3)]
@@ -240,7 +240,7 @@ def test_each_local_worker_sees_its_own_gpu(tmp_path: Path) -> None:
 
 
 def test_the_matrix_goes_out_in_three_stages() -> None:
-    from icckd_cli.work.experiment.stages import experiment_stages
+    from icckd_cli.commands.experiment.stages import experiment_stages
     from tests.helpers import parse_experiment_text, tiny_experiment
 
     text = tiny_experiment(Path("/tmp/unused")) + '\n[[students]]\nmethod = "rkd"\n'
@@ -260,7 +260,7 @@ def test_the_matrix_goes_out_in_three_stages() -> None:
 
 def test_ctrl_c_in_the_driver_stops_the_workers_and_says_interrupted(tmp_path: Path) -> None:
     from icckd_cli.base.errors import Interrupted
-    from icckd_cli.work.executor.driver import Stage, drive
+    from icckd_cli.commands.executor.driver import Stage, drive
 
     out = tmp_path / "run"
     out.mkdir()

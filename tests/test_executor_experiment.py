@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from icckd_cli.commands import runs
+from icckd_cli.commands.executor.job import RunJob, restarts
+from icckd_cli.commands.experiment import load_experiment
+from icckd_cli.commands.experiment.matrix import run_experiment
 from icckd_cli.settings.config import DistillConfig, build
-from icckd_cli.work import runs
-from icckd_cli.work.executor.job import RunJob, restarts
-from icckd_cli.work.experiment import load_experiment
-from icckd_cli.work.experiment.matrix import run_experiment
 from tests.helpers import SETTINGS, assert_same_weights, icckd, tiny_experiment
 
 pytestmark = pytest.mark.slow
@@ -167,8 +167,8 @@ def test_a_student_requeued_mid_run_resumes_to_the_uninterrupted_weights(
     slurm_cluster: Path, reference: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("submitit", reason="submitit is in the test extra")
+    from icckd_cli.commands.executor.slurm import SlurmPool
     from icckd_cli.settings.executor import ExecutorConfig
-    from icckd_cli.work.executor.slurm import SlurmPool
 
     teacher = reference / "model.safetensors"
     whole = {**STUDENT, "teacher": teacher, "out": tmp_path / "whole"}
@@ -267,7 +267,7 @@ def test_slurm_without_submitit_is_refused_naming_the_extra(
 def test_a_gpu_per_local_run_is_refused_on_a_machine_without_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("icckd_cli.work.executor.checks.machine_gpus", lambda: 0)
+    monkeypatch.setattr("icckd_cli.commands.executor.checks.machine_gpus", lambda: 0)
     config = tmp_path / "exp.toml"
     config.write_text(tiny_experiment(tmp_path) + "\n[executor]\ngpus_per_run = 1\n")
     r = icckd(capsys, "experiment", config, "--executor", "local", "--workers", "2")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from icckd_cli.work.tune import study as study_mod
+from icckd_cli.commands.tune import study as study_mod
 from tests.test_executor_tune import running_worker
 from tests.test_tune import tune_file
 from tests.test_tune_postgres import optuna, postgres

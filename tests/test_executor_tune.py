@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from icckd_cli.work.tune import study as study_mod
+from icckd_cli.commands.tune import study as study_mod
 from tests.helpers import icckd
 from tests.test_tune import journal_study, tune_file
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from icckd_cli.commands.experiment.config import load_experiment
+from icckd_cli.commands.experiment.matrix import run_experiment
+from icckd_cli.commands.experiment.plan import Experiment
 from icckd_cli.training.engine import Interrupted
-from icckd_cli.work.experiment.config import load_experiment
-from icckd_cli.work.experiment.matrix import run_experiment
-from icckd_cli.work.experiment.plan import Experiment
 from tests.helpers import icckd, tiny_experiment
 
 
@@ -111,7 +111,7 @@ def test_cli_interrupt_exits_130_with_how_to_continue(
     def interrupted(exp: Experiment, callback: Any, wait: bool = True) -> None:
         raise Interrupted()
 
-    monkeypatch.setattr("icckd_cli.work.experiment.matrix.run_experiment", interrupted)
+    monkeypatch.setattr("icckd_cli.commands.experiment.matrix.run_experiment", interrupted)
     config = tmp_path / "tiny.toml"
     config.write_text(tiny_experiment(tmp_path))
     r = icckd(capsys, "experiment", config)

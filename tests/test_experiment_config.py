@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from icckd_cli.base.errors import UsageError
+from icckd_cli.commands.experiment.config import load_experiment, parse_experiment
+from icckd_cli.commands.experiment.results import collect, results_markdown
 from icckd_cli.methods.registry import choices
 from icckd_cli.settings.config import read_toml
-from icckd_cli.work.experiment.config import load_experiment, parse_experiment
-from icckd_cli.work.experiment.results import collect, results_markdown
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
          "x.toml: [[teachers]] 'icc': unknown key 'icc_wieght'. Did you mean: icc_weight?"),
         (("baseline = true", "baseline = true\nepoch = 3"),
          "x.toml: [student]: unknown key 'epoch'. Did you mean: epochs, warmup_epochs, "
-         "lr_decay_epochs?"),
+         "ft_init_epochs?"),
         (("[teacher]\n", "[teacher]\ndataset = \"cifar10\"\n"),
          "x.toml: [teacher]: 'dataset' belongs in [experiment] (every run of an experiment uses "
          "the same data, device and tensorboard setting)"),

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from icckd_cli.base.checkpoint import save_model
+from icckd_cli.commands.cost import count_macs, count_params
+from icckd_cli.commands.experiment.config import load_experiment
+from icckd_cli.commands.experiment.costs import FIGURE, cost_figure, measure_costs
+from icckd_cli.commands.experiment.plan import Experiment
+from icckd_cli.commands.experiment.results import collect, result_tables, results_markdown
 from icckd_cli.data import load_dataset
 from icckd_cli.models import create_model
-from icckd_cli.work.cost import count_macs, count_params
-from icckd_cli.work.experiment.config import load_experiment
-from icckd_cli.work.experiment.costs import FIGURE, cost_figure, measure_costs
-from icckd_cli.work.experiment.plan import Experiment
-from icckd_cli.work.experiment.results import collect, result_tables, results_markdown
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment
 
 TOP1 = {"teachers/ce": 90.0, "teachers/icc": 92.0, "students/ce/kd": 80.0,

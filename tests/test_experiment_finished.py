@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from icckd_cli.base import checkpoint
-from icckd_cli.work.experiment import finished
-from icckd_cli.work.experiment.config import load_experiment
-from icckd_cli.work.experiment.matrix import run_experiment
+from icckd_cli.commands.experiment import finished
+from icckd_cli.commands.experiment.config import load_experiment
+from icckd_cli.commands.experiment.matrix import run_experiment
 from tests.helpers import tiny_experiment
 
 # one seed of the tiny experiment on 5 digits a class, no latency: 5 runs of one epoch

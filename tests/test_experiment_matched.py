@@ -12,19 +12,19 @@ import pytest
 
 from icckd_cli.base.checkpoint import read_metadata
 from icckd_cli.base.errors import UsageError
-from icckd_cli.training.snapshots import list_snapshots, snapshot_path
-from icckd_cli.work.experiment.config import load_experiment
-from icckd_cli.work.experiment.matched import MATCH_NEEDS_VALIDATION
-from icckd_cli.work.experiment.matching_tables import gap_table, with_matching
-from icckd_cli.work.experiment.matrix import plan_states, run_experiment
-from icckd_cli.work.experiment.result_types import (
+from icckd_cli.commands.experiment.config import load_experiment
+from icckd_cli.commands.experiment.matched.rule import MATCH_NEEDS_VALIDATION
+from icckd_cli.commands.experiment.matched.tables import gap_table, with_matching
+from icckd_cli.commands.experiment.matrix import plan_states, run_experiment
+from icckd_cli.commands.experiment.result_types import (
     Answer,
     Costs,
     Difference,
     ExperimentResults,
     Setup,
 )
-from icckd_cli.work.experiment.teacher_gap import with_gaps
+from icckd_cli.commands.experiment.teacher_gap import with_gaps
+from icckd_cli.training.snapshots import list_snapshots, snapshot_path
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment
 
 # resnet8 teachers and a KD student on 10 digits a class, 2 epochs, 5 + 5 held out: 4 runs

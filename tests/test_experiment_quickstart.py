@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from icckd_cli.work.experiment.plan import Experiment
-from icckd_cli.work.experiment.quickstart import QUICKSTART_TOML, quickstart_experiment
-from icckd_cli.work.experiment.result_types import ExperimentResults
-from icckd_cli.work.experiment.results import collect
+from icckd_cli.commands.experiment.plan import Experiment
+from icckd_cli.commands.experiment.quickstart import QUICKSTART_TOML, quickstart_experiment
+from icckd_cli.commands.experiment.result_types import ExperimentResults
+from icckd_cli.commands.experiment.results import collect
 from tests.helpers import icckd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def test_cli_quickstart_runs_the_built_in_experiment_into_out(
         seen.append(exp)
         return collect(exp, {})  # nothing trained: every cell is missing
 
-    monkeypatch.setattr("icckd_cli.work.experiment.matrix.run_experiment", fake_run)
+    monkeypatch.setattr("icckd_cli.commands.experiment.matrix.run_experiment", fake_run)
     r = icckd(capsys, "quickstart", "--out", str(tmp_path / "qs"), "--device", "cpu")
     assert r.code == 0, r.err
     (exp,) = seen
@@ -54,8 +54,8 @@ def test_reduced_quickstart_trains_each_role_on_its_own_subset(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from icckd_cli.base.checkpoint import read_metadata
+    from icckd_cli.commands.experiment import quickstart as qs
     from icckd_cli.data import load_dataset
-    from icckd_cli.work.experiment import quickstart as qs
 
     built_in = quickstart_experiment()
     assert built_in.baseline is not None

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from icckd_cli.work.experiment import results as res
-from icckd_cli.work.experiment.finished import FinishedRuns
-from icckd_cli.work.experiment.markdown import result_tables, results_markdown
-from icckd_cli.work.experiment.plan import Run
-from icckd_cli.work.experiment.results import aggregate, collect, paired_difference
-from icckd_cli.work.experiment.tables import TableSpec, cell
+from icckd_cli.commands.experiment import results as res
+from icckd_cli.commands.experiment.finished import FinishedRuns
+from icckd_cli.commands.experiment.markdown import result_tables, results_markdown
+from icckd_cli.commands.experiment.plan import Run
+from icckd_cli.commands.experiment.results import aggregate, collect, paired_difference
+from icckd_cli.commands.experiment.tables import TableSpec, cell
 from tests.helpers import parse_experiment_text, tiny_experiment
 
 
@@ -172,7 +172,7 @@ def _answer(values: dict[int, float | None], reference: str | None = None) -> di
 
 
 def test_the_answers_sentence_is_worded_from_the_numbers() -> None:
-    from icckd_cli.work.experiment.answers import answers_sentence
+    from icckd_cli.commands.experiment.answers import answers_sentence
 
     # resolved gain: 4, 6, 5, 7 -> mean 5.5, s = 1.29099, t(0.975, 3) = 3.18245 -> [3.45, 7.55]
     up = _answer({0: 4.0, 1: 6.0, 2: 5.0, 3: 7.0})

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from icckd_cli.commands.experiment.config import load_experiment
+from icckd_cli.commands.experiment.finished import FinishedRuns
+from icckd_cli.commands.experiment.markdown import results_markdown
+from icckd_cli.commands.experiment.plan import Run
+from icckd_cli.commands.experiment.results import collect
+from icckd_cli.commands.experiment.transfer.measures import with_transfer
 from icckd_cli.data import load_dataset
 from icckd_cli.metrics.transfer import read_predictions
-from icckd_cli.work.experiment.config import load_experiment
-from icckd_cli.work.experiment.finished import FinishedRuns
-from icckd_cli.work.experiment.markdown import results_markdown
-from icckd_cli.work.experiment.plan import Run
-from icckd_cli.work.experiment.results import collect
-from icckd_cli.work.experiment.transfer import with_transfer
 from tests.helpers import icckd, tiny_experiment
 
 ONE_SEED = ("seeds = [0, 1]", "seeds = [0]")
@@ -64,8 +64,8 @@ def test_results_carry_the_transfer_keys_computed_from_the_prediction_files(
 def test_corruption_and_long_tail_answers_are_paired_icc_minus_ce(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from icckd_cli.work.experiment import transfer
-    from icckd_cli.work.experiment.answers import answer_label
+    from icckd_cli.commands.experiment.answers import answer_label
+    from icckd_cli.commands.experiment.transfer import measures as transfer
     from tests.helpers import parse_experiment_text
 
     extra = ('device = "cpu"', 'device = "cpu"\nimbalance_factor = 4\ncorruptions = true')

@@ -20,8 +20,9 @@ import torchvision
 from safetensors.torch import load_file
 
 from icckd_cli.base.checkpoint import Checkpoint, read_metadata
+from icckd_cli.commands.published import cached_path
+from icckd_cli.commands.published.crd import CIFAR100_CLASSES, CRD_MEMBER
 from icckd_cli.models import create_model
-from icckd_cli.work.fetch import CIFAR100_CLASSES, CRD_MEMBER, cached_path
 from tests.helpers import icckd
 
 Capsys = pytest.CaptureFixture[str]
@@ -266,7 +267,7 @@ def test_torchvision_weights_record_the_enums_metadata(capsys: Capsys, tmp_path:
 
 def test_top1_is_measured_where_the_data_set_is_present(tmp_path: Path) -> None:
     """The evaluation fetch-teacher runs after converting, on a checkpoint whose data is here."""
-    from icckd_cli.work.fetch import evaluate_if_present
+    from icckd_cli.commands.published import evaluate_if_present
     from tests.helpers import digits_teacher
 
     ckpt = tmp_path / "t.safetensors"

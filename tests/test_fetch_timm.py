@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from icckd_cli.base.checkpoint import read_metadata
+from icckd_cli.commands.published.timm import hf_cache_dir, hf_cached_file
 from icckd_cli.models.loading import load_any_model
-from icckd_cli.work.fetch_timm import hf_cache_dir, hf_cached_file
 from tests.helpers import icckd, ok
 
 timm = pytest.importorskip("timm")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from icckd_cli.work.inspect import short_names
+from icckd_cli.commands.inspect import short_names
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "icckd_cli"
 # __main__, and losses.py, the reference API of docs/method.md) stands above every layer.
 LAYERS: list[tuple[str, ...]] = [
     ("cli",),
-    ("work",),
+    ("commands",),
     ("presentation",),
     ("training",),
     ("settings",),
@@ -30,7 +30,7 @@ RANK = {folder: rank for rank, folders in enumerate(LAYERS) for folder in folder
 
 
 def module_name(path: Path) -> str:
-    """icckd_cli/work/runs.py -> icckd_cli.work.runs; a package's __init__ is the package."""
+    """icckd_cli/commands/runs.py -> icckd_cli.commands.runs; a package's __init__ is itself."""
     parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
@@ -121,7 +121,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def _sub_folder(module: str) -> str:
-    """The folder a module sits in: icckd_cli.work.runs -> icckd_cli.work."""
+    """The folder a module sits in: icckd_cli.commands.runs -> icckd_cli.commands."""
     path = ROOT.parent / module.replace(".", "/")
     return module if path.is_dir() else module.rsplit(".", 1)[0]
 
@@ -152,7 +152,7 @@ def test_no_circle_between_folders() -> None:
     [
         ("from icckd_cli.base.errors import UsageError\n", {"icckd_cli.base.errors"}),
         ("from icckd_cli.training import engine\n", {"icckd_cli.training.engine"}),
-        ("def f():\n    from icckd_cli.work import runs\n", {"icckd_cli.work.runs"}),
+        ("def f():\n    from icckd_cli.commands import runs\n", {"icckd_cli.commands.runs"}),
     ],
 )
 def test_imports_are_read_at_the_top_and_inside_functions(

@@ -18,11 +18,11 @@ from safetensors.torch import load_file
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.cli import main
+from icckd_cli.commands.robustness.scoring import summarise
 from icckd_cli.data import load_dataset
 from icckd_cli.data.longtail import longtail_counts
 from icckd_cli.metrics.transfer import read_predictions
 from icckd_cli.models.loading import load_any_model
-from icckd_cli.work.corruptions import summarise
 from tests.helpers import icckd
 
 RUN = ["--arch", "resnet8", "--dataset", "digits", "--test-per-class", "2", "--epochs", "1",
@@ -124,10 +124,10 @@ def test_predictions_npy_holds_the_final_models_test_predictions(
 def test_a_run_keeps_its_last_test_pass_as_predictions_npy(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from icckd_cli.commands import predictions
+    from icckd_cli.commands.evaluation import checkpoint_channels_last
     from icckd_cli.models.loading import load_any_model
     from icckd_cli.training.scoring import split_logits
-    from icckd_cli.work import predictions
-    from icckd_cli.work.evaluation import checkpoint_channels_last
 
     def no_extra_pass(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the test split was run again for predictions.npy")
@@ -173,16 +173,16 @@ def test_eval_corruptions_json_keys_on_the_builtin_suite(
 def test_eval_corruptions_reuses_the_test_pass_for_the_clean_top1(
     capsys: pytest.CaptureFixture[str], lt_run: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from icckd_cli.work import corruptions
+    from icckd_cli.commands.robustness import scoring
 
     passes: list[int] = []  # one evaluation per pass over a split of images
-    original = corruptions.evaluate
+    original = scoring.evaluate
 
     def counted(*args: Any, **kwargs: Any) -> dict[str, float]:
         passes.append(len(args[1]))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(corruptions, "evaluate", counted)
+    monkeypatch.setattr(scoring, "evaluate", counted)
     out, _ = lt_run
     r = icckd(capsys, "eval", out / "model.safetensors", "--device", "cpu", "--corruptions",
               "--format", "json")  # fmt: skip

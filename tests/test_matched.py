@@ -1,4 +1,4 @@
-"""work/experiment/matched.py: the epochs the matching rule picks on hand-made curves."""
+"""commands/experiment/matched/rule.py: the epochs the matching rule picks on hand-made curves."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from icckd_cli.base.errors import IcckdError, UsageError
-from icckd_cli.work.experiment.matched import (
+from icckd_cli.commands.experiment.matched.rule import (
     MATCH_NEEDS_VALIDATION,
     check_match_split,
     curve_from_history,
@@ -114,7 +114,7 @@ def test_single_teacher_matches_its_own_best() -> None:
 
 
 def test_each_teacher_seed_is_matched_on_its_own_curves() -> None:
-    # the experiment calls match_seed once per teacher seed (matching_plan.py)
+    # the experiment calls match_seed once per teacher seed (matched/plan.py)
     per_seed = {
         0: {"ce": [(1, 50.0)], "icc": [(1, 60.0)]},
         1: {"ce": [(1, 70.0), (2, 71.0)], "icc": [(1, 65.0), (2, 64.0)]},

@@ -76,22 +76,32 @@ def _batch(n: int = 6) -> Batch:
     return Batch([torch.randn(n, 3, 32, 32, generator=g)], torch.arange(n) % 3, torch.arange(n))
 
 
+# the parts whose method trains modules of its own beside the student
+OWN_MODULES = {"crd", "fitnet", "cc", "vid", "ab", "ft", "ofd", "reviewkd"}
+
+
 @pytest.mark.parametrize("name", registry.choices())
 def test_every_method_builds_its_objective_and_trains_a_step(name: str) -> None:
     torch.manual_seed(0)
     cfg = build(DistillConfig, {"method": name, "crd_nce_k": 4})
     teacher, student = create_model("resnet8", 3), create_model("resnet8", 3)
     weights = cfg.resolved_weights()
-    obj = DistillObjective.from_config(cfg, teacher, student.feature_dim, 6, epochs=12)
+    obj = DistillObjective.from_config(
+        cfg, teacher, student.feature_dim, 6, epochs=12, student=student, image_size=32
+    )
     expected = {k.removesuffix("_weight") for k, v in weights.items() if v}
-    assert {t.name for t in obj.terms} == expected
+    # a part is a term of the run, of a preliminary stage before it (AB, FSP, FT), or both
+    assert {t.name for t in obj.terms} | {t.name for t in obj.preliminary} == expected
     # a term's module sits under the part's name (resumable state keys: objective/crd.*)
-    assert {k.split(".")[0] for k in obj.state_dict()} == ({"crd"} if name == "crd" else set())
+    assert {name for name, _ in obj.named_children()} == expected & OWN_MODULES
+    # (AB between equal shapes connects by identities: no tensors to keep)
+    assert {k.split(".")[0] for k in obj.state_dict()} == expected & OWN_MODULES - {"ab"}
     params = [*student.parameters(), *obj.parameters()]
     opt = torch.optim.SGD(params, lr=0.1)
     before = [p.detach().clone() for p in student.parameters()]
-    loss, stats = obj(student, _batch(), 0)
-    assert torch.isfinite(loss) and set(stats) >= expected
+    # the first epoch after the preliminary stage, where there is one (its schedule scaled)
+    loss, stats = obj(student, _batch(), obj.preliminary_epochs)
+    assert torch.isfinite(loss) and set(stats) >= {t.name for t in obj.terms}
     opt.zero_grad()
     loss.backward()
     opt.step()

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
+from icckd_cli.commands.inputs import resolved_config
 from icckd_cli.models import create_model
 from icckd_cli.presentation.lines import recipe_line
 from icckd_cli.settings import recipes
 from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig, build
 from icckd_cli.settings.recipes import TRANSFORMERS, choose, is_transformer, make_optimizer, summary
-from icckd_cli.work.inputs import resolved_config
 from tests.helpers import TINY, ok
 
 VIT = "timm:vit_tiny_patch16_224"

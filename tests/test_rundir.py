@@ -19,6 +19,7 @@ import torch
 
 from icckd_cli.base.checkpoint import read_metadata, save_tensors
 from icckd_cli.base.errors import IcckdError
+from icckd_cli.commands import runs
 from icckd_cli.training.rundir import (
     decay_epochs,
     kept_state,
@@ -26,7 +27,6 @@ from icckd_cli.training.rundir import (
     stop_on_signals,
     writing,
 )
-from icckd_cli.work import runs
 from tests.helpers import (
     TEACHER,
     args,

@@ -12,11 +12,11 @@ import torch
 from torch import Tensor
 
 from icckd_cli.base.checkpoint import read_metadata, save_model
+from icckd_cli.commands.shipping import export as ex
+from icckd_cli.commands.shipping import formats
 from icckd_cli.data import load_dataset
 from icckd_cli.models import ZooModel, create_model
 from icckd_cli.models import registry as model_registry
-from icckd_cli.work.shipping import export as ex
-from icckd_cli.work.shipping import formats
 from tests.helpers import digits_teacher, icckd
 
 VIT = "timm:vit_tiny_patch16_224"

@@ -194,7 +194,7 @@ def test_a_snapshot_whose_weights_changed_after_it_was_recorded_is_refused(
     saved: Path, model: torch.nn.Module
 ) -> None:
     from icckd_cli.base.checkpoint import Checkpoint, save_tensors
-    from icckd_cli.work.run_snapshots import teacher_snapshot
+    from icckd_cli.commands.experiment.matched.snapshots import teacher_snapshot
 
     path = snapshot_path(saved, 2)
     ckpt = Checkpoint.read(path)

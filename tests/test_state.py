@@ -16,6 +16,7 @@ import torch
 
 from icckd_cli.base.checkpoint import load_tensors, read_metadata
 from icckd_cli.base.errors import UsageError
+from icckd_cli.commands import runs
 from icckd_cli.data import Batch
 from icckd_cli.models import create_model
 from icckd_cli.presentation.progress import TrainingProgress
@@ -24,7 +25,6 @@ from icckd_cli.settings.recipes import make_optimizer
 from icckd_cli.training.engine import Interrupted, TrainState
 from icckd_cli.training.objectives import TeacherObjective
 from icckd_cli.training.state import restore_state, save_state
-from icckd_cli.work import runs
 from tests.helpers import (
     INTERRUPTED,
     STUDENT,

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from icckd_cli.base.errors import IcckdError
+from icckd_cli.commands import runs
 from icckd_cli.settings.config import DistillConfig, build
 from icckd_cli.training import store
-from icckd_cli.work import runs
 from tests.helpers import digits_teacher, icckd
 from tests.test_errors import one_error
 

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from icckd_cli.base.errors import IcckdError, UsageError
+from icckd_cli.commands import runs
 from icckd_cli.methods.kd import kd_loss
 from icckd_cli.presentation.lines import teacher_cache_line
 from icckd_cli.settings.config import DistillConfig, build
 from icckd_cli.training import store
-from icckd_cli.training.objectives import RunTeacher
-from icckd_cli.work import runs
+from icckd_cli.training.teacher_source import RunTeacher
 from tests.helpers import assert_same_weights, digits_teacher, history, icckd, ok, one_error
 
 Capsys = pytest.CaptureFixture[str]

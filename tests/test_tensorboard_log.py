@@ -12,11 +12,11 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
+from icckd_cli.commands import runs
 from icckd_cli.settings.config import TrainTeacherConfig, build
 from icckd_cli.training.engine import Interrupted
 from icckd_cli.training.rundir import read_metrics
 from icckd_cli.training.tensorboard_log import tag_values
-from icckd_cli.work import runs
 from tests.helpers import TEACHER, check_fails, copy, icckd, ok, sigint_at
 from tests.helpers import TINY_ERRORS as TINY
 

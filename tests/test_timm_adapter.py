@@ -135,8 +135,8 @@ def test_weights_of_another_shape_name_the_builder_arguments() -> None:
 
 
 def test_a_vit_with_a_patch_grid_under_4x4_is_warned_about_naming_patch_size() -> None:
+    from icckd_cli.commands.evaluation import patch_grid_warning
     from icckd_cli.models.registry import probe_model
-    from icckd_cli.work.evaluation import patch_grid_warning
 
     small = {"embed_dim": 32, "depth": 1, "num_heads": 2, "img_size": 32}
     vit = probe_model("timm:vit_tiny_patch16_224", 10, **small)  # 16-pixel patches

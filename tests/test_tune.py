@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from icckd_cli.commands import runs
+from icckd_cli.commands.experiment import load_experiment
+from icckd_cli.commands.tune import sampling
+from icckd_cli.commands.tune import study as study_mod
 from icckd_cli.settings.config import TrainTeacherConfig, build
-from icckd_cli.work import runs
-from icckd_cli.work.experiment import load_experiment
-from icckd_cli.work.tune import sampling
-from icckd_cli.work.tune import study as study_mod
 from tests.helpers import icckd
 
 optuna = pytest.importorskip("optuna")
@@ -163,8 +163,8 @@ def test_the_best_trial_is_read_once_on_test(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from icckd_cli.work import evaluation
-    from icckd_cli.work.tune.results import TEST_TOP1
+    from icckd_cli.commands import evaluation
+    from icckd_cli.commands.tune.results import TEST_TOP1
 
     out, result, _ = study3
     best = result["best"]
@@ -334,7 +334,7 @@ def test_a_damaged_journal_is_refused_in_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, damage: str
 ) -> None:
     path, out = tune_file(tmp_path, "teacher"), tmp_path / "out"
-    from icckd_cli.work.tune import load_tune
+    from icckd_cli.commands.tune import load_tune
 
     spec = load_tune(path, {"out": out})  # a real journal: a study made and a trial asked
     study = study_mod.open_study(spec, study_mod.Storage(None, out), "tiny")
@@ -352,8 +352,8 @@ def test_a_damaged_journal_is_refused_in_one_line(
 
 
 def test_a_trial_that_finds_n_trials_before_it_steps_aside(tmp_path: Path) -> None:
-    from icckd_cli.work.tune import load_tune
-    from icckd_cli.work.tune.trial import Objective, Surplus
+    from icckd_cli.commands.tune import load_tune
+    from icckd_cli.commands.tune.trial import Objective, Surplus
 
     spec = load_tune(tune_file(tmp_path, "teacher", n=2), {"out": tmp_path / "out"})
     study = study_mod.open_study(spec, study_mod.Storage(None, tmp_path / "out"), "tiny")
@@ -400,7 +400,7 @@ def test_another_study_in_the_same_out_is_refused(
 ) -> None:
     path, out = tune_file(tmp_path, "teacher"), tmp_path / "out"
     spec_out = {"out": out}
-    from icckd_cli.work.tune import claim_out, load_tune
+    from icckd_cli.commands.tune import claim_out, load_tune
 
     storage = study_mod.Storage(None, out)
     study_mod.open_study(load_tune(path, spec_out), storage, "first")
@@ -428,8 +428,8 @@ def test_a_worker_that_ends_beside_a_live_worker_s_trial_says_so(
 ) -> None:
     import socket
 
-    from icckd_cli.work.tune import Running, load_tune
-    from icckd_cli.work.tune.study import still_running
+    from icckd_cli.commands.tune import Running, load_tune
+    from icckd_cli.commands.tune.study import still_running
 
     path, out = tune_file(tmp_path, "teacher", n=1), tmp_path / "out"
     storage = study_mod.Storage(None, out)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from icckd_cli.work.tune import VAL_REFUSAL, load_tune, parse_tune
-from icckd_cli.work.tune.config import TuneFile
-from icckd_cli.work.tune.study import Storage, open_study
+from icckd_cli.commands.tune import VAL_REFUSAL, load_tune, parse_tune
+from icckd_cli.commands.tune.config import TuneFile
+from icckd_cli.commands.tune.study import Storage, open_study
 from tests.helpers import icckd
 
 pytest.importorskip("optuna")
@@ -261,7 +261,7 @@ def test_parse_tune_keeps_the_fixed_settings_and_builds_run_configs() -> None:
 
 
 def test_the_median_pruner_judges_no_trial_in_its_first_half(tmp_path: Path) -> None:
-    from icckd_cli.work.tune import sampling, steps
+    from icckd_cli.commands.tune import sampling, steps
 
     path = write(tmp_path, space=SPACE + "\n[space.student]\nkd_temperature = [2.0, 4.0]")
     path.write_text(path.read_text() + "\n[student]\nepochs = 3\n")
@@ -274,8 +274,8 @@ def test_the_median_pruner_judges_no_trial_in_its_first_half(tmp_path: Path) -> 
 def test_confirm_keeps_the_tuned_non_intra_class_settings_for_both_teachers(
     tmp_path: Path,
 ) -> None:
-    from icckd_cli.work.experiment.config import parse_experiment
-    from icckd_cli.work.tune.files import confirm_toml
+    from icckd_cli.commands.experiment.config import parse_experiment
+    from icckd_cli.commands.tune.files import confirm_toml
 
     raw = {
         "tune": {"dataset": "digits", "val_fraction": 0.2, "target": "teacher", "out": "o"},

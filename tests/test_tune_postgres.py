@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from icckd_cli.work.tune import storage as storage_mod
-from icckd_cli.work.tune import study as study_mod
+from icckd_cli.commands.tune import storage as storage_mod
+from icckd_cli.commands.tune import study as study_mod
 from tests.helpers import icckd
 from tests.test_tune import finished, killed_mid_trial, tune_file, worker
 
@@ -109,7 +109,7 @@ def test_two_workers_share_one_study_in_postgresql(
 def test_a_study_of_another_file_in_postgresql_is_refused(
     capsys: pytest.CaptureFixture[str], postgres: str, tmp_path: Path
 ) -> None:
-    from icckd_cli.work.tune import load_tune
+    from icckd_cli.commands.tune import load_tune
 
     first = load_tune(tune_file(tmp_path / "a", "teacher"))
     study_mod.open_study(first, study_mod.Storage(postgres, tmp_path / "a"), "other")

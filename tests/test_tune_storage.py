@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from icckd_cli.work.tune import rerun_command
-from icckd_cli.work.tune.storage import Storage, mask_url
+from icckd_cli.commands.tune import rerun_command
+from icckd_cli.commands.tune.storage import Storage, mask_url
 from tests.helpers import icckd
 from tests.test_tune_config import write
 
@@ -132,7 +132,7 @@ def test_only_sqlalchemy_s_integrity_error_is_retried(monkeypatch: pytest.Monkey
     from sqlalchemy.exc import IntegrityError
 
     from icckd_cli.base.errors import IcckdError
-    from icckd_cli.work.tune import storage as storage_mod
+    from icckd_cli.commands.tune import storage as storage_mod
 
     monkeypatch.setattr(storage_mod.time, "sleep", lambda s: None)
     calls: list[int] = []
@@ -175,7 +175,7 @@ def test_postgresql_s_duplicate_table_is_a_lost_race_and_retried(
     from sqlalchemy.exc import ProgrammingError
 
     from icckd_cli.base.errors import IcckdError
-    from icckd_cli.work.tune import storage as storage_mod
+    from icckd_cli.commands.tune import storage as storage_mod
 
     class Orig(Exception):
         sqlstate = code  # as psycopg 3 tells it: 42P07 duplicate table, 42501 no permission

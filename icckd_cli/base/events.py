@@ -22,7 +22,7 @@ class Event(str, Enum):
     STEP = "step"  # one optimiser step done: epoch, step, steps
     EPOCH = "epoch"  # an epoch ended: its metrics record (losses by name, top1, lr, ...)
     END = "end"  # the loop ended: best
-    # work/runs.py
+    # commands/runs.py
     RECIPE = "recipe"  # the resolved recipe a run trains with: name, reason, optimiser, lr, ...
     # training/store.py, the teacher-output store
     TEACHER_CACHE = "teacher_cache"  # the store is written, resumed or read: action, path, bytes
@@ -31,25 +31,25 @@ class Event(str, Enum):
     DECODE = "decode"  # images decoded so far in a decoding pass: what, done, total
     WARNING = "warning"  # something the user should know; the run goes on: message
     TRAIN_SPLIT = "train_split"  # a long-tailed training split: factor, largest, smallest, total
-    # work/corruptions.py
+    # commands/robustness/scoring.py
     CORRUPTION = (
         "corruption"  # one corruption at one severity evaluated: corruption, severity, top1
     )
     # base/download.py
     DOWNLOAD = "download"  # bytes downloaded so far: url, done, total (None when unknown)
-    # work/experiment/
+    # commands/experiment/
     PLAN = "plan"  # the matrix is about to run: total runs, done already
     RUN = "run"  # a run of the matrix starts or is skipped: index, total, label, kind, action
     RUN_END = "run_end"  # a run of the matrix finished: final, best, elapsed
     DIVERSITY = "diversity"  # soft-label statistics of the teachers are measured: count
     COST = "cost"  # parameters, MACs (and latency) are measured: count, latency
-    # work/cost.py
+    # commands/cost.py
     LATENCY = "latency"  # a pass of a latency/throughput timing: batch, done, total (passes)
     FINISH = "finish"  # the whole matrix is done and its results written: out
-    # work/executor/driver.py, runs in worker processes or Slurm jobs
+    # commands/executor/driver.py, runs in worker processes or Slurm jobs
     JOBS = "jobs"  # the runs' states now: total, done, running, queued, failed
 
-    # work/tune/
+    # commands/tune/
     TRIAL_START = "trial_start"  # a trial of the study starts: number, params
     TRIAL = "trial"  # a trial of this worker ended: the frozen optuna trial, time
     TIMEOUT = "timeout"  # --timeout passed: no further trial starts in this worker: timeout

@@ -1,6 +1,6 @@
 """Numbers as short text: counts in SI prefixes, byte sizes, what a timing was measured with.
 
-Plain strings, no rich: the work layer writes them into result tables and presentation into
+Plain strings, no rich: the commands layer writes them into result tables and presentation into
 its own, so they live below both.
 """
 

@@ -1,7 +1,7 @@
 """The Typer app: thin commands that build a config, call the engine, render.
 
 Each command module registers on the one app when imported; the import order below is
-the order `icckd --help` lists them in. Commands import work/ (and with it torch) inside
+the order `icckd --help` lists them in. Commands import commands/ (and with it torch) inside
 their bodies, so that `icckd --help` and a bad option answer without importing torch.
 """
 

@@ -33,10 +33,10 @@ Latency = Annotated[
 
 def _experiment(exp: Any, fmt: str, dry_run: bool = False, wait: bool = True) -> None:
     """Shared body of experiment and quickstart: run the matrix, render the table."""
+    from icckd_cli.commands.experiment.matrix import RunsFailed, plan_states, run_experiment
+    from icckd_cli.commands.experiment.results import result_tables
     from icckd_cli.training import distributed as dist
     from icckd_cli.training.engine import Interrupted
-    from icckd_cli.work.experiment.matrix import RunsFailed, plan_states, run_experiment
-    from icckd_cli.work.experiment.results import result_tables
 
     if dry_run:
         tables.experiment_plan(plan_states(exp))
@@ -99,7 +99,7 @@ def experiment(
     fmt: Format = "table",
 ) -> None:
     """Teachers x student methods x seeds in one resumable command, with one table."""
-    from icckd_cli.work.experiment import load_experiment
+    from icckd_cli.commands.experiment import load_experiment
 
     fmt = _format(fmt)
     overrides = {"out": out, "device": device, "tensorboard": tensorboard, "latency": latency}
@@ -117,7 +117,7 @@ def quickstart(
     fmt: Format = "table",
 ) -> None:
     """On digits: what KD from a CE or intra-class teacher adds to a small-data student."""
-    from icckd_cli.work.experiment import quickstart_experiment
+    from icckd_cli.commands.experiment import quickstart_experiment
 
     fmt = _format(fmt)
     overrides = {"out": out, "device": device, "tensorboard": tensorboard, "latency": latency}

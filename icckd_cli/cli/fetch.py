@@ -45,8 +45,8 @@ def fetch_teacher(
     check_torchvision()  # the weights' names and the networks come from torchvision
     if cfg.out.exists() and not cfg.overwrite:
         raise UsageError(f"{cfg.out} exists; pass --overwrite to replace it, or another --out")
-    from icckd_cli.work.fetch import evaluate_if_present
-    from icckd_cli.work.fetch import fetch_teacher as fetch
+    from icckd_cli.commands.published import evaluate_if_present
+    from icckd_cli.commands.published import fetch_teacher as fetch
 
     progress = DownloadProgress()
     try:

@@ -62,7 +62,7 @@ def eval_(
     cfg = build(EvalConfig, {**_collect(locals()), "format": _format(fmt)})
     if cfg.corruptions and cfg.corruptions_dir is None:
         check_torchvision()  # the built-in suite blurs with torchvision: say so before the pass
-    from icckd_cli.work.evaluation import evaluate_checkpoint
+    from icckd_cli.commands.evaluation import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
         cfg.checkpoint,
@@ -83,7 +83,7 @@ def eval_(
         console.print_json(metrics)
     else:
         tables.eval_table(metrics)
-        robustness.eval_extra_tables(metrics)
+        robustness.eval_detail_tables(metrics)
 
 
 def _timing_shown() -> Callable[[str, dict[str, Any]], None]:
@@ -132,7 +132,7 @@ def inspect_softlabels(
 ) -> None:
     """Measure how much intra-class knowledge the soft labels carry, side by side."""
     cfg = build(InspectConfig, {**_collect(locals()), "format": _format(fmt)})
-    from icckd_cli.work.inspect import inspect_checkpoints
+    from icckd_cli.commands.inspect import inspect_checkpoints
 
     results = inspect_checkpoints(cfg)
     figures = []
@@ -175,7 +175,7 @@ def plot(
 ) -> None:
     """Learning curves of several runs side by side, one panel per metric."""
     cfg = build(PlotConfig, {"runs": runs, "out": out, "metrics": metric or None})
-    from icckd_cli.work.curves import plot_runs
+    from icckd_cli.commands.curves import plot_runs
 
     drawn = plot_runs(cfg.runs, cfg.out, cfg.metrics)
     if _format(fmt) == "json":

@@ -67,7 +67,7 @@ def export(
     target, json_out = _spelling(to, fmt, as_json)
     given = _collect(locals(), drop=("to", "as_json", "target", "json_out"))
     cfg = build(ExportConfig, {**given, "format": target, "as_json": json_out})
-    from icckd_cli.work.shipping.export import export_checkpoint
+    from icckd_cli.commands.shipping.export import export_checkpoint
 
     result = export_checkpoint(cfg)
     if cfg.as_json:

@@ -66,9 +66,9 @@ KEYWORD = inspect.Parameter.POSITIONAL_OR_KEYWORD
 
 def _train(kind: str, model: type, local: dict[str, Any]) -> None:
     """Shared body of train-teacher and distill."""
+    from icckd_cli.commands import runs
     from icckd_cli.training import distributed as dist
     from icckd_cli.training.engine import Interrupted
-    from icckd_cli.work import runs
 
     run = runs.train_teacher if kind == "teacher" else runs.distill
     fmt = _format(local["fmt"])

@@ -22,8 +22,8 @@ from icckd_cli.presentation import console
 
 def _progress(fmt: str) -> Any:
     """A line per finished trial on stderr (also with --format json: stdout stays JSON)."""
+    from icckd_cli.commands.tune.results import trial_row
     from icckd_cli.presentation.tune import trial_line
-    from icckd_cli.work.tune.results import trial_row
 
     def progress(event: str, info: dict[str, Any]) -> None:
         if event == "trial":
@@ -69,14 +69,14 @@ def tune(
     fmt: Format = "table",
 ) -> None:
     """Search teacher and student settings on the validation split (Optuna); workers share it."""
-    from icckd_cli.training.engine import Interrupted
-    from icckd_cli.work.tune import (
+    from icckd_cli.commands.tune import (
         default_study_name,
         load_tune,
         overrides,
         rerun_command,
         run_tune,
     )
+    from icckd_cli.training.engine import Interrupted
 
     fmt = _format(fmt)
     given = overrides({"out": out, "n_trials": n_trials, "timeout": timeout, "device": device})

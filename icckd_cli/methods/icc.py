@@ -1,4 +1,4 @@
-"""The intra-class teacher term of METHOD.md: the prediction margin, its gate, L_intra.
+"""The intra-class teacher term of docs/method.md: the prediction margin, its gate, L_intra.
 
 Not a distillation method: it trains the teacher (CE + icc_weight * L_intra, settings in
 TeacherLoss). The gate is written here once; the teacher's objective calls `margin_gate`.
@@ -111,7 +111,7 @@ def intra_class_contrastive(
     queue_labels: Tensor | None = None,
     anchor_mask: Tensor | None = None,
 ) -> Tensor:
-    """L_intra of METHOD.md: (B, D), (B, D), (B,) [, queue (M, D), (M,), mask (2B,)] -> ()."""
+    """L_intra of docs/method.md: (B, D), (B, D), (B,) [, queue (M, D), (M,), mask (2B,)] -> ()."""
     return icc_terms(
         z1,
         z2,

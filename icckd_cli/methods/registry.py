@@ -24,6 +24,8 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+    from icckd_cli.models.features import StageShapes
+
 # what a term reads (logits, features, labels, t_logits, t_features, batch, epoch) and the
 # statistics it may add; it returns the unweighted scalar
 TermFn = Callable[[dict[str, Any], dict[str, "Tensor"]], "Tensor"]
@@ -37,14 +39,20 @@ class Context:
     teacher_feature_dim: int  # the teacher's pooled feature size (0 when unknown)
     train_size: int  # training images (CRD's memory has one row per image)
     epochs: int = 0  # the run's length (a warm-up scales with it)
+    # the maps a method that reads them pairs (models/features.py), measured before training
+    student_stages: StageShapes | None = None
+    teacher_stages: StageShapes | None = None
+    # (weights, biases) of the BatchNorm before each teacher stage's last ReLU, where it has one
+    teacher_norms: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...] | None = None
 
 
 @dataclass(frozen=True)
 class Part:
     """One built term: its function and the module it trains beside the model, if any."""
 
-    fn: TermFn
+    fn: TermFn | None  # None: no term after the method's preliminary stage
     module: nn.Module | None = None  # registered on the objective under the part's name
+    preliminary: TermFn | None = None  # its loss in the method's preliminary stage, if any
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,14 @@ class Method:
     check: Callable[[Any, Mapping[str, float], str], None] | None = None
     # a data set's published values of its settings, under the data set's name
     dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # a term reads intermediate feature maps (`stages`, `t_stages`), which the
+    # teacher-output store does not hold
+    stages: bool = False
+    # resolved settings -> epochs of its preliminary stage, run before the others: its parts'
+    # `preliminary` terms alone (RepDistiller's `init`)
+    preliminary: Callable[[Any], int] | None = None
+    # the student stays in eval mode in that stage (its loss trains only the method's modules)
+    preliminary_eval: bool = False
 
     def settings_from(self, values: BaseModel | Mapping[str, Any]) -> BaseModel:
         """This method's own typed settings out of a run's settings (a model or a dict)."""
@@ -92,7 +108,7 @@ class Preset:
 
 
 # modules of this folder that hold no method: imported where they are used (with torch)
-HELPERS = frozenset({"registry", "queue", "icc", "crd_nce"})
+HELPERS = frozenset({"registry", "queue", "icc", "crd_nce", "feature_maps"})
 # the entry-point group of methods outside this folder: a distribution (or a test) names a
 # module here, e.g. `toy = "toy_method"`, and importing that module registers its method
 ENTRY_POINTS = "icckd_cli.methods"
@@ -175,3 +191,8 @@ def check_all(values: BaseModel, weights: Mapping[str, float], method: str) -> N
 def needs_teacher_features(weights: Mapping[str, float]) -> bool:
     """Whether any term with a non-zero weight reads the teacher's pooled features."""
     return any(weights.get(f"{p}_weight") for m in methods() if m.teacher_features for p in m.parts)
+
+
+def needs_teacher_stages(weights: Mapping[str, float]) -> bool:
+    """Whether any term with a non-zero weight reads intermediate feature maps."""
+    return any(weights.get(f"{p}_weight") for m in methods() if m.stages for p in m.parts)

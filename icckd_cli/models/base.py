@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Stages:
+    """A network's intermediate features on one batch, as the feature-distillation methods
+    read them (RepDistiller's `is_feat=True` list is `maps + [pooled]`)."""
+
+    maps: list[Tensor]  # (B, C_i, H_i, W_i): the stem, then each stage's output
+    preact: list[Tensor]  # the same points before their last ReLU (a map itself where none)
+    pooled: Tensor  # (B, feature_dim), what `forward(x, return_features=True)` returns
+    logits: Tensor  # (B, num_classes), equal to `forward(x)`
 
 
 class ZooModel(nn.Module):
@@ -48,8 +61,38 @@ class ZooModel(nn.Module):
             return logits, feats
         return logits
 
+    def forward_stages(self, x: Tensor) -> Stages:
+        """(B, 3, H, W) -> the stem and stage outputs, their pre-activations, features, logits."""
+        raise NotImplementedError(f"{self.arch} exposes no intermediate stages")
+
+    def stage_norms(self) -> list[nn.BatchNorm2d] | None:
+        """The BatchNorm right before each stage's last ReLU (`maps[1:]`), where there is one
+        per stage with the stage's channels (a method may read their statistics); None
+        otherwise."""
+        return None
+
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, num_classes={self.num_classes}, feature_dim={self.feature_dim}"
+
+
+def residual_stages(
+    x: Tensor,
+    stages: Sequence[nn.Sequential],
+    head: nn.Module,
+    preact: Callable[[nn.Module, Tensor], Tensor] | None = None,
+) -> Stages:
+    """Stages ending in a block whose residual sum a ReLU follows: the stem output `x`, then
+    each stage's output and its sum before that ReLU (`preact(block, x)`, by default the
+    block's own `preact`); the pooled features and `head`'s logits after the last."""
+    maps, pre_maps = [x], [x]
+    for stage in stages:
+        last: Any = stage[-1]
+        pre = last.preact(stage[:-1](x)) if preact is None else preact(last, stage[:-1](x))
+        x = F.relu(pre)  # not a block's in-place ReLU: `pre` is kept
+        maps.append(x)
+        pre_maps.append(pre)
+    pooled = global_pool(x)
+    return Stages(maps, pre_maps, pooled, head(pooled))
 
 
 def global_pool(x: Tensor) -> Tensor:

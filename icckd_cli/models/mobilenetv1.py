@@ -6,9 +6,12 @@ of a strided 3x3 stem and 13 depthwise-separable blocks, then a pool; the head i
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+import torch
 from torch import Tensor, nn
 
-from icckd_cli.models.base import ZooModel, global_pool, init_weights
+from icckd_cli.models.base import Stages, ZooModel, global_pool, init_weights
 from icckd_cli.models.registry import register
 from icckd_cli.models.tvnets import IMAGENET_SIZE
 
@@ -41,6 +44,10 @@ _BLOCKS = (
 )  # fmt: skip
 
 
+# indices in `model` of the last block at each resolution (56, 28, 14, 7 px at 224)
+_STAGE_ENDS = (3, 5, 11, 13)
+
+
 class MobileNetV1(ZooModel):
     """Stride 32 overall: 224x224 inputs end at 7x7 before the pool."""
 
@@ -65,6 +72,28 @@ class MobileNetV1(ZooModel):
     def forward_head(self, feats: Tensor) -> Tensor:
         """(B, 1024) -> (B, num_classes)."""
         return self.fc(feats)
+
+    def forward_stages(self, x: Tensor) -> Stages:
+        """The 112-px map after block 1, then the last block at 56, 28, 14 and 7 px (H / 4 ...
+        H / 32); a pre-activation is that block before its last ReLU."""
+        model: Any = self.model
+        x = model[0:2](x)
+        maps, preact = [x], [x]
+        start = 2
+        for end in _STAGE_ENDS:
+            block = model[end]
+            pre = block[:-1](model[start:end](x))
+            x = torch.relu(pre)  # not the block's in-place ReLU: `pre` is kept
+            maps.append(x)
+            preact.append(pre)
+            start = end + 1
+        pooled = global_pool(model[start:](x))
+        return Stages(maps, preact, pooled, self.fc(pooled))
+
+    def stage_norms(self) -> list[nn.BatchNorm2d]:
+        """The pointwise BN of each stage's last block."""
+        model: Any = self.model
+        return [cast(nn.BatchNorm2d, model[end][-2]) for end in _STAGE_ENDS]
 
 
 register("MobileNetV1", 1024, MobileNetV1, input_size=IMAGENET_SIZE)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from torch import Tensor, nn
 
-from icckd_cli.models.base import ZooModel, global_pool, init_weights
+from icckd_cli.models.base import Stages, ZooModel, global_pool, init_weights
 from icckd_cli.models.registry import register
 
 
@@ -56,6 +57,10 @@ _SETTINGS: tuple[tuple[int | None, int, int, int], ...] = (
 )
 
 
+# the block groups after which RepDistiller's mobile_half reads a stage (f1 ... f4)
+_STAGE_ENDS = (1, 2, 4, 6)
+
+
 class MobileNetV2(ZooModel):
     """MobileNetV2 with a stride-2 stem; 32x32 inputs end at 2x2 before pooling."""
 
@@ -88,6 +93,29 @@ class MobileNetV2(ZooModel):
     def forward_head(self, feats: Tensor) -> Tensor:
         """(B, feature_dim) -> (B, num_classes)."""
         return self.classifier(feats)
+
+    def forward_stages(self, x: Tensor) -> Stages:
+        """The stem, then the outputs after block groups 1, 2, 4 and 6 (RepDistiller's
+        mobile_half); linear bottlenecks end in no ReLU, so the pre-activations are the maps."""
+        x = self.conv1(x)
+        maps = [x]
+        for i, stage in enumerate(self.blocks):
+            x = stage(x)
+            if i in _STAGE_ENDS:
+                maps.append(x)
+        pooled = global_pool(self.conv2(x))
+        return Stages(maps, list(maps), pooled, self.classifier(pooled))
+
+    def stage_norms(self) -> list[nn.BatchNorm2d]:
+        """The projecting BN of each stage's last block."""
+        out = []
+        for i in _STAGE_ENDS:
+            stage: Any = self.blocks[i]
+            block = stage[-1]
+            last = block.conv[-1]
+            assert isinstance(last, nn.BatchNorm2d)
+            out.append(last)
+        return out
 
 
 register("MobileNetV2", 1280, partial(MobileNetV2, "MobileNetV2", 6, 0.5))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icckd_cli.models.base import ZooModel, global_pool, init_weights
+from icckd_cli.models.base import Stages, ZooModel, global_pool, init_weights, residual_stages
 from icckd_cli.models.registry import register
 
 
@@ -31,12 +32,16 @@ class BasicBlock(nn.Module):
                 nn.BatchNorm2d(out_ch),
             )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, in_ch, H, W) -> (B, out_ch, H / stride, W / stride)."""
+    def preact(self, x: Tensor) -> Tensor:
+        """(B, in_ch, H, W) -> the residual sum before the block's last ReLU."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + shortcut)
+        return out + shortcut
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in_ch, H, W) -> (B, out_ch, H / stride, W / stride)."""
+        return F.relu(self.preact(x))
 
 
 class CifarResNet(ZooModel):
@@ -72,6 +77,16 @@ class CifarResNet(ZooModel):
     def forward_head(self, feats: Tensor) -> Tensor:
         """(B, feature_dim) -> (B, num_classes)."""
         return self.fc(feats)
+
+    def forward_stages(self, x: Tensor) -> Stages:
+        """Stem (B, w0, H, W), then each stage (B, w_i, H / 2^(i-1), ...), as RepDistiller."""
+        x = F.relu(self.bn1(self.conv1(x)))
+        return residual_stages(x, (self.layer1, self.layer2, self.layer3), self.fc)
+
+    def stage_norms(self) -> list[nn.BatchNorm2d]:
+        """Each stage's last bn2 (before the residual sum and ReLU)."""
+        stages = (self.layer1, self.layer2, self.layer3)
+        return [cast(BasicBlock, stage[-1]).bn2 for stage in stages]
 
 
 _NARROW = (16, 16, 32, 64)

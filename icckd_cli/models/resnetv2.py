@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icckd_cli.models.base import ZooModel, global_pool, init_weights
+from icckd_cli.models.base import Stages, ZooModel, global_pool, init_weights, residual_stages
 from icckd_cli.models.registry import register
 
 _EXPANSION = 4
@@ -33,12 +34,16 @@ class Bottleneck(nn.Module):
                 nn.BatchNorm2d(out_ch),
             )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, in_ch, H, W) -> (B, 4 * planes, H / stride, W / stride)."""
+    def preact(self, x: Tensor) -> Tensor:
+        """(B, in_ch, H, W) -> the residual sum before the block's last ReLU."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return F.relu(out + self.shortcut(x))
+        return out + self.shortcut(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in_ch, H, W) -> (B, 4 * planes, H / stride, W / stride)."""
+        return F.relu(self.preact(x))
 
 
 class BottleneckResNet(ZooModel):
@@ -70,6 +75,18 @@ class BottleneckResNet(ZooModel):
     def forward_head(self, feats: Tensor) -> Tensor:
         """(B, feature_dim) -> (B, num_classes)."""
         return self.linear(feats)
+
+    def _stages(self) -> tuple[nn.Sequential, ...]:
+        return (self.layer1, self.layer2, self.layer3, self.layer4)
+
+    def forward_stages(self, x: Tensor) -> Stages:
+        """Stem (B, 64, H, W), then the four stages (B, 256..2048, H / 2^(i-1), ...)."""
+        x = F.relu(self.bn1(self.conv1(x)))
+        return residual_stages(x, self._stages(), self.linear)
+
+    def stage_norms(self) -> list[nn.BatchNorm2d]:
+        """Each stage's last bn3 (before the residual sum and ReLU)."""
+        return [cast(Bottleneck, stage[-1]).bn3 for stage in self._stages()]
 
 
 register("ResNet50", 512 * _EXPANSION, partial(BottleneckResNet, "ResNet50", (3, 4, 6, 3)))

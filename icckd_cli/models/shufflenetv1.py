@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icckd_cli.models.base import ZooModel, global_pool
+from icckd_cli.models.base import Stages, ZooModel, global_pool, residual_stages
 from icckd_cli.models.registry import register
 
 
@@ -38,15 +39,17 @@ class ShuffleUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, in_ch, H, W) -> (B, out_ch [+ in_ch if stride 2], H / stride, W / stride)."""
+        return F.relu(self.preact(x))
+
+    def preact(self, x: Tensor) -> Tensor:
+        """The unit's output before its last ReLU."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = channel_shuffle(out, self.first_groups)
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.stride == 2:
-            out = torch.cat([out, F.avg_pool2d(x, 3, stride=2, padding=1)], 1)
-        else:
-            out = out + x
-        return F.relu(out)
+            return torch.cat([out, F.avg_pool2d(x, 3, stride=2, padding=1)], 1)
+        return out + x
 
 
 class ShuffleNetV1(ZooModel):
@@ -83,6 +86,15 @@ class ShuffleNetV1(ZooModel):
     def forward_head(self, feats: Tensor) -> Tensor:
         """(B, feature_dim) -> (B, num_classes)."""
         return self.linear(feats)
+
+    def forward_stages(self, x: Tensor) -> Stages:
+        """Stem (B, 24, H, W), then the three stages (B, 240/480/960, H / 2^i, ...)."""
+        x = F.relu(self.bn1(self.conv1(x)))
+        return residual_stages(x, (self.layer1, self.layer2, self.layer3), self.linear)
+
+    def stage_norms(self) -> list[nn.BatchNorm2d]:
+        """Each stage's last bn3 (before the residual sum and ReLU)."""
+        return [cast(ShuffleUnit, s[-1]).bn3 for s in (self.layer1, self.layer2, self.layer3)]
 
 
 register("ShuffleV1", 960, partial(ShuffleNetV1, "ShuffleV1", (240, 480, 960), (4, 8, 4), 3))

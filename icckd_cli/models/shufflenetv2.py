@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icckd_cli.models.base import ZooModel, global_pool
+from icckd_cli.models.base import Stages, ZooModel, global_pool
 from icckd_cli.models.registry import register
 from icckd_cli.models.shufflenetv1 import channel_shuffle
 
@@ -96,6 +96,17 @@ class ShuffleNetV2(ZooModel):
     def forward_head(self, feats: Tensor) -> Tensor:
         """(B, feature_dim) -> (B, num_classes)."""
         return self.linear(feats)
+
+    def forward_stages(self, x: Tensor) -> Stages:
+        """Stem (B, 24, H, W), then the three stages (B, 116/232/464, H / 2^i, ...); half of
+        a unit's channels pass through untouched, so the maps serve as pre-activations."""
+        x = F.relu(self.bn1(self.conv1(x)))
+        maps = [x]
+        for stage in (self.layer1, self.layer2, self.layer3):
+            x = stage(x)
+            maps.append(x)
+        pooled = global_pool(F.relu(self.bn2(self.conv2(x))))
+        return Stages(maps, list(maps), pooled, self.linear(pooled))
 
 
 register(

@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from icckd_cli.base.errors import UsageError
+from icckd_cli.models.base import Stages
 from icckd_cli.models.library import (
     Family,
     LibraryModel,
@@ -85,6 +86,20 @@ class TimmModel(LibraryModel):
     def forward_head(self, feats: Tensor) -> Tensor:
         """(B, D) -> (B, num_classes) through timm's classifier."""
         return self.head_module(feats)
+
+    def forward_stages(self, x: Tensor) -> Stages:
+        """Every intermediate map of timm's `forward_intermediates` (NCHW; for a ViT, each
+        block's tokens on the patch grid), with timm's pooled features and head on its final
+        output; timm returns the maps after their activation, so they are their own preact."""
+        net: Any = self.net
+        if not hasattr(net, "forward_intermediates"):
+            raise UsageError(
+                f"{self.arch} has no forward_intermediates in timm {require_timm().__version__}, "
+                "so its intermediate features cannot be read: choose another timm model"
+            )
+        final, maps = net.forward_intermediates(x)
+        pooled = net.forward_head(final, pre_logits=True)
+        return Stages(list(maps), list(maps), pooled, self.head_module(pooled))
 
     def patch_grid(self, image_size: int) -> tuple[int, int] | None:
         """The patch embedding's grid on image_size x image_size images (ViT, DeiT, ...)."""

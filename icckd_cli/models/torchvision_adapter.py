@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.base.torchvision_check import check_torchvision
+from icckd_cli.models.base import Stages
 from icckd_cli.models.library import (
     Family,
     LibraryModel,
@@ -119,6 +120,19 @@ class TorchvisionModel(LibraryModel):
             feats = m(feats)
         return feats
 
+    def forward_stages(self, x: Tensor) -> Stages:
+        """The last layer at each resolution (of `features` where the network has one, else
+        of its top-level modules), read through torchvision.models.feature_extraction; the
+        pooled features are the head's input, so the head runs as in forward."""
+        extractor = self.__dict__.get("_stages")
+        if extractor is None:  # traced once, on this batch's shapes; shares the parameters
+            extractor = _stage_extractor(self.net, self.head_modules[0], x)
+            self.__dict__["_stages"] = extractor
+        out = extractor(x)
+        pooled = out.pop("pooled").flatten(1)
+        maps = list(out.values())
+        return Stages(maps, list(maps), pooled, self.forward_head(pooled))
+
     def patch_grid(self, image_size: int) -> tuple[int, int] | None:
         """torchvision's ViTs: image_size // patch_size patches a side; None for others."""
         patch = getattr(self.net, "patch_size", None)
@@ -128,6 +142,51 @@ class TorchvisionModel(LibraryModel):
         """torchvision's ViTs accept only the image_size they were built for."""
         size = getattr(self.net, "image_size", None)
         return size if isinstance(size, int) else None
+
+
+def _stage_extractor(net: nn.Module, head: nn.Module, x: Tensor) -> nn.Module:
+    """A feature extractor returning each resolution's last map and the head's input."""
+    import torch
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    features = getattr(net, "features", None)
+    root, prefix = (features, "features.") if isinstance(features, nn.Sequential) else (net, "")
+    sizes: dict[str, tuple[int, ...]] = {}
+
+    def keep(name: str) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(output, Tensor) and output.dim() == 4:
+                sizes[name] = tuple(output.shape[2:])
+
+        return hook
+
+    pools = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)  # the head's pool is no stage
+    children = [(n, m) for n, m in root.named_children() if not isinstance(m, pools)]
+    handles = [m.register_forward_hook(keep(prefix + n)) for n, m in children]
+    try:  # one image in eval mode: shapes only, no BN statistics updated
+        mode = net.training
+        with torch.no_grad():
+            net.eval()(x[:1])
+        net.train(mode)
+    finally:
+        for h in handles:
+            h.remove()
+    names = list(sizes)
+    # the last module at each resolution
+    stages = [
+        n for i, n in enumerate(names) if i + 1 == len(names) or sizes[names[i + 1]] != sizes[n]
+    ]
+    head_path = next(n for n, m in net.named_modules() if m is head)
+    graph = create_feature_extractor(net, {head_path: "head"}).graph
+    node = next(n for n in graph.nodes if n.op == "call_module" and n.target == head_path)
+    if not stages:
+        raise UsageError(
+            f"torchvision:{type(net).__name__} has no module with 4-D outputs, so it has no "
+            "stages to read: choose a convolutional network"
+        )
+    before = node.args[0]  # a module's output is named by its path, a function's by its node
+    pooled = before.target if before.op == "call_module" else before.name
+    return create_feature_extractor(net, {**{n: n for n in stages}, pooled: "pooled"})
 
 
 def _builder(name: str, num_classes: int | None, args: dict[str, Any]) -> Any:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from torchvision.models import ResNet
 
 from icckd_cli.base.torchvision_check import check_torchvision
-from icckd_cli.models.base import ZooModel, global_pool
+from icckd_cli.models.base import Stages, ZooModel, global_pool, residual_stages
 from icckd_cli.models.registry import register
 
 IMAGENET_SIZE = 224  # the crop torchvision's ImageNet weights were trained and evaluated on
@@ -44,6 +44,34 @@ class TvResNet(ZooModel):
         """(B, feature_dim) -> (B, num_classes)."""
         return self.fc(feats)
 
+    def _stages(self) -> tuple[nn.Sequential, ...]:
+        return (self.layer1, self.layer2, self.layer3, self.layer4)
+
+    def forward_stages(self, x: Tensor) -> Stages:
+        """The pooled stem (B, 64, H / 4, W / 4), then the four stages (H / 4 ... H / 32)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return residual_stages(x, self._stages(), self.fc, _block_preact)
+
+    def stage_norms(self) -> list[nn.BatchNorm2d]:
+        """The last BN of each stage's last block (bn2 of a basic block, bn3 of a bottleneck)."""
+        last = [stage[-1] for stage in self._stages()]
+        return [getattr(b, "bn3", None) or b.bn2 for b in last]  # type: ignore[misc]
+
+
+def _block_preact(block: nn.Module, x: Tensor) -> Tensor:
+    """A torchvision ResNet block's residual sum, before its last ReLU (the ops of its forward)."""
+    b: Any = block
+    out = b.relu(b.bn1(b.conv1(x)))
+    out = b.bn2(b.conv2(out))
+    if hasattr(b, "conv3"):  # a bottleneck
+        out = b.bn3(b.conv3(b.relu(out)))
+    shortcut = x if b.downsample is None else b.downsample(x)
+    return out + shortcut
+
+
+# indices in torchvision's MobileNetV2 `features` of the last layer at each resolution
+_TV_MOBILENET_ENDS = (1, 3, 6, 13, 18)
+
 
 class TvMobileNetV2(ZooModel):
     """torchvision's MobileNetV2 (width 1.0): `features`, then dropout and `classifier.1`."""
@@ -64,6 +92,17 @@ class TvMobileNetV2(ZooModel):
     def forward_head(self, feats: Tensor) -> Tensor:
         """(B, 1280) -> (B, num_classes)."""
         return self.classifier(feats)
+
+    def forward_stages(self, x: Tensor) -> Stages:
+        """The last layer at each resolution of `features` (H / 2 ... H / 32); linear
+        bottlenecks end in no ReLU, so the pre-activations are the maps."""
+        maps = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in _TV_MOBILENET_ENDS:
+                maps.append(x)
+        pooled = global_pool(x)
+        return Stages(maps, list(maps), pooled, self.classifier(pooled))
 
 
 def _resnet(depth: int) -> Callable[..., ResNet]:

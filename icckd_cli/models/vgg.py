@@ -7,7 +7,7 @@ from functools import partial
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icckd_cli.models.base import ZooModel, init_weights
+from icckd_cli.models.base import Stages, ZooModel, init_weights
 from icckd_cli.models.registry import register
 
 
@@ -56,6 +56,29 @@ class VGG(ZooModel):
     def forward_head(self, feats: Tensor) -> Tensor:
         """(B, feature_dim) -> (B, num_classes)."""
         return self.classifier(feats)
+
+    def forward_stages(self, x: Tensor) -> Stages:
+        """Each block's ReLU output before its pool (B, 64..512, H / 2^i, ...), as
+        RepDistiller's vgg; the pre-activations are the blocks' last BN outputs."""
+        tiny_imagenet = x.shape[2] == 64
+        x = F.relu(self.block0(x))
+        maps, preact = [x], [x]
+        blocks = (self.block1, self.block2, self.block3, self.block4)
+        pools = (self.pool0, self.pool1, self.pool2, self.pool3)
+        for i, (block, pool) in enumerate(zip(blocks, pools, strict=True)):
+            if i < 3 or tiny_imagenet:
+                x = pool(x)
+            pre = block(x)
+            x = F.relu(pre)
+            maps.append(x)
+            preact.append(pre)
+        pooled = self.pool4(x).flatten(1)
+        return Stages(maps, preact, pooled, self.classifier(pooled))
+
+    def stage_norms(self) -> list[nn.BatchNorm2d]:
+        """The last BN of blocks 1 to 4 (their trailing ReLU runs in forward)."""
+        norms = [b[-1] for b in (self.block1, self.block2, self.block3, self.block4)]
+        return [n for n in norms if isinstance(n, nn.BatchNorm2d)]
 
 
 _CFGS: dict[str, list[list[int]]] = {

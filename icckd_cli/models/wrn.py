@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icckd_cli.models.base import ZooModel, global_pool, init_weights
+from icckd_cli.models.base import Stages, ZooModel, global_pool, init_weights
 from icckd_cli.models.registry import register
 
 
@@ -27,7 +28,11 @@ class WideBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, in_ch, H, W) -> (B, out_ch, H / stride, W / stride)."""
-        act = F.relu(self.bn1(x))
+        return self.after_norm(x, self.bn1(x))
+
+    def after_norm(self, x: Tensor, normed: Tensor) -> Tensor:
+        """The block on `x` given its first BN's output (the stage's pre-activation)."""
+        act = F.relu(normed)
         out = self.conv2(F.relu(self.bn2(self.conv1(act))))
         # A projecting block takes its shortcut from the activated input, an identity block
         # from the raw one: that asymmetry is the reference's and trained weights depend on it.
@@ -74,6 +79,29 @@ class WideResNet(ZooModel):
     def forward_head(self, feats: Tensor) -> Tensor:
         """(B, feature_dim) -> (B, num_classes)."""
         return self.fc(feats)
+
+    def forward_stages(self, x: Tensor) -> Stages:
+        """conv1 (B, 16, H, W), then each block's raw output; as RepDistiller's wrn, the
+        pre-activation of a stage is the next BN's output (the next stage's first bn1)."""
+        x = self.conv1(x)
+        maps, preact = [x], [x]
+        x = self.block1(x)
+        for stage in (self.block2, self.block3):
+            first = cast(WideBlock, stage.layer[0])
+            normed = first.bn1(x)
+            maps.append(x)
+            preact.append(normed)
+            x = stage.layer[1:](first.after_norm(x, normed))
+        normed = self.bn1(x)
+        maps.append(x)
+        preact.append(normed)
+        pooled = global_pool(F.relu(normed))
+        return Stages(maps, preact, pooled, self.fc(pooled))
+
+    def stage_norms(self) -> list[nn.BatchNorm2d]:
+        """The BN that follows each stage (the next stage's first bn1, then the final bn1)."""
+        firsts = [cast(WideBlock, stage.layer[0]) for stage in (self.block2, self.block3)]
+        return [firsts[0].bn1, firsts[1].bn1, self.bn1]
 
 
 for _name, _depth, _widen in (

@@ -69,7 +69,7 @@ def corruption_table(c: dict[str, Any]) -> None:
         note("icckd-builtin: generated from the test split; not comparable with CIFAR-10-C")
 
 
-def eval_extra_tables(m: dict[str, Any]) -> None:
+def eval_detail_tables(m: dict[str, Any]) -> None:
     """What follows eval's table: per class, then corruptions when evaluated."""
     per_class_table(m)
     if m.get("corruptions") is not None:

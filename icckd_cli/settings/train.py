@@ -21,7 +21,7 @@ from icckd_cli.settings.run import RunOptions
 
 
 class TeacherLoss(_Strict):
-    """CE + icc_weight * L_intra (METHOD.md); icc_weight 0 is the cross-entropy baseline."""
+    """CE + icc_weight * L_intra (docs/method.md); icc_weight 0 is the cross-entropy baseline."""
 
     icc_weight: float = Field(0.05, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # eps of the CE targets; 0 is off
@@ -37,7 +37,7 @@ class RunSettings(DataOptions, OptimOptions, RunOptions):
     """What a teacher run and a student run share: data, optimiser and schedule, execution.
 
     Frozen: built once at the command line (or from an experiment or tune file), it is the
-    run's one settings object; work/inputs.resolve_run fills in what the recipe derives.
+    run's one settings object; commands/inputs.resolve_run fills in what the recipe derives.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -73,8 +73,9 @@ class RunSettings(DataOptions, OptimOptions, RunOptions):
 class TrainTeacherConfig(RunSettings, TeacherLoss):
     """Everything `icckd train-teacher` needs."""
 
-    # issue 29: keep the weights of each evaluated epoch in RUN/epochs/ (set by `experiment`
-    # under match_teachers); excluded from config.json, so it never invalidates a finished run
+    # accuracy-matched teachers: keep the weights of each evaluated epoch in RUN/epochs/ (set
+    # by `experiment` under match_teachers); excluded from config.json, so it never invalidates
+    # a finished run
     keep_snapshots: bool = Field(False, exclude=True)
 
 
@@ -149,6 +150,18 @@ class DistillConfig(RunSettings, StudentLoss, TeacherCacheOptions):
     """Everything `icckd distill` needs."""
 
     arch: str = "resnet20"
+
+    @model_validator(mode="after")
+    def _store_holds_no_maps(self) -> DistillConfig:
+        """The teacher-output store keeps logits and pooled features, never feature maps."""
+        if self.teacher_cache is not None and registry.needs_teacher_stages(
+            self.resolved_weights()
+        ):
+            raise ValueError(
+                f"--method {self.method} reads the teacher's intermediate feature maps, and the "
+                "teacher-output store keeps logits and pooled features only; drop --teacher-cache"
+            )
+        return self
 
 
 # the settings of one training run, either kind

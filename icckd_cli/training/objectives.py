@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,8 @@ from icckd_cli.methods import registry
 from icckd_cli.methods.icc import icc_terms, margin_gate
 from icckd_cli.methods.queue import ClassQueue
 from icckd_cli.training import distributed as dist
+from icckd_cli.training.stages import StageReader
+from icckd_cli.training.teacher_source import RunTeacher, TeacherSource
 
 if TYPE_CHECKING:
     from icckd_cli.models import ZooModel
@@ -41,10 +43,13 @@ class Objective(nn.Module):
     """Base: sums weighted terms and reports each one by name."""
 
     views: int = 1
+    preliminary_epochs: int = 0  # first epochs that sum `preliminary` instead of `terms`
+    preliminary_eval: bool = False  # the model in eval mode during those epochs
 
     def __init__(self) -> None:
         super().__init__()
         self.terms: list[Term] = []
+        self.preliminary: list[Term] = []
 
     def add(self, name: str, weight: float, fn: Callable[[dict[str, Any], Stats], Tensor]) -> None:
         """Add a term unless its weight is 0."""
@@ -63,7 +68,7 @@ class Objective(nn.Module):
         out = self.outputs(model, batch, epoch)
         stats: Stats = {}
         total: Tensor | float = 0.0
-        for term in self.terms:
+        for term in self.preliminary if epoch < self.preliminary_epochs else self.terms:
             value = term.fn(out, stats)
             stats[term.name] = value.detach()
             total = total + term.weight * value
@@ -83,7 +88,7 @@ def _ce(out: dict[str, Any], stats: Stats) -> Tensor:
 
 
 class TeacherObjective(Objective):
-    """CE + icc_weight * L_intra (METHOD.md), two views when the intra-class term is on."""
+    """CE + icc_weight * L_intra (docs/method.md), two views when the intra-class term is on."""
 
     def __init__(
         self,
@@ -188,38 +193,6 @@ class TeacherObjective(Objective):
         }
 
 
-class TeacherSource(Protocol):
-    """Where a student's teacher outputs come from: the teacher itself, or a store of them."""
-
-    feature_dim: int
-
-    def __call__(self, batch: Batch, epoch: int) -> tuple[Tensor, Tensor | None]:
-        """(teacher logits (B, C), pooled features (B, D) or None) for batch.views[0]."""
-        ...
-
-    def train(self, mode: bool = True) -> Any:
-        """Follow the objective's train()/eval(); a frozen teacher stays in eval mode."""
-        ...
-
-
-class RunTeacher:
-    """The frozen teacher run on each batch (eval mode, no gradient)."""
-
-    def __init__(self, teacher: nn.Module) -> None:
-        self.teacher = teacher.eval().requires_grad_(False)
-        self.feature_dim = int(getattr(teacher, "feature_dim", 0))
-
-    def __call__(self, batch: Batch, epoch: int) -> tuple[Tensor, Tensor | None]:
-        with torch.inference_mode():
-            t_logits, t_feats = self.teacher(batch.views[0], return_features=True)
-        # clones leave inference mode so autograd may save them for the student's backward
-        return t_logits.clone(), t_feats.clone()
-
-    def train(self, mode: bool = True) -> RunTeacher:
-        self.teacher.eval()
-        return self
-
-
 class DistillObjective(Objective):
     """CE and the registered methods' terms (methods/) against a frozen teacher's outputs.
 
@@ -237,11 +210,18 @@ class DistillObjective(Objective):
         feature_dim: int = 0,
         train_size: int = 0,
         epochs: int = 0,
+        student: ZooModel | None = None,
+        image_size: int = 0,
     ) -> None:
         super().__init__()
         source = RunTeacher(teacher) if isinstance(teacher, nn.Module) else teacher
         object.__setattr__(self, "source", source)  # not a submodule: never trained or saved
         context = registry.Context(feature_dim, int(source.feature_dim), train_size, epochs)
+        self.reader: StageReader | None = None  # where a term reads intermediate maps
+        if registry.needs_teacher_stages(weights):
+            assert student is not None, "a method reading maps needs the student to measure"
+            self.reader = StageReader(student, source, settings, image_size)
+            context = self.reader.context(context)
         self.settings: dict[str, Any] = {}
         self.add("ce", weights["ce_weight"], _ce)
         for method in registry.methods():
@@ -252,9 +232,16 @@ class DistillObjective(Objective):
                 continue
             built = method.build(own, context)
             for part in method.parts:
-                if built[part].module is not None:
-                    self.add_module(part, built[part].module)
-                self.add(part, weights[f"{part}_weight"], built[part].fn)
+                got = built[part]
+                if got.module is not None:
+                    self.add_module(part, got.module)
+                if got.fn is not None:
+                    self.add(part, weights[f"{part}_weight"], got.fn)
+                if got.preliminary is not None:  # unweighted, as RepDistiller's init
+                    self.preliminary.append(Term(part, 1.0, got.preliminary))
+            if method.preliminary is not None:
+                self.preliminary_epochs = max(self.preliminary_epochs, method.preliminary(own))
+                self.preliminary_eval = self.preliminary_eval or method.preliminary_eval
 
     @classmethod
     def from_config(
@@ -264,6 +251,8 @@ class DistillObjective(Objective):
         feature_dim: int,
         train_size: int,
         epochs: int,
+        student: ZooModel | None = None,
+        image_size: int = 0,
     ) -> DistillObjective:
         """The configured terms for a student of `feature_dim` trained on `train_size` images
         for `epochs` epochs (a method's schedule, such as a warm-up, scales with them)."""
@@ -274,6 +263,8 @@ class DistillObjective(Objective):
             feature_dim=feature_dim,
             train_size=train_size,
             epochs=epochs,
+            student=student,
+            image_size=image_size,
         )
 
     def train(self, mode: bool = True) -> DistillObjective:
@@ -282,8 +273,17 @@ class DistillObjective(Objective):
         return self
 
     def outputs(self, model: nn.Module, batch: Batch, epoch: int) -> dict[str, Any]:
-        out = super().outputs(model, batch, epoch)
-        out["t_logits"], out["t_features"] = self.source(batch, epoch)  # type: ignore[operator]
+        if self.preliminary_eval:  # its preliminary stage leaves the student's BN as it is
+            model.train(epoch >= self.preliminary_epochs)
+        if self.reader is None:
+            out = super().outputs(model, batch, epoch)
+            out["t_logits"], out["t_features"] = self.source(batch, epoch)  # type: ignore[operator]
+        else:  # the maps, logits and features of each network in one forward
+            s, t = self.reader.student(model, batch.views[0]), self.reader.teacher_stages(batch)
+            out = {"logits": s.logits, "features": s.pooled, "labels": batch.labels,
+                   "batch": batch, "stages": s, "t_stages": t,
+                   "t_logits": t.logits, "t_features": t.pooled}  # fmt: skip
+        out["epoch"] = epoch - self.preliminary_epochs  # the other schedules start after it
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -1,12 +1,13 @@
 """A teacher's weights at each evaluated epoch, beside its run: RUN/epochs/epoch-NNN.safetensors.
 
-Accuracy-matched teachers (issue 29) distill from an earlier epoch than the last, so a teacher
-run keeps one small checkpoint per evaluated epoch. Each is a full icckd checkpoint (the run's
-metadata: kind, arch, classes, builder arguments, data set, config), so it loads as a teacher
-with load_any_model, plus `extra.snapshot = {epoch, val_top1, weights_sha256}`. Like every
-checkpoint it records the digest of its tensor data, checked when it is read as a teacher; the
-weights' hash is checked there too (work/run_snapshots.py). Written atomically: a reader never
-sees a half-written snapshot, and of two writers at once one whole file wins.
+Accuracy-matched teachers (commands/experiment/matched/) distill from an earlier epoch than
+the last, so a teacher run keeps one small checkpoint per evaluated epoch. Each is a full icckd
+checkpoint (the run's metadata: kind, arch, classes, builder arguments, data set, config), so
+it loads as a teacher with load_any_model, plus `extra.snapshot = {epoch, val_top1,
+weights_sha256}`. Like every checkpoint it records the digest of its tensor data, checked when
+it is read as a teacher; the weights' hash is checked there too
+(commands/experiment/matched/snapshots.py). Written atomically: a reader never sees a
+half-written snapshot, and of two writers at once one whole file wins.
 
 Sizes per evaluated epoch, measured (float32 weights and buffers, 10 classes, plus a few kB of
 metadata): resnet8 0.32 MB, resnet20 1.11 MB, resnet56 3.47 MB; saving one takes 50-80 ms on a

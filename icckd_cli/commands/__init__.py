@@ -1,0 +1,1 @@
+"""commands: what each command does; see docs/architecture.md for what lives in this layer."""

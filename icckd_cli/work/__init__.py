@@ -1,1 +1,0 @@
-"""work: see docs/architecture.md for what lives in this layer."""
