@@ -5,6 +5,9 @@ training runs that the tests of runs, run folders and resumable state share.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,34 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.raises(Interrupted):
         runs.train_teacher(cfg, sigint_at(0, 4))
     return out
+
+
+SLURM_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "slurm-local.sh"
+SLURM_TOOLS = ("sbatch", "squeue", "sinfo", "scontrol", "slurmctld", "slurmd", "munged")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A single-node Slurm on this machine for the session (one per xdist worker: it starts
+    in about a second); SLURM_CONF points at it while it runs."""
+    missing = [t for t in SLURM_TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"no Slurm here ({missing[0]} missing): apt-get install slurm-wlm munge")
+    if os.geteuid() != 0:
+        pytest.skip("the single-node Slurm of scripts/slurm-local.sh runs its daemons as root")
+    folder = tmp_path_factory.mktemp("slurm")
+    started = subprocess.run(
+        [str(SLURM_SCRIPT), "start", str(folder)], capture_output=True, text=True, check=False
+    )
+    if started.returncode != 0:
+        pytest.fail(f"scripts/slurm-local.sh start failed: {started.stderr.strip()}")
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+    try:
+        yield folder
+    finally:
+        subprocess.run([str(SLURM_SCRIPT), "stop", str(folder)], check=False)
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old

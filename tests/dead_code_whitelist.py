@@ -24,7 +24,7 @@ CALLED_BY_THE_FRAMEWORKS = [
     _.extra_repr,
     # Python: a module's __getattr__ (PEP 562) serves names imported lazily (methods/crd.py)
     _.__getattr__,
-    # pydantic: validators run when a model is built (settings/, methods/kd.py, experiment)
+    # pydantic: validators run when a model is built (settings/, experiment, executor)
     _._data_set_defaults,
     _._imbalance,
     _._one_validation_rule,
@@ -36,6 +36,7 @@ CALLED_BY_THE_FRAMEWORKS = [
     _._distinct,
     _._methods_check,
     _._store_holds_no_maps,
+    _._directives,
 ]
 
 # Called only by tests today, in modules other work is changing: each is listed in the

@@ -108,7 +108,7 @@ def test_interrupted_experiment_resumes_and_a_finished_one_redoes_nothing(
 def test_cli_interrupt_exits_130_with_how_to_continue(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def interrupted(exp: Experiment, callback: Any) -> None:
+    def interrupted(exp: Experiment, callback: Any, wait: bool = True) -> None:
         raise Interrupted()
 
     monkeypatch.setattr("icckd_cli.commands.experiment.matrix.run_experiment", interrupted)

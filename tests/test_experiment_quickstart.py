@@ -31,7 +31,7 @@ def test_cli_quickstart_runs_the_built_in_experiment_into_out(
 ) -> None:
     seen: list[Experiment] = []
 
-    def fake_run(exp: Experiment, callback: Any) -> ExperimentResults:
+    def fake_run(exp: Experiment, callback: Any, wait: bool = True) -> ExperimentResults:
         seen.append(exp)
         return collect(exp, {})  # nothing trained: every cell is missing
 

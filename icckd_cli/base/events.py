@@ -46,6 +46,8 @@ class Event(str, Enum):
     # commands/cost.py
     LATENCY = "latency"  # a pass of a latency/throughput timing: batch, done, total (passes)
     FINISH = "finish"  # the whole matrix is done and its results written: out
+    # commands/executor/driver.py, runs in worker processes or Slurm jobs
+    JOBS = "jobs"  # the runs' states now: total, done, running, queued, failed
 
     # commands/tune/
     TRIAL_START = "trial_start"  # a trial of the study starts: number, params

@@ -18,6 +18,7 @@ from icckd_cli.cli.common import (
     app,
     handle_errors,
 )
+from icckd_cli.cli.executor import Executor, ExecutorWorkers, NoWait
 from icckd_cli.presentation import console, tables
 from icckd_cli.presentation.experiment_progress import ExperimentProgress
 
@@ -30,9 +31,9 @@ Latency = Annotated[
 ]
 
 
-def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
+def _experiment(exp: Any, fmt: str, dry_run: bool = False, wait: bool = True) -> None:
     """Shared body of experiment and quickstart: run the matrix, render the table."""
-    from icckd_cli.commands.experiment.matrix import plan_states, run_experiment
+    from icckd_cli.commands.experiment.matrix import RunsFailed, plan_states, run_experiment
     from icckd_cli.commands.experiment.results import result_tables
     from icckd_cli.training import distributed as dist
     from icckd_cli.training.engine import Interrupted
@@ -45,8 +46,11 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
     dist.init_from_env()  # under torchrun every run of the matrix is data-parallel
     progress = ExperimentProgress(exp.options.name)
     quiet = not dist.is_main()
+    failed: RunsFailed | None = None
     try:
-        results = run_experiment(exp, (lambda event, info: None) if quiet else progress)
+        results = run_experiment(exp, (lambda event, info: None) if quiet else progress, wait)
+    except RunsFailed as exc:  # the tables of the others first, then the one line, exit 1
+        results, failed = exc.results, exc
     except Interrupted:
         progress.close()
         if quiet:
@@ -58,17 +62,24 @@ def _experiment(exp: Any, fmt: str, dry_run: bool = False) -> None:
         raise typer.Exit(INTERRUPTED) from None
     finally:
         progress.close()
+    if results is None and not wait and not quiet:  # --no-wait: runs still in their jobs
+        console.note(
+            f"submitted to Slurm (logs in {Path(exp.options.out) / 'executor'}); run the same "
+            "command again to follow the jobs and collect the results"
+        )
     if quiet or results is None:
         return
     doc = results.to_json()
     if fmt == "json":
         console.print_json(doc)
-        return
-    files = ["results.json", "results.md", *(f["file"] for f in results.figures or [])]
-    if results.cost.figure:
-        files.append(results.cost.figure)
-    written = [str(Path(exp.options.out) / f) for f in files]
-    tables.experiment_tables(result_tables(doc), written)
+    else:
+        files = ["results.json", "results.md", *(f["file"] for f in results.figures or [])]
+        if results.cost.figure:
+            files.append(results.cost.figure)
+        written = [str(Path(exp.options.out) / f) for f in files]
+        tables.experiment_tables(result_tables(doc), written)
+    if failed is not None:
+        raise failed
 
 
 @app.command()
@@ -82,6 +93,9 @@ def experiment(
     ] = False,
     tensorboard: Tensorboard = None,
     latency: Latency = None,
+    executor: Executor = None,
+    workers: ExecutorWorkers = None,
+    no_wait: NoWait = False,
     fmt: Format = "table",
 ) -> None:
     """Teachers x student methods x seeds in one resumable command, with one table."""
@@ -89,7 +103,8 @@ def experiment(
 
     fmt = _format(fmt)
     overrides = {"out": out, "device": device, "tensorboard": tensorboard, "latency": latency}
-    _experiment(load_experiment(config, overrides), fmt, dry_run)
+    where = {"kind": executor, "workers": workers}
+    _experiment(load_experiment(config, overrides, where), fmt, dry_run, not no_wait)
 
 
 @app.command()

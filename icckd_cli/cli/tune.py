@@ -8,7 +8,15 @@ from typing import Annotated, Any
 import typer
 
 from icckd_cli.base.errors import INTERRUPTED
-from icckd_cli.cli.common import Device, Format, Opt, _format, app, handle_errors
+from icckd_cli.cli.common import (
+    Device,
+    Format,
+    Opt,
+    _format,
+    app,
+    handle_errors,
+)
+from icckd_cli.cli.executor import Executor, ExecutorWorkers
 from icckd_cli.presentation import console
 
 
@@ -22,6 +30,8 @@ def _progress(fmt: str) -> Any:
             t = info["trial"]
             reason = t.user_attrs.get("fail_reason")
             trial_line(trial_row(t), reason, info["time"])
+        elif event == "warning":  # a tuning worker in a process or job that stopped early
+            console.note(info["message"])
         elif event == "timeout":
             console.note(f"--timeout {info['timeout']:g} s passed: no further trial starts here")
 
@@ -54,6 +64,8 @@ def tune(
     ] = None,
     device: Device = None,
     plot: Annotated[Path | None, Opt(help="Folder of the figures (default: OUT).")] = None,
+    executor: Executor = None,
+    workers: ExecutorWorkers = None,
     fmt: Format = "table",
 ) -> None:
     """Search teacher and student settings on the validation split (Optuna); workers share it."""
@@ -68,7 +80,7 @@ def tune(
 
     fmt = _format(fmt)
     given = overrides({"out": out, "n_trials": n_trials, "timeout": timeout, "device": device})
-    spec = load_tune(config, given)
+    spec = load_tune(config, given, {"kind": executor, "workers": workers})
     name = study_name or default_study_name(config)
     try:
         tuned = run_tune(spec, name, storage, _progress(fmt), plot)

@@ -54,6 +54,7 @@ class ExperimentProgress(View):
                 f"{self.label}: {teacher_cache_line(info)}"
             ),
             Event.TEACHER_CACHE_PASS: self._cache_pass,
+            Event.JOBS: self._jobs,
         }
         return {
             Event.PLAN: self._plan,
@@ -120,6 +121,13 @@ class ExperimentProgress(View):
         if self.run is not None:
             self.progress.remove_task(self.run)
             self.run = None
+
+    def _jobs(self, info: dict[str, Any]) -> None:
+        """Runs in workers or Slurm jobs: the matrix's bar counts the finished ones."""
+        assert self.progress is not None
+        counts = ", ".join(f"{info[k]} {k}" for k in ("done", "running", "queued", "failed"))
+        name = f"[bold]{escape(self.name)}[/bold] {counts}"
+        self.progress.update(self.matrix, completed=info["done"], description=name)
 
     def _cost(self, info: dict[str, Any]) -> None:
         timed = " and batch-1 latency" if info["latency"] else ""

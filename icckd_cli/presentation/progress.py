@@ -90,7 +90,8 @@ class TrainingProgress(View):
     # what an experiment, a download or the matrix reports is not a single run's
     IGNORED = frozenset({Event.DOWNLOAD, Event.PLAN, Event.RUN, Event.RUN_END,
                          Event.DIVERSITY, Event.COST, Event.FINISH, Event.CORRUPTION,
-                         Event.TRIAL_START, Event.TRIAL, Event.TIMEOUT, Event.LATENCY})  # fmt: skip
+                         Event.TRIAL_START, Event.TRIAL, Event.TIMEOUT, Event.LATENCY,
+                         Event.JOBS})  # fmt: skip
 
     def __init__(self, title: str, quiet: bool = False) -> None:
         self.title, self.quiet = title, quiet

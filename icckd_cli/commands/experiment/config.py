@@ -35,11 +35,12 @@ from icckd_cli.settings.config import (
     read_table,
     read_toml,
 )
+from icckd_cli.settings.executor import parse_executor
 
 __all__ = ["Experiment", "ExperimentOptions", "Run", "Student", "Teacher", "load_experiment",
            "parse_experiment", "plan", "share_teacher_outputs"]  # fmt: skip
 
-TABLES = ("experiment", "teacher", "teachers", "student", "students")
+TABLES = ("experiment", "teacher", "teachers", "student", "students", "executor")
 # Settings every run of an experiment shares: they live in [experiment] only...
 SHARED = (*DataOptions.model_fields, "device", "tensorboard")
 # ...except these, which [teacher] (for the teachers) and [student] (for the students and
@@ -63,23 +64,32 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 # ----------------------------------------------------------------------------- validation
 
 
-def load_experiment(path: Path, overrides: Mapping[str, Any] | None = None) -> Experiment:
-    """Read and validate an experiment file; overrides (out, device, ...) replace [experiment]."""
+def load_experiment(
+    path: Path,
+    overrides: Mapping[str, Any] | None = None,
+    executor: Mapping[str, Any] | None = None,
+) -> Experiment:
+    """Read and validate an experiment file; overrides (out, device, ...) replace [experiment],
+    executor (kind, workers) [executor]."""
     if not Path(path).is_file():
         raise UsageError(
             f"experiment file {path} does not exist; check the path (examples/ holds "
             "ready-made ones)"
         )
-    exp = parse_experiment(read_toml(Path(path)), str(path), overrides)
+    exp = parse_experiment(read_toml(Path(path)), str(path), overrides, executor)
     exp.command = f"icckd experiment {path}"
     return exp
 
 
 def parse_experiment(
-    raw: dict[str, Any], source: str, overrides: Mapping[str, Any] | None = None
+    raw: dict[str, Any],
+    source: str,
+    overrides: Mapping[str, Any] | None = None,
+    executor: Mapping[str, Any] | None = None,
 ) -> Experiment:
     """Validate the whole experiment before any work starts; one-line errors name the table."""
     check_tables(raw, TABLES, source)
+    placement = parse_executor(read_table(raw, "executor", source), executor or {}, source)
     exp_raw = read_table(raw, "experiment", source)
     exp_raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     options = _validate(ExperimentOptions, exp_raw, {}, source, "[experiment]", "[experiment]")
@@ -104,11 +114,10 @@ def parse_experiment(
         common = [k for k in TrainTeacherConfig.model_fields if k in DistillConfig.model_fields]
         values = {k: getattr(recipe, k) for k in common}
         if recipe.labels_per_class is not None:  # alone, it has only the labelled images
-            values["train_per_class"] = min(
-                recipe.labels_per_class, recipe.train_per_class or 10**9
-            )
+            limit = recipe.train_per_class or recipe.labels_per_class
+            values["train_per_class"] = min(recipe.labels_per_class, limit)
         baseline = TrainTeacherConfig(**values, icc_weight=0.0)
-    return Experiment(options, teachers, students, baseline, source)
+    return Experiment(options, teachers, students, baseline, source, executor=placement)
 
 
 def _section(

@@ -1,4 +1,5 @@
-"""Running the matrix: every run not finished yet, then the teachers' soft-label diversity.
+"""Running the matrix: every run not finished yet (here, or in workers or Slurm jobs), then
+the measurements and the results.
 
 A folder holding model.safetensors is finished and skipped; one holding state.safetensors
 is resumed; so running the same command again after Ctrl-C only does what is left.
@@ -8,19 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from icckd_cli.base.errors import UsageError
+from icckd_cli.base.errors import IcckdError, UsageError
 from icckd_cli.base.events import Callback
+from icckd_cli.commands.executor.checks import check_executor
 from icckd_cli.commands.experiment.costs import cost_figure, measure_costs
+from icckd_cli.commands.experiment.diversity import measure_diversity
 from icckd_cli.commands.experiment.finished import FinishedRuns
 from icckd_cli.commands.experiment.matched.plan import check_matchable, resolve_teacher
 from icckd_cli.commands.experiment.plan import Experiment, Run
 from icckd_cli.commands.experiment.result_types import ExperimentResults
 from icckd_cli.commands.experiment.results import collect, write_results
+from icckd_cli.commands.experiment.stages import run_stages
 from icckd_cli.commands.experiment.teacher_gap import with_teacher_gaps
 from icckd_cli.commands.experiment.transfer.measures import with_transfer
 from icckd_cli.commands.robustness.students import measure_corruptions
@@ -31,7 +34,6 @@ IGNORED_ON_REUSE = set(
     "device overwrite download save_every eval_batch_size out teacher data_dir precision "
     "compile channels_last tensorboard teacher_cache teacher_cache_embeddings".split()
 )
-DIVERSITY_FILE = "diversity.json"
 # Panels of the learning-curve figures: the unweighted training CE compares every kind of
 # run (their weighted sums do not); the gate's pass rate only where a run logs it.
 CURVE_METRICS = ("train_ce", "top1", "nll", "train_icc_gate_pass")
@@ -124,20 +126,60 @@ def plan_states(exp: Experiment) -> list[tuple[str, str]]:
     return [(r.label, r.status()) for r in exp.runs]
 
 
-def run_experiment(exp: Experiment, callback: Callback) -> ExperimentResults | None:
+class RunsFailed(IcckdError):
+    """Runs of the matrix failed in their workers or jobs; the others' results were written."""
+
+    def __init__(self, message: str, results: ExperimentResults) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+def run_experiment(
+    exp: Experiment, callback: Callback, wait: bool = True
+) -> ExperimentResults | None:
     """Do every run not finished yet, then measure the teachers and write the results.
 
-    None in a process other than the first under torchrun (only that one writes them).
+    None in a process other than the first under torchrun (only that one writes them), and
+    after `wait=False`: exp.executor local or slurm sends the runs to worker processes or
+    Slurm jobs (stages.py), and without waiting they are submitted and nothing more is done.
     """
-    from icckd_cli.base.errors import IcckdError
-    from icckd_cli.commands import runs as runner
-    from icckd_cli.training import distributed as dist
-
+    check_executor(exp.executor)
+    if not wait and exp.executor.kind != "slurm":
+        raise UsageError(
+            "--no-wait needs --executor slurm (local workers and in-process runs end with the "
+            "command)"
+        )
     check_data(exp)
     finished = FinishedRuns()  # each finished run's header read once, each teacher hashed once
     for run in exp.runs:
         check_reusable(run, finished)
     check_matchable(exp)  # teachers made without snapshots, refused before any work
+    if exp.executor.kind == "inprocess":
+        _run_inprocess(exp, callback, finished)
+        return finish_experiment(exp, callback, finished)
+    outcome = run_stages(exp, exp.executor, callback, wait)
+    if outcome.waiting:
+        return None
+    matches: dict[int, dict[str, Any]] = {}
+    for run in (r for r in exp.runs if r.kind == "student" and r.status() == "done"):
+        resolve_teacher(exp, run, matches)  # a matched student's snapshot, for the check
+        check_student_teacher(run, finished)
+        drop_finished_cache(exp, run)
+    results = finish_experiment(exp, callback, finished)
+    if outcome.failed and results is not None:
+        failed = "; ".join(f"{label} (log: {log})" for label, log in outcome.failed.items())
+        raise RunsFailed(
+            f"{len(outcome.failed)} run(s) failed: {failed}; their cells are missing from the "
+            "results; run the same command again to retry them",
+            results,
+        )
+    return results
+
+
+def _run_inprocess(exp: Experiment, callback: Callback, finished: FinishedRuns) -> None:
+    """Every unfinished run of the matrix, one after another in this process."""
+    from icckd_cli.commands import runs as runner
+
     matches: dict[int, dict[str, Any]] = {}
     total = len(exp.runs)
     callback("plan", {"total": total, "done": sum(r.status() == "done" for r in exp.runs)})
@@ -162,6 +204,14 @@ def run_experiment(exp: Experiment, callback: Callback) -> ExperimentResults | N
         )
         if run.kind == "student":
             drop_finished_cache(exp, run)
+
+
+def finish_experiment(
+    exp: Experiment, callback: Callback, finished: FinishedRuns
+) -> ExperimentResults | None:
+    """Measure the finished runs and write results.json, the tables and the figures."""
+    from icckd_cli.training import distributed as dist
+
     if not dist.is_main():  # under torchrun process 0 alone measures and writes the results
         return None
     diversity = measure_diversity(exp, callback)
@@ -229,60 +279,3 @@ def _curve_label(run: Run) -> str:
     if run.kind == "student":
         return f"from {run.teacher}, seed {run.seed}"
     return f"alone (CE), seed {run.seed}"
-
-
-def measure_diversity(exp: Experiment, callback: Callback) -> dict[str, dict[int, dict]]:
-    """Soft-label statistics of every finished teacher on the test split, cached per run."""
-    from icckd_cli.commands.inspect import inspect_checkpoints
-    from icckd_cli.settings.config import InspectConfig
-    from icckd_cli.training.rundir import MODEL_FILE
-
-    temperature = exp.options.temperature
-    found: dict[str, dict[int, dict]] = {t.name: {} for t in exp.teachers}
-    todo: list[Run] = []
-    for run in (r for r in exp.runs if r.kind == "teacher" and r.status() == "done"):
-        stamp = (run.out / MODEL_FILE).stat().st_mtime_ns
-        cached = _read_json(run.out / DIVERSITY_FILE)
-        if cached.get("temperature") == temperature and cached.get("model_mtime_ns") == stamp:
-            found[run.teacher][run.seed] = cached["overall"]  # type: ignore[index]
-        else:
-            todo.append(run)
-    if todo:
-        callback("diversity", {"count": len(todo)})
-        cfg = InspectConfig.model_validate(
-            {
-                "checkpoints": [r.out / MODEL_FILE for r in todo],
-                "temperature": temperature,
-                "device": exp.options.device,
-                "download": exp.options.download,
-            }
-        )
-        for run, res in zip(todo, inspect_checkpoints(cfg), strict=True):
-            overall = {k: _finite(v) for k, v in res.stats.overall.items()}
-            stamp = (run.out / MODEL_FILE).stat().st_mtime_ns
-            record = {
-                "temperature": temperature,
-                "split": "test",
-                "model_mtime_ns": stamp,
-                "overall": overall,
-            }
-            _write_json(run.out / DIVERSITY_FILE, record)
-            found[run.teacher][run.seed] = overall  # type: ignore[index]
-    return found
-
-
-def _finite(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from icckd_cli.base.atomic import write_text_atomic
-
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

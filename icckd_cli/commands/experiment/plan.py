@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 
 from icckd_cli.methods import registry
 from icckd_cli.settings.config import DataOptions, DistillConfig, TrainTeacherConfig
+from icckd_cli.settings.executor import ExecutorConfig
 from icckd_cli.training.rundir import MODEL_FILE, STATE_FILE
 
 MATCHED_STUDENTS = "students-matched"
@@ -123,6 +124,8 @@ class Experiment:
     source: str = "experiment"
     command: str = "icckd experiment"
     runs: list[Run] = field(default_factory=list)
+    # where the runs train: in this process, in local workers, as Slurm jobs
+    executor: ExecutorConfig = field(default_factory=lambda: ExecutorConfig.model_validate({}))
 
     def __post_init__(self) -> None:
         self.runs = plan(self)

@@ -18,6 +18,7 @@ from typing import Any
 
 from icckd_cli.base.atomic import write_text_atomic
 from icckd_cli.base.errors import UsageError
+from icckd_cli.commands.executor.checks import check_executor
 from icckd_cli.commands.tune import sampling
 from icckd_cli.commands.tune.config import VAL_REFUSAL, TuneFile, load_tune, parse_tune
 from icckd_cli.commands.tune.files import BEST_TEACHER, CONFIRM, write_best_files
@@ -31,6 +32,7 @@ from icckd_cli.commands.tune.storage import (
 )
 from icckd_cli.commands.tune.study import Running, open_study, still_running
 from icckd_cli.commands.tune.trial import Progress, param_name, run_trials
+from icckd_cli.commands.tune.workers import run_workers
 
 __all__ = ["BEST_TEACHER", "CONFIRM", "JOURNAL_FILE", "VAL_REFUSAL", "Running", "Tuned",
            "TuneFile", "load_tune", "parse_tune", "rerun_command", "run_tune",
@@ -92,6 +94,7 @@ def run_tune(
 ) -> Tuned:
     """Run trials until the study holds n_trials, then sum it up and write its files."""
     optuna_module()  # a missing extra fails before anything is written
+    check_executor(tune.executor)
     storage = Storage.given(storage_url, tune.options.out)
     claim_out(tune.options.out, study_name, storage, write=False)
     check_data(tune)
@@ -100,7 +103,10 @@ def run_tune(
         tune, storage, study_name, sampler, sampling.make_pruner(tune.options.pruner, steps(tune))
     )
     claim_out(tune.options.out, study_name, storage, write=True)
-    run_trials(study, tune, storage, progress)
+    if tune.executor.kind == "inprocess":
+        run_trials(study, tune, storage, progress)
+    else:  # --workers N workers in worker processes or Slurm jobs (workers.py)
+        run_workers(tune, study_name, storage.url, tune.executor, progress)
     tuned = finish(study, tune, storage, plot)
     tuned.running = still_running(study, storage)
     return tuned

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,10 @@ from icckd_cli.settings.config import (
     read_table,
     read_toml,
 )
+from icckd_cli.settings.executor import ExecutorConfig, parse_executor
 from icckd_cli.settings.tune import Param, TuneOptions
 
-TABLES = ("tune", "teacher", "student", "space")
+TABLES = ("tune", "teacher", "student", "space", "executor")
 ROLES = ("teacher", "student")
 MANAGED = {
     "out": "trials run in OUT/trials/NNNN/teacher and OUT/trials/NNNN/student",
@@ -58,6 +59,8 @@ class TuneFile:
     fixed: dict[str, dict[str, Any]]  # role -> its table as written
     space: dict[str, dict[str, Param]]  # role -> setting -> how it is searched
     source: str
+    # where the workers run: this process, local worker processes, Slurm jobs
+    executor: ExecutorConfig = field(default_factory=lambda: ExecutorConfig.model_validate({}))
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -84,15 +87,23 @@ class TuneFile:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_tune(path: Path, overrides: Mapping[str, Any] | None = None) -> TuneFile:
-    """Read and validate a tune file; overrides (out, n_trials, ...) replace [tune]'s."""
+def load_tune(
+    path: Path,
+    overrides: Mapping[str, Any] | None = None,
+    executor: Mapping[str, Any] | None = None,
+) -> TuneFile:
+    """Read and validate a tune file; overrides (out, n_trials, ...) replace [tune]'s,
+    executor (kind, workers) [executor]'s."""
     if not Path(path).is_file():
         raise UsageError(f"tune file {path} does not exist; check the path")
-    return parse_tune(read_toml(Path(path)), str(path), overrides)
+    return parse_tune(read_toml(Path(path)), str(path), overrides, executor)
 
 
 def parse_tune(
-    raw: dict[str, Any], source: str, overrides: Mapping[str, Any] | None = None
+    raw: dict[str, Any],
+    source: str,
+    overrides: Mapping[str, Any] | None = None,
+    executor: Mapping[str, Any] | None = None,
 ) -> TuneFile:
     """Validate a whole tune file; one-line errors name the table."""
     check_tables(raw, TABLES, source)
@@ -101,6 +112,7 @@ def parse_tune(
             f"{source}: the [tune] table is missing; add one with the data set and a validation "
             'split, e.g. [tune] dataset = "digits", val_per_class = 5 (see docs/tuning.md)'
         )
+    placement = parse_executor(read_table(raw, "executor", source), executor or {}, source)
     given = read_table(raw, "tune", source)
     options_given = {k: v for k, v in (overrides or {}).items() if v is not None}
     given.update(options_given)
@@ -135,7 +147,7 @@ def parse_tune(
             + ("[space.teacher] or [space.student]" if len(roles) == 2 else "[space.teacher]")
             + ", e.g. margin = { low = -1.0, high = 0.9 }"
         )
-    tune = TuneFile(options, given, fixed, space, source)
+    tune = TuneFile(options, given, fixed, space, source, placement)
     _check_values(tune)
     return tune
 
