@@ -31,6 +31,7 @@ CALLED_BY_THE_FRAMEWORKS = [
     _._check_decay,
     _._check_model_args,
     _._check_teacher_model_args,
+    _._live_teacher,
     _._one_kind,
     _._distinct,
     _._methods_check,

@@ -161,3 +161,20 @@ def test_init_starts_a_teacher_from_a_published_pth(
     r = icckd(capsys, "train-teacher", "--arch", "resnet14", "--init", pth, "--epochs", "1",
               "--out", tmp_path / "bad", *TINY)  # fmt: skip
     assert r.code == 1 and r.err.count("\n") == 1 and "does not fit a resnet14" in r.err
+
+
+def test_hidden_labels_reach_ce_as_minus_one_and_dkd_as_the_teachers_class() -> None:
+    torch.manual_seed(0)
+    teacher = create_model("resnet8", 3)
+    cfg = build(DistillConfig, {"method": "dkd", "labels_per_class": 1})
+    obj = DistillObjective(teacher, cfg.resolved_weights(), cfg, epochs=10, masked_ce=True)
+    assert obj.terms[0].fn.__name__ == "labelled_ce"
+    batch = _batch([2, -1, 0, -1], views=1)
+    out = obj.outputs(create_model("resnet8", 3), batch, 0)
+    top = out["t_logits"].argmax(dim=1)
+    assert out["known"].tolist() == [2, -1, 0, -1]
+    assert out["labels"].tolist() == [2, int(top[1]), 0, int(top[3])]
+    # unmasked (the default), labels pass as they are and CE is the plain one
+    plain = DistillObjective(teacher, cfg.resolved_weights(), cfg, epochs=10)
+    assert plain.terms[0].fn.__name__ == "_ce"
+    assert "known" not in plain.outputs(create_model("resnet8", 3), _batch([2, 1, 0]), 0)

@@ -222,6 +222,18 @@ def distill(
     val_per_class: ValPC = None,
     val_fraction: ValFraction = None,
     imbalance_factor: ImbalanceFactor = None,
+    labels_per_class: Annotated[
+        int | None, Opt(help="Keep the labels of the first N training images per class only.")
+    ] = None,
+    unlabeled_dir: Annotated[
+        Path | None, Opt(help="Extra training images without labels (any folder of images).")
+    ] = None,
+    unlabeled_ratio: Annotated[
+        float | None, Opt(help="Share of unlabelled images per batch (default: shuffle all).")
+    ] = None,
+    mixup: Annotated[
+        float | None, Opt(help="Mixup Beta(A, A) per batch, one view for teacher and student.")
+    ] = None,
     image_size: ImageSize = None,
     workers: Workers = None,
     memory_limit_gb: MemoryLimit = None,

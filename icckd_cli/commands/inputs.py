@@ -23,6 +23,8 @@ from icckd_cli.data import (
     make_loader,
 )
 from icckd_cli.data.imbalance import apply_imbalance
+from icckd_cli.data.mixup import MixupLoader
+from icckd_cli.data.unlabeled import hide_labels, join, load_unlabeled
 from icckd_cli.models import resolve_name
 from icckd_cli.settings.config import (
     DataOptions,
@@ -62,12 +64,23 @@ def load_data(
         options=options,
     )
     apply_imbalance(data, cfg.imbalance_factor, options.progress)  # F = 1: untouched
+    if isinstance(cfg, DistillConfig) and cfg.hides_labels():
+        hide_unlabeled(cfg, data, options)
     if not test and data.val is None:
         raise UsageError("a run that never reads its test split needs a validation split")
     data.train, data.test = data.train.to(device), data.test.to(device) if test else None
     if data.val is not None:
         data.val = data.val.to(device)
     return data
+
+
+def hide_unlabeled(cfg: DistillConfig, data: Dataset, options: LoadOptions) -> None:
+    """Hide the labels past --labels-per-class and add the --unlabeled-dir images (label -1)."""
+    if cfg.labels_per_class is not None:
+        data.train = hide_labels(data.train, cfg.labels_per_class, data.spec.classes)
+    if cfg.unlabeled_dir is not None:
+        extra = load_unlabeled(cfg.unlabeled_dir, data.spec.image_size, options)
+        data.train = join(data.train, extra)
 
 
 def resolve_run(cfg: Run) -> Run:
@@ -80,6 +93,7 @@ def resolve_run(cfg: Run) -> Run:
         paths["init"] = cfg.init
     elif isinstance(cfg, DistillConfig):
         paths.update(teacher=cfg.teacher, teacher_cache=cfg.teacher_cache)
+        paths["unlabeled_dir"] = cfg.unlabeled_dir
     update: dict[str, Any] = {
         "arch": arch,
         "lr": cfg.resolved_lr(arch, dist.world_size()),
@@ -118,7 +132,10 @@ def train_loader(
         channels_last=channels_last,
         rank=dist.rank(),
         world=dist.world_size(),
+        unlabeled_ratio=cfg.unlabeled_ratio if isinstance(cfg, DistillConfig) else None,
     )
+    if isinstance(cfg, DistillConfig) and cfg.mixup > 0:  # the same mixed view for both
+        loader = MixupLoader(loader, cfg.mixup, cfg.resolved_data_seed())  # type: ignore[assignment]
     if len(loader) == 0:
         raise UsageError(
             f"--batch-size {cfg.batch_size} leaves no batch of 2 or more images from "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from icckd_cli.base.errors import UsageError
 from icckd_cli.data import sources, tinyimagenet  # noqa: F401  (imported for their registrations)
 from icckd_cli.data.device import Batch, DeviceLoader, augment, eval_batches, normalize
 from icckd_cli.data.holdout import Holdout
@@ -43,9 +44,12 @@ def make_loader(
     channels_last: bool = False,
     rank: int = 0,
     world: int = 1,
+    unlabeled_ratio: float | None = None,
 ) -> DeviceLoader | StreamLoader:
     """The training loader of a split: on the device, or streamed from disk."""
     if is_streamed(split):
+        if unlabeled_ratio is not None:
+            raise UsageError("--unlabeled-ratio needs a data set held in memory; drop it")
         return StreamLoader(
             split,
             spec,
@@ -66,6 +70,7 @@ def make_loader(
         channels_last=channels_last,
         rank=rank,
         world=world,
+        unlabeled_ratio=unlabeled_ratio,
     )
 
 

@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from icckd_cli.base.errors import UsageError
 from icckd_cli.data.registry import DataSpec, Split
+from icckd_cli.data.unlabeled import ratio_order, ratio_plan
 
 
 def normalize(images: Tensor, mean: Tensor, std: Tensor, channels_last: bool = False) -> Tensor:
@@ -68,6 +70,8 @@ class Batch:
     labels: Tensor
     index: Tensor
     step: int = -1  # its place in the epoch (the teacher-output store reads by it)
+    # mixup (data/mixup.py): every view is lam * x + (1 - lam) * x[perm]; None: unmixed
+    mix: tuple[float, Tensor] | None = None
 
 
 class DeviceLoader:
@@ -89,7 +93,11 @@ class DeviceLoader:
         channels_last: bool = False,
         rank: int = 0,
         world: int = 1,
+        unlabeled_ratio: float | None = None,
     ) -> None:
+        if unlabeled_ratio is not None and world > 1:
+            raise UsageError("--unlabeled-ratio runs in one process; drop it under torchrun")
+        self.ratio = unlabeled_ratio  # None: plain shuffling of every image
         self.split, self.spec, self.batch_size = split, spec, batch_size
         self.views, self.seed, self.padding = views, seed, padding
         self.channels_last, self.rank, self.world = channels_last, rank, world
@@ -98,19 +106,27 @@ class DeviceLoader:
         self.std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
 
     def __len__(self) -> int:
+        if self.ratio is not None:
+            return ratio_plan(self.split.labels, self.ratio, self.batch_size)[2]
         return batch_count(len(self.split), self.world, self.batch_size)
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         """The batches of one epoch, skipping the first `start_step` (for resuming)."""
         dev = self.split.images.device
         n = len(self.split)
-        g, perm = epoch_order(n, self.seed, epoch, self.rank, self.world)
+        if self.ratio is None:
+            g, perm = epoch_order(n, self.seed, epoch, self.rank, self.world)
+            size = self.batch_size
+        else:  # each batch its share of labelled and unlabelled images
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            rows = ratio_order(self.split.labels, self.ratio, self.batch_size, g)
+            perm, size = rows.flatten(), rows.shape[1]
         perm = perm.to(dev)
         hi = 2 * self.padding + 1
         offsets = torch.randint(0, hi, (self.views, 2, n), generator=g).to(dev)
         flips = (torch.rand(self.views, n, generator=g) < 0.5).to(dev) & self.spec.flip
         for step in range(start_step, len(self)):
-            idx = perm[step * self.batch_size : (step + 1) * self.batch_size]
+            idx = perm[step * size : (step + 1) * size]
             raw = self.split.images[idx]
             views = []
             for v in range(self.views):

@@ -146,7 +146,25 @@ class TeacherCacheOptions(_Strict):
         return registry.needs_teacher_features(weights)
 
 
-class DistillConfig(RunSettings, StudentLoss, TeacherCacheOptions):
+class UnlabeledOptions(_Strict):
+    """Images without labels and consistent teaching (docs/distill.md, "Few labels")."""
+
+    labels_per_class: int | None = Field(None, ge=1)  # the first N a class keep their label
+    unlabeled_dir: Path | None = None  # extra images without labels, any folder layout
+    # the share of unlabelled images in each batch; None: every image equally likely
+    unlabeled_ratio: float | None = Field(None, ge=0, lt=1)
+    mixup: float = Field(0.0, ge=0)  # Beta(a, a) per batch, to teacher and student; 0: off
+
+    def hides_labels(self) -> bool:
+        """Whether some training images come without a label."""
+        return self.labels_per_class is not None or self.unlabeled_dir is not None
+
+    def masked_ce(self) -> bool:
+        """Whether CE reads only the labelled images (and mixup's pairs) of a batch."""
+        return self.hides_labels() or self.mixup > 0
+
+
+class DistillConfig(RunSettings, StudentLoss, TeacherCacheOptions, UnlabeledOptions):
     """Everything `icckd distill` needs."""
 
     arch: str = "resnet20"
@@ -160,6 +178,27 @@ class DistillConfig(RunSettings, StudentLoss, TeacherCacheOptions):
             raise ValueError(
                 f"--method {self.method} reads the teacher's intermediate feature maps, and the "
                 "teacher-output store keeps logits and pooled features only; drop --teacher-cache"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _live_teacher(self) -> DistillConfig:
+        """Function matching needs the teacher on the student's own view: no fixed store."""
+        if self.teacher_cache is not None and (self.hides_labels() or self.mixup > 0):
+            given = "--mixup" if not self.hides_labels() else "unlabelled images"
+            raise ValueError(
+                f"--teacher-cache cannot serve {given}: the teacher must run live on exactly "
+                "the view the student sees (a fixed target is what function matching argues "
+                "against); drop --teacher-cache"
+            )
+        if self.unlabeled_ratio and not self.hides_labels():
+            raise ValueError(
+                f"--unlabeled-ratio {self.unlabeled_ratio:g} needs unlabelled images; "
+                "add --labels-per-class N or --unlabeled-dir DIR"
+            )
+        if self.hides_labels() and self.imbalance_factor != 1:
+            raise ValueError(
+                "--imbalance-factor cannot be combined with unlabelled images yet; drop one"
             )
         return self
 

@@ -19,7 +19,9 @@ from icckd_cli.data import Batch
 from icckd_cli.methods import registry
 from icckd_cli.methods.icc import icc_terms, margin_gate
 from icckd_cli.methods.queue import ClassQueue
+from icckd_cli.settings.train import UnlabeledOptions
 from icckd_cli.training import distributed as dist
+from icckd_cli.training.labelled import labelled_ce
 from icckd_cli.training.stages import StageReader
 from icckd_cli.training.teacher_source import RunTeacher, TeacherSource
 
@@ -212,8 +214,10 @@ class DistillObjective(Objective):
         epochs: int = 0,
         student: ZooModel | None = None,
         image_size: int = 0,
+        masked_ce: bool = False,  # hidden labels (-1) or mixup: training/labelled.py
     ) -> None:
         super().__init__()
+        self.masked = masked_ce
         source = RunTeacher(teacher) if isinstance(teacher, nn.Module) else teacher
         object.__setattr__(self, "source", source)  # not a submodule: never trained or saved
         context = registry.Context(feature_dim, int(source.feature_dim), train_size, epochs)
@@ -223,7 +227,7 @@ class DistillObjective(Objective):
             self.reader = StageReader(student, source, settings, image_size)
             context = self.reader.context(context)
         self.settings: dict[str, Any] = {}
-        self.add("ce", weights["ce_weight"], _ce)
+        self.add("ce", weights["ce_weight"], labelled_ce if masked_ce else _ce)
         for method in registry.methods():
             own = method.resolved(settings, context)  # its typed settings, run-derived ones filled
             recorded = own.model_dump()
@@ -265,6 +269,7 @@ class DistillObjective(Objective):
             epochs=epochs,
             student=student,
             image_size=image_size,
+            masked_ce=isinstance(loss, UnlabeledOptions) and loss.masked_ce(),
         )
 
     def train(self, mode: bool = True) -> DistillObjective:
@@ -283,6 +288,9 @@ class DistillObjective(Objective):
             out = {"logits": s.logits, "features": s.pooled, "labels": batch.labels,
                    "batch": batch, "stages": s, "t_stages": t,
                    "t_logits": t.logits, "t_features": t.pooled}  # fmt: skip
+        if self.masked:  # a method that needs a class (DKD) takes the teacher's where hidden
+            out["known"] = y = out["labels"]
+            out["labels"] = torch.where(y >= 0, y, out["t_logits"].argmax(dim=1))
         out["epoch"] = epoch - self.preliminary_epochs  # the other schedules start after it
         return out
 

@@ -73,6 +73,8 @@ def answers_table(results: Mapping[str, Any]) -> TableSpec | None:
         return None
     subset = results.get("student_train_per_class")
     sees = f"{subset} training images per class" if subset else "all training images"
+    if any(r.get("labels") for r in results.get("students") or []):
+        sees += ", some without labels: see the students table"
     title = f"what distillation adds on {results['dataset']} (students see {sees})"
     if results.get("matched") is not None:
         title += f" ({MATCHED})"

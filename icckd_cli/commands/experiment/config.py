@@ -112,7 +112,11 @@ def parse_experiment(
         recipe = _validate(DistillConfig, values, {}, source, "[student]", "", raw["student"])
         # the student's data, optimiser and run settings, without any distillation term
         common = [k for k in TrainTeacherConfig.model_fields if k in DistillConfig.model_fields]
-        baseline = TrainTeacherConfig(**{k: getattr(recipe, k) for k in common}, icc_weight=0.0)
+        values = {k: getattr(recipe, k) for k in common}
+        if recipe.labels_per_class is not None:  # alone, it has only the labelled images
+            limit = recipe.train_per_class or recipe.labels_per_class
+            values["train_per_class"] = min(recipe.labels_per_class, limit)
+        baseline = TrainTeacherConfig(**values, icc_weight=0.0)
     return Experiment(options, teachers, students, baseline, source, executor=placement)
 
 

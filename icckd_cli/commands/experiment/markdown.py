@@ -56,6 +56,7 @@ def result_tables(results: Mapping[str, Any]) -> list[TableSpec]:
     for name in dict.fromkeys(r["student"] for r in results["students"]):
         for r in (r for r in results["students"] if r["student"] == name):
             shown = name if name == r["method"] else f"{name} ({r['method']})"
+            shown += f"; {r['labels']}" if r.get("labels") else ""
             rows.append([shown, r["arch"], r["teacher"], cell(r["last"]), cell(r["best"])])
         for d in (d for d in results["differences"] if d["student"] == name):
             diff = f"{d['teacher']} minus {d['reference']}"

@@ -197,14 +197,14 @@ def share_teacher_outputs(runs: list[Run], root: Path) -> None:
     outputs (dtype, top-k) form a group; a group of two or more gets the store, in
     OUT/teacher_cache/<teacher>/seed<k> (with a suffix where one teacher has several), and
     the data seed of that teacher's run; the first student to run writes it. A student whose
-    method reads the teacher's feature maps, which no store holds, runs its teacher.
+    method reads the teacher's feature maps, which no store holds, runs its teacher; so does
+    one with unlabelled images or mixup, whose teacher must see its own view, live.
     """
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        if run.kind != "student":
-            continue
         cfg = run.config
-        assert isinstance(cfg, DistillConfig)
+        if not isinstance(cfg, DistillConfig) or cfg.masked_ce():  # function matching: live
+            continue
         if registry.needs_teacher_stages(cfg.resolved_weights()):
             continue
         stream = (cfg.batch_size, cfg.epochs, cfg.crop_padding)

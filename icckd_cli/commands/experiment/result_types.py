@@ -137,13 +137,14 @@ class StudentCell:
     teacher: str
     top1: LastBest
     transfer: Transfer | None = None
+    labels: str | None = None  # which images carry labels, where some do not ("5 per class")
 
     def to_json(self) -> dict[str, Any]:
-        """results.json's `students` entry."""
+        """results.json's `students` entry (`labels` only where some images have none)."""
         about = {"student": self.student, "method": self.method, "arch": self.arch,
-                 "teacher": self.teacher}  # fmt: skip
+                 "teacher": self.teacher, "labels": self.labels}  # fmt: skip
         more = {} if self.transfer is None else self.transfer.to_json()
-        return {**about, **self.top1.to_json(), **more}
+        return {**{k: v for k, v in about.items() if v is not None}, **self.top1.to_json(), **more}
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from icckd_cli.commands.experiment.result_types import (
     TeacherSummary,
 )
 from icckd_cli.commands.experiment.tables import TableSpec, cell, diff_cell
-from icckd_cli.settings.config import TrainTeacherConfig
+from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig
 
 # the tables and Markdown live in markdown.py; these names stay importable from here
 __all__ = ["DIVERSITY_KEYS", "TableSpec", "cell", "collect", "diff_cell", "result_tables",
@@ -95,6 +95,17 @@ def _objective(cfg: TrainTeacherConfig) -> str:
     return f"{ce} + {cfg.icc_weight:g} L_intra ({gate}, tau {cfg.icc_temperature:g}, {cache})"
 
 
+def labels_phrase(cfg: DistillConfig) -> str | None:
+    """Which training images a student learns from with and without labels; None: all labelled."""
+    if not cfg.hides_labels():
+        return None
+    known = "all" if cfg.labels_per_class is None else f"{cfg.labels_per_class} per class"
+    if cfg.unlabeled_ratio == 0:
+        return f"{known} labelled, the rest unused"
+    extra = " and an extra folder" if cfg.unlabeled_dir is not None else ""
+    return f"{known} labelled, the rest{extra} unlabelled"
+
+
 def _top1(runs: Mapping[int, Run], finished: FinishedRuns) -> dict[str, dict[int, float | None]]:
     """top-1 at the last ('final') and at the best epoch, by seed; None where not done."""
     return {w: {k: finished.top1(r, w) for k, r in runs.items()} for w in ("final", "best")}
@@ -146,6 +157,7 @@ def collect(
             runs = {r.seed: r for r in exp.runs if (r.teacher, r.student) == (t.name, s.name)}
             top1[t.name] = _top1(runs, finished)
             about = dict(student=s.name, method=s.config.method, arch=s.config.arch)
+            about["labels"] = labels_phrase(s.config)
             students.append(StudentCell(**about, teacher=t.name, top1=_last_best(top1[t.name], n)))
             if base_top1 is not None:  # what distilling from t adds over the student alone
                 gain = {w: paired_difference(top1[t.name][w], base_top1[w]) for w in base_top1}
