@@ -8,7 +8,8 @@ import pytest
 
 from icckd_cli.base.errors import UsageError
 from icckd_cli.commands.experiment.config import load_experiment, parse_experiment
-from icckd_cli.commands.experiment.results import collect, results_markdown
+from icckd_cli.commands.experiment.markdown import results_markdown
+from icckd_cli.commands.experiment.results import collect
 from icckd_cli.methods.registry import choices
 from icckd_cli.settings.config import read_toml
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment

@@ -12,8 +12,9 @@ from icckd_cli.base.checkpoint import save_model
 from icckd_cli.commands.cost import count_macs, count_params
 from icckd_cli.commands.experiment.config import load_experiment
 from icckd_cli.commands.experiment.costs import FIGURE, cost_figure, measure_costs
+from icckd_cli.commands.experiment.markdown import result_tables, results_markdown
 from icckd_cli.commands.experiment.plan import Experiment
-from icckd_cli.commands.experiment.results import collect, result_tables, results_markdown
+from icckd_cli.commands.experiment.results import collect
 from icckd_cli.data import load_dataset
 from icckd_cli.models import create_model
 from tests.helpers import icckd, parse_experiment_text, tiny_experiment

@@ -9,10 +9,14 @@ import pytest
 
 from icckd_cli.commands.experiment import results as res
 from icckd_cli.commands.experiment.finished import FinishedRuns
-from icckd_cli.commands.experiment.markdown import result_tables, results_markdown
+from icckd_cli.commands.experiment.markdown import (
+    result_tables,
+    results_markdown,
+    validation_phrase,
+)
 from icckd_cli.commands.experiment.plan import Run
 from icckd_cli.commands.experiment.results import aggregate, collect, paired_difference
-from icckd_cli.commands.experiment.tables import TableSpec, cell
+from icckd_cli.commands.experiment.tables import TableSpec, cell, diff_cell
 from tests.helpers import parse_experiment_text, tiny_experiment
 
 
@@ -147,10 +151,10 @@ def test_t_interval_matches_the_t_table() -> None:
 def test_sign_count_counts_seeds_strictly_above_zero() -> None:
     stats = res.difference_stats({0: 0.5, 1: 0.0, 2: -0.2, 3: 1.5, 4: None}, 5)
     assert stats.positive == 2 and stats.n == 4  # 0.0 is not a gain; None is missing
-    assert res.diff_cell(stats.to_json()).endswith(" 2/4 (4/5 seeds)")
-    assert res.diff_cell(res.difference_stats({}, 3).to_json()) == "n/a (0/3 seeds)"
+    assert diff_cell(stats.to_json()).endswith(" 2/4 (4/5 seeds)")
+    assert diff_cell(res.difference_stats({}, 3).to_json()) == "n/a (0/3 seeds)"
     one = res.difference_stats({0: -0.25}, 1)
-    assert one.ci95 is None and res.diff_cell(one.to_json()) == "-0.25 [-] 0/1"
+    assert one.ci95 is None and diff_cell(one.to_json()) == "-0.25 [-] 0/1"
 
 
 def test_label_smoothing_teacher_is_a_variant_not_the_reference(tmp_path: Path) -> None:
@@ -221,7 +225,7 @@ def test_with_a_validation_split_the_best_column_is_best_on_validation(
     plain = collect(parse_experiment_text(tiny_experiment(tmp_path)), {}).to_json()
     assert _students_table(result_tables(plain)).columns[-1] == "best epoch"
     assert "flatters" in _students_table(result_tables(plain)).notes[-1]
-    assert res.validation_phrase({"val_fraction": 0.1}) == "10% of each class"
+    assert validation_phrase({"val_fraction": 0.1}) == "10% of each class"
 
 
 def _students_table(tables: list[TableSpec]) -> TableSpec:

@@ -33,8 +33,8 @@ Latency = Annotated[
 
 def _experiment(exp: Any, fmt: str, dry_run: bool = False, wait: bool = True) -> None:
     """Shared body of experiment and quickstart: run the matrix, render the table."""
+    from icckd_cli.commands.experiment.markdown import result_tables
     from icckd_cli.commands.experiment.matrix import RunsFailed, plan_states, run_experiment
-    from icckd_cli.commands.experiment.results import result_tables
     from icckd_cli.training import distributed as dist
     from icckd_cli.training.engine import Interrupted
 

@@ -18,11 +18,8 @@ from icckd_cli.commands.experiment.matched.rule import check_match_split
 from icckd_cli.commands.experiment.plan import (
     Experiment,
     ExperimentOptions,
-    Run,
     Student,
     Teacher,
-    plan,
-    share_teacher_outputs,
 )
 from icckd_cli.models import resolve_name
 from icckd_cli.settings.config import (
@@ -36,9 +33,6 @@ from icckd_cli.settings.config import (
     read_toml,
 )
 from icckd_cli.settings.executor import parse_executor
-
-__all__ = ["Experiment", "ExperimentOptions", "Run", "Student", "Teacher", "load_experiment",
-           "parse_experiment", "plan", "share_teacher_outputs"]  # fmt: skip
 
 TABLES = ("experiment", "teacher", "teachers", "student", "students", "executor")
 # Settings every run of an experiment shares: they live in [experiment] only...

@@ -6,7 +6,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from icckd_cli.commands.experiment.config import Experiment, parse_experiment
+from icckd_cli.commands.experiment.config import parse_experiment
+from icckd_cli.commands.experiment.plan import Experiment
 
 if sys.version_info >= (3, 11):
     import tomllib

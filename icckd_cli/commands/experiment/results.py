@@ -22,9 +22,7 @@ from icckd_cli.commands.experiment.costs import cost_rows
 from icckd_cli.commands.experiment.finished import FinishedRuns
 from icckd_cli.commands.experiment.markdown import (
     DIVERSITY_KEYS,
-    result_tables,
     results_markdown,
-    validation_phrase,
 )
 from icckd_cli.commands.experiment.plan import Experiment, Run
 from icckd_cli.commands.experiment.result_types import (
@@ -39,12 +37,7 @@ from icckd_cli.commands.experiment.result_types import (
     TeacherDifference,
     TeacherSummary,
 )
-from icckd_cli.commands.experiment.tables import TableSpec, cell, diff_cell
 from icckd_cli.settings.config import DistillConfig, TrainTeacherConfig
-
-# the tables and Markdown live in markdown.py; these names stay importable from here
-__all__ = ["DIVERSITY_KEYS", "TableSpec", "cell", "collect", "diff_cell", "result_tables",
-           "results_markdown", "validation_phrase", "write_results"]  # fmt: skip
 
 
 def aggregate(values: Mapping[int, float | None], seeds: int) -> Stats:
